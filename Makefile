@@ -1,0 +1,44 @@
+# imagesearch developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY        ?= python3
+VENV      := .venv
+VPY       := $(VENV)/bin/python
+BUF       := node_modules/.bin/buf
+PROTO_SRC := $(wildcard protos/imagesearch/v1/*.proto)
+
+.PHONY: help
+help: ## List targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VPY): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	@touch $(VPY)
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $(BUF)
+
+.PHONY: setup
+setup: $(VPY) $(BUF) ## Create .venv with the suite and dev tools, install buf
+
+.PHONY: protos
+protos: $(VPY) ## Regenerate gen/python from protos/ (byte-for-byte reproducible)
+	rm -rf gen/python && mkdir -p gen/python/imagesearch/v1
+	$(VPY) -m grpc_tools.protoc -Iprotos --python_out=gen/python --pyi_out=gen/python \
+	  --grpc_python_out=gen/python $(PROTO_SRC)
+	touch gen/python/imagesearch/__init__.py gen/python/imagesearch/v1/__init__.py
+
+.PHONY: protos-check
+protos-check: protos ## Fail when the committed generated code is stale
+	@git diff --exit-code --stat -- gen/ && test -z "$$(git status --porcelain -- gen/)" \
+	  || { echo "gen/ is stale: run 'make protos' and commit"; exit 1; }
+
+.PHONY: lint
+lint: $(VPY) $(BUF) ## buf lint, ruff, mypy
+	$(BUF) lint
+	$(VPY) -m ruff check services scripts tests bench tools
+	$(VPY) -m ruff format --check services scripts tests bench tools
+	$(VPY) -m mypy services

@@ -1,0 +1,197 @@
+from imagesearch.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FusionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FUSION_TYPE_UNSPECIFIED: _ClassVar[FusionType]
+    FUSION_TYPE_RELATIVE_SCORE: _ClassVar[FusionType]
+    FUSION_TYPE_RANKED: _ClassVar[FusionType]
+FUSION_TYPE_UNSPECIFIED: FusionType
+FUSION_TYPE_RELATIVE_SCORE: FusionType
+FUSION_TYPE_RANKED: FusionType
+
+class AssetRecord(_message.Message):
+    __slots__ = ("asset", "image_embedding")
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    asset: _common_pb2.Asset
+    image_embedding: _common_pb2.Embedding
+    def __init__(self, asset: _Optional[_Union[_common_pb2.Asset, _Mapping]] = ..., image_embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ...) -> None: ...
+
+class UpsertAssetsRequest(_message.Message):
+    __slots__ = ("tenant", "assets")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ASSETS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    assets: _containers.RepeatedCompositeFieldContainer[AssetRecord]
+    def __init__(self, tenant: _Optional[str] = ..., assets: _Optional[_Iterable[_Union[AssetRecord, _Mapping]]] = ...) -> None: ...
+
+class UpsertResult(_message.Message):
+    __slots__ = ("asset_id", "error")
+    ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    asset_id: str
+    error: _common_pb2.ItemError
+    def __init__(self, asset_id: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ...) -> None: ...
+
+class UpsertAssetsResponse(_message.Message):
+    __slots__ = ("results", "index_generation")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[UpsertResult]
+    index_generation: int
+    def __init__(self, results: _Optional[_Iterable[_Union[UpsertResult, _Mapping]]] = ..., index_generation: _Optional[int] = ...) -> None: ...
+
+class StreamUpsertAssetsRequest(_message.Message):
+    __slots__ = ("tenant", "asset")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    asset: AssetRecord
+    def __init__(self, tenant: _Optional[str] = ..., asset: _Optional[_Union[AssetRecord, _Mapping]] = ...) -> None: ...
+
+class StreamUpsertAssetsResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: UpsertResult
+    def __init__(self, result: _Optional[_Union[UpsertResult, _Mapping]] = ...) -> None: ...
+
+class DeleteAssetsRequest(_message.Message):
+    __slots__ = ("tenant", "asset_ids")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ASSET_IDS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    asset_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tenant: _Optional[str] = ..., asset_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteResult(_message.Message):
+    __slots__ = ("asset_id", "deleted")
+    ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    asset_id: str
+    deleted: bool
+    def __init__(self, asset_id: _Optional[str] = ..., deleted: bool = ...) -> None: ...
+
+class DeleteAssetsResponse(_message.Message):
+    __slots__ = ("results", "index_generation")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[DeleteResult]
+    index_generation: int
+    def __init__(self, results: _Optional[_Iterable[_Union[DeleteResult, _Mapping]]] = ..., index_generation: _Optional[int] = ...) -> None: ...
+
+class GetAssetsRequest(_message.Message):
+    __slots__ = ("tenant", "asset_ids", "include_vectors")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ASSET_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    asset_ids: _containers.RepeatedScalarFieldContainer[str]
+    include_vectors: bool
+    def __init__(self, tenant: _Optional[str] = ..., asset_ids: _Optional[_Iterable[str]] = ..., include_vectors: bool = ...) -> None: ...
+
+class GetAssetsResponse(_message.Message):
+    __slots__ = ("assets", "missing_asset_ids")
+    ASSETS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_ASSET_IDS_FIELD_NUMBER: _ClassVar[int]
+    assets: _containers.RepeatedCompositeFieldContainer[AssetRecord]
+    missing_asset_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, assets: _Optional[_Iterable[_Union[AssetRecord, _Mapping]]] = ..., missing_asset_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class KeywordField(_message.Message):
+    __slots__ = ("name", "boost")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BOOST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    boost: float
+    def __init__(self, name: _Optional[str] = ..., boost: _Optional[float] = ...) -> None: ...
+
+class QueryRequest(_message.Message):
+    __slots__ = ("tenant", "text", "vector", "alpha", "fusion", "filter", "limit", "offset", "candidate_window", "keyword_fields", "include_vectors", "skip_cache")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_CACHE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    text: str
+    vector: _common_pb2.Embedding
+    alpha: float
+    fusion: FusionType
+    filter: _common_pb2.Filter
+    limit: int
+    offset: int
+    candidate_window: int
+    keyword_fields: _containers.RepeatedCompositeFieldContainer[KeywordField]
+    include_vectors: bool
+    skip_cache: bool
+    def __init__(self, tenant: _Optional[str] = ..., text: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., alpha: _Optional[float] = ..., fusion: _Optional[_Union[FusionType, str]] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., candidate_window: _Optional[int] = ..., keyword_fields: _Optional[_Iterable[_Union[KeywordField, _Mapping]]] = ..., include_vectors: bool = ..., skip_cache: bool = ...) -> None: ...
+
+class ScoreBreakdown(_message.Message):
+    __slots__ = ("fused", "keyword_contribution", "vector_contribution", "bm25", "cosine_similarity")
+    FUSED_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    BM25_FIELD_NUMBER: _ClassVar[int]
+    COSINE_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    fused: float
+    keyword_contribution: float
+    vector_contribution: float
+    bm25: float
+    cosine_similarity: float
+    def __init__(self, fused: _Optional[float] = ..., keyword_contribution: _Optional[float] = ..., vector_contribution: _Optional[float] = ..., bm25: _Optional[float] = ..., cosine_similarity: _Optional[float] = ...) -> None: ...
+
+class QueryHit(_message.Message):
+    __slots__ = ("asset", "scores", "image_embedding")
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    asset: _common_pb2.Asset
+    scores: ScoreBreakdown
+    image_embedding: _common_pb2.Embedding
+    def __init__(self, asset: _Optional[_Union[_common_pb2.Asset, _Mapping]] = ..., scores: _Optional[_Union[ScoreBreakdown, _Mapping]] = ..., image_embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ...) -> None: ...
+
+class QueryResponse(_message.Message):
+    __slots__ = ("hits", "cached", "index_generation")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    INDEX_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[QueryHit]
+    cached: bool
+    index_generation: int
+    def __init__(self, hits: _Optional[_Iterable[_Union[QueryHit, _Mapping]]] = ..., cached: bool = ..., index_generation: _Optional[int] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("asset_count", "index_generation", "backend", "model", "dimension", "cache")
+    ASSET_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
+    asset_count: int
+    index_generation: int
+    backend: str
+    model: _common_pb2.ModelRef
+    dimension: int
+    cache: str
+    def __init__(self, asset_count: _Optional[int] = ..., index_generation: _Optional[int] = ..., backend: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., dimension: _Optional[int] = ..., cache: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Plumbing shared by every imagesearch service: settings, logging, errors, metrics, server bootstrap."""

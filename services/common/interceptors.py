@@ -1,0 +1,227 @@
+"""Server and client interceptors: request id, deadline context, access log, metrics, error mapping.
+
+Servicers stay thin: they raise `DomainError`s (or let them propagate from domain code) and this
+interceptor turns them into gRPC statuses, counts them and logs them, once, for every method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from services.common import context
+from services.common.errors import DomainError
+from services.common.metrics import GRPC_HANDLED, GRPC_LATENCY, GRPC_STARTED
+
+log = structlog.get_logger("rpc")
+
+# Client errors are the caller's to fix and logged at info; the rest are ours (error).
+_CLIENT_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+class _Call:
+    """Bookkeeping for one RPC: context variables in, metrics and access log out."""
+
+    __slots__ = ("code", "deadline_token", "method", "rid_token", "service", "start")
+
+    def __init__(self, full_method: str, ctx: grpc.aio.ServicerContext) -> None:
+        _, self.service, self.method = full_method.split("/", 2)
+        rid = ""
+        for key, value in ctx.invocation_metadata() or ():
+            if key == context.REQUEST_ID_HEADER:
+                rid = str(value)[:128]
+                break
+        rid = rid or context.new_request_id()
+        self.rid_token = context.set_request_id(rid)
+        self.deadline_token = context.set_deadline(ctx.time_remaining())
+        structlog.contextvars.bind_contextvars(request_id=rid, method=self.method)
+        ctx.set_trailing_metadata(((context.REQUEST_ID_HEADER, rid),))
+        self.code = grpc.StatusCode.OK
+        self.start = time.perf_counter()
+        GRPC_STARTED.labels(self.service, self.method).inc()
+
+    async def fail(self, ctx: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        """Map an exception to a status and abort the call (always raises)."""
+        if isinstance(exc, DomainError):
+            self.code = exc.code
+            await ctx.abort(exc.code, exc.message)
+        if isinstance(exc, NotImplementedError):  # generated base servicers raise it
+            self.code = grpc.StatusCode.UNIMPLEMENTED
+            await ctx.abort(self.code, f"{self.service}/{self.method} is not implemented")
+        self.code = grpc.StatusCode.INTERNAL
+        log.exception("unhandled error", exc_info=exc)
+        await ctx.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {context.request_id()})")
+
+    def finish(self, ctx: grpc.aio.ServicerContext) -> None:
+        elapsed = time.perf_counter() - self.start
+        code = self.code
+        if code is grpc.StatusCode.OK:
+            # A servicer may have set a status without raising (context.set_code / abort).
+            code = _context_code(ctx) or code
+        GRPC_HANDLED.labels(self.service, self.method, code.name).inc()
+        GRPC_LATENCY.labels(self.service, self.method).observe(elapsed)
+        ms = round(elapsed * 1000, 3)
+        if code is grpc.StatusCode.OK:
+            log.debug("rpc", code=code.name, ms=ms)
+        elif code in _CLIENT_CODES:
+            log.info("rpc", code=code.name, ms=ms, details=_context_details(ctx))
+        else:
+            log.error("rpc", code=code.name, ms=ms, details=_context_details(ctx))
+        structlog.contextvars.unbind_contextvars("request_id", "method")
+        context.reset_deadline(self.deadline_token)
+        context.reset_request_id(self.rid_token)
+
+
+def _context_code(ctx: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
+    try:
+        code = ctx.code()
+    except Exception:
+        return None
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return None
+
+
+def _context_details(ctx: grpc.aio.ServicerContext) -> str:
+    try:
+        return str(ctx.details() or "")
+    except Exception:
+        return ""
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every handler with request-id/deadline context, metrics, access log and error mapping."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(method, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream(method, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _wrap_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    async def wrapped(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+        call = _Call(method, ctx)
+        try:
+            return await behavior(request, ctx)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            await call.fail(ctx, exc)
+        finally:
+            call.finish(ctx)
+
+    return wrapped
+
+
+def _wrap_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+    async def wrapped(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = _Call(method, ctx)
+        try:
+            result = behavior(request, ctx)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:  # a coroutine that writes with ctx.write()
+                await result
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            await call.fail(ctx, exc)
+        finally:
+            call.finish(ctx)
+
+    return wrapped
+
+
+class _ClientContextInterceptor:
+    """Adds the current request id and the caller's remaining deadline to outgoing calls."""
+
+    def __init__(self, default_timeout_s: float) -> None:
+        self._default_timeout_s = default_timeout_s
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = list(details.metadata or ())
+        rid = context.request_id()
+        if rid and not any(k == context.REQUEST_ID_HEADER for k, _ in metadata):
+            metadata.append((context.REQUEST_ID_HEADER, rid))
+        timeout = details.timeout
+        if timeout is None:
+            timeout = context.remaining(self._default_timeout_s)
+        return grpc.aio.ClientCallDetails(
+            details.method, timeout, grpc.aio.Metadata(*metadata), details.credentials, details.wait_for_ready
+        )
+
+
+class ClientUnaryUnary(_ClientContextInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return await continuation(self._details(client_call_details), request)
+
+
+class ClientUnaryStream(_ClientContextInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return await continuation(self._details(client_call_details), request)
+
+
+class ClientStreamUnary(_ClientContextInterceptor, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+class ClientStreamStream(_ClientContextInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+def client_interceptors(default_timeout_s: float) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors for a channel to another imagesearch service (request id + deadline propagation)."""
+    return [
+        ClientUnaryUnary(default_timeout_s),
+        ClientUnaryStream(default_timeout_s),
+        ClientStreamUnary(default_timeout_s),
+        ClientStreamStream(default_timeout_s),
+    ]

@@ -1,0 +1,49 @@
+"""Typed, validated settings read from environment variables, one prefix per service.
+
+Each service subclasses `ServiceSettings` and sets its own prefix, e.g. `IMAGESEARCH_ENCODER_PORT`.
+`describe_settings()` renders the reference table in the README, so docs cannot drift from code.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every gRPC service has. Subclasses add their own and set `env_prefix`."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGESEARCH_", extra="ignore", validate_default=True)
+
+    host: str = Field("127.0.0.1", description="Address the gRPC server binds to (0.0.0.0 in containers).")
+    port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free port (logged at start).")
+    metrics_host: str = Field("127.0.0.1", description="Address of the Prometheus /metrics HTTP server.")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus port; unset disables metrics, 0 picks a free port."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log threshold.")
+    log_format: Literal["json", "console"] = Field("json", description="json for machines, console for humans.")
+    max_message_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted or sent, in bytes."
+    )
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="On SIGTERM, how long in-flight calls may finish before being cancelled."
+    )
+    health_interval_s: float = Field(2.0, gt=0, description="How often backend readiness is re-checked.")
+    default_deadline_s: float = Field(
+        30.0, gt=0, description="Deadline applied to backend calls when the caller set none."
+    )
+    use_uvloop: bool = Field(True, description="Run the event loop on uvloop (faster) when installed.")
+
+
+def describe_settings(cls: type[BaseSettings]) -> list[tuple[str, str, str]]:
+    """(ENV_NAME, default, description) for every field of a settings class, in declaration order."""
+    prefix = cls.model_config.get("env_prefix", "")
+    rows = []
+    for name, field in cls.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "" if default is None else str(default)
+        rows.append((f"{prefix}{name}".upper(), shown, field.description or ""))
+    return rows
