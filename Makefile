@@ -42,3 +42,34 @@ lint: $(VPY) $(BUF) ## buf lint, ruff, mypy
 	$(VPY) -m ruff check services scripts tests bench tools
 	$(VPY) -m ruff format --check services scripts tests bench tools
 	$(VPY) -m mypy services
+
+.PHONY: stack-up
+stack-up: $(VPY) ## Start (or reuse) the real backends: Redis, Weaviate, Triton (builds/caches on first use)
+	$(VPY) -m scripts.stack up
+
+.PHONY: stack-down
+stack-down: $(VPY) ## Stop the real backends started by stack-up
+	$(VPY) -m scripts.stack down
+
+.PHONY: stack-status
+stack-status: $(VPY) ## Show the real backends' state and addresses
+	$(VPY) -m scripts.stack status
+
+.PHONY: run
+run: $(VPY) ## Set up and start the whole suite on its embedded defaults (Ctrl-C stops it)
+	$(VPY) -m services.suite
+
+.PHONY: test
+test: setup ## Set up everything (venv, tools, the real stack) and run all tests
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: docs
+docs: $(VPY) ## Regenerate the README configuration reference from the settings classes
+	$(VPY) -m services.common.config_docs --write README.md
+
+.PHONY: bench
+bench: $(VPY) ## Run the benchmarks (bounded; prints tables, writes JSON under bench/results/)
+	@for b in bench/*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
+
+.PHONY: ci
+ci: lint protos-check test ## What CI runs: lint, generated-code staleness, all tests

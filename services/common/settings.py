@@ -24,7 +24,7 @@ class ServiceSettings(BaseSettings):
         None, ge=0, le=65535, description="Prometheus port; unset disables metrics, 0 picks a free port."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log threshold.")
-    log_format: Literal["json", "console"] = Field("json", description="json for machines, console for humans.")
+    log_format: Literal["json", "console"] = Field("json", description="json (machines) or console (humans).")
     max_message_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted or sent, in bytes."
     )

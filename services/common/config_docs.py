@@ -1,0 +1,79 @@
+"""Render the configuration reference (one table per service) from the settings classes.
+
+`python -m services.common.config_docs --write README.md` replaces the text between the
+`<!-- config:start -->` / `<!-- config:end -->` markers; `--check README.md` fails when it is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from pydantic_settings import BaseSettings
+
+from services.common.settings import ServiceSettings, describe_settings
+
+SETTINGS = {
+    "encoder": "services.encoder.settings:EncoderSettings",
+    "search": "services.search.settings:SearchSettings",
+    "gateway": "services.gateway.settings:GatewaySettings",
+}
+START, END = "<!-- config:start -->", "<!-- config:end -->"
+
+
+def settings_class(service: str) -> type[BaseSettings]:
+    module, name = SETTINGS[service].split(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def _table(title: str, rows: list[tuple[str, str, str]]) -> list[str]:
+    out = [f"#### {title}", "", "| variable | default | meaning |", "|---|---|---|"]
+    for env, default, description in rows:
+        shown = f"`{default}`" if default else ""
+        out.append(f"| `{env}` | {shown} | {description.replace('|', '/')} |")
+    return [*out, ""]
+
+
+def render() -> str:
+    common = set(ServiceSettings.model_fields)
+    rows = [
+        (env.replace("IMAGESEARCH_", "IMAGESEARCH_<SERVICE>_", 1), default, text)
+        for env, default, text in describe_settings(ServiceSettings)
+    ]
+    out = _table("every service (`<SERVICE>` = ENCODER, SEARCH or GATEWAY)", rows)
+    for service in SETTINGS:
+        cls = settings_class(service)
+        prefix = cls.model_config.get("env_prefix", "")
+        own = [row for row in describe_settings(cls) if row[0][len(prefix) :].lower() not in common]
+        out += _table(service, own)
+    return "\n".join(out)
+
+
+def splice(text: str, table: str) -> str:
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{table}{END}{tail}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", type=Path)
+    group.add_argument("--check", type=Path)
+    args = parser.parse_args()
+    path = args.write or args.check
+    text = path.read_text()
+    updated = splice(text, render())
+    if args.write:
+        path.write_text(updated)
+        return 0
+    if updated != text:
+        print(f"{path}: configuration reference is stale; run `make docs`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""`python -m services.suite` (what `make run` starts): the whole suite on one machine.
+
+Runs the encoder (ONNX Runtime in-process), the search service (embedded index, in-process cache)
+and the gateway as three processes, exactly as they run in production, wired to each other on
+loopback. Nothing else needs to be installed. Environment variables already set (any
+IMAGESEARCH_* setting) win over these defaults, so the same launcher can point at a real stack.
+Ctrl-C (or SIGTERM) stops all three gracefully.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HOST = os.environ.get("IMAGESEARCH_SUITE_HOST", "127.0.0.1")
+
+# name -> (module, gRPC port, metrics port)
+SERVICES = {
+    "encoder": ("services.encoder", 50071, 9471),
+    "search": ("services.search", 50072, 9472),
+    "gateway": ("services.gateway", 50070, 9470),
+}
+
+
+def _env_for(name: str) -> dict[str, str]:
+    _, port, metrics = SERVICES[name]
+    prefix = f"IMAGESEARCH_{name.upper()}_"
+    defaults = {
+        f"{prefix}HOST": HOST,
+        f"{prefix}PORT": str(port),
+        f"{prefix}METRICS_PORT": str(metrics),
+        f"{prefix}LOG_FORMAT": "console",
+    }
+    if name == "search":
+        defaults[f"{prefix}DATA_DIR"] = str(REPO_ROOT / ".data" / "search")
+    if name == "gateway":
+        defaults[f"{prefix}ENCODER_ADDRESS"] = f"{HOST}:{SERVICES['encoder'][1]}"
+        defaults[f"{prefix}SEARCH_ADDRESS"] = f"{HOST}:{SERVICES['search'][1]}"
+    return {**defaults, **os.environ}
+
+
+def _port(name: str, env: dict[str, str]) -> str:
+    return env[f"IMAGESEARCH_{name.upper()}_PORT"]
+
+
+def _wait_serving(name: str, address: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"{name} exited with code {proc.returncode} during startup")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise SystemExit(f"{name} did not become ready within {timeout_s:.0f}s")
+
+
+def main() -> int:
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def stop_all(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    try:
+        for name in ("encoder", "search", "gateway"):  # the gateway needs the other two
+            env = _env_for(name)
+            module = SERVICES[name][0]
+            procs[name] = subprocess.Popen([sys.executable, "-m", module], cwd=REPO_ROOT, env=env)
+            _wait_serving(name, f"{HOST}:{_port(name, env)}", procs[name])
+            print(f"suite: {name} ready on {HOST}:{_port(name, env)}", flush=True)
+        gateway = f"{HOST}:{_port('gateway', _env_for('gateway'))}"
+        print(
+            f"suite: ready. Gateway on {gateway}. Try:\n"
+            f"  .venv/bin/imagesearch --gateway {gateway} ingest DIR\n"
+            f'  .venv/bin/imagesearch --gateway {gateway} search "a red car"\n'
+            "Ctrl-C stops the suite.",
+            flush=True,
+        )
+        while not stopping:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    print(f"suite: {name} exited with code {proc.returncode}; stopping", flush=True)
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        for proc in reversed(list(procs.values())):  # gateway first: it depends on the others
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return max((p.returncode or 0 for p in procs.values()), default=0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

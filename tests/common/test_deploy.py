@@ -1,0 +1,61 @@
+"""docker-compose.yml and the README stay true to the code (no Docker engine here, so the file is
+checked statically: it parses, every IMAGESEARCH_* variable is a real, valid setting, health checks
+exist, and the Dockerfile's sources exist)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.common.config_docs import SETTINGS, render, settings_class, splice
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+OURS = {name: spec for name, spec in COMPOSE["services"].items() if name in SETTINGS}
+
+
+def test_compose_declares_every_component_with_a_health_check() -> None:
+    assert set(COMPOSE["services"]) == {"triton", "weaviate", "redis", "encoder", "search", "gateway"}
+    for name, spec in COMPOSE["services"].items():
+        assert "healthcheck" in spec, f"{name} has no health check"
+
+
+@pytest.mark.parametrize("service", sorted(OURS))
+def test_compose_env_matches_the_settings_the_code_reads(service: str) -> None:
+    spec = OURS[service]
+    assert spec["command"] == ["python", "-m", f"services.{service}"]
+    env = {k: str(v) for k, v in spec["environment"].items()}
+    cls = settings_class(service)
+    prefix = cls.model_config["env_prefix"]
+    unknown = [k for k in env if not k.startswith(prefix) or k[len(prefix) :].lower() not in cls.model_fields]
+    assert not unknown, f"{service}: variables no setting reads: {unknown}"
+    # Values must validate as the service would read them at start-up.
+    settings = cls(**{k[len(prefix) :].lower(): v for k, v in env.items()})
+    port = str(settings.port)  # type: ignore[attr-defined]
+    assert spec["healthcheck"]["test"][-1] == port
+
+
+def test_gateway_points_at_the_compose_backends() -> None:
+    env = OURS["gateway"]["environment"]
+    addresses = " ".join(str(v) for k, v in env.items() if k.endswith("_ADDRESS"))
+    assert "encoder:50071" in addresses and "search:50072" in addresses
+
+
+def test_dockerfile_copies_existing_paths() -> None:
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY"):
+            for src in line.split()[1:-1]:
+                assert (REPO / src).exists(), f"Dockerfile copies missing {src}"
+
+
+def test_readme_configuration_reference_is_current() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert splice(readme, render()) == readme, "README configuration reference is stale: run `make docs`"
+
+
+def test_readme_names_the_two_commands() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert re.search(r"^make run$", readme, re.M) and re.search(r"^make test$", readme, re.M)

@@ -1,0 +1,156 @@
+"""The shared server plumbing, exercised in-process with a tiny test servicer on a real grpc.aio server."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from imagesearch.v1 import search_pb2, search_pb2_grpc
+
+from services.common import context
+from services.common.errors import InvalidArgument
+from services.common.server import App, Probe, serve
+from services.common.settings import ServiceSettings
+from tests.service_process import free_port
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url) as response:
+        return str(response.read().decode())
+
+
+class _Servicer(search_pb2_grpc.SearchServiceServicer):
+    """GetStats echoes what the plumbing gave it; Query fails like domain code does."""
+
+    def __init__(self) -> None:
+        self.seen_deadline: float | None = None
+        self.release = asyncio.Event()
+
+    async def GetStats(self, request, context_):  # type: ignore[no-untyped-def]
+        if request.tenant == "slow":
+            await self.release.wait()  # held open to test draining on shutdown
+        self.seen_deadline = context.remaining(default=1e9)
+        return search_pb2.GetStatsResponse(backend=context.request_id())
+
+    async def Query(self, request, context_):  # type: ignore[no-untyped-def]
+        raise InvalidArgument("alpha must be in [0, 1], got 2")
+
+
+class _Running:
+    def __init__(self, probes: list[Probe]) -> None:
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.servicer = _Servicer()
+        self.stop = asyncio.Event()
+        self.settings = ServiceSettings(
+            port=self.port, metrics_port=self.metrics_port, health_interval_s=0.05, shutdown_grace_s=5
+        )
+        self.app = App(
+            name="test",
+            services=[
+                (
+                    search_pb2_grpc.add_SearchServiceServicer_to_server,
+                    self.servicer,
+                    "imagesearch.v1.SearchService",
+                )
+            ],
+            probes=probes,
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Running:
+        self.task = asyncio.create_task(serve(self.app, self.settings, self.stop))
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
+        await asyncio.wait_for(self.channel.channel_ready(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 15)
+        await self.channel.close()
+
+
+async def test_request_id_and_deadline_reach_the_handler() -> None:
+    async with _Running([]) as srv:
+        stub = search_pb2_grpc.SearchServiceStub(srv.channel)
+        call = stub.GetStats(search_pb2.GetStatsRequest(), metadata=[("x-request-id", "rid-42")], timeout=3)
+        response = await call
+        assert response.backend == "rid-42"  # the handler saw the caller's request id
+        assert ("x-request-id", "rid-42") in list(await call.trailing_metadata())
+        seen = srv.servicer.seen_deadline
+        assert seen is not None and 0 < seen <= 3.1  # grpc-timeout header rounds up
+
+
+async def test_request_id_is_generated_when_absent() -> None:
+    async with _Running([]) as srv:
+        call = search_pb2_grpc.SearchServiceStub(srv.channel).GetStats(search_pb2.GetStatsRequest())
+        response = await call
+        assert len(response.backend) == 32
+        assert ("x-request-id", response.backend) in list(await call.trailing_metadata())
+
+
+async def test_domain_error_becomes_precise_status_and_is_counted() -> None:
+    async with _Running([]) as srv:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await search_pb2_grpc.SearchServiceStub(srv.channel).Query(search_pb2.QueryRequest())
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == "alpha must be in [0, 1], got 2"
+        metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{srv.metrics_port}/metrics")
+        assert 'grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",grpc_method="Query"' in metrics
+
+
+async def test_unimplemented_method_reports_unimplemented() -> None:
+    async with _Running([]) as srv:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await search_pb2_grpc.SearchServiceStub(srv.channel).GetAssets(search_pb2.GetAssetsRequest())
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_health_follows_required_and_optional_probes() -> None:
+    state = {"db": True, "cache": True}
+
+    async def db() -> bool:
+        return state["db"]
+
+    async def cache() -> bool:
+        return state["cache"]
+
+    async with _Running([Probe("db", db), Probe("cache", cache, required=False)]) as srv:
+        health = health_pb2_grpc.HealthStub(srv.channel)
+
+        async def status(name: str) -> int:
+            return (await health.Check(health_pb2.HealthCheckRequest(service=name))).status
+
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await status("") == serving
+        state["cache"] = False  # optional backend down: degraded, still serving
+        await asyncio.sleep(0.3)
+        assert await status("backend:cache") == not_serving
+        assert await status("") == serving
+        state["db"] = False  # required backend down: not serving
+        await asyncio.sleep(0.3)
+        assert await status("") == not_serving
+        assert await status("imagesearch.v1.SearchService") == not_serving
+        state["db"] = True
+        await asyncio.sleep(0.3)
+        assert await status("") == serving
+
+
+async def test_shutdown_drains_in_flight_calls() -> None:
+    srv = _Running([])
+    async with srv:
+        stub = search_pb2_grpc.SearchServiceStub(srv.channel)
+        slow = search_pb2.GetStatsRequest(tenant="slow")
+        in_flight = asyncio.ensure_future(stub.GetStats(slow, timeout=10))
+        await asyncio.sleep(0.2)
+        srv.stop.set()  # as SIGTERM would
+        await asyncio.sleep(0.2)
+        assert not in_flight.done()  # still draining, not cancelled
+        srv.servicer.release.set()
+        response = await asyncio.wait_for(in_flight, 5)
+        assert response.backend  # completed normally during the grace period
