@@ -6,6 +6,7 @@ VENV      := .venv
 VPY       := $(VENV)/bin/python
 BUF       := node_modules/.bin/buf
 PROTO_SRC := $(wildcard protos/imagesearch/v1/*.proto)
+PY_DIRS   := $(wildcard services scripts tests bench tools)
 
 .PHONY: help
 help: ## List targets
@@ -39,8 +40,8 @@ protos-check: protos ## Fail when the committed generated code is stale
 .PHONY: lint
 lint: $(VPY) $(BUF) ## buf lint, ruff, mypy
 	$(BUF) lint
-	$(VPY) -m ruff check services scripts tests bench tools
-	$(VPY) -m ruff format --check services scripts tests bench tools
+	$(VPY) -m ruff check $(PY_DIRS)
+	$(VPY) -m ruff format --check $(PY_DIRS)
 	$(VPY) -m mypy services
 
 .PHONY: stack-up
