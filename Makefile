@@ -62,6 +62,7 @@ run: $(VPY) ## Set up and start the whole suite on its embedded defaults (Ctrl-C
 
 .PHONY: test
 test: setup ## Set up everything (venv, tools, the real stack) and run all tests
+	$(VPY) -m scripts.stack prepare   # install redis-server, build Weaviate, make Triton's venv (cached)
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: docs

@@ -1,0 +1,44 @@
+"""Shared pytest fixtures.
+
+The `stack` fixture: the real local backend stack (Redis, Weaviate, Triton) started by scripts/stack.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(_REPO_ROOT) not in sys.path:  # `scripts` is not an installed package
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from scripts.stack import Stack, StackInfo  # noqa: E402
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that uses the real stack is an integration test (`-m "not integration"` skips them)."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackInfo]:
+    """Redis, Weaviate and Triton, up once per test session (components already running are reused).
+
+    At the end only the components this session started are stopped: a developer's running stack is
+    left alone. Triton serves triton_models/ unless IMAGESEARCH_TRITON_MODEL_REPOSITORY says otherwise.
+    IMAGESEARCH_SKIP_STACK=1 skips the tests that need it.
+    """
+    if os.environ.get("IMAGESEARCH_SKIP_STACK", "") not in ("", "0"):
+        pytest.skip("IMAGESEARCH_SKIP_STACK is set")
+    manager = Stack(_REPO_ROOT)
+    info = manager.up()
+    try:
+        yield info
+    finally:
+        manager.down(only=info.started)
