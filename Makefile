@@ -63,7 +63,7 @@ run: $(VPY) ## Set up and start the whole suite on its embedded defaults (Ctrl-C
 .PHONY: test
 test: setup ## Set up everything (venv, tools, the real stack) and run all tests
 	$(VPY) -m scripts.stack prepare   # install redis-server, build Weaviate, make Triton's venv (cached)
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	IMAGESEARCH_REQUIRE_CLIENTS=$(IMAGESEARCH_REQUIRE_CLIENTS) $(VPY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: docs
 docs: $(VPY) ## Regenerate the README configuration reference from the settings classes
@@ -73,5 +73,18 @@ docs: $(VPY) ## Regenerate the README configuration reference from the settings 
 bench: $(VPY) ## Run the benchmarks (bounded; prints tables, writes JSON under bench/results/)
 	@for b in bench/*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
 
+.PHONY: contract-check
+contract-check: $(BUF) ## buf breaking: the contract must not break any earlier version of protos/
+	scripts/contract_check.sh
+
+.PHONY: tools
+tools: ## Pinned protoc-gen-go, protoc-gen-go-grpc, protoc, protoc-gen-grpc-java, ghz (~/.cache/imagesearch/bin)
+	scripts/install_tools.sh
+
+.PHONY: clients
+clients: $(BUF) ## Generate the Go/TypeScript/Java clients (buf generate) and build their examples
+	scripts/gen_clients.sh
+
 .PHONY: ci
-ci: lint protos-check test ## What CI runs: lint, generated-code staleness, all tests
+ci: lint protos-check contract-check clients ## What CI runs: lint, staleness, contract guard, clients, all tests
+	$(MAKE) test IMAGESEARCH_REQUIRE_CLIENTS=1
