@@ -44,6 +44,8 @@ def _env_for(name: str) -> dict[str, str]:
     if name == "gateway":
         defaults[f"{prefix}ENCODER_ADDRESS"] = f"{HOST}:{SERVICES['encoder'][1]}"
         defaults[f"{prefix}SEARCH_ADDRESS"] = f"{HOST}:{SERVICES['search'][1]}"
+        if not os.environ.get(f"{prefix}API_KEYS_JSON"):  # demo keyring unless keys are configured
+            defaults[f"{prefix}API_KEYS_FILE"] = str(REPO_ROOT / "services" / "gateway" / "demo_keys.json")
     return {**defaults, **os.environ}
 
 
@@ -86,9 +88,10 @@ def main() -> int:
             print(f"suite: {name} ready on {HOST}:{_port(name, env)}", flush=True)
         gateway = f"{HOST}:{_port('gateway', _env_for('gateway'))}"
         print(
-            f"suite: ready. Gateway on {gateway}. Try:\n"
-            f"  .venv/bin/imagesearch --gateway {gateway} ingest DIR\n"
-            f'  .venv/bin/imagesearch --gateway {gateway} search "a red car"\n'
+            f"suite: ready. Gateway on {gateway}; demo API key `demo-key` (tenant demo: search, ingest,\n"
+            "delete; services/gateway/demo_keys.json). Try:\n"
+            "  .venv/bin/imagesearch ingest DIR\n"
+            '  .venv/bin/imagesearch search "a red car"\n'
             "Ctrl-C stops the suite.",
             flush=True,
         )

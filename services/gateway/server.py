@@ -1,21 +1,215 @@
-"""Gateway gRPC servicer: validation and proto <-> domain mapping only."""
+"""Gateway gRPC servicer: authentication, validation and proto <-> domain mapping only."""
 
 from __future__ import annotations
 
-from imagesearch.v1 import gateway_pb2_grpc
+from collections.abc import AsyncIterator
 
-from services.common.server import App
+import grpc
+import structlog
+from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
+
+from services.common.errors import Unauthenticated
+from services.common.server import App, Probe
+from services.gateway import convert, paging
+from services.gateway.analysis import ImageAnalyzer
+from services.gateway.auth import Authenticator, Keyring, Principal, TokenVerifier
+from services.gateway.clients import (
+    CircuitBreaker,
+    GrpcEncoderClient,
+    GrpcSearchClient,
+    RetryPolicy,
+    channel,
+)
+from services.gateway.model import IngestItem, SearchPage, SearchQuery
+from services.gateway.pipeline import Gateway, PipelineConfig
+from services.gateway.policy import AuditLog, Policy
+from services.gateway.rerank import RerankConfig
 from services.gateway.settings import GatewaySettings
 
 SERVICE_NAME = "imagesearch.v1.GatewayService"
 
+log = structlog.get_logger("gateway")
+
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    pass
+    def __init__(self, gateway: Gateway, authenticator: Authenticator, audit: AuditLog) -> None:
+        self._gw = gateway
+        self._auth = authenticator
+        self._audit = audit
+
+    def _principal(self, ctx: grpc.aio.ServicerContext, action: str) -> Principal:
+        authorization = None
+        for key, value in ctx.invocation_metadata() or ():
+            if key == "authorization":
+                authorization = value if isinstance(value, str) else value.decode()
+                break
+        try:
+            return self._auth.authenticate(authorization)
+        except Unauthenticated as exc:
+            self._audit.record(None, action, "deny", exc.message, stage="authenticate")
+            raise
+
+    @staticmethod
+    def _page(page: SearchPage) -> dict[str, object]:
+        return {
+            "results": [convert.result_pb(r) for r in page.results],
+            "next_page_token": page.next_page_token,
+            "degraded": page.degraded,
+            "degraded_reasons": page.degraded_reasons,
+        }
+
+    async def Search(
+        self, request: gateway_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SearchResponse:
+        principal = self._principal(context, "search")
+        query = SearchQuery(
+            text=request.text,
+            image=request.image,
+            filter=convert.filter_from_pb(request.filter) if request.HasField("filter") else None,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            alpha=request.alpha if request.HasField("alpha") else None,
+            rerank=convert.rerank_options(request.rerank),
+            include_unsafe=request.include_unsafe,
+            licenses=tuple(request.licenses),
+        )
+        page = await self._gw.search(principal, query)
+        return gateway_pb2.SearchResponse(
+            **self._page(page),  # type: ignore[arg-type]
+            cached=page.cached,
+            model=convert.model_ref_pb(page.model),
+        )
+
+    async def SearchSimilar(
+        self, request: gateway_pb2.SearchSimilarRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SearchSimilarResponse:
+        principal = self._principal(context, "search_similar")
+        query = SearchQuery(
+            similar_to=request.asset_id,
+            filter=convert.filter_from_pb(request.filter) if request.HasField("filter") else None,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            rerank=convert.rerank_options(request.rerank),
+            include_unsafe=request.include_unsafe,
+        )
+        page = await self._gw.search_similar(principal, query)
+        return gateway_pb2.SearchSimilarResponse(**self._page(page))  # type: ignore[arg-type]
+
+    async def Ingest(
+        self, request_iterator: AsyncIterator[gateway_pb2.IngestRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.IngestResponse]:
+        principal = self._principal(context, "ingest")
+
+        async def items() -> AsyncIterator[IngestItem]:
+            async for req in request_iterator:
+                yield convert.ingest_item(req)
+
+        async for ack in self._gw.ingest(principal, items()):
+            yield convert.ingest_ack_pb(ack)
+
+    async def GetAsset(
+        self, request: gateway_pb2.GetAssetRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetAssetResponse:
+        principal = self._principal(context, "get_asset")
+        asset, _reasons = await self._gw.get_asset(principal, request.asset_id)
+        return gateway_pb2.GetAssetResponse(asset=convert.asset_pb(asset))
+
+    async def DeleteAsset(
+        self, request: gateway_pb2.DeleteAssetRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.DeleteAssetResponse:
+        principal = self._principal(context, "delete_asset")
+        await self._gw.delete_asset(principal, request.asset_id)
+        return gateway_pb2.DeleteAssetResponse()
+
+
+def pipeline_config(settings: GatewaySettings) -> PipelineConfig:
+    return PipelineConfig(
+        default_alpha=settings.default_alpha,
+        rerank=RerankConfig(
+            text_weight=settings.rerank_text_weight,
+            mmr_lambda=settings.rerank_mmr_lambda,
+            duplicate_threshold=settings.rerank_duplicate_threshold,
+            freshness_weight=settings.rerank_freshness_weight,
+            popularity_weight=settings.rerank_popularity_weight,
+            freshness_half_life_days=settings.rerank_freshness_half_life_days,
+        ),
+        candidate_window=settings.rerank_candidate_window,
+        ingest_max_bytes=settings.ingest_max_bytes,
+        ingest_max_pixels=settings.ingest_max_pixels,
+        max_in_flight=settings.ingest_max_in_flight,
+        encode_batch=settings.ingest_encode_batch,
+        encode_concurrency=settings.ingest_encode_concurrency,
+        upsert_batch=settings.ingest_upsert_batch,
+        batch_wait_s=settings.ingest_batch_wait_ms / 1000.0,
+        encode_batch_bytes=max(1, settings.max_message_bytes - 1024 * 1024),
+    )
 
 
 async def build(settings: GatewaySettings) -> App:
+    keyring = Keyring.load(settings.api_keys_file, settings.api_keys_json, settings.default_safety_threshold)
+    tokens = None
+    if settings.token_secret is not None:
+        tokens = TokenVerifier(
+            settings.token_secret.get_secret_value().encode(),
+            settings.token_audience,
+            settings.token_leeway_s,
+            keyring,
+        )
+    if not len(keyring) and tokens is None:
+        log.warning(
+            "no API keys and no token secret configured: every call will be UNAUTHENTICATED; "
+            "set IMAGESEARCH_GATEWAY_API_KEYS_FILE or IMAGESEARCH_GATEWAY_API_KEYS_JSON"
+        )
+    retry = RetryPolicy(
+        settings.retry_attempts, settings.retry_initial_backoff_s, settings.retry_max_backoff_s
+    )
+    enc_channel = channel(settings.encoder_address, settings.default_deadline_s, settings.max_message_bytes)
+    search_channel = channel(settings.search_address, settings.default_deadline_s, settings.max_message_bytes)
+    encoder = GrpcEncoderClient(
+        enc_channel,
+        CircuitBreaker("encoder", settings.breaker_failure_threshold, settings.breaker_reset_s),
+        retry,
+        settings.encoder_text_deadline_s,
+        settings.encoder_image_deadline_s,
+    )
+    search = GrpcSearchClient(
+        search_channel,
+        CircuitBreaker("search", settings.breaker_failure_threshold, settings.breaker_reset_s),
+        retry,
+        settings.search_query_deadline_s,
+        settings.search_write_deadline_s,
+    )
+    analyzer = ImageAnalyzer(
+        safety=settings.safety_enabled,
+        ocr=settings.ocr_enabled,
+        threads=settings.analysis_threads,
+        ocr_max_side=settings.ocr_max_side,
+        ocr_min_confidence=settings.ocr_min_confidence,
+    )
+    await analyzer.warm_up_async()
+    audit = AuditLog()
+    policy = Policy(audit, settings.license_time_granularity_s)
+    secret = settings.page_token_secret.get_secret_value().encode() if settings.page_token_secret else None
+    gateway = Gateway(encoder, search, policy, analyzer, pipeline_config(settings), paging.PageTokens(secret))
+
+    async def on_stop() -> None:
+        analyzer.close()
+        await enc_channel.close()
+        await search_channel.close()
+
     return App(
         name="gateway",
-        services=[(gateway_pb2_grpc.add_GatewayServiceServicer_to_server, GatewayServicer(), SERVICE_NAME)],
+        services=[
+            (
+                gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
+                GatewayServicer(gateway, Authenticator(keyring, tokens), audit),
+                SERVICE_NAME,
+            )
+        ],
+        # Search is required (nothing works without it); the encoder only degrades text search.
+        probes=[
+            Probe("search", search.ready, required=True),
+            Probe("encoder", encoder.ready, required=False),
+        ],
+        on_stop=on_stop,
     )

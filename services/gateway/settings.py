@@ -2,10 +2,143 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="IMAGESEARCH_GATEWAY_", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGESEARCH_GATEWAY_", extra="ignore", validate_default=True
+    )
+
+    # --- backends ---------------------------------------------------------------------------
+    encoder_address: str = Field("127.0.0.1:50071", description="EncoderService address (host:port).")
+    search_address: str = Field("127.0.0.1:50072", description="SearchService address (host:port).")
+    encoder_text_deadline_s: float = Field(
+        2.0, gt=0, description="Per-hop deadline of one EncodeTexts call (capped by the caller's deadline)."
+    )
+    encoder_image_deadline_s: float = Field(
+        10.0, gt=0, description="Per-hop deadline of one EncodeImages call (ingest batches, query images)."
+    )
+    search_query_deadline_s: float = Field(
+        2.0, gt=0, description="Per-hop deadline of one Query/GetAssets call."
+    )
+    search_write_deadline_s: float = Field(
+        10.0, gt=0, description="Per-hop deadline of one UpsertAssets/DeleteAssets call."
+    )
+    retry_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="Attempts (first try included) for idempotent backend calls on UNAVAILABLE.",
+    )
+    retry_initial_backoff_s: float = Field(
+        0.02, gt=0, description="Base of the jittered exponential backoff between retries."
+    )
+    retry_max_backoff_s: float = Field(0.5, gt=0, description="Cap of one backoff sleep.")
+    breaker_failure_threshold: int = Field(
+        5,
+        ge=1,
+        description="Consecutive backend failures (UNAVAILABLE/DEADLINE/INTERNAL) that open its breaker.",
+    )
+    breaker_reset_s: float = Field(
+        5.0, gt=0, description="How long an open breaker fails fast before letting one probe call through."
+    )
+
+    # --- authentication and policy ----------------------------------------------------------
+    api_keys_file: Path | None = Field(
+        None,
+        description="JSON or YAML keyring: {tenants: {name: {safety_threshold, allowed_licenses}}, "
+        "api_keys: {key: {tenant, roles, subject, allowed_licenses?, safety_threshold?}}}.",
+    )
+    api_keys_json: str | None = Field(
+        None,
+        description="The same keyring inline as JSON (merged over api_keys_file; for tests and containers).",
+    )
+    token_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 secret for signed bearer tokens (JWT HS256); unset disables tokens."
+    )
+    token_audience: str = Field("imagesearch", description="Required `aud` claim of signed tokens.")
+    token_leeway_s: float = Field(
+        30.0, ge=0, description="Clock skew tolerated on `exp`/`nbf` of signed tokens."
+    )
+    default_safety_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Safety score above which an asset is hidden, for tenants that configure none.",
+    )
+    license_time_granularity_s: int = Field(
+        60,
+        ge=1,
+        description="The licence-expiry filter sent to search uses `now` rounded down to this (stable cache "
+        "keys); the gateway re-checks the exact expiry on every result.",
+    )
+    page_token_secret: SecretStr | None = Field(
+        None, description="HMAC secret for page tokens; unset = random per process (tokens die on restart)."
+    )
+
+    # --- rerank defaults --------------------------------------------------------------------
+    rerank_candidate_window: int = Field(100, ge=1, le=1000, description="First-stage candidates reranked.")
+    rerank_text_weight: float = Field(
+        0.5, ge=0, le=1, description="Text share of text + image fusion (image gets the rest)."
+    )
+    rerank_mmr_lambda: float = Field(
+        0.7, ge=0, le=1, description="MMR relevance/diversity trade-off (1 = relevance only)."
+    )
+    rerank_duplicate_threshold: float = Field(
+        0.99,
+        ge=0,
+        le=1,
+        description="Embedding cosine above which hits collapse as near-duplicates (1 = off).",
+    )
+    rerank_freshness_weight: float = Field(
+        0.0, ge=0, le=1, description="Default weight of the freshness boost."
+    )
+    rerank_freshness_half_life_days: float = Field(
+        30.0, gt=0, description="Age at which the freshness boost halves."
+    )
+    rerank_popularity_weight: float = Field(
+        0.0, ge=0, le=1, description="Default weight of the popularity boost."
+    )
+    default_alpha: float = Field(0.75, ge=0, le=1, description="Vector-leg weight of text queries.")
+
+    # --- ingest -----------------------------------------------------------------------------
+    ingest_max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted image, in bytes.")
+    ingest_max_pixels: int = Field(40_000_000, ge=1, description="Largest accepted decoded image (w*h).")
+    ingest_max_in_flight: int = Field(
+        128,
+        ge=1,
+        le=1024,
+        description="Items of one Ingest stream processed concurrently (fills encoder batches).",
+    )
+    ingest_encode_batch: int = Field(16, ge=1, le=256, description="Images per EncodeImages call at ingest.")
+    ingest_encode_concurrency: int = Field(
+        2, ge=1, le=64, description="EncodeImages calls in flight at ingest (batches grow while they run)."
+    )
+    ingest_upsert_batch: int = Field(
+        64, ge=1, le=1000, description="Most assets per UpsertAssets call (one call in flight per tenant)."
+    )
+    ingest_batch_wait_ms: float = Field(
+        5.0, ge=0, description="How long an ingest micro-batch waits to fill before it is sent."
+    )
+    safety_enabled: bool = Field(True, description="Run the NudeNet safety detector at ingest.")
+    ocr_enabled: bool = Field(
+        True, description="Run RapidOCR at ingest (text inside images, keyword-searchable)."
+    )
+    analysis_threads: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Worker threads for safety + OCR (each model also uses 1 intra-op thread).",
+    )
+    ocr_max_side: int = Field(
+        640, ge=32, description="Images are shrunk to this longest side before OCR text detection."
+    )
+    ocr_min_confidence: float = Field(
+        0.6, ge=0, le=1, description="OCR lines below this confidence are dropped."
+    )

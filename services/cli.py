@@ -1,0 +1,337 @@
+"""`imagesearch`: command-line client of the gateway.
+
+    imagesearch ingest DIR [--license NAME] [--api-key K] [--gateway HOST:PORT]
+    imagesearch search "red vintage car" [--image FILE] [--limit N] [--json]
+    imagesearch similar ASSET_ID [--limit N]
+    imagesearch get ASSET_ID
+    imagesearch serve                      # encoder + search + gateway on embedded defaults (make run)
+
+Credentials: --api-key, else $IMAGESEARCH_API_KEY, else the demo key of `make run` ("demo-key").
+Gateway: --gateway, else $IMAGESEARCH_GATEWAY_ADDRESS, else 127.0.0.1:50070.
+
+Ingest walks DIR for images (.jpg .jpeg .png .webp .gif .bmp .tif .tiff). The asset id is the path
+relative to DIR. Metadata comes from an optional sidecar: `NAME.json` ({"caption", "tags", "license",
+"license_expires_at", "uri", "owner", "source", "popularity"}) or `NAME.txt` (first line = caption, as
+Tux Paint stamps ship them); otherwise the caption is the file name. Re-running ingest on the same
+folder is safe: unchanged items are acknowledged as UNCHANGED and nothing is stored twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from imagesearch.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+DEFAULT_GATEWAY = "127.0.0.1:50070"
+DEFAULT_KEY = "demo-key"
+OUTCOMES = {
+    v.number: v.name.removeprefix("INGEST_OUTCOME_").lower()
+    for v in gateway_pb2.IngestOutcome.DESCRIPTOR.values
+}
+
+
+def _channel(address: str) -> grpc.Channel:
+    limit = 64 * 1024 * 1024
+    return grpc.insecure_channel(
+        address, options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+    )
+
+
+def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {args.api_key}")]
+
+
+def _fail(exc: grpc.RpcError) -> int:
+    code = exc.code()  # type: ignore[attr-defined]
+    print(f"error: {code.name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE:
+        print("hint: is the suite running? `make run` starts it", file=sys.stderr)
+    elif code == grpc.StatusCode.UNAUTHENTICATED:
+        print("hint: pass --api-key or set IMAGESEARCH_API_KEY", file=sys.stderr)
+    return 2
+
+
+# ----------------------------------------------------------------------------------------------
+# ingest
+
+
+def find_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def sidecar(path: Path) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    js = path.with_suffix(".json")
+    txt = path.with_suffix(".txt")
+    if js.is_file():
+        meta = json.loads(js.read_text(encoding="utf-8"))
+    elif txt.is_file():
+        lines = txt.read_text(encoding="utf-8", errors="replace").splitlines()
+        if lines and lines[0].strip():
+            meta["caption"] = lines[0].strip()
+    if not meta.get("caption"):
+        meta["caption"] = path.stem.replace("_", " ").replace("-", " ")
+    return meta
+
+
+def ingest_request(root: Path, path: Path, args: argparse.Namespace) -> gateway_pb2.IngestRequest:
+    meta = sidecar(path)
+    lic = common_pb2.License(name=str(meta.get("license") or args.license))
+    if meta.get("license_expires_at"):
+        ts = Timestamp()
+        ts.FromDatetime(
+            dt.datetime.fromisoformat(str(meta["license_expires_at"])).astimezone(dt.UTC).replace(tzinfo=None)
+        )
+        lic.expires_at.CopyFrom(ts)
+    return gateway_pb2.IngestRequest(
+        asset_id=path.relative_to(root).as_posix(),
+        image=path.read_bytes(),
+        uri=str(meta.get("uri") or path.resolve().as_uri()),
+        caption=str(meta.get("caption", "")),
+        tags=[str(t) for t in meta.get("tags", [])],
+        owner=str(meta.get("owner") or args.owner),
+        license=lic,
+        source=str(meta.get("source") or args.source or root.name),
+        popularity=float(meta.get("popularity", 0.0)),
+    )
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        print(f"error: {root} is not a directory", file=sys.stderr)
+        return 2
+    paths = find_images(root)
+    if not paths:
+        print(f"no images under {root} ({', '.join(sorted(IMAGE_SUFFIXES))})", file=sys.stderr)
+        return 1
+
+    def requests() -> Iterator[gateway_pb2.IngestRequest]:
+        for p in paths:
+            yield ingest_request(root, p, args)
+
+    counts: collections.Counter[str] = collections.Counter()
+    failures: list[tuple[str, str]] = []
+    start = time.perf_counter()
+    with _channel(args.gateway) as ch:
+        stub = gateway_pb2_grpc.GatewayServiceStub(ch)
+        bar = tqdm(total=len(paths), unit="img", desc="ingest", disable=args.quiet)
+        try:
+            for ack in stub.Ingest(requests(), metadata=_metadata(args), timeout=args.timeout):
+                outcome = OUTCOMES.get(ack.outcome, "unknown")
+                counts[outcome] += 1
+                if ack.outcome == gateway_pb2.INGEST_OUTCOME_FAILED:
+                    code = grpc.StatusCode.UNKNOWN
+                    for c in grpc.StatusCode:
+                        if c.value[0] == ack.error.code:
+                            code = c
+                    failures.append((ack.asset_id, f"{code.name}: {ack.error.message}"))
+                bar.update(1)
+                bar.set_postfix({k: v for k, v in counts.items()}, refresh=False)
+        except grpc.RpcError as exc:
+            bar.close()
+            return _fail(exc)
+        bar.close()
+    elapsed = time.perf_counter() - start
+    done = sum(counts.values())
+    print(
+        f"ingested {done}/{len(paths)} images from {root} in {elapsed:.1f}s "
+        f"({done / max(elapsed, 1e-9):.1f} img/s): "
+        + ", ".join(
+            f"{k} {counts.get(k, 0)}" for k in ("created", "updated", "unchanged", "duplicate", "failed")
+        )
+    )
+    for asset_id, why in failures[:20]:
+        print(f"  failed {asset_id}: {why}")
+    if len(failures) > 20:
+        print(f"  … and {len(failures) - 20} more failures")
+    return 1 if failures else 0
+
+
+# ----------------------------------------------------------------------------------------------
+# search
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_results(results: Any, *, degraded: bool, reasons: Any, cached: bool, verbose: bool) -> None:
+    if degraded:
+        print(f"DEGRADED: {'; '.join(reasons)}")
+    if not results:
+        print("no results")
+        return
+    header = (
+        f"{'#':>3}  {'score':>6}  {'kw':>5}  {'vec':>5}  {'rerank':>6}  {'1st':>4}  {'asset':<32}  caption"
+    )
+    print(header + ("  (first stage cached)" if cached else ""))
+    for i, r in enumerate(results, 1):
+        s = r.scores
+        print(
+            f"{i:>3}  {s.final:>6.3f}  {s.keyword:>5.2f}  {s.vector:>5.2f}  {s.rerank:>6.3f}  "
+            f"{s.first_stage_rank:>4}  {_short(r.asset.asset_id, 32):<32}  {_short(r.asset.caption, 60)}"
+        )
+        if verbose:
+            for note in r.rerank_notes:
+                print(f"{'':>8}rerank: {note}")
+            print(f"{'':>8}policy: {'; '.join(r.policy.reasons)}")
+
+
+def _as_json(results: Any) -> str:
+    from google.protobuf.json_format import MessageToDict
+
+    return json.dumps([MessageToDict(r) for r in results], indent=2)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    if not args.text and not args.image:
+        print("error: give a query text, --image FILE, or both", file=sys.stderr)
+        return 2
+    req = gateway_pb2.SearchRequest(text=args.text or "", page_size=args.limit)
+    if args.image:
+        req.image = Path(args.image).read_bytes()
+    for lic in args.license or []:
+        req.licenses.append(lic)
+    if args.no_rerank:
+        req.rerank.disable = True
+    with _channel(args.gateway) as ch:
+        stub = gateway_pb2_grpc.GatewayServiceStub(ch)
+        try:
+            resp = stub.Search(req, metadata=_metadata(args), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    if args.json:
+        print(_as_json(resp.results))
+    else:
+        print_results(
+            resp.results,
+            degraded=resp.degraded,
+            reasons=resp.degraded_reasons,
+            cached=resp.cached,
+            verbose=args.verbose,
+        )
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    req = gateway_pb2.SearchSimilarRequest(asset_id=args.asset_id, page_size=args.limit)
+    with _channel(args.gateway) as ch:
+        stub = gateway_pb2_grpc.GatewayServiceStub(ch)
+        try:
+            resp = stub.SearchSimilar(req, metadata=_metadata(args), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    if args.json:
+        print(_as_json(resp.results))
+    else:
+        print_results(
+            resp.results,
+            degraded=resp.degraded,
+            reasons=resp.degraded_reasons,
+            cached=False,
+            verbose=args.verbose,
+        )
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToJson
+
+    with _channel(args.gateway) as ch:
+        stub = gateway_pb2_grpc.GatewayServiceStub(ch)
+        try:
+            resp = stub.GetAsset(
+                gateway_pb2.GetAssetRequest(asset_id=args.asset_id),
+                metadata=_metadata(args),
+                timeout=args.timeout,
+            )
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    print(MessageToJson(resp.asset))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# serve: the whole suite on embedded defaults (what `make run` starts)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Start encoder, search and gateway on embedded defaults (services/suite.py, `make run`)."""
+    from services import suite
+
+    os.environ.setdefault("IMAGESEARCH_SEARCH_DATA_DIR", str(Path(args.data_dir).resolve() / "search"))
+    return suite.main()
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--gateway", default=os.environ.get("IMAGESEARCH_GATEWAY_ADDRESS", DEFAULT_GATEWAY), help="host:port"
+    )
+    common.add_argument("--api-key", default=os.environ.get("IMAGESEARCH_API_KEY", DEFAULT_KEY))
+    common.add_argument("--timeout", type=float, default=None, help="seconds (default: none for ingest, 30)")
+
+    p = argparse.ArgumentParser(prog="imagesearch", description="imagesearch command-line client")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ing = sub.add_parser("ingest", parents=[common], help="ingest a folder of images")
+    ing.add_argument("dir")
+    ing.add_argument("--license", default="unspecified", help="licence name when no sidecar gives one")
+    ing.add_argument("--owner", default="", help="owner when no sidecar gives one")
+    ing.add_argument("--source", default="", help="source (default: the folder's name)")
+    ing.add_argument("--quiet", action="store_true", help="no progress bar")
+    ing.set_defaults(func=cmd_ingest)
+
+    se = sub.add_parser("search", parents=[common], help="search by text and/or example image")
+    se.add_argument("text", nargs="?", default="")
+    se.add_argument("--image", help="example image file")
+    se.add_argument("--limit", type=int, default=10)
+    se.add_argument("--license", action="append", help="restrict to this licence (repeatable)")
+    se.add_argument("--no-rerank", action="store_true", help="first-stage order only")
+    se.add_argument("--json", action="store_true")
+    se.add_argument("-v", "--verbose", action="store_true", help="show rerank notes and policy reasons")
+    se.set_defaults(func=cmd_search)
+
+    si = sub.add_parser("similar", parents=[common], help="more like a stored asset")
+    si.add_argument("asset_id")
+    si.add_argument("--limit", type=int, default=10)
+    si.add_argument("--json", action="store_true")
+    si.add_argument("-v", "--verbose", action="store_true")
+    si.set_defaults(func=cmd_similar)
+
+    sv = sub.add_parser("serve", help="run encoder + search + gateway on embedded defaults (make run)")
+    sv.add_argument("--data-dir", default=".data", help="where the embedded index lives")
+    sv.add_argument("--timeout", type=float, default=None, help="seconds each service may take to start")
+    sv.set_defaults(func=cmd_serve)
+
+    ge = sub.add_parser("get", parents=[common], help="show one asset")
+    ge.add_argument("asset_id")
+    ge.set_defaults(func=cmd_get)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.timeout is None and args.command not in ("ingest", "serve"):
+        args.timeout = 30.0
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

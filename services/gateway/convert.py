@@ -1,0 +1,292 @@
+"""Mapping between imagesearch.v1 protos and the gateway's domain types (the only place both meet)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+from imagesearch.v1 import common_pb2, gateway_pb2
+
+from services.common.errors import InvalidArgument
+from services.gateway import model as m
+
+# Value fields that must carry a timestamp / int / double (the rest are strings).
+_TIMESTAMP_FIELDS = {"created_at", "updated_at", "license_expires_at"}
+_MAX_FILTER_DEPTH = 16
+
+
+def ts_to_dt(ts: Timestamp, present: bool = True) -> dt.datetime | None:
+    if not present:
+        return None
+    return dt.datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=dt.UTC)
+
+
+def dt_to_ts(value: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(dt.UTC).replace(tzinfo=None))
+    return ts
+
+
+def model_ref(ref: common_pb2.ModelRef | None) -> m.ModelRef | None:
+    if ref is None or (not ref.name and not ref.version):
+        return None
+    return m.ModelRef(ref.name, ref.version)
+
+
+def model_ref_pb(ref: m.ModelRef | None) -> common_pb2.ModelRef | None:
+    if ref is None:
+        return None
+    return common_pb2.ModelRef(name=ref.name, version=ref.version)
+
+
+def vector(e: common_pb2.Embedding) -> m.Vector | None:
+    if not e.values:
+        return None
+    return np.frombuffer(e.values, dtype="<f4").astype(np.float32, copy=False)
+
+
+def embedding_pb(v: m.Vector, ref: m.ModelRef | None) -> common_pb2.Embedding:
+    return common_pb2.Embedding(values=np.asarray(v, dtype="<f4").tobytes(), model=model_ref_pb(ref))
+
+
+# ----------------------------------------------------------------------------------------------
+# Asset
+
+
+def asset(a: common_pb2.Asset) -> m.Asset:
+    has_license = a.HasField("license")
+    return m.Asset(
+        asset_id=a.asset_id,
+        tenant=a.tenant,
+        uri=a.uri,
+        caption=a.caption,
+        tags=list(a.tags),
+        ocr_text=a.ocr_text,
+        owner=a.owner,
+        license_name=a.license.name if has_license else "",
+        license_expires_at=(
+            ts_to_dt(a.license.expires_at) if has_license and a.license.HasField("expires_at") else None
+        ),
+        safety_labels=[m.SafetyLabel(s.label, float(s.score)) for s in a.safety_labels],
+        safety_score=float(a.safety_score),
+        source=a.source,
+        created_at=ts_to_dt(a.created_at, a.HasField("created_at")),
+        updated_at=ts_to_dt(a.updated_at, a.HasField("updated_at")),
+        width=a.width,
+        height=a.height,
+        content_sha256=a.content_sha256,
+        embedding_model=model_ref(a.embedding_model) if a.HasField("embedding_model") else None,
+        popularity=a.popularity,
+    )
+
+
+def ranked_asset(a: common_pb2.Asset) -> m.Asset:
+    """The fields ranking and policy read (ids, tenant, licence, safety, hash, times, popularity,
+    caption), with the message kept for the response: a first-stage window has ~100 hits and only a
+    page of them is returned, so the rest is never converted (about half the cost of a cached search)."""
+    lic = a.license
+    return m.Asset(
+        asset_id=a.asset_id,
+        tenant=a.tenant,
+        caption=a.caption,
+        license_name=lic.name,
+        license_expires_at=ts_to_dt(lic.expires_at) if lic.HasField("expires_at") else None,
+        safety_score=float(a.safety_score),
+        created_at=ts_to_dt(a.created_at) if a.HasField("created_at") else None,
+        updated_at=ts_to_dt(a.updated_at) if a.HasField("updated_at") else None,
+        content_sha256=a.content_sha256,
+        embedding_model=model_ref(a.embedding_model) if a.HasField("embedding_model") else None,
+        popularity=a.popularity,
+        wire=a,
+    )
+
+
+def asset_pb(a: m.Asset) -> common_pb2.Asset:
+    if isinstance(a.wire, common_pb2.Asset):
+        return a.wire
+    lic = common_pb2.License(name=a.license_name)
+    if a.license_expires_at is not None:
+        lic.expires_at.CopyFrom(dt_to_ts(a.license_expires_at))
+    out = common_pb2.Asset(
+        asset_id=a.asset_id,
+        tenant=a.tenant,
+        uri=a.uri,
+        caption=a.caption,
+        tags=a.tags,
+        ocr_text=a.ocr_text,
+        owner=a.owner,
+        license=lic,
+        safety_labels=[common_pb2.SafetyLabel(label=s.label, score=s.score) for s in a.safety_labels],
+        safety_score=a.safety_score,
+        source=a.source,
+        width=a.width,
+        height=a.height,
+        content_sha256=a.content_sha256,
+        popularity=a.popularity,
+    )
+    if a.created_at is not None:
+        out.created_at.CopyFrom(dt_to_ts(a.created_at))
+    if a.updated_at is not None:
+        out.updated_at.CopyFrom(dt_to_ts(a.updated_at))
+    if a.embedding_model is not None:
+        out.embedding_model.CopyFrom(
+            common_pb2.ModelRef(name=a.embedding_model.name, version=a.embedding_model.version)
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Filter
+
+
+def _value(v: common_pb2.Value, fld: str) -> m.Scalar:
+    kind = v.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgument(
+            f"filter on {fld!r}: the value is empty; set one of string/int/double/bool/timestamp"
+        )
+    if kind == "timestamp_value":
+        out = ts_to_dt(v.timestamp_value)
+        assert out is not None
+        return out
+    return getattr(v, kind)  # type: ignore[no-any-return]
+
+
+def filter_from_pb(f: common_pb2.Filter, depth: int = 0) -> m.Filter | None:
+    """A proto filter as a domain filter; None when unset. Structure is checked here; field names and
+    value types are validated by the search service (which knows its schema)."""
+    if depth > _MAX_FILTER_DEPTH:
+        raise InvalidArgument(f"filter nesting is deeper than {_MAX_FILTER_DEPTH}")
+    which = f.WhichOneof("expr")
+    if which is None:
+        return None
+    if which == "condition":
+        c = f.condition
+        if not c.field:
+            raise InvalidArgument("filter condition has no field name")
+        if c.operator == common_pb2.FILTER_OPERATOR_UNSPECIFIED:
+            raise InvalidArgument(f"filter condition on {c.field!r} has no operator")
+        op = m.Op(c.operator)
+        operand = c.WhichOneof("operand")
+        if operand == "values":
+            values = tuple(_value(v, c.field) for v in c.values.values)
+            if not values:
+                raise InvalidArgument(f"filter condition on {c.field!r}: the value list is empty")
+            return m.Condition(c.field, op, values)
+        if operand == "value":
+            return m.Condition(c.field, op, _value(c.value, c.field))
+        raise InvalidArgument(f"filter condition on {c.field!r} has no operand")
+    if which in ("all_of", "any_of"):
+        members = tuple(
+            x for x in (filter_from_pb(g, depth + 1) for g in getattr(f, which).filters) if x is not None
+        )
+        if not members:
+            raise InvalidArgument(f"filter {which} needs at least one member")
+        return m.AllOf(members) if which == "all_of" else m.AnyOf(members)
+    inner = filter_from_pb(f.negate, depth + 1)
+    if inner is None:
+        raise InvalidArgument("filter negate needs an inner filter")
+    return m.Not(inner)
+
+
+def _value_pb(v: m.Scalar) -> common_pb2.Value:
+    if isinstance(v, bool):
+        return common_pb2.Value(bool_value=v)
+    if isinstance(v, int):
+        return common_pb2.Value(int_value=v)
+    if isinstance(v, float):
+        return common_pb2.Value(double_value=v)
+    if isinstance(v, dt.datetime):
+        return common_pb2.Value(timestamp_value=dt_to_ts(v))
+    return common_pb2.Value(string_value=v)
+
+
+def filter_pb(f: m.Filter | None) -> common_pb2.Filter | None:
+    if f is None:
+        return None
+    if isinstance(f, m.Condition):
+        cond = common_pb2.Condition(field=f.field, operator=f.op.value)
+        if isinstance(f.value, tuple):
+            cond.values.CopyFrom(common_pb2.ValueList(values=[_value_pb(v) for v in f.value]))
+        else:
+            cond.value.CopyFrom(_value_pb(f.value))
+        return common_pb2.Filter(condition=cond)
+    if isinstance(f, m.AllOf | m.AnyOf):
+        members = [x for x in (filter_pb(g) for g in f.filters) if x is not None]
+        lst = common_pb2.FilterList(filters=members)
+        return common_pb2.Filter(all_of=lst) if isinstance(f, m.AllOf) else common_pb2.Filter(any_of=lst)
+    inner = filter_pb(f.filter)
+    return common_pb2.Filter(negate=inner)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gateway requests and responses
+
+
+def rerank_options(r: gateway_pb2.RerankOptions) -> m.RerankOptions:
+    def opt(name: str) -> float | None:
+        return getattr(r, name) if r.HasField(name) else None
+
+    window = r.candidate_window if r.HasField("candidate_window") else None
+    return m.RerankOptions(
+        disable=r.disable,
+        candidate_window=window,
+        text_weight=opt("text_weight"),
+        mmr_lambda=opt("mmr_lambda"),
+        duplicate_threshold=opt("duplicate_threshold"),
+        freshness_weight=opt("freshness_weight"),
+        popularity_weight=opt("popularity_weight"),
+    )
+
+
+def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
+    s = r.scores
+    return gateway_pb2.SearchResult(
+        asset=asset_pb(r.asset),
+        scores=gateway_pb2.StageScores(
+            keyword=s.keyword,
+            vector=s.vector,
+            fused=s.fused,
+            text_cosine=s.text_cosine,
+            image_cosine=s.image_cosine,
+            rerank=s.rerank,
+            boost=s.boost,
+            final=s.final,
+            first_stage_rank=s.first_stage_rank,
+        ),
+        rerank_notes=r.rerank_notes,
+        policy=gateway_pb2.PolicyVerdict(reasons=r.policy_reasons),
+    )
+
+
+def ingest_item(req: gateway_pb2.IngestRequest) -> m.IngestItem:
+    has_license = req.HasField("license")
+    return m.IngestItem(
+        asset_id=req.asset_id,
+        image=req.image,
+        uri=req.uri,
+        caption=req.caption,
+        tags=tuple(req.tags),
+        owner=req.owner,
+        license_name=req.license.name if has_license else "",
+        license_expires_at=(
+            ts_to_dt(req.license.expires_at) if has_license and req.license.HasField("expires_at") else None
+        ),
+        source=req.source,
+        popularity=req.popularity,
+    )
+
+
+def ingest_ack_pb(a: m.IngestAck) -> gateway_pb2.IngestResponse:
+    out = gateway_pb2.IngestResponse(
+        asset_id=a.asset_id,
+        outcome=a.outcome.value,
+        content_sha256=a.content_sha256,
+        safety_labels=[common_pb2.SafetyLabel(label=s.label, score=s.score) for s in a.safety_labels],
+        ocr_text=a.ocr_text,
+        duplicate_of=a.duplicate_of,
+    )
+    if a.outcome is m.IngestOutcome.FAILED:
+        out.error.CopyFrom(common_pb2.ItemError(code=a.error_code, message=a.error_message))
+    return out

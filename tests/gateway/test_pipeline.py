@@ -1,0 +1,382 @@
+"""Search and ingest journeys over plain fakes of the encoder/search clients (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Iterable
+
+import pytest
+
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from services.gateway.auth import Keyring, Principal
+from services.gateway.model import IngestAck, IngestItem, IngestOutcome, RerankOptions, SearchQuery
+from services.gateway.paging import PageTokens
+from services.gateway.pipeline import Gateway, PipelineConfig
+from services.gateway.policy import AuditLog, Policy
+from services.gateway.rerank import RerankConfig
+from tests.gateway.fakes import (
+    MODEL,
+    TEXT_GREEN,
+    UNSAFE_RED,
+    FakeAnalyzer,
+    FakeEncoder,
+    FakeSearch,
+    asset,
+    concept,
+    png,
+    unit,
+)
+
+KEYS = Keyring(
+    {
+        "tenants": {"acme": {"safety_threshold": 0.5, "allowed_licenses": ["CC-BY-4.0", "CC0-1.0"]}},
+        "api_keys": {
+            "a": {"tenant": "acme", "subject": "alice", "roles": ["search", "ingest", "delete"]},
+            "u": {"tenant": "acme", "subject": "ursula", "roles": ["search", "unsafe-content"]},
+            "r": {"tenant": "acme", "subject": "reader", "roles": ["search"]},
+            "g": {"tenant": "globex", "subject": "gus", "roles": ["admin"]},
+        },
+    },
+    0.5,
+)
+
+
+def who(key: str) -> Principal:
+    p = KEYS.lookup_key(key)
+    assert p is not None
+    return p
+
+
+ALICE, URSULA, READER, GUS = who("a"), who("u"), who("r"), who("g")
+
+
+class World:
+    def __init__(self, leaky: bool = False, **cfg: object) -> None:
+        self.encoder = FakeEncoder()
+        self.search = FakeSearch(leaky=leaky)
+        self.analyzer = FakeAnalyzer()
+        self.audit: list[dict[str, object]] = []
+        config = PipelineConfig(
+            batch_wait_s=0.002,
+            rerank=RerankConfig(mmr_lambda=1.0, duplicate_threshold=0.99),
+            **cfg,  # type: ignore[arg-type]
+        )
+        self.gw = Gateway(
+            self.encoder,
+            self.search,
+            Policy(AuditLog(self.audit.append)),
+            self.analyzer,
+            config,
+            PageTokens(),
+        )
+
+    def add(self, asset_id: str, words: str, tenant: str = "acme", **kw: object) -> None:
+        self.search.put(
+            asset(asset_id, tenant=tenant, caption=words, **kw), unit(sum(concept(w) for w in words.split()))
+        )  # type: ignore[arg-type]
+
+
+def ids(page) -> list[str]:  # type: ignore[no-untyped-def]
+    return [r.asset.asset_id for r in page.results]
+
+
+@pytest.fixture
+def world() -> World:
+    w = World()
+    w.add("cat", "cat sofa")
+    w.add("dog", "dog park")
+    w.add("car", "red car street")
+    w.add("boat", "boat sea")
+    w.add("globex-cat", "cat sofa", tenant="globex")
+    return w
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+async def test_text_search_ranks_and_explains(world: World) -> None:
+    page = await world.gw.search(ALICE, SearchQuery(text="cat", page_size=3))
+    assert ids(page)[0] == "cat"
+    top = page.results[0]
+    assert top.scores.text_cosine > 0.5 and top.scores.first_stage_rank >= 1 and top.scores.final > 0
+    assert top.policy_reasons[0] == "tenant acme" and "CC-BY-4.0 allowed" in top.policy_reasons[1]
+    assert page.model == MODEL and not page.degraded
+    spec = world.search.queries[-1]
+    assert spec.tenant == "acme" and spec.include_vectors and spec.limit == 100 and spec.alpha == 0.75
+    assert "license_name" in repr(spec.filter) and "safety_score" in repr(spec.filter)
+
+
+async def test_image_and_text_plus_image_search(world: World) -> None:
+    page = await world.gw.search(ALICE, SearchQuery(image=png("dog park")))
+    assert ids(page)[0] == "dog"
+    assert page.results[0].scores.image_cosine > 0.9 and page.results[0].scores.text_cosine == 0
+    assert world.search.queries[-1].alpha == 1.0 and world.search.queries[-1].text == ""
+    both = await world.gw.search(ALICE, SearchQuery(text="red car", image=png("car street")))
+    assert ids(both)[0] == "car"
+    assert both.results[0].scores.text_cosine > 0 and both.results[0].scores.image_cosine > 0
+
+
+async def test_query_vectors_are_cached_per_text(world: World) -> None:
+    await world.gw.search(ALICE, SearchQuery(text="cat"))
+    await world.gw.search(ALICE, SearchQuery(text="cat"))
+    assert world.encoder.text_calls == 1
+
+
+async def test_more_like_this_excludes_the_source_and_other_tenants(world: World) -> None:
+    world.add("kitten", "cat sofa small")
+    page = await world.gw.search_similar(ALICE, SearchQuery(similar_to="cat"))
+    assert ids(page)[0] == "kitten" and "cat" not in ids(page) and "globex-cat" not in ids(page)
+    with pytest.raises(NotFound):
+        await world.gw.search_similar(ALICE, SearchQuery(similar_to="globex-cat"))
+
+
+async def test_tenant_isolation_holds_even_if_the_backend_leaks() -> None:
+    w = World(leaky=True)
+    w.add("cat", "cat")
+    w.add("globex-cat", "cat globex", tenant="globex")
+    w.add("gpl-cat", "cat gpl", license_name="GPL")
+    w.add("nsfw-cat", "cat nsfw", safety=0.9)
+    w.add("old-cat", "cat old", expires=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    for rerank_opts in (RerankOptions(), RerankOptions(disable=True)):
+        page = await w.gw.search(ALICE, SearchQuery(text="cat", rerank=rerank_opts))
+        assert ids(page) == ["cat"]
+    denied = {e.get("asset_id") for e in w.audit if e["decision"] == "deny"}
+    assert {"globex-cat", "gpl-cat", "nsfw-cat", "old-cat"} <= denied
+    page = await w.gw.search_similar(ALICE, SearchQuery(similar_to="cat"))
+    assert ids(page) == []
+    with pytest.raises(NotFound):
+        await w.gw.get_asset(ALICE, "globex-cat")  # the leaky store returns it only for its tenant
+
+
+async def test_licence_expiry_and_safety_are_filtered(world: World) -> None:
+    # distinct words: identical embeddings would collapse as near-duplicates
+    world.add("gpl", "cat gpl", license_name="GPL")
+    world.add("expired", "cat expired", expires=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    world.add("later", "cat later", expires=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    world.add("nsfw", "cat nsfw", safety=0.8)
+    page = await world.gw.search(ALICE, SearchQuery(text="cat"))
+    assert {"gpl", "expired", "nsfw"}.isdisjoint(ids(page)) and "later" in ids(page)
+    with pytest.raises(PermissionDenied):
+        await world.gw.search(ALICE, SearchQuery(text="cat", include_unsafe=True))
+    opted_in = await world.gw.search(URSULA, SearchQuery(text="cat", include_unsafe=True))
+    assert "nsfw" in ids(opted_in)
+    narrowed = await world.gw.search(ALICE, SearchQuery(text="cat", licenses=("CC0-1.0",)))
+    assert ids(narrowed) == []
+    with pytest.raises(NotFound):
+        await world.gw.get_asset(ALICE, "nsfw")
+    asset_, reasons = await world.gw.get_asset(ALICE, "cat")
+    assert asset_.asset_id == "cat" and reasons[0] == "tenant acme"
+
+
+async def test_encoder_down_degrades_text_search_to_keywords(world: World) -> None:
+    world.encoder.available = False
+    page = await world.gw.search(ALICE, SearchQuery(text="dog"))
+    assert page.degraded and "keyword-only" in page.degraded_reasons[0]
+    assert ids(page) == ["dog"]
+    assert world.search.queries[-1].alpha == 0.0 and world.search.queries[-1].vector is None
+    both = await world.gw.search(ALICE, SearchQuery(text="dog", image=png("dog")))
+    assert both.degraded and "the example image was ignored" in both.degraded_reasons
+    with pytest.raises(Unavailable, match="image search needs the encoder"):
+        await world.gw.search(ALICE, SearchQuery(image=png("dog")))
+
+
+async def test_pagination_is_complete_and_bound_to_the_query(world: World) -> None:
+    for i in range(7):
+        world.add(f"cat{i}", f"cat number{i}")
+    for opts in (RerankOptions(), RerankOptions(disable=True)):
+        seen: list[str] = []
+        token = ""
+        for _ in range(10):
+            page = await world.gw.search(
+                ALICE, SearchQuery(text="cat", page_size=3, page_token=token, rerank=opts)
+            )
+            seen += ids(page)
+            token = page.next_page_token
+            if not token:
+                break
+        assert len(seen) == len(set(seen)) and {f"cat{i}" for i in range(7)} | {"cat"} <= set(seen)
+    first = await world.gw.search(ALICE, SearchQuery(text="cat", page_size=2))
+    with pytest.raises(InvalidArgument, match="different query"):
+        await world.gw.search(ALICE, SearchQuery(text="dog", page_size=2, page_token=first.next_page_token))
+    with pytest.raises(InvalidArgument, match="different query"):
+        await world.gw.search(GUS, SearchQuery(text="cat", page_size=2, page_token=first.next_page_token))
+
+
+async def test_bad_search_requests(world: World) -> None:
+    for q, msg in [
+        (SearchQuery(), "query text"),
+        (SearchQuery(text="x", page_size=101), "page_size"),
+        (SearchQuery(text="x", alpha=1.5), "alpha"),
+        (SearchQuery(text="x", rerank=RerankOptions(mmr_lambda=2)), "mmr_lambda"),
+        (SearchQuery(text="x", rerank=RerankOptions(candidate_window=5000)), "candidate_window"),
+        (SearchQuery(image=b"not an image"), "not a readable image"),
+    ]:
+        with pytest.raises(InvalidArgument, match=msg):
+            await world.gw.search(ALICE, q)
+
+
+async def test_delete_asset(world: World) -> None:
+    await world.gw.delete_asset(ALICE, "cat")
+    with pytest.raises(NotFound):
+        await world.gw.delete_asset(ALICE, "cat")
+    with pytest.raises(PermissionDenied):
+        await world.gw.delete_asset(READER, "dog")
+    with pytest.raises(NotFound):
+        await world.gw.delete_asset(ALICE, "globex-cat")
+    assert ("globex", "globex-cat") in world.search.store
+
+
+# --- ingest -----------------------------------------------------------------------------------
+
+
+def item(asset_id: str, words: str, color: tuple[int, int, int] = (9, 9, 9), **kw: object) -> IngestItem:
+    fields: dict[str, object] = {"caption": words, "license_name": "CC-BY-4.0", **kw}
+    return IngestItem(asset_id=asset_id, image=png(words, color), **fields)  # type: ignore[arg-type]
+
+
+async def stream(items: Iterable[IngestItem]) -> AsyncIterator[IngestItem]:
+    for it in items:
+        yield it
+
+
+async def run_ingest(w: World, items: list[IngestItem], who: Principal = ALICE) -> dict[str, IngestAck]:
+    acks: dict[str, IngestAck] = {}
+    async for ack in w.gw.ingest(who, stream(items)):
+        if ack.outcome in (IngestOutcome.CREATED, IngestOutcome.UPDATED):
+            # acknowledged only after the store confirmed it
+            assert (who.tenant, ack.asset_id) in w.search.store
+        acks[ack.asset_id] = ack
+    assert len(acks) == len({i.asset_id for i in items})
+    return acks
+
+
+async def test_ingest_outcomes_and_idempotent_retry() -> None:
+    w = World()
+    items = [item(f"img{i}", f"thing{i} object") for i in range(20)]
+    acks = await run_ingest(w, items)
+    assert {a.outcome for a in acks.values()} == {IngestOutcome.CREATED}
+    assert max(w.encoder.image_calls) > 1  # concurrent items were batched into one EncodeImages
+    stored = w.search.store[("acme", "img3")].asset
+    assert stored.content_sha256 == acks["img3"].content_sha256 and stored.width == 32
+    assert stored.embedding_model == MODEL and stored.created_at is not None
+    encoded = sum(w.encoder.image_calls)
+
+    again = await run_ingest(w, items)  # a client retrying the whole stream
+    assert {a.outcome for a in again.values()} == {IngestOutcome.UNCHANGED}
+    assert sum(w.encoder.image_calls) == encoded and len(w.search.store) == 20
+
+    changed = await run_ingest(w, [item("img3", "thing3 object", tags=("new",))])
+    assert changed["img3"].outcome is IngestOutcome.UPDATED
+    assert sum(w.encoder.image_calls) == encoded  # same bytes: no re-encode
+    assert w.search.store[("acme", "img3")].asset.tags == ["new"]
+    assert w.search.store[("acme", "img3")].asset.created_at == stored.created_at
+
+    new_bytes = await run_ingest(w, [item("img3", "thing3 object", color=(1, 2, 3))])
+    assert new_bytes["img3"].outcome is IngestOutcome.UPDATED and sum(w.encoder.image_calls) == encoded + 1
+
+
+async def test_duplicates_by_content_hash() -> None:
+    w = World()
+    await run_ingest(w, [item("orig", "cat")])
+    acks = await run_ingest(w, [item("copy", "cat")])
+    assert acks["copy"].outcome is IngestOutcome.DUPLICATE and acks["copy"].duplicate_of == "orig"
+    assert ("acme", "copy") not in w.search.store
+    # Same bytes twice in one stream, in flight together: exactly one is stored.
+    both = await run_ingest(w, [item("x1", "zebra"), item("x2", "zebra")])
+    outcomes = sorted(a.outcome.name for a in both.values())
+    assert outcomes == ["CREATED", "DUPLICATE"]
+    # Another tenant may store the same bytes.
+    other = await run_ingest(w, [item("orig", "cat")], who=GUS)
+    assert other["orig"].outcome is IngestOutcome.CREATED
+
+
+async def test_one_bad_item_fails_only_itself() -> None:
+    w = World()
+    w.search.fail_upsert_ids.add("rejected")
+    items = [
+        item("good1", "a"),
+        IngestItem(asset_id="garbage", image=b"\x00\x01 not an image", license_name="CC0-1.0"),
+        item("nolicence", "b", license_name=""),
+        IngestItem(asset_id="unencodable", image=_plain_png(), license_name="CC0-1.0"),
+        item("", "c"),
+        item("rejected", "d"),
+        item("good2", "e"),
+    ]
+    acks = await run_ingest(w, items)
+    assert acks["good1"].outcome is acks["good2"].outcome is IngestOutcome.CREATED
+    assert (acks["garbage"].error_code, acks["nolicence"].error_code, acks[""].error_code) == (3, 3, 3)
+    assert "not a readable image" in acks["garbage"].error_message
+    assert (
+        acks["unencodable"].outcome is IngestOutcome.FAILED
+        and "encoder rejected" in acks["unencodable"].error_message
+    )
+    assert (
+        acks["rejected"].outcome is IngestOutcome.FAILED and "did not store" in acks["rejected"].error_message
+    )
+    assert set(k for _, k in w.search.store) == {"good1", "good2"}
+
+
+async def test_ingest_pixel_and_size_caps() -> None:
+    w = World(ingest_max_pixels=32 * 32 - 1)
+    acks = await run_ingest(w, [item("big", "x")])
+    assert acks["big"].error_code == 8 and "pixel cap" in acks["big"].error_message
+    w = World(ingest_max_bytes=10)
+    acks = await run_ingest(w, [item("big", "x")])
+    assert acks["big"].outcome is IngestOutcome.FAILED and "byte cap" in acks["big"].error_message
+
+
+async def test_safety_and_ocr_at_ingest() -> None:
+    w = World()
+    acks = await run_ingest(
+        w, [item("unsafe", "beach", color=UNSAFE_RED), item("sign", "road", color=TEXT_GREEN)]
+    )
+    assert acks["unsafe"].safety_labels[0].label == "FEMALE_BREAST_EXPOSED"
+    assert w.search.store[("acme", "unsafe")].asset.safety_score == 0.9
+    assert acks["sign"].ocr_text == "exit 42"
+    page = await w.gw.search(ALICE, SearchQuery(text="beach"))
+    assert "unsafe" not in ids(page)
+    page = await w.gw.search(URSULA, SearchQuery(text="beach", include_unsafe=True))
+    assert "unsafe" in ids(page)
+    w.encoder.available = False
+    page = await w.gw.search(ALICE, SearchQuery(text="exit"))
+    assert ids(page) == ["sign"]  # the OCR text is keyword-searchable
+
+
+async def test_ingest_needs_the_role_and_tags_the_callers_tenant() -> None:
+    w = World()
+    with pytest.raises(PermissionDenied):
+        await run_ingest(w, [item("a", "b")], who=READER)
+    await run_ingest(w, [item("a", "b")], who=GUS)
+    assert ("globex", "a") in w.search.store and w.search.store[("globex", "a")].asset.tenant == "globex"
+
+
+async def test_ingest_stream_is_bounded() -> None:
+    w = World(max_in_flight=2)
+    in_flight = 0
+    peak = 0
+    real = w.gw.ingest_one
+
+    async def counting(principal: Principal, it: IngestItem) -> IngestAck:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0.001)
+            return await real(principal, it)
+        finally:
+            in_flight -= 1
+
+    w.gw.ingest_one = counting  # type: ignore[method-assign]
+    await run_ingest(w, [item(f"i{i}", f"w{i}") for i in range(8)])
+    assert peak == 2
+
+
+def _plain_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    return buf.getvalue()
