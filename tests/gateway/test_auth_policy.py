@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -111,19 +112,23 @@ def test_valid_token(auth: Authenticator) -> None:
     assert p.safety_threshold == 0.6
 
 
+# Claims are built when the test runs, not at collection: a long session would otherwise see
+# every token expire before its test starts.
 @pytest.mark.parametrize(
-    ("token_claims", "message"),
+    ("make_claims", "message"),
     [
-        (claims(exp=time.time() - 120), "expired"),
-        (claims(aud="other"), "audience"),
-        (claims(tenant="../etc"), "tenant"),
-        ({k: v for k, v in claims().items() if k != "exp"}, "exp"),
-        (claims(nbf=time.time() + 600), "not valid yet"),
+        (lambda: claims(exp=time.time() - 120), "expired"),
+        (lambda: claims(aud="other"), "audience"),
+        (lambda: claims(tenant="../etc"), "tenant"),
+        (lambda: {k: v for k, v in claims().items() if k != "exp"}, "exp"),
+        (lambda: claims(nbf=time.time() + 600), "not valid yet"),
     ],
 )
-def test_invalid_token_claims(auth: Authenticator, token_claims: dict[str, object], message: str) -> None:
+def test_invalid_token_claims(
+    auth: Authenticator, make_claims: Callable[[], dict[str, object]], message: str
+) -> None:
     with pytest.raises(Unauthenticated, match=message):
-        auth.authenticate("Bearer " + sign_token(token_claims, SECRET))
+        auth.authenticate("Bearer " + sign_token(make_claims(), SECRET))
 
 
 def test_token_signed_with_another_secret_or_altered_is_rejected(auth: Authenticator) -> None:
