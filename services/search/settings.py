@@ -1,7 +1,14 @@
-"""Search settings (env prefix IMAGESEARCH_SEARCH_)."""
+"""Search settings (env prefix IMAGESEARCH_SEARCH_).
+
+Settings choose the adapters (index backend, result cache) and bound every request; nothing else in
+the service branches on which adapter runs.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
@@ -9,3 +16,96 @@ from services.common.settings import ServiceSettings
 
 class SearchSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGESEARCH_SEARCH_", extra="ignore", validate_default=True)
+
+    # ---- index backend ----------------------------------------------------------------------------
+    backend: Literal["embedded", "weaviate"] = Field(
+        "embedded",
+        description="Index backend: embedded (in-process usearch HNSW + tantivy BM25 + SQLite, persistent) "
+        "or weaviate (a Weaviate server).",
+    )
+    data_dir: str = Field(
+        ".data/search", description="Embedded backend: directory holding the persistent index (per tenant)."
+    )
+    weaviate_host: str = Field("127.0.0.1", description="Weaviate backend: server host.")
+    weaviate_http_port: int = Field(8080, ge=1, le=65535, description="Weaviate backend: REST port.")
+    weaviate_grpc_port: int = Field(50051, ge=1, le=65535, description="Weaviate backend: gRPC port.")
+    weaviate_collection: str = Field(
+        "ImagesearchAsset",
+        pattern=r"^[A-Z][A-Za-z0-9_]{0,127}$",
+        description="Weaviate backend: collection name (created on start with the documented schema).",
+    )
+    weaviate_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Weaviate backend: per-query timeout cap (the caller's deadline may be shorter).",
+    )
+    weaviate_write_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Weaviate backend: per-batch write timeout cap (HNSW inserts of a 1000-asset batch can "
+        "take tens of seconds on 2 busy cores); a timed-out batch is UNAVAILABLE and safe to retry.",
+    )
+
+    # ---- HNSW parameters (both backends) ----------------------------------------------------------
+    hnsw_max_connections: int = Field(32, ge=4, le=128, description="HNSW graph degree (M) for new indexes.")
+    hnsw_ef_construction: int = Field(256, ge=16, le=2048, description="HNSW build-time candidate list size.")
+    hnsw_ef_search: int = Field(
+        512,
+        ge=16,
+        le=4096,
+        description="HNSW query-time candidate list size floor; the search uses max(this, candidate window).",
+    )
+    exact_search_cutoff: int = Field(
+        10_000,
+        ge=0,
+        description="Embedded backend: a filter matching at most this many assets is answered by exact "
+        "(brute-force) vector search instead of the graph (like Weaviate's flatSearchCutoff).",
+    )
+
+    # ---- model -----------------------------------------------------------------------------------
+    expected_model_name: str = Field(
+        "",
+        description="Model every stored vector must come from; empty = learned from the first write "
+        "and stored with the collection.",
+    )
+    expected_model_version: str = Field("", description="Version of expected_model_name (empty = learned).")
+    expected_dimension: int = Field(
+        0, ge=0, le=65536, description="Vector dimension; 0 = learned from the first write."
+    )
+
+    # ---- cache -----------------------------------------------------------------------------------
+    cache: Literal["memory", "redis", "none"] = Field(
+        "memory",
+        description="Result cache: memory (in-process LRU, single replica), redis (shared), or none.",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis cache: connection URL.")
+    redis_timeout_s: float = Field(
+        0.25, gt=0, description="Redis cache: per-command timeout; slower means the cache is bypassed."
+    )
+    redis_retry_after_s: float = Field(
+        1.0,
+        ge=0,
+        description="Redis cache: after a failure, how long the cache stays bypassed before a retry.",
+    )
+    cache_ttl_s: int = Field(300, ge=1, description="Lifetime of a cached result, in seconds.")
+    cache_max_entries: int = Field(10_000, ge=1, description="Memory cache: most entries kept (LRU).")
+    cache_key_prefix: str = Field("imagesearch:search:", description="Prefix of every cache key.")
+
+    # ---- limits ----------------------------------------------------------------------------------
+    max_batch: int = Field(1000, ge=1, description="Most assets (or ids) in one upsert, delete or get.")
+    max_limit: int = Field(1000, ge=1, description="Largest `limit` of a query.")
+    max_offset: int = Field(10_000, ge=0, description="Largest `offset` of a query.")
+    max_candidate_window: int = Field(
+        10_000,
+        ge=100,
+        description="Largest candidate window (candidates per leg); offset + limit must fit in it "
+        "(Weaviate's QUERY_MAXIMUM_RESULTS defaults to 10000).",
+    )
+    max_query_chars: int = Field(2048, ge=1, description="Longest keyword query text.")
+    max_filter_nodes: int = Field(256, ge=1, description="Most nodes (conditions + operators) in one filter.")
+
+    @model_validator(mode="after")
+    def _model_pair(self) -> SearchSettings:
+        if bool(self.expected_model_name) != bool(self.expected_model_version):
+            raise ValueError("set both expected_model_name and expected_model_version, or neither")
+        return self

@@ -1,0 +1,362 @@
+"""Search benchmark: index N synthetic assets into the embedded backend and into Weaviate, then report
+upserts/s, ANN recall@10 against exact brute force (numpy), and hybrid query latency/QPS uncached and
+cached, inside the service (the domain core, no gRPC) and through the service (gRPC on loopback).
+
+    python bench/search.py --n 100000                      # both backends (starts Redis + Weaviate)
+    python bench/search.py --n 20000 --backends embedded   # quick
+
+Synthetic data: random unit vectors (dimension 256 by default: random vectors are the hardest case for
+HNSW, real embeddings cluster) and captions/tags drawn from a Zipf-distributed word list. Bounded: every
+phase has a count and the script prints the elapsed time of each. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from imagesearch.v1 import common_pb2, search_pb2, search_pb2_grpc  # noqa: E402
+
+from services.search.backends import make_backend  # noqa: E402
+from services.search.cache import make_cache  # noqa: E402
+from services.search.core import SearchCore  # noqa: E402
+from services.search.domain import AssetDoc, AssetRecord, Fusion, ModelRef  # noqa: E402
+from services.search.settings import SearchSettings  # noqa: E402
+
+MODEL = ModelRef("bench-model", "1")
+WORDS = [f"word{i}" for i in range(5000)]
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def summary(lat_s: list[float], wall_s: float) -> dict[str, float]:
+    ms = [x * 1000 for x in lat_s]
+    return {
+        "qps": round(len(lat_s) / wall_s, 1),
+        "p50_ms": round(pct(ms, 50), 3),
+        "p95_ms": round(pct(ms, 95), 3),
+        "p99_ms": round(pct(ms, 99), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+    }
+
+
+class Corpus:
+    def __init__(self, n: int, dim: int, seed: int = 1) -> None:
+        rng = np.random.default_rng(seed)
+        self.vectors = rng.standard_normal((n, dim)).astype(np.float32)
+        self.vectors /= np.linalg.norm(self.vectors, axis=1, keepdims=True)
+        p = 1.0 / np.arange(1, len(WORDS) + 1)
+        p /= p.sum()
+        lengths = rng.integers(4, 16, n)
+        words = rng.choice(len(WORDS), size=int(lengths.sum()), p=p)
+        self.captions = []
+        at = 0
+        for ln in lengths:
+            self.captions.append(" ".join(WORDS[w] for w in words[at : at + ln]))
+            at += ln
+        self.tags = [
+            tuple(WORDS[w] for w in rng.choice(200, size=int(rng.integers(0, 4)), replace=False))
+            for _ in range(n)
+        ]
+        self.widths = rng.integers(64, 4096, n)
+        self.n, self.dim = n, dim
+
+    def records(self, start: int, stop: int) -> list[AssetRecord]:
+        return [
+            AssetRecord(
+                AssetDoc(
+                    asset_id=f"asset-{i}",
+                    caption=self.captions[i],
+                    tags=self.tags[i],
+                    width=int(self.widths[i]),
+                    height=int(self.widths[i]) // 2,
+                    owner=f"owner{i % 20}",
+                    source="bench",
+                    embedding_model=MODEL,
+                ),
+                self.vectors[i].copy(),
+            )
+            for i in range(start, stop)
+        ]
+
+
+def queries(corpus: Corpus, count: int, seed: int = 2) -> list[tuple[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        doc = int(rng.integers(0, corpus.n))
+        text = " ".join(corpus.captions[doc].split()[:3])
+        v = rng.standard_normal(corpus.dim).astype(np.float32)
+        out.append((text, v / np.linalg.norm(v)))
+    return out
+
+
+async def index(core: SearchCore, corpus: Corpus, batch: int, budget_s: float) -> dict[str, Any]:
+    start = time.perf_counter()
+    done = 0
+    last = start
+    while done < corpus.n and time.perf_counter() - start < budget_s:
+        stop = min(corpus.n, done + batch)
+        summary_ = await core.upsert("bench", corpus.records(done, stop))
+        failed = [o for o in summary_.outcomes if o.error is not None]
+        if failed:
+            raise RuntimeError(f"upsert failed: {failed[0]}")
+        done = stop
+        if time.perf_counter() - last > 60:
+            last = time.perf_counter()
+            print(f"  indexed {done} in {last - start:.0f}s", flush=True)
+    took = time.perf_counter() - start
+    return {"indexed": done, "seconds": round(took, 1), "upserts_per_s": round(done / took, 1)}
+
+
+async def plan(core: SearchCore, text: str, vec: np.ndarray | None, alpha: float, limit: int = 10) -> Any:
+    return await core.plan(
+        text=text, vector=vec, vector_model=MODEL if vec is not None else None, alpha=alpha,
+        fusion=Fusion.RELATIVE_SCORE, filter=None, limit=limit, offset=0, window=0, keyword_fields=[],
+        include_vectors=False,
+    )  # fmt: skip
+
+
+async def recall_at_10(core: SearchCore, corpus: Corpus, indexed: int, n_queries: int) -> float:
+    rng = np.random.default_rng(3)
+    base = corpus.vectors[:indexed]
+    hits = 0
+    for _ in range(n_queries):
+        q = rng.standard_normal(corpus.dim).astype(np.float32)
+        q /= np.linalg.norm(q)
+        exact = set(np.argpartition(-(base @ q), 10)[:10].tolist())
+        res = await core.query("bench", await plan(core, "", q, 1.0), skip_cache=True)
+        got = {int(h.doc.asset_id.split("-")[1]) for h in res.hits}
+        hits += len(exact & got)
+    return hits / (10 * n_queries)
+
+
+async def time_calls(fn: Callable[[int], Awaitable[Any]], count: int) -> dict[str, float]:
+    lat = []
+    start = time.perf_counter()
+    for i in range(count):
+        t = time.perf_counter()
+        await fn(i)
+        lat.append(time.perf_counter() - t)
+    return summary(lat, time.perf_counter() - start)
+
+
+async def inside(core: SearchCore, qs: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    plans = [await plan(core, t, v, 0.75) for t, v in qs]
+    for p in plans[:20]:  # warm-up
+        await core.query("bench", p, skip_cache=True)
+    uncached = await time_calls(lambda i: core.query("bench", plans[i], skip_cache=True), len(plans))
+    await core.query("bench", plans[0])
+    await core.query("bench", plans[0])
+    cached = await time_calls(lambda i: core.query("bench", plans[0]), len(plans))
+    res = await core.query("bench", plans[0])
+    assert res.cached
+    return {"hybrid_uncached": uncached, "hybrid_cached": cached}
+
+
+def through_grpc(address: str, qs: list[tuple[str, np.ndarray]], concurrency: int) -> dict[str, Any]:
+    def req(i: int, skip: bool) -> search_pb2.QueryRequest:
+        text, v = qs[i % len(qs)]
+        emb = common_pb2.Embedding(
+            values=v.astype("<f4").tobytes(),
+            model=common_pb2.ModelRef(name=MODEL.name, version=MODEL.version),
+        )
+        return search_pb2.QueryRequest(tenant="bench", text=text, vector=emb, alpha=0.75, skip_cache=skip)
+
+    out: dict[str, Any] = {}
+
+    async def run() -> None:
+        async with grpc.aio.insecure_channel(address) as ch:
+            stub = search_pb2_grpc.SearchServiceStub(ch)
+            for i in range(20):
+                await stub.Query(req(i, True))
+
+            async def seq(skip: bool, fixed: bool) -> dict[str, float]:
+                return await time_calls(lambda i: stub.Query(req(0 if fixed else i, skip)), len(qs))
+
+            out["hybrid_uncached_c1"] = await seq(True, False)
+            await stub.Query(req(0, False))
+            out["hybrid_cached_c1"] = await seq(False, True)
+
+            async def load(skip: bool) -> dict[str, float]:
+                lat: list[float] = []
+                counter = iter(range(len(qs) * 2))
+
+                async def worker() -> None:
+                    for i in counter:
+                        t = time.perf_counter()
+                        await stub.Query(req(i if skip else 0, skip))
+                        lat.append(time.perf_counter() - t)
+
+                start = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+                return summary(lat, time.perf_counter() - start)
+
+            out[f"hybrid_uncached_c{concurrency}"] = await load(True)
+            out[f"hybrid_cached_c{concurrency}"] = await load(False)
+
+    asyncio.run(run())
+    return out
+
+
+def rss_mb(pid: int | None = None) -> float:
+    if pid is None:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def bench_backend(kind: str, corpus: Corpus, args: argparse.Namespace, stack_info: Any) -> dict[str, Any]:
+    from tests.service_process import ServiceProcess
+
+    env: dict[str, str] = {"IMAGESEARCH_SEARCH_BACKEND": kind, "IMAGESEARCH_SEARCH_LOG_LEVEL": "warning"}
+    if kind == "embedded":
+        env["IMAGESEARCH_SEARCH_DATA_DIR"] = tempfile.mkdtemp(prefix="bench-search-")
+    else:
+        env.update(
+            IMAGESEARCH_SEARCH_WEAVIATE_HOST=stack_info.host,
+            IMAGESEARCH_SEARCH_WEAVIATE_HTTP_PORT=str(stack_info.weaviate_http_port),
+            IMAGESEARCH_SEARCH_WEAVIATE_GRPC_PORT=str(stack_info.weaviate_grpc_port),
+            IMAGESEARCH_SEARCH_WEAVIATE_COLLECTION=f"Bench{uuid.uuid4().hex[:8]}",
+        )
+    caches = ["memory"] + (["redis"] if stack_info is not None else [])
+    result: dict[str, Any] = {"backend": kind}
+    qs = queries(corpus, args.queries)
+
+    async def in_process() -> None:
+        for k, v in env.items():
+            os.environ[k] = v
+        settings = SearchSettings(cache="memory")
+        backend = make_backend(settings)
+        await backend.start()
+        core = SearchCore(settings, backend, make_cache(settings))
+        result["index"] = await index(core, corpus, args.batch, args.index_budget_s)
+        indexed = result["index"]["indexed"]
+        t = time.perf_counter()
+        result["recall_at_10"] = round(await recall_at_10(core, corpus, indexed, args.recall_queries), 4)
+        result["recall_seconds"] = round(time.perf_counter() - t, 1)
+        if kind == "embedded" and args.ef_sweep:
+            # Recall and latency of the pure vector leg against the graph's query-time candidate list.
+            from dataclasses import replace
+
+            tenant = backend._tenants["bench"]  # type: ignore[attr-defined]
+            configured = tenant.hnsw
+            sweep = {}
+            for ef in [int(x) for x in args.ef_sweep.split(",")]:
+                tenant.hnsw = replace(configured, ef_search=ef)
+                t = time.perf_counter()
+                rec = await recall_at_10(core, corpus, indexed, args.recall_queries)
+                sweep[ef] = {
+                    "recall_at_10": round(rec, 4),
+                    "ms_per_query": round((time.perf_counter() - t) / args.recall_queries * 1000, 2),
+                }
+            tenant.hnsw = configured
+            result["ef_sweep"] = sweep
+        result["inside_memory_cache"] = await inside(core, qs)
+        if stack_info is not None:
+            rs = SearchSettings(
+                cache="redis",
+                redis_url=stack_info.redis_url,
+                cache_key_prefix=f"bench-{uuid.uuid4().hex[:6]}:",
+            )
+            rcore = SearchCore(rs, backend, make_cache(rs))
+            result["inside_redis_cache"] = await inside(rcore, qs)
+            await rcore.cache.close()
+        result["bench_process_max_rss_mb"] = rss_mb()
+        await backend.close()
+
+    asyncio.run(in_process())
+    for cache in caches:
+        extra = {"IMAGESEARCH_SEARCH_CACHE": cache}
+        if cache == "redis":
+            extra["IMAGESEARCH_SEARCH_REDIS_URL"] = stack_info.redis_url
+            extra["IMAGESEARCH_SEARCH_CACHE_KEY_PREFIX"] = f"bench-{uuid.uuid4().hex[:6]}:"
+        with ServiceProcess("services.search", env={**env, **extra}) as svc:
+            result[f"grpc_{cache}_cache"] = through_grpc(svc.address, qs, args.concurrency)
+            assert svc.proc is not None
+            result[f"service_rss_mb_{cache}"] = rss_mb(svc.proc.pid)
+    if kind == "weaviate":
+        result["weaviate_rss_mb"] = rss_mb(stack_info.pids["weaviate"])
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000, help="assets to index")
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--queries", type=int, default=500, help="queries per latency measurement")
+    ap.add_argument("--recall-queries", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--index-budget-s", type=float, default=900, help="stop indexing after this long")
+    ap.add_argument("--backends", default="embedded,weaviate")
+    ap.add_argument("--out", help="write the JSON report here too")
+    ap.add_argument(
+        "--ef-sweep", default="", help="embedded: also report recall@10 for these ef values, e.g. 128,256,512"
+    )
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    corpus = Corpus(args.n, args.dim)
+    print(f"corpus: {args.n} x {args.dim} in {time.perf_counter() - t0:.1f}s", flush=True)
+    stack_info = None
+    stack = None
+    started: tuple[str, ...] = ()
+    try:
+        if "weaviate" in args.backends or os.environ.get("BENCH_REDIS", "1") == "1":
+            from scripts.stack import Stack
+
+            stack = Stack(REPO)
+            stack_info = stack.up(only="redis,weaviate" if "weaviate" in args.backends else "redis")
+            started = stack_info.started
+        report = []
+        for kind in args.backends.split(","):
+            t = time.perf_counter()
+            r = bench_backend(kind, corpus, args, stack_info)
+            r["total_seconds"] = round(time.perf_counter() - t, 1)
+            print(json.dumps(r, indent=2), flush=True)
+            report.append(r)
+        if len(report) == 2:
+            a, b = report
+            ratio = {
+                "uncached_p99_embedded_over_weaviate": round(
+                    a["grpc_memory_cache"]["hybrid_uncached_c1"]["p99_ms"]
+                    / b["grpc_memory_cache"]["hybrid_uncached_c1"]["p99_ms"],
+                    2,
+                ),
+                "upserts_per_s_embedded_over_weaviate": round(
+                    a["index"]["upserts_per_s"] / b["index"]["upserts_per_s"], 2
+                ),
+            }
+            print("ratios:", json.dumps(ratio), flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2))
+    finally:
+        if stack is not None and started:
+            stack.down(only=started)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The index backend interface: one small Protocol, two adapters (Weaviate and the embedded default).
+
+Backends receive validated input only (the core checks tenants, ids, vectors and models first); they
+report per-item store failures as `ItemFailure`s and raise `services.common.errors` for whole-call
+failures (Unavailable when the store cannot be reached, NotFound for an unknown tenant).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from services.search.domain import (
+    AssetRecord,
+    CollectionInfo,
+    Hit,
+    ItemFailure,
+    ModelRef,
+    QueryPlan,
+    Stats,
+)
+
+
+class SearchBackend(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Connect / open the store and make sure the collection exists."""
+
+    async def close(self) -> None: ...
+
+    async def ready(self) -> bool:
+        """True when the store answers (readiness probe)."""
+
+    async def collection_info(self) -> CollectionInfo:
+        """The collection's model and dimension (None / 0 before the first write)."""
+
+    async def set_collection_model(self, model: ModelRef, dimension: int) -> CollectionInfo:
+        """Record the collection's model on the first write; returns what is recorded afterwards
+        (which may be another writer's model if it won the race)."""
+
+    async def tenant_exists(self, tenant: str) -> bool: ...
+
+    async def upsert(self, tenant: str, records: list[AssetRecord]) -> list[ItemFailure | None]:
+        """Write records (creating the tenant if needed); one result per record, None = stored.
+        Returns only after the store confirmed each write."""
+
+    async def delete(self, tenant: str, asset_ids: list[str]) -> list[bool]:
+        """Delete by id; True where the asset existed."""
+
+    async def get(self, tenant: str, asset_ids: list[str], include_vectors: bool) -> list[AssetRecord | None]:
+        """Fetch by id, in order; None where missing."""
+
+    async def query(self, tenant: str, plan: QueryPlan) -> list[Hit]:
+        """Run a hybrid query; returns the fused hits [offset, offset + limit)."""
+
+    async def stats(self, tenant: str | None) -> Stats: ...

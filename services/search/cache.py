@@ -1,0 +1,272 @@
+"""Result caches: Redis (shared by replicas), in-process memory (single replica), or none.
+
+Invalidation is by generation, not by deleting keys: every tenant has an index generation stored in
+the cache backend (Redis INCR), bumped by every write; a result is stored under a key that contains the
+generation it was computed at, so after a write the next query computes a new key and misses; stale
+entries simply age out (TTL). `lookup` reads the generation and the entry in one Redis round trip (a
+small Lua script).
+
+Failure policy: the cache never fails a query. A Redis error or timeout marks the cache unavailable
+for `retry_after_s` (the optional `backend:redis` health probe reports it; the service stays SERVING)
+and lookups return "bypass". A write whose generation bump failed marks the tenant dirty: its queries
+bypass the cache until a bump succeeds, so this replica never serves a result older than its own write.
+(Other replicas can serve a pre-write entry from Redis until it expires; the TTL bounds that.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+import structlog
+
+from services.search.metrics import CACHE_AVAILABLE, CACHE_LATENCY
+from services.search.settings import SearchSettings
+
+log = structlog.get_logger("search.cache")
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Outcome of a cache lookup: `available` False means "do not use the cache for this query"."""
+
+    available: bool
+    generation: int = 0
+    value: Any = None
+
+
+class ResultCache(Protocol):
+    name: str
+
+    async def lookup(self, tenant: str, digest: str) -> Lookup: ...
+
+    async def store(self, tenant: str, generation: int, digest: str, value: Any) -> None: ...
+
+    async def bump(self, tenant: str) -> int | None:
+        """Advance the tenant's generation; the new value, or None if the cache could not record it."""
+
+    async def generation(self, tenant: str) -> int | None: ...
+
+    async def healthy(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class NoCache:
+    """No caching; generations are still counted (in process) so responses report them."""
+
+    name = "none"
+
+    def __init__(self) -> None:
+        self._gen: dict[str, int] = {}
+
+    async def lookup(self, tenant: str, digest: str) -> Lookup:
+        return Lookup(False, self._gen.get(tenant, 0))
+
+    async def store(self, tenant: str, generation: int, digest: str, value: Any) -> None:
+        return None
+
+    async def bump(self, tenant: str) -> int | None:
+        self._gen[tenant] = self._gen.get(tenant, 0) + 1
+        return self._gen[tenant]
+
+    async def generation(self, tenant: str) -> int | None:
+        return self._gen.get(tenant, 0)
+
+    async def healthy(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+class MemoryCache:
+    """In-process LRU with TTL. Values are kept as Python objects (no serialisation on a hit)."""
+
+    name = "memory"
+
+    def __init__(self, ttl_s: float, max_entries: int) -> None:
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._gen: dict[str, int] = {}
+        self._entries: OrderedDict[tuple[str, int, str], tuple[float, Any]] = OrderedDict()
+        CACHE_AVAILABLE.labels(self.name).set(1)
+
+    async def lookup(self, tenant: str, digest: str) -> Lookup:
+        gen = self._gen.get(tenant, 0)
+        key = (tenant, gen, digest)
+        entry = self._entries.get(key)
+        if entry is None:
+            return Lookup(True, gen)
+        expires, value = entry
+        if expires < time.monotonic():
+            del self._entries[key]
+            return Lookup(True, gen)
+        self._entries.move_to_end(key)
+        return Lookup(True, gen, value)
+
+    async def store(self, tenant: str, generation: int, digest: str, value: Any) -> None:
+        if generation != self._gen.get(tenant, 0):
+            return  # a write landed while this result was computed: it may already be stale
+        self._entries[(tenant, generation, digest)] = (time.monotonic() + self._ttl, value)
+        self._entries.move_to_end((tenant, generation, digest))
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    async def bump(self, tenant: str) -> int | None:
+        self._gen[tenant] = self._gen.get(tenant, 0) + 1
+        return self._gen[tenant]
+
+    async def generation(self, tenant: str) -> int | None:
+        return self._gen.get(tenant, 0)
+
+    async def healthy(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+# KEYS[1] = generation key; ARGV[1] = entry key prefix (ends with ':'), ARGV[2] = digest.
+_LOOKUP_LUA = """
+local gen = redis.call('GET', KEYS[1]) or '0'
+local val = redis.call('GET', ARGV[1] .. gen .. ':' .. ARGV[2])
+return {gen, val}
+"""
+
+
+class RedisCache:
+    """Redis-backed cache shared by every replica; values are bytes (the core encodes them)."""
+
+    name = "redis"
+
+    def __init__(self, url: str, ttl_s: int, prefix: str, timeout_s: float, retry_after_s: float) -> None:
+        self._ttl = ttl_s
+        self._prefix = prefix
+        self._retry_after = retry_after_s
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self._lookup = self._redis.register_script(_LOOKUP_LUA)
+        self._down_until = 0.0
+        self._dirty: set[str] = set()
+        self._last_gen: dict[str, int] = {}
+        CACHE_AVAILABLE.labels(self.name).set(1)
+
+    def _gen_key(self, tenant: str) -> str:
+        return f"{self._prefix}gen:{tenant}"
+
+    def _entry_prefix(self, tenant: str) -> str:
+        return f"{self._prefix}r:{tenant}:"
+
+    def _usable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        if self._usable():
+            log.warning("redis unavailable: bypassing the cache", op=op, error=repr(exc))
+        self._down_until = time.monotonic() + self._retry_after
+        CACHE_AVAILABLE.labels(self.name).set(0)
+
+    def _ok(self) -> None:
+        CACHE_AVAILABLE.labels(self.name).set(1)
+
+    async def _retry_dirty(self, tenant: str) -> bool:
+        """Re-attempt a generation bump that failed; True when the tenant is clean again."""
+        if tenant not in self._dirty:
+            return True
+        gen = await self.bump(tenant)
+        return gen is not None
+
+    async def lookup(self, tenant: str, digest: str) -> Lookup:
+        last = self._last_gen.get(tenant, 0)
+        if not self._usable() or not await self._retry_dirty(tenant):
+            return Lookup(False, last)
+        start = time.perf_counter()
+        try:
+            gen_raw, value = await self._lookup(
+                keys=[self._gen_key(tenant)], args=[self._entry_prefix(tenant), digest]
+            )
+        except Exception as exc:
+            self._failed("lookup", exc)
+            return Lookup(False, last)
+        finally:
+            CACHE_LATENCY.labels(self.name, "get").observe(time.perf_counter() - start)
+        self._ok()
+        gen = int(gen_raw)
+        self._last_gen[tenant] = gen
+        return Lookup(True, gen, value)
+
+    async def store(self, tenant: str, generation: int, digest: str, value: Any) -> None:
+        if not self._usable() or tenant in self._dirty:
+            return
+        start = time.perf_counter()
+        try:
+            await self._redis.set(f"{self._entry_prefix(tenant)}{generation}:{digest}", value, ex=self._ttl)
+        except Exception as exc:
+            self._failed("store", exc)
+        finally:
+            CACHE_LATENCY.labels(self.name, "set").observe(time.perf_counter() - start)
+
+    async def bump(self, tenant: str) -> int | None:
+        start = time.perf_counter()
+        try:
+            gen = int(await self._redis.incr(self._gen_key(tenant)))
+        except Exception as exc:
+            self._dirty.add(tenant)
+            self._failed("bump", exc)
+            return None
+        finally:
+            CACHE_LATENCY.labels(self.name, "bump").observe(time.perf_counter() - start)
+        self._ok()
+        self._dirty.discard(tenant)
+        self._down_until = 0.0
+        self._last_gen[tenant] = gen
+        return gen
+
+    async def generation(self, tenant: str) -> int | None:
+        if not self._usable():
+            return self._last_gen.get(tenant)
+        try:
+            raw = await self._redis.get(self._gen_key(tenant))
+        except Exception as exc:
+            self._failed("generation", exc)
+            return self._last_gen.get(tenant)
+        gen = int(raw or 0)
+        self._last_gen[tenant] = gen
+        return gen
+
+    async def healthy(self) -> bool:
+        try:
+            ok = bool(await self._redis.ping())
+        except Exception as exc:
+            self._failed("ping", exc)
+            return False
+        if ok:
+            self._down_until = 0.0
+            self._ok()
+        return ok
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def make_cache(settings: SearchSettings) -> ResultCache:
+    if settings.cache == "redis":
+        return RedisCache(
+            settings.redis_url,
+            settings.cache_ttl_s,
+            settings.cache_key_prefix,
+            settings.redis_timeout_s,
+            settings.redis_retry_after_s,
+        )
+    if settings.cache == "memory":
+        return MemoryCache(settings.cache_ttl_s, settings.cache_max_entries)
+    return NoCache()

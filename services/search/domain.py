@@ -1,0 +1,162 @@
+"""Plain domain types of the search service (no gRPC or protobuf types here).
+
+Timestamps are timezone-aware UTC datetimes; vectors are 1-D float32 numpy arrays, L2-normalised.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+import numpy as np
+
+from services.search.filters import FilterNode
+
+TENANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_ASSET_ID_CHARS = 256
+
+# Properties the keyword (BM25) leg can search, and the default boosts (caption^2, tags^1.5, ocr_text^1).
+KEYWORD_FIELDS: tuple[str, ...] = ("caption", "tags", "ocr_text")
+DEFAULT_KEYWORD_FIELDS: tuple[tuple[str, float], ...] = (("caption", 2.0), ("tags", 1.5), ("ocr_text", 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyLabel:
+    label: str
+    score: float
+
+
+@dataclass(slots=True)
+class AssetDoc:
+    """An asset's metadata as stored. Empty strings / lists and None timestamps mean "no value"."""
+
+    asset_id: str
+    uri: str = ""
+    caption: str = ""
+    tags: tuple[str, ...] = ()
+    ocr_text: str = ""
+    owner: str = ""
+    license_name: str = ""
+    license_expires_at: datetime | None = None
+    safety_labels: tuple[SafetyLabel, ...] = ()
+    safety_score: float = 0.0
+    source: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    width: int = 0
+    height: int = 0
+    content_sha256: str = ""
+    embedding_model: ModelRef | None = None
+    popularity: float = 0.0
+
+
+@dataclass(slots=True)
+class AssetRecord:
+    """An asset with its image embedding (None only when read back without vectors)."""
+
+    doc: AssetDoc
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailure:
+    """Why one item of a batch was not written (a gRPC status code number + actionable message)."""
+
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    """What the collection holds: its embedding model and dimension (None/0 until the first write)."""
+
+    model: ModelRef | None
+    dimension: int
+
+
+class Fusion(Enum):
+    RELATIVE_SCORE = "relative_score"
+    RANKED = "ranked"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPlan:
+    """A validated, fully defaulted query: what a backend executes.
+
+    `window` is the number of candidates each leg contributes before fusion; the fused list is cut to
+    [offset, offset + limit). alpha = 0 runs only the keyword leg, alpha = 1 only the vector leg.
+    """
+
+    text: str
+    vector: np.ndarray | None
+    alpha: float
+    fusion: Fusion
+    filter: FilterNode | None
+    limit: int
+    offset: int
+    window: int
+    keyword_fields: tuple[tuple[str, float], ...]
+    include_vectors: bool
+
+    @property
+    def uses_keyword(self) -> bool:
+        return self.alpha < 1.0 and bool(self.text.strip())
+
+    @property
+    def uses_vector(self) -> bool:
+        return self.alpha > 0.0 and self.vector is not None
+
+
+@dataclass(slots=True)
+class Scores:
+    fused: float = 0.0
+    keyword_contribution: float = 0.0
+    vector_contribution: float = 0.0
+    bm25: float = 0.0
+    cosine_similarity: float = 0.0
+
+
+@dataclass(slots=True)
+class Hit:
+    doc: AssetDoc
+    scores: Scores
+    vector: np.ndarray | None = None
+
+
+@dataclass(slots=True)
+class QueryResult:
+    hits: list[Hit]
+    cached: bool = False
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    asset_count: int
+    model: ModelRef | None
+    dimension: int
+
+
+@dataclass(slots=True)
+class UpsertOutcome:
+    asset_id: str
+    error: ItemFailure | None = None
+
+
+@dataclass(slots=True)
+class WriteSummary:
+    """Per-item outcomes of a write and the tenant's index generation after it."""
+
+    outcomes: list[UpsertOutcome] = field(default_factory=list)
+    generation: int = 0

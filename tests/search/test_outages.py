@@ -1,0 +1,145 @@
+"""Failure handling with real components: Redis going away (the cache is bypassed, never an error)
+and Weaviate unreachable (UNAVAILABLE)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from imagesearch.v1 import search_pb2, search_pb2_grpc
+
+from tests.search.helpers import embedding, record, unit
+from tests.service_process import ServiceProcess, free_port
+
+RNG = np.random.default_rng(11)
+
+
+class RedisServer:
+    """A private real redis-server (the shared stack's Redis is left alone)."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port, self.workdir = port, workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (scripts/stack.py installs it)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        import redis
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=self.port, socket_timeout=0.5).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _health(channel: grpc.Channel, service: str) -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status)
+
+
+def _wait_health(channel: grpc.Channel, service: str, status: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _health(channel, service) == status:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"health of {service!r} did not become {status}")
+
+
+@pytest.mark.integration
+def test_redis_outage_degrades_to_uncached_service(redis_server: RedisServer, tmp_path: Path) -> None:
+    env = {
+        "IMAGESEARCH_SEARCH_DATA_DIR": str(tmp_path / "data"),
+        "IMAGESEARCH_SEARCH_CACHE": "redis",
+        "IMAGESEARCH_SEARCH_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0",
+        "IMAGESEARCH_SEARCH_HEALTH_INTERVAL_S": "0.2",
+        "IMAGESEARCH_SEARCH_REDIS_RETRY_AFTER_S": "0.2",
+    }
+    with ServiceProcess("services.search", env=env) as svc, grpc.insecure_channel(svc.address) as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        t = f"t{uuid.uuid4().hex[:8]}"
+        v = unit(RNG)
+        stub.UpsertAssets(search_pb2.UpsertAssetsRequest(tenant=t, assets=[record("r1", v, caption="heron")]))
+        req = search_pb2.QueryRequest(tenant=t, text="heron", vector=embedding(v))
+        assert not stub.Query(req).cached
+        assert stub.Query(req).cached
+        _wait_health(channel, "backend:redis", health_pb2.HealthCheckResponse.SERVING)
+
+        redis_server.stop()
+        # Queries and writes keep working, uncached; health is degraded, the service stays SERVING.
+        for _ in range(3):
+            resp = stub.Query(req)
+            assert not resp.cached and [h.asset.asset_id for h in resp.hits] == ["r1"]
+        w = stub.UpsertAssets(
+            search_pb2.UpsertAssetsRequest(tenant=t, assets=[record("r2", unit(RNG), caption="heron")])
+        )
+        assert not w.results[0].HasField("error")
+        _wait_health(channel, "backend:redis", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert _health(channel, "") == health_pb2.HealthCheckResponse.SERVING
+        assert {h.asset.asset_id for h in stub.Query(req).hits} == {"r1", "r2"}
+
+        redis_server.start()  # empty again, on the same port
+        _wait_health(channel, "backend:redis", health_pb2.HealthCheckResponse.SERVING)
+        first = stub.Query(req)
+        assert not first.cached and {h.asset.asset_id for h in first.hits} == {"r1", "r2"}
+        assert stub.Query(req).cached
+
+
+@pytest.mark.integration
+def test_weaviate_unreachable_is_unavailable() -> None:
+    env = {
+        "IMAGESEARCH_SEARCH_BACKEND": "weaviate",
+        "IMAGESEARCH_SEARCH_WEAVIATE_HTTP_PORT": str(free_port()),  # nothing listens there
+        "IMAGESEARCH_SEARCH_WEAVIATE_GRPC_PORT": str(free_port()),
+        "IMAGESEARCH_SEARCH_WEAVIATE_TIMEOUT_S": "2",
+        "IMAGESEARCH_SEARCH_CACHE": "none",
+    }
+    with (
+        ServiceProcess("services.search", env=env, wait_serving=False) as svc,
+        grpc.insecure_channel(svc.address) as channel,
+    ):
+        assert _health(channel, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        calls = [
+            (stub.Query, search_pb2.QueryRequest(tenant="t1", text="x")),
+            (stub.UpsertAssets, search_pb2.UpsertAssetsRequest(tenant="t1", assets=[record("a", unit(RNG))])),
+            (stub.GetAssets, search_pb2.GetAssetsRequest(tenant="t1", asset_ids=["a"])),
+            (stub.DeleteAssets, search_pb2.DeleteAssetsRequest(tenant="t1", asset_ids=["a"])),
+        ]
+        for fn, req in calls:
+            with pytest.raises(grpc.RpcError) as err:
+                fn(req, timeout=20)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE, (fn, err.value.details())

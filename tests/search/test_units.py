@@ -1,0 +1,177 @@
+"""Pure logic of the search service: filter validation and canonical form, fusion rules, cache keys,
+the memory cache, and the embedded backend's persistence across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.common.errors import InvalidArgument
+from services.search import filters as flt
+from services.search.backends.embedded import EmbeddedBackend, HnswParams, tokenize
+from services.search.cache import MemoryCache
+from services.search.core import SearchCore
+from services.search.domain import AssetDoc, AssetRecord, Fusion, ModelRef
+from services.search.fusion import fuse
+from services.search.settings import SearchSettings
+
+S = flt.TypedValue
+
+
+def test_condition_validation_names_the_problem() -> None:
+    with pytest.raises(InvalidArgument, match="unknown filter field 'colour'.*asset_id, uri"):
+        flt.condition("colour", flt.Op.EQUAL, S("string_value", "red"), None)
+    with pytest.raises(InvalidArgument, match="'width' .*must be a int_value, got string_value"):
+        flt.condition("width", flt.Op.EQUAL, S("string_value", "wide"), None)
+    with pytest.raises(InvalidArgument, match="GREATER_THAN is not supported"):
+        flt.condition("tags", flt.Op.GREATER_THAN, S("string_value", "a"), None)
+    with pytest.raises(InvalidArgument, match="takes a non-empty `values` list"):
+        flt.condition("owner", flt.Op.IN, S("string_value", "a"), None)
+    with pytest.raises(InvalidArgument, match="operator is unset"):
+        flt.condition("owner", None, S("string_value", "a"), None)
+    with pytest.raises(InvalidArgument, match="finite"):
+        flt.condition("popularity", flt.Op.LESS_THAN, S("double_value", float("inf")), None)
+    # An integer operand is accepted for a number field.
+    c = flt.condition("popularity", flt.Op.LESS_THAN, S("int_value", 3), None)
+    assert c.values == (3.0,)
+
+
+def test_canonical_form_ignores_order_and_nesting() -> None:
+    a = flt.condition("owner", flt.Op.EQUAL, S("string_value", "ann"), None)
+    b = flt.condition("width", flt.Op.IN, None, [S("int_value", 2), S("int_value", 1), S("int_value", 2)])
+    c = flt.condition("tags", flt.Op.CONTAINS_ANY, None, [S("string_value", "x")])
+    left = flt.all_of([a, flt.all_of([b, c])])
+    right = flt.all_of([flt.all_of([c, a]), b])
+    assert flt.canonical(left) == flt.canonical(right)
+    assert b.values == (1, 2)
+    assert flt.canonical(flt.any_of([a, b])) != flt.canonical(flt.all_of([a, b]))
+    assert flt.negate(flt.negate(a)) == a
+
+
+def test_like_pattern_translation() -> None:
+    import re
+
+    rx = re.compile(flt.like_to_regex("a*b?.c"))
+    assert rx.match("a-long-bX.c") and not rx.match("abX-c") and not rx.match("xa-bX.c")
+
+
+def test_relative_score_fusion_matches_weaviate_rules() -> None:
+    kw = [("a", 3.0), ("b", 2.0), ("c", 1.0)]
+    vec = [("c", 0.9), ("d", 0.5), ("a", 0.1)]
+    out = {f.key: f for f in fuse(kw, vec, 0.25, Fusion.RELATIVE_SCORE)}
+    # keyword leg: a=1, b=0.5, c=0 (x0.75); vector leg: c=1, d=0.5, a=0 (x0.25)
+    assert out["a"].fused == pytest.approx(0.75) and out["a"].bm25 == 3.0 and out["a"].cosine == 0.1
+    assert out["b"].fused == pytest.approx(0.375) and out["b"].cosine is None
+    assert out["c"].fused == pytest.approx(0.25) and out["c"].keyword == 0.0
+    assert out["d"].fused == pytest.approx(0.125)
+    assert [f.key for f in fuse(kw, vec, 0.25, Fusion.RELATIVE_SCORE)] == ["a", "b", "c", "d"]
+    # One candidate (or all equal) normalises to 1.
+    assert fuse([("x", 5.0)], [], 0.0, Fusion.RELATIVE_SCORE)[0].fused == 1.0
+
+
+def test_ranked_fusion_and_zero_weight_legs() -> None:
+    kw = [("a", 3.0), ("b", 2.0)]
+    vec = [("b", 0.9), ("a", 0.1)]
+    out = {f.key: f for f in fuse(kw, vec, 0.5, Fusion.RANKED)}
+    assert out["a"].keyword == pytest.approx(0.5 / 60) and out["a"].vector == pytest.approx(0.5 / 61)
+    assert fuse(kw, vec, 0.0, Fusion.RANKED)[0].vector == 0.0
+    assert [f.key for f in fuse(kw, vec, 1.0, Fusion.RELATIVE_SCORE)] == ["b", "a"]
+
+
+def test_tokenizer_matches_weaviate_word_tokenization() -> None:
+    assert tokenize("Red-Car, 2024's best_photo!") == ["red", "car", "2024", "s", "best", "photo"]
+
+
+async def test_memory_cache_generation_and_ttl() -> None:
+    cache = MemoryCache(ttl_s=0.05, max_entries=2)
+    look = await cache.lookup("t", "k")
+    assert look.available and look.value is None and look.generation == 0
+    await cache.store("t", 0, "k", "v")
+    assert (await cache.lookup("t", "k")).value == "v"
+    assert await cache.bump("t") == 1
+    assert (await cache.lookup("t", "k")).value is None  # new generation, new key
+    await cache.store("t", 0, "k", "stale")  # computed before the write: not stored
+    assert (await cache.lookup("t", "k")).value is None
+    await cache.store("t", 1, "k", "v1")
+    await asyncio.sleep(0.06)
+    assert (await cache.lookup("t", "k")).value is None  # expired
+
+
+def _plan_kwargs(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = dict(
+        text="car", vector=None, vector_model=None, alpha=None, fusion=Fusion.RELATIVE_SCORE, filter=None,
+        limit=0, offset=0, window=0, keyword_fields=[], include_vectors=False,
+    )  # fmt: skip
+    base.update(kw)
+    return base
+
+
+async def test_plan_defaults_and_digest(tmp_path: Path) -> None:
+    settings = SearchSettings(data_dir=str(tmp_path))
+    backend = EmbeddedBackend(tmp_path, HnswParams(16, 64, 64, 100))
+    await backend.start()
+    core = SearchCore(settings, backend, MemoryCache(60, 10))
+    p = await core.plan(**_plan_kwargs())  # type: ignore[arg-type]
+    assert (p.alpha, p.limit, p.window) == (0.0, 10, 100)
+    assert p.keyword_fields == (("caption", 2.0), ("tags", 1.5), ("ocr_text", 1.0))
+    p2 = await core.plan(**_plan_kwargs(offset=250, limit=20))  # type: ignore[arg-type]
+    assert p2.window == 270
+    f1 = [("tags", 1.0), ("caption", 2.0)]
+    f2 = [("caption", 2.0), ("tags", 1.0)]
+    d1 = core.digest("t", await core.plan(**_plan_kwargs(keyword_fields=f1)))  # type: ignore[arg-type]
+    d2 = core.digest("t", await core.plan(**_plan_kwargs(keyword_fields=f2)))  # type: ignore[arg-type]
+    assert d1 == d2
+    assert core.digest("t", p) != core.digest("u", p)
+    assert core.digest("t", p) != core.digest("t", p2)
+
+
+async def test_embedded_backend_survives_restart(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    model = ModelRef("m", "1")
+    settings = SearchSettings(data_dir=str(tmp_path))
+    vecs = rng.standard_normal((300, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    async def open_core() -> SearchCore:
+        backend = EmbeddedBackend(tmp_path, HnswParams(16, 64, 64, 10))
+        await backend.start()
+        return SearchCore(settings, backend, MemoryCache(60, 10))
+
+    core = await open_core()
+    now = datetime(2024, 5, 1, tzinfo=UTC)
+    recs = [
+        AssetRecord(
+            AssetDoc(asset_id=f"p{i}", caption=f"word{i % 7} photo", created_at=now, embedding_model=model),
+            vecs[i],
+        )
+        for i in range(300)
+    ]
+    await core.upsert("t", recs)
+    await core.delete("t", ["p0"])
+    plan = await core.plan(**_plan_kwargs(text="word3", vector=vecs[3], vector_model=model, alpha=0.5))  # type: ignore[arg-type]
+    before = [
+        (h.doc.asset_id, round(h.scores.fused, 5))
+        for h in (await core.query("t", plan, skip_cache=True)).hits
+    ]
+    await core.backend.close()  # graceful: the graph snapshot is saved
+
+    core = await open_core()
+    after = [
+        (h.doc.asset_id, round(h.scores.fused, 5))
+        for h in (await core.query("t", plan, skip_cache=True)).hits
+    ]
+    assert after == before and (await core.stats("t"))[0].asset_count == 299
+    # A crash after a write (no snapshot for the last write): the graph and the keyword index are rebuilt.
+    await core.upsert(
+        "t", [AssetRecord(AssetDoc(asset_id="late", caption="word3 word3", embedding_model=model), vecs[3])]
+    )
+    (tmp_path / "tenants" / "t" / "vectors.seq").unlink(missing_ok=True)
+    (tmp_path / "tenants" / "t" / "keyword.seq").unlink(missing_ok=True)
+    core = await open_core()  # the previous instance is abandoned, as a crashed process would be
+    hits = (await core.query("t", plan, skip_cache=True)).hits
+    assert hits[0].doc.asset_id in {"late", "p3"} and (await core.stats("t"))[0].asset_count == 300
+    assert (await core.get("t", ["p0"], False)) == [None]
