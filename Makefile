@@ -15,7 +15,7 @@ help: ## List targets
 $(VPY): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[dev]'
+	$(VPY) -m pip install -q -e '.[dev,data]'
 	@touch $(VPY)
 
 $(BUF): package.json
@@ -63,6 +63,7 @@ run: $(VPY) ## Set up and start the whole suite on its embedded defaults (Ctrl-C
 .PHONY: test
 test: setup ## Set up everything (venv, tools, the real stack) and run all tests
 	$(VPY) -m scripts.stack prepare   # install redis-server, build Weaviate, make Triton's venv (cached)
+	$(VPY) tools/models/fetch_data.py  # open image data for retrieval tests (cached; ~2.5 min cold)
 	IMAGESEARCH_REQUIRE_CLIENTS=$(IMAGESEARCH_REQUIRE_CLIENTS) $(VPY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: docs
