@@ -1,0 +1,173 @@
+"""The Triton runtime: the towers served by Triton Inference Server, called with tritonclient.grpc.aio.
+
+- One shared client (one HTTP/2 channel) for every call.
+- A batch is sent as concurrent requests of at most `request_batch` rows: Triton's dynamic batcher then
+  merges them with other callers' requests into full batches, and its instance never idles between the
+  requests of one caller.
+- The caller's remaining deadline goes to Triton as the gRPC deadline (client_timeout): when it passes,
+  Triton cancels the request, drops it from its queue and our model.py skips it if it was already
+  batched, so Triton does not compute results nobody waits for. It is also sent as the request's
+  timeout, which a model configured with a queue policy enforces (ours are not: see config.pbtxt).
+- The model version found by describe() is pinned in every request, so the ModelRef in our responses is
+  the version that actually produced the vectors.
+- Failures map to domain errors: connection problems and unloaded models to Unavailable, timeouts to
+  DeadlineExceeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException
+
+from services.common.errors import DeadlineExceeded, DomainError, FailedPrecondition, Unavailable
+from services.encoder.backends import model_repository
+from services.encoder.backends.base import TowerSpec
+
+_TRITON_DTYPES = {"uint8": "UINT8", "int64": "INT64", "int32": "INT32", "float32": "FP32", "float16": "FP16"}
+# Reconnect quickly after Triton restarts (gRPC's default backoff grows to two minutes).
+_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+_DESCRIBE_TIMEOUT_S = 10.0
+
+
+class TritonBackend:
+    """EncoderBackend calling Triton over gRPC."""
+
+    runtime = "triton"
+
+    def __init__(self, url: str, image_model: str, text_model: str, request_batch: int = 8) -> None:
+        self._url = url
+        self._names = (image_model, text_model)
+        self._request_batch = request_batch
+        self._client: grpcclient.InferenceServerClient | None = None
+        self._specs: tuple[TowerSpec, TowerSpec] | None = None
+        self._describing: asyncio.Lock | None = None
+
+    def _get_client(self) -> grpcclient.InferenceServerClient:
+        if self._client is None:  # created lazily, inside the running event loop
+            self._client = grpcclient.InferenceServerClient(self._url, channel_args=_CHANNEL_ARGS)
+        return self._client
+
+    def _error(self, exc: InferenceServerException, what: str) -> DomainError | RuntimeError:
+        status, message = str(exc.status() or ""), str(exc.message() or "")
+        lowered = message.lower()
+        if "DEADLINE_EXCEEDED" in status or "timeout expired" in lowered:
+            return DeadlineExceeded(
+                f"Triton at {self._url} did not finish {what} within the deadline ({message})"
+            )
+        if "UNAVAILABLE" in status or "CANCELLED" in status:
+            return Unavailable(f"Triton at {self._url} is unavailable for {what}: {message}")
+        if "NOT_FOUND" in status or "unknown model" in lowered or "is not ready" in lowered:
+            self._specs = None  # re-discover what is served once it is back
+            return Unavailable(f"Triton at {self._url} does not serve what {what} needs: {message}")
+        return RuntimeError(f"Triton at {self._url} failed {what}: {status} {message}")
+
+    async def _describe_tower(self, name: str) -> TowerSpec:
+        client = self._get_client()
+        try:
+            metadata = await client.get_model_metadata(name, client_timeout=_DESCRIBE_TIMEOUT_S)
+            versions = sorted((int(v) for v in metadata.versions if v.isdigit()), reverse=True)
+            if not versions:
+                raise Unavailable(f"Triton at {self._url} has no ready version of model '{name}'")
+            version = str(versions[0])
+            response = await client.get_model_config(name, version, client_timeout=_DESCRIBE_TIMEOUT_S)
+        except InferenceServerException as exc:
+            raise self._error(exc, f"describing model '{name}'") from None
+        config: model_config_pb2.ModelConfig = response.config
+        input_name, dtype, input_shape, output_name, output_dims = model_repository.single_io(config)
+        if config.max_batch_size < 1:
+            raise FailedPrecondition(f"model '{name}' in Triton must support batching (max_batch_size >= 1)")
+        spec = TowerSpec(
+            model=name,
+            version=version,
+            input_name=input_name,
+            input_dtype=dtype,
+            input_shape=input_shape,
+            output_name=output_name,
+            max_batch_size=config.max_batch_size,
+            dimension=output_dims[-1] if output_dims and output_dims[-1] > 0 else 0,
+            parameters=model_repository.parameters(config),
+        )
+        if spec.dimension == 0:  # a python-backend config leaves D to the graph: ask the model once
+            probe = await self._infer(spec, np.zeros((1, *input_shape), dtype=dtype), _DESCRIBE_TIMEOUT_S)
+            spec = TowerSpec(**{**spec.__dict__, "dimension": int(probe.shape[-1])})
+        return spec
+
+    async def describe(self) -> tuple[TowerSpec, TowerSpec]:
+        if self._specs is None:
+            if self._describing is None:
+                self._describing = asyncio.Lock()
+            async with self._describing:
+                if self._specs is None:
+                    image, text = await asyncio.gather(*(self._describe_tower(n) for n in self._names))
+                    self._specs = (image, text)
+        return self._specs
+
+    async def _infer(self, spec: TowerSpec, rows: np.ndarray, timeout_s: float) -> np.ndarray:
+        tensor = grpcclient.InferInput(spec.input_name, list(rows.shape), _TRITON_DTYPES[spec.input_dtype])
+        tensor.set_data_from_numpy(np.ascontiguousarray(rows, dtype=spec.input_dtype))
+        try:
+            result = await self._get_client().infer(
+                spec.model,
+                [tensor],
+                model_version=spec.version,
+                outputs=[grpcclient.InferRequestedOutput(spec.output_name)],
+                client_timeout=timeout_s,
+                timeout=max(1, int(timeout_s * 1e6)),
+            )
+        except InferenceServerException as exc:
+            raise self._error(exc, f"inference on '{spec.model}'") from None
+        out = result.as_numpy(spec.output_name)
+        if out is None or out.shape[0] != rows.shape[0]:
+            shape = None if out is None else out.shape
+            raise RuntimeError(f"Triton returned {shape} from '{spec.model}' for {rows.shape[0]} rows")
+        return np.asarray(out, dtype=np.float32)
+
+    async def _encode(self, index: int, rows: np.ndarray, timeout_s: float) -> np.ndarray:
+        spec = (await self.describe())[index]
+        step = max(1, min(self._request_batch, spec.max_batch_size))
+        if len(rows) <= step:
+            return await self._infer(spec, rows, timeout_s)
+        chunks = [rows[i : i + step] for i in range(0, len(rows), step)]
+        parts = await asyncio.gather(*(self._infer(spec, chunk, timeout_s) for chunk in chunks))
+        return np.concatenate(parts)
+
+    async def encode_images(self, pixels: np.ndarray, timeout_s: float) -> np.ndarray:
+        return await self._encode(0, pixels, timeout_s)
+
+    async def encode_texts(self, input_ids: np.ndarray, timeout_s: float) -> np.ndarray:
+        return await self._encode(1, input_ids, timeout_s)
+
+    async def ready(self) -> bool:
+        client = self._get_client()
+        try:
+            if not await client.is_server_ready(client_timeout=2.0):
+                return False
+            specs = self._specs
+            checks = (
+                [(s.model, s.version) for s in specs] if specs is not None else [(n, "") for n in self._names]
+            )
+            states = await asyncio.gather(
+                *(client.is_model_ready(m, v, client_timeout=2.0) for m, v in checks)
+            )
+        except InferenceServerException:
+            return False
+        if specs is not None and not all(states):
+            self._specs = None  # the pinned version went away: describe again on the next call
+        return all(states)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
