@@ -21,6 +21,9 @@ SETTINGS = {
     "gateway": "services.gateway.settings:GatewaySettings",
 }
 START, END = "<!-- config:start -->", "<!-- config:end -->"
+# Defaults under the checkout (e.g. the model repository) are shown relative to it, so the
+# reference does not depend on where the repo is cloned.
+REPO_PREFIX = str(Path(__file__).resolve().parents[2]) + "/"
 
 
 def settings_class(service: str) -> type[BaseSettings]:
@@ -31,6 +34,7 @@ def settings_class(service: str) -> type[BaseSettings]:
 def _table(title: str, rows: list[tuple[str, str, str]]) -> list[str]:
     out = [f"#### {title}", "", "| variable | default | meaning |", "|---|---|---|"]
     for env, default, description in rows:
+        default = default.replace(REPO_PREFIX, "")
         shown = f"`{default}`" if default else ""
         out.append(f"| `{env}` | {shown} | {description.replace('|', '/')} |")
     return [*out, ""]
