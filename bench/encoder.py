@@ -338,6 +338,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     services: dict[str, ServiceProcess] = {}
     common_env = {
         "IMAGESEARCH_ENCODER_LOG_LEVEL": "warning",
+        # The service caps every runtime call at this (30 s by default); long queues at high concurrency on
+        # a heavy model need more.
+        "IMAGESEARCH_ENCODER_DEFAULT_DEADLINE_S": "600",
         "IMAGESEARCH_ENCODER_MAX_BATCH_IMAGES": "64",
         "IMAGESEARCH_ENCODER_ORT_INTRA_OP_THREADS": str(args.threads),
     }
@@ -496,10 +499,11 @@ def print_table(report: dict[str, Any]) -> None:
         if c["skipped"]:
             print(f"{head} skipped: {c['skipped']}")
             continue
+        errors = f"  ({c['errors']} items failed)" if c["errors"] else ""
         print(
             f"{head} {c['items_per_s']:8.1f} {c['p50_ms']:8.1f} {c['p95_ms']:8.1f} {c['p99_ms']:8.1f} "
             f"{fmt(c['ratio'], 6)} {fmt(c['ratio_prep'], 6)} {fmt(c['ratio_seq'], 6)} "
-            f"{c['items_per_cpu_s']:8.1f} {fmt(c['ratio_cpu'], 6)} {fmt(c['ratio_cpu_prep'], 7)}"
+            f"{c['items_per_cpu_s']:8.1f} {fmt(c['ratio_cpu'], 6)} {fmt(c['ratio_cpu_prep'], 7)}{errors}"
         )
 
 
