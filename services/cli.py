@@ -210,31 +210,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         req.licenses.append(lic)
     if args.no_rerank:
         req.rerank.disable = True
-    with _channel(args.gateway) as ch:
-        stub = gateway_pb2_grpc.GatewayServiceStub(ch)
-        try:
-            resp = stub.Search(req, metadata=_metadata(args), timeout=args.timeout)
-        except grpc.RpcError as exc:
-            return _fail(exc)
-    if args.json:
-        print(_as_json(resp.results))
-    else:
-        print_results(
-            resp.results,
-            degraded=resp.degraded,
-            reasons=resp.degraded_reasons,
-            cached=resp.cached,
-            verbose=args.verbose,
-        )
-    return 0
+    return _search_and_print(args, "Search", req)
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
     req = gateway_pb2.SearchSimilarRequest(asset_id=args.asset_id, page_size=args.limit)
+    return _search_and_print(args, "SearchSimilar", req)
+
+
+def _search_and_print(args: argparse.Namespace, method: str, req: Any) -> int:
+    """Call Search or SearchSimilar (same result shape) and print the results as a table or JSON."""
     with _channel(args.gateway) as ch:
-        stub = gateway_pb2_grpc.GatewayServiceStub(ch)
+        call = getattr(gateway_pb2_grpc.GatewayServiceStub(ch), method)
         try:
-            resp = stub.SearchSimilar(req, metadata=_metadata(args), timeout=args.timeout)
+            resp = call(req, metadata=_metadata(args), timeout=args.timeout)
         except grpc.RpcError as exc:
             return _fail(exc)
     if args.json:
@@ -244,7 +233,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
             resp.results,
             degraded=resp.degraded,
             reasons=resp.degraded_reasons,
-            cached=False,
+            cached=getattr(resp, "cached", False),  # SearchSimilarResponse has no cached flag
             verbose=args.verbose,
         )
     return 0
