@@ -319,6 +319,10 @@ class SearchClient(Protocol):
 
     async def delete_assets(self, tenant: str, asset_ids: Sequence[str]) -> list[tuple[str, bool]]: ...
 
+    async def index_generation(self, tenant: str) -> int | None:
+        """The tenant's index generation when it is consistent; None when it cannot be trusted or
+        asked (then nothing derived from queries may be served from a cache)."""
+
     async def ready(self) -> bool: ...
 
 
@@ -402,6 +406,18 @@ class GrpcSearchClient:
         req = search_pb2.DeleteAssetsRequest(tenant=tenant, asset_ids=asset_ids)
         resp = await self._backend.call(self._stub.DeleteAssets, req, self._write_s, idempotent=False)
         return [(r.asset_id, r.deleted) for r in resp.results]
+
+    async def index_generation(self, tenant: str) -> int | None:
+        req = search_pb2.GetIndexGenerationRequest(tenant=tenant)
+        try:
+            resp = await self._backend.call(
+                self._stub.GetIndexGeneration, req, self._read_s, idempotent=False
+            )
+        except BackendError as exc:
+            # Uncached then; a search service that is really down fails the query that follows.
+            log.debug("index generation unavailable; page cache bypassed", error=exc.message)
+            return None
+        return resp.index_generation if resp.consistent else None
 
     async def ready(self) -> bool:
         await self._backend.call(

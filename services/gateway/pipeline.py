@@ -102,6 +102,8 @@ class PipelineConfig:
     encode_batch_bytes: int = 24 * 1024 * 1024
     query_vector_cache: int = 4096
     query_vector_ttl_s: float = 600.0
+    page_cache_entries: int = 4096
+    page_cache_ttl_s: float = 60.0
 
 
 def _unit(v: Vector) -> Vector:
@@ -139,6 +141,13 @@ class Gateway:
         self._image_vectors: LRUCache[str, tuple[Vector, ModelRef | None]] = LRUCache(
             max(1, config.query_vector_cache // 4), config.query_vector_ttl_s
         )
+        # Finished result pages, keyed by everything that shaped them (the page-token binding, which
+        # covers the caller's visibility, plus the offset) and valid only at the index generation
+        # they were computed at: a hit skips the encoder, the first stage and the rerank.
+        self._pages: LRUCache[tuple[str, int], tuple[int, SearchPage]] = LRUCache(
+            max(1, config.page_cache_entries), config.page_cache_ttl_s
+        )
+        self._highest_generation: dict[str, int] = {}
         self._model: ModelRef | None = None
         self._encode_batcher: MicroBatcher[bytes, Any] = MicroBatcher(
             self._encode_images,
@@ -178,6 +187,37 @@ class Gateway:
 
     # ------------------------------------------------------------------------------------------
     # Search
+
+    async def _cached_page(
+        self, principal: Principal, action: str, vis: Visibility, key: tuple[str, int]
+    ) -> tuple[SearchPage | None, int | None]:
+        """(a cached page still valid, or None; the tenant's generation to store a new page at, or
+        None when pages must not be cached now)."""
+        if self.cfg.page_cache_entries <= 0:
+            return None, None
+        gen = await self.search_client.index_generation(principal.tenant)
+        if gen is None:
+            return None, None
+        if gen < self._highest_generation.get(principal.tenant, 0):
+            # Generations went backwards: the shared cache was reset, so an old generation number
+            # may come round again with different data. Forget every page.
+            log.warning("index generation went backwards; page cache cleared", tenant=principal.tenant)
+            self._pages.clear()
+        self._highest_generation[principal.tenant] = gen
+        entry = self._pages.get(key)
+        if entry is None or entry[0] != gen:
+            return None, gen
+        page = entry[1]
+        # Policy is re-checked on every hit (a licence may have expired since the page was computed).
+        admitted = self.policy.screen(principal, action, vis, [r.asset for r in page.results])
+        if len(admitted) != len(page.results):
+            return None, gen
+        return replace(page, cached=True), gen
+
+    def _keep_page(self, key: tuple[str, int], generation: int | None, page: SearchPage) -> None:
+        # Degraded pages (encoder down: keyword-only) must not outlive the outage.
+        if generation is not None and not page.degraded and self.cfg.page_cache_entries > 0:
+            self._pages.put(key, (generation, page))
 
     def _rerank_config(self, opts: RerankOptions, alpha: float) -> tuple[RerankConfig, int]:
         base = self.cfg.rerank
@@ -273,6 +313,9 @@ class Gateway:
             page_size,
         )
         offset = self.tokens.offset(q.page_token, bound)
+        hit, generation = await self._cached_page(principal, action, vis, (bound, offset))
+        if hit is not None:
+            return hit
 
         degraded: list[str] = []
         text_vec: Vector | None = None
@@ -346,6 +389,7 @@ class Gateway:
         )
         page.degraded_reasons = degraded
         page.model = model
+        self._keep_page((bound, offset), generation, page)
         return page
 
     async def search_similar(self, principal: Principal, q: SearchQuery) -> SearchPage:
@@ -359,6 +403,9 @@ class Gateway:
             "similar", vis.cache_key(), q.similar_to, canonical(q.filter), q.rerank, page_size
         )
         offset = self.tokens.offset(q.page_token, bound)
+        hit, generation = await self._cached_page(principal, action, vis, (bound, offset))
+        if hit is not None:
+            return hit
         source = await self._visible_asset(principal, action, vis, q.similar_to, include_vector=True)
         if source.vector is None:
             raise FailedPrecondition(f"asset {q.similar_to!r} has no stored embedding to compare with")
@@ -377,7 +424,7 @@ class Gateway:
                 Not(Condition("asset_id", Op.EQUAL, q.similar_to)),
             ),
         )
-        return await self._ranked_page(
+        page = await self._ranked_page(
             principal,
             action,
             vis,
@@ -392,6 +439,8 @@ class Gateway:
             image_vec=source.vector,
             exclude=q.similar_to,
         )
+        self._keep_page((bound, offset), generation, page)
+        return page
 
     async def _ranked_page(
         self,

@@ -142,6 +142,8 @@ def pipeline_config(settings: GatewaySettings) -> PipelineConfig:
         upsert_batch=settings.ingest_upsert_batch,
         batch_wait_s=settings.ingest_batch_wait_ms / 1000.0,
         encode_batch_bytes=max(1, settings.max_message_bytes - 1024 * 1024),
+        page_cache_entries=settings.page_cache_entries,
+        page_cache_ttl_s=settings.page_cache_ttl_s,
     )
 
 

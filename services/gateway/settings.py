@@ -106,6 +106,15 @@ class GatewaySettings(ServiceSettings):
         0.0, ge=0, le=1, description="Default weight of the popularity boost."
     )
     default_alpha: float = Field(0.75, ge=0, le=1, description="Vector-leg weight of text queries.")
+    page_cache_entries: int = Field(
+        4096,
+        ge=0,
+        description="Result pages kept per gateway process (0 = off). A hit is served only while the "
+        "tenant's index generation (asked of the search service per request) is unchanged.",
+    )
+    page_cache_ttl_s: float = Field(
+        60.0, gt=0, description="Upper bound on the age of a cached result page."
+    )
 
     # --- ingest -----------------------------------------------------------------------------
     ingest_max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted image, in bytes.")

@@ -50,6 +50,10 @@ class ResultCache(Protocol):
 
     async def generation(self, tenant: str) -> int | None: ...
 
+    async def consistent_generation(self, tenant: str) -> int | None:
+        """The generation when it can validate results cached elsewhere (the gateway's pages); None
+        when it cannot (cache unreachable, or a failed bump still pending)."""
+
     async def healthy(self) -> bool: ...
 
     async def close(self) -> None: ...
@@ -74,6 +78,9 @@ class NoCache:
         return self._gen[tenant]
 
     async def generation(self, tenant: str) -> int | None:
+        return self._gen.get(tenant, 0)
+
+    async def consistent_generation(self, tenant: str) -> int | None:
         return self._gen.get(tenant, 0)
 
     async def healthy(self) -> bool:
@@ -121,6 +128,9 @@ class MemoryCache:
         return self._gen[tenant]
 
     async def generation(self, tenant: str) -> int | None:
+        return self._gen.get(tenant, 0)
+
+    async def consistent_generation(self, tenant: str) -> int | None:
         return self._gen.get(tenant, 0)
 
     async def healthy(self) -> bool:
@@ -239,6 +249,19 @@ class RedisCache:
         except Exception as exc:
             self._failed("generation", exc)
             return self._last_gen.get(tenant)
+        gen = int(raw or 0)
+        self._last_gen[tenant] = gen
+        return gen
+
+    async def consistent_generation(self, tenant: str) -> int | None:
+        if not self._usable() or not await self._retry_dirty(tenant):
+            return None
+        try:
+            raw = await self._redis.get(self._gen_key(tenant))
+        except Exception as exc:
+            self._failed("generation", exc)
+            return None
+        self._ok()
         gen = int(raw or 0)
         self._last_gen[tenant] = gen
         return gen

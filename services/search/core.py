@@ -397,6 +397,11 @@ class SearchCore:
             return st, (await self.cache.generation(tenant) or 0)
         return await self.backend.stats(None), 0
 
+    async def index_generation(self, tenant: str) -> int | None:
+        """The tenant's generation for validating derived caches (None: do not trust it now)."""
+        validate_tenant(tenant)
+        return await self.cache.consistent_generation(tenant)
+
 
 def _copy_hits(hits: list[Hit]) -> list[Hit]:
     """Shallow copies: callers may not mutate what the memory cache holds."""

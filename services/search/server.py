@@ -351,6 +351,12 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             out.model.name, out.model.version = stats.model.name, stats.model.version
         return out
 
+    async def GetIndexGeneration(
+        self, request: search_pb2.GetIndexGenerationRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.GetIndexGenerationResponse:
+        gen = await self.core.index_generation(request.tenant)
+        return search_pb2.GetIndexGenerationResponse(index_generation=gen or 0, consistent=gen is not None)
+
 
 async def build(settings: SearchSettings) -> App:
     backend = make_backend(settings)

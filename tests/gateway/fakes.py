@@ -173,6 +173,10 @@ class FakeSearch:
 
     def put(self, asset: Asset, vector: Vector) -> None:
         self.store[(asset.tenant, asset.asset_id)] = Stored(copy.deepcopy(asset), vector)
+        self.generation += 1
+
+    async def index_generation(self, tenant: str) -> int | None:
+        return self.generation
 
     async def query(self, spec: QuerySpec) -> QueryResult:
         if not spec.text and spec.vector is None:
@@ -220,8 +224,7 @@ class FakeSearch:
             a = copy.deepcopy(r.asset)
             a.tenant = tenant
             a.embedding_model = r.model
-            self.put(a, r.vector)
-            self.generation += 1
+            self.put(a, r.vector)  # bumps the generation
             out.append(UpsertOutcome(r.asset.asset_id))
         return out
 
@@ -244,6 +247,7 @@ class FakeSearch:
         return found, missing
 
     async def delete_assets(self, tenant: str, asset_ids: Sequence[str]) -> list[tuple[str, bool]]:
+        self.generation += 1
         return [(aid, self.store.pop((tenant, aid), None) is not None) for aid in asset_ids]
 
     async def ready(self) -> bool:

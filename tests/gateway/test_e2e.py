@@ -256,9 +256,26 @@ def test_pagination_walks_the_window_once(world: World) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_first_stage_is_cached(world: World) -> None:
-    search(world.gw, text="a purple octopus", page_size=5)
-    assert search(world.gw, text="a purple octopus", page_size=5).cached
+def test_repeat_is_cached_and_a_write_is_visible_to_the_next_search(world: World) -> None:
+    first = search(world.gw, text="a purple octopus", page_size=5)
+    again = search(world.gw, text="a purple octopus", page_size=5)
+    assert again.cached and [r.asset.asset_id for r in again.results] == [
+        r.asset.asset_id for r in first.results
+    ]
+    # Ingest and delete both advance the tenant's index generation: no stale page survives either.
+    new = gateway_pb2.IngestRequest(
+        asset_id="octopus-quokka",
+        image=text_image("QUOKKA 7"),
+        caption="a purple octopus quokka",
+        license=common_pb2.License(name="MIT"),
+    )
+    assert ingest(world.gw, [new])["octopus-quokka"].outcome == OUT.INGEST_OUTCOME_CREATED
+    after = search(world.gw, text="quokka", alpha=0.0, page_size=5)  # keyword-only: exact expectation
+    assert not after.cached and ids(after) == ["octopus-quokka"]
+    assert search(world.gw, text="quokka", alpha=0.0, page_size=5).cached
+    world.gw.DeleteAsset(gateway_pb2.DeleteAssetRequest(asset_id="octopus-quokka"), metadata=ALICE)
+    gone = search(world.gw, text="quokka", alpha=0.0, page_size=5)
+    assert not gone.cached and ids(gone) == []
 
 
 # --- rerank ---------------------------------------------------------------------------------------

@@ -123,6 +123,58 @@ async def test_query_vectors_are_cached_per_text(world: World) -> None:
     assert world.encoder.text_calls == 1
 
 
+async def test_repeated_search_is_served_from_the_page_cache(world: World) -> None:
+    first = await world.gw.search(ALICE, SearchQuery(text="cat", page_size=3))
+    again = await world.gw.search(ALICE, SearchQuery(text="cat", page_size=3))
+    assert not first.cached and again.cached
+    assert ids(again) == ids(first) and len(world.search.queries) == 1  # no first stage on the hit
+    assert [r.scores for r in again.results] == [r.scores for r in first.results]
+    # Every input that shapes the page is in the key: another page size, alpha, or caller misses.
+    await world.gw.search(ALICE, SearchQuery(text="cat", page_size=2))
+    await world.gw.search(ALICE, SearchQuery(text="cat", page_size=3, alpha=0.5))
+    other = await world.gw.search(URSULA, SearchQuery(text="cat", page_size=3, include_unsafe=True))
+    assert not other.cached and len(world.search.queries) == 4
+    similar = [await world.gw.search_similar(ALICE, SearchQuery(similar_to="cat")) for _ in range(2)]
+    assert [p.cached for p in similar] == [False, True] and ids(similar[0]) == ids(similar[1])
+
+
+async def test_a_write_invalidates_cached_pages(world: World) -> None:
+    await world.gw.search(ALICE, SearchQuery(text="cat"))
+    world.add("kitten", "cat kitten")  # any write advances the tenant's index generation
+    page = await world.gw.search(ALICE, SearchQuery(text="cat"))
+    assert not page.cached and "kitten" in ids(page)
+    await world.gw.delete_asset(ALICE, "kitten")
+    page = await world.gw.search(ALICE, SearchQuery(text="cat"))
+    assert not page.cached and "kitten" not in ids(page)
+
+
+async def test_no_page_cache_without_a_consistent_generation(world: World) -> None:
+    async def unknown(tenant: str) -> int | None:
+        return None  # e.g. Redis unreachable: the search service cannot vouch for its generation
+
+    world.search.index_generation = unknown  # type: ignore[method-assign]
+    pages = [await world.gw.search(ALICE, SearchQuery(text="cat")) for _ in range(2)]
+    assert not any(p.cached for p in pages) and len(world.search.queries) == 2
+
+
+async def test_cached_pages_are_rescreened_and_degraded_pages_not_kept(world: World) -> None:
+    world.add("soon", "cat soon", expires=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    first = await world.gw.search(ALICE, SearchQuery(text="cat soon"))
+    assert "soon" in ids(first)
+    # The licence lapses without a write (time passes): the hit is re-screened and recomputed.
+    world.search.store[("acme", "soon")].asset.license_expires_at = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    for r in first.results:
+        if r.asset.asset_id == "soon":
+            r.asset.license_expires_at = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    again = await world.gw.search(ALICE, SearchQuery(text="cat soon"))
+    assert not again.cached and "soon" not in ids(again)
+    world.encoder.available = False
+    degraded = await world.gw.search(ALICE, SearchQuery(text="dog"))
+    world.encoder.available = True
+    healthy = await world.gw.search(ALICE, SearchQuery(text="dog"))
+    assert degraded.degraded and not healthy.degraded and not healthy.cached
+
+
 async def test_more_like_this_excludes_the_source_and_other_tenants(world: World) -> None:
     world.add("kitten", "cat sofa small")
     page = await world.gw.search_similar(ALICE, SearchQuery(similar_to="cat"))

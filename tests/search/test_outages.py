@@ -109,6 +109,9 @@ def test_redis_outage_degrades_to_uncached_service(redis_server: RedisServer, tm
         assert not w.results[0].HasField("error")
         _wait_health(channel, "backend:redis", health_pb2.HealthCheckResponse.NOT_SERVING)
         assert _health(channel, "") == health_pb2.HealthCheckResponse.SERVING
+        # Nobody may validate a derived cache against a generation the search service cannot vouch for.
+        gen_req = search_pb2.GetIndexGenerationRequest(tenant=t)
+        assert not stub.GetIndexGeneration(gen_req).consistent
         assert {h.asset.asset_id for h in stub.Query(req).hits} == {"r1", "r2"}
 
         redis_server.start()  # empty again, on the same port
@@ -116,6 +119,7 @@ def test_redis_outage_degrades_to_uncached_service(redis_server: RedisServer, tm
         first = stub.Query(req)
         assert not first.cached and {h.asset.asset_id for h in first.hits} == {"r1", "r2"}
         assert stub.Query(req).cached
+        assert stub.GetIndexGeneration(gen_req).consistent
 
 
 @pytest.mark.integration

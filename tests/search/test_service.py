@@ -456,6 +456,15 @@ def test_repeat_is_a_cache_hit_and_a_write_invalidates_it(search_service: Servic
     assert not third.cached and third.index_generation == w.index_generation > first.index_generation
     assert {h.asset.asset_id for h in third.hits} == {"c1", "c2"}
     assert query(search_service, t, text="owl", filter=f1, skip_cache=False).cached
+    # The generation alone (what the gateway's page cache validates against) tracks the same writes.
+    gen = stub.GetIndexGeneration(search_pb2.GetIndexGenerationRequest(tenant=t))
+    assert gen.consistent and gen.index_generation == w.index_generation
+    stub.DeleteAssets(search_pb2.DeleteAssetsRequest(tenant=t, asset_ids=["c2"]))
+    after = stub.GetIndexGeneration(search_pb2.GetIndexGenerationRequest(tenant=t))
+    assert after.consistent and after.index_generation > gen.index_generation
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetIndexGeneration(search_pb2.GetIndexGenerationRequest(tenant="no spaces allowed"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 # ---- bad input ---------------------------------------------------------------------------------------

@@ -195,3 +195,17 @@ class GetStatsResponse(_message.Message):
     dimension: int
     cache: str
     def __init__(self, asset_count: _Optional[int] = ..., index_generation: _Optional[int] = ..., backend: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., dimension: _Optional[int] = ..., cache: _Optional[str] = ...) -> None: ...
+
+class GetIndexGenerationRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class GetIndexGenerationResponse(_message.Message):
+    __slots__ = ("index_generation", "consistent")
+    INDEX_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENT_FIELD_NUMBER: _ClassVar[int]
+    index_generation: int
+    consistent: bool
+    def __init__(self, index_generation: _Optional[int] = ..., consistent: bool = ...) -> None: ...

@@ -69,6 +69,11 @@ class SearchServiceStub(object):
                 request_serializer=imagesearch_dot_v1_dot_search__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_v1_dot_search__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.GetIndexGeneration = channel.unary_unary(
+                '/imagesearch.v1.SearchService/GetIndexGeneration',
+                request_serializer=imagesearch_dot_v1_dot_search__pb2.GetIndexGenerationRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_search__pb2.GetIndexGenerationResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer(object):
@@ -123,6 +128,15 @@ class SearchServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetIndexGeneration(self, request, context):
+        """The tenant's current index generation, without touching the store (one cache read). Callers
+        that cache results derived from queries (the gateway's page cache) compare it with the
+        generation their entry was computed at: equal means no write landed since.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +169,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=imagesearch_dot_v1_dot_search__pb2.GetStatsRequest.FromString,
                     response_serializer=imagesearch_dot_v1_dot_search__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'GetIndexGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIndexGeneration,
+                    request_deserializer=imagesearch_dot_v1_dot_search__pb2.GetIndexGenerationRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_search__pb2.GetIndexGenerationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -324,6 +343,33 @@ class SearchService(object):
             '/imagesearch.v1.SearchService/GetStats',
             imagesearch_dot_v1_dot_search__pb2.GetStatsRequest.SerializeToString,
             imagesearch_dot_v1_dot_search__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIndexGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.SearchService/GetIndexGeneration',
+            imagesearch_dot_v1_dot_search__pb2.GetIndexGenerationRequest.SerializeToString,
+            imagesearch_dot_v1_dot_search__pb2.GetIndexGenerationResponse.FromString,
             options,
             channel_credentials,
             insecure,
