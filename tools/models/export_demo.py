@@ -23,7 +23,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-OPSET = 17
+from onnx_export import OPSET, export_tower  # noqa: E402
+
 GOLDEN_TEXTS = [
     "a lion",
     "a red car",
@@ -38,32 +39,6 @@ GOLDEN_TEXTS = [
 
 def log(msg: str) -> None:
     print(f"[export_demo {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def export_onnx(module, example: tuple, path: Path, input_name: str) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    module = module.eval()
-    with torch.no_grad():
-        torch.onnx.export(
-            module,
-            example,
-            str(path),
-            input_names=[input_name],
-            output_names=["embedding"],
-            dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    import onnx
-
-    m = onnx.load(str(path))
-    onnx.checker.check_model(m)
-    m.producer_name = "imagesearch tools/models"
-    # drop any value_info/doc noise to keep the file deterministic and small
-    onnx.save(m, str(path))
 
 
 def ort_session(path: Path, threads: int):
@@ -103,8 +78,8 @@ def export_and_evaluate(
     ex_img = torch.randint(0, 256, (2, 224, 224, 3), dtype=torch.uint8)
     ex_ids = tokenizer(["a lion", "a photo of a red car"], context_length=77)
     log("exporting ONNX")
-    export_onnx(img_mod, (ex_img,), img_path, "pixels")
-    export_onnx(txt_mod, (ex_ids,), txt_path, "input_ids")
+    export_tower(img_mod, (ex_img,), img_path, "pixels", producer="imagesearch tools/models")
+    export_tower(txt_mod, (ex_ids,), txt_path, "input_ids", producer="imagesearch tools/models")
 
     # ---------------- held-out images through the reference 224 pipeline ----------------
     he_paths = [str(cache / recs[i]["path"]) for i in he]

@@ -35,7 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-OPSET = 17
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from onnx_export import OPSET, export_tower
+
+PRODUCER = "imagesearch tools/models/export_openclip.py"
 CONTEXT = 77
 CONTRACT_SIZE = 224
 
@@ -152,32 +155,6 @@ def build_wrappers(model, trim: bool = True):
     return ImageExport().eval(), TextExport().eval(), meta
 
 
-def export_one(module, example, path: Path, input_name: str, metadata: dict) -> None:
-    import onnx
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        torch.onnx.export(
-            module,
-            example,
-            str(path),
-            input_names=[input_name],
-            output_names=["embedding"],
-            dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    m = onnx.load(str(path))
-    for k, v in metadata.items():
-        p = m.metadata_props.add()
-        p.key, p.value = k, v if isinstance(v, str) else json.dumps(v)
-    m.producer_name = "imagesearch tools/models/export_openclip.py"
-    onnx.save(m, str(path))
-    onnx.checker.check_model(str(path))
-
-
 def verify(model, img_mod, txt_mod, img_path: Path, txt_path: Path, threads: int, seed: int) -> dict:
     """Max abs diff between open_clip's own forward (model.encode_image / encode_text on the full 77
     positions, normalised) and the ONNX graphs in onnxruntime."""
@@ -282,20 +259,22 @@ def main(argv: list[str] | None = None) -> int:
     img_path = args.out / args.image_name / "1" / "model.onnx"
     txt_path = args.out / args.text_name / "1" / "model.onnx"
     t = time.time()
-    export_one(
+    export_tower(
         img_mod,
         (torch.randint(0, 256, (2, CONTRACT_SIZE, CONTRACT_SIZE, 3), dtype=torch.uint8),),
         img_path,
         "pixels",
-        metadata,
+        producer=PRODUCER,
+        metadata=metadata,
     )
     tok = open_clip.get_tokenizer("ViT-B-32")
-    export_one(
+    export_tower(
         txt_mod,
         (tok(["a lion", "a photo of a red car"], context_length=CONTEXT),),
         txt_path,
         "input_ids",
-        metadata,
+        producer=PRODUCER,
+        metadata=metadata,
     )
     log(
         f"exported in {time.time() - t:.0f}s: {img_path} ({img_path.stat().st_size / 1e6:.0f} MB), "

@@ -1,8 +1,8 @@
 """Triton python-backend model: runs this version directory's ONNX file with ONNX Runtime on CPU.
 
-One generic file, byte-identical in every model of this repository (clip_image, clip_image_int8,
-clip_text; tests/encoder/test_triton_configs.py checks that they do not drift apart). The model's
-config.pbtxt says what to run:
+One generic file for every model of this repository: Triton wants a model.py in each version
+directory, so clip_text/1/model.py and clip_image_int8/1/model.py are symbolic links to this one
+(tests/encoder/test_triton_configs.py checks it). The model's config.pbtxt says what to run:
 
 - parameters `onnx_file` (default "model.onnx"), `intra_op_threads`, `inter_op_threads`, `allow_spinning`;
 - input / output names and types, checked against the ONNX file when the model loads, so a config that
