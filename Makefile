@@ -71,8 +71,12 @@ docs: $(VPY) ## Regenerate the README configuration reference from the settings 
 	$(VPY) -m services.common.config_docs --write README.md
 
 .PHONY: bench
-bench: $(VPY) ## Run the benchmarks (bounded; prints tables, writes JSON under bench/results/)
-	@for b in bench/*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
+bench: $(VPY) ## Performance report: ghz suite + every comparison with its same-run baseline (<= 15 min; bench/results/perf-*)
+	$(VPY) bench/perf_report.py
+
+.PHONY: bench-quick
+bench-quick: $(VPY) ## The same, small (~4 min): proves the plumbing
+	$(VPY) bench/perf_report.py --quick
 
 .PHONY: contract-check
 contract-check: $(BUF) ## buf breaking: the contract must not break any earlier version of protos/

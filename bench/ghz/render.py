@@ -40,6 +40,10 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "" if value is None else f"{value:,.{digits}f}"
 
 
+def loadavg(values: list[float]) -> str:
+    return ", ".join(f"{x:.2f}" for x in values)
+
+
 def measured(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in summary["scenarios"] if "rps" in s]
 
@@ -56,8 +60,11 @@ def markdown(summary: dict[str, Any], plots: list[str]) -> str:
         "",
         f"- started {summary['started_utc']}, {summary['wall_s']} s in all, profile `{summary['profile']}`, "
         f"commit `{summary['git_commit']}`",
-        f"- load generator: {summary['ghz']} on {summary['ghz_cpus']} core(s); host {host['machine']} with "
-        f"{host['cpus']} cores, load average at the end {', '.join(f'{x:.2f}' for x in host['loadavg_end'])}",
+        f"- load generator: {summary['ghz']} on {summary['ghz_cpus']} core(s)"
+        + (f" pinned to core(s) {summary['ghz_cpu_list']}" if summary.get("ghz_cpu_list") else "")
+        + f"; host {host['machine']} with {host['cpus']} cores, load average (1/5/15 min) "
+        + (f"at the start {loadavg(host['loadavg_start'])}, " if host.get("loadavg_start") else "")
+        + f"at the end {loadavg(host['loadavg_end'])}",
         f"- targets: {', '.join(f'{k} {v}' for k, v in summary['targets'].items()) or 'none'}",
         f"- data: {summary['data']['images']} real images, {summary['data']['queries']} query texts "
         f"({summary['data']['manifest']}); vectors: "
@@ -67,14 +74,28 @@ def markdown(summary: dict[str, Any], plots: list[str]) -> str:
             else f"{summary['vectors']['origin']} ({summary['vectors']['model']['name']}, "
             f"dim {summary['vectors']['dim']})"
         ),
+    ]
+    if summary.get("note"):
+        lines.append(f"- note: {summary['note']}")
+    per_cpu = any(s.get("calls_per_server_cpu_s") for s in measured(summary))
+    lines += [
         "",
         "Latency is over the responses with the scenario's expected status (over all responses, marked *,"
-        " when none had it). `x base p50` / `x base rps` compare with the same service's health check"
-        " in this run.",
+        " when none had it). `x base p50` / `x base rps` compare with the scenario's `baseline` (a health"
+        " check measured in this run)."
+        + (
+            " `calls/CPU-s`: calls per CPU-second of the watched server processes "
+            f"({', '.join(summary.get('watched_pids', {}))}), which other load on the machine distorts"
+            " far less than rps."
+            if per_cpu
+            else ""
+        ),
         "",
-        "| scenario | calls | rps | items/s | p50 ms | p95 ms | p99 ms | mean ms | x base p50 | x base rps "
-        "| unexpected | statuses | stop |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| scenario | calls | rps | items/s | p50 ms | p95 ms | p99 ms | mean ms | baseline | x base p50 "
+        "| x base rps " + ("| calls/CPU-s " if per_cpu else "") + "| unexpected | statuses | stop |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+        + ("---:|" if per_cpu else "")
+        + "---:|---|---|",
     ]
     for s in measured(summary):
         lat = latency_of(s)
@@ -84,8 +105,10 @@ def markdown(summary: dict[str, Any], plots: list[str]) -> str:
         lines.append(
             f"| `{s['name']}` | {s['count']} | {fmt(s['rps'])} | {fmt(s['rps'] * items) if items else ''} "
             f"| {fmt(lat['p50'], 2)}{star} | {fmt(lat['p95'], 2)}{star} | {fmt(lat['p99'], 2)}{star} "
-            f"| {fmt(lat['mean'], 2)}{star} | {fmt(s.get('p50_vs_baseline'), 2)} "
-            f"| {fmt(s.get('rps_vs_baseline'), 3)} | {fmt(100 * (s['unexpected_ratio'] or 0), 1)} % "
+            f"| {fmt(lat['mean'], 2)}{star} | {s.get('baseline', '')} | {fmt(s.get('p50_vs_baseline'), 2)} "
+            f"| {fmt(s.get('rps_vs_baseline'), 3)} "
+            + (f"| {fmt(s.get('calls_per_server_cpu_s'), 0)} " if per_cpu else "")
+            + f"| {fmt(100 * (s['unexpected_ratio'] or 0), 1)} % "
             f"| {statuses} | {s.get('stopped_by') or ''} |"
         )
     notes = [s for s in summary["scenarios"] if "rps" not in s]

@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
-"""Run the ghz load suite (suite.json) against running imagesearch services on loopback.
+"""Run a ghz load suite (suite.json by default) against running imagesearch services on loopback.
 
     .venv/bin/python bench/ghz/run.py --gateway 127.0.0.1:50070 --api-key demo-key \\
         --encoder 127.0.0.1:50071 --search 127.0.0.1:50072 [--profile smoke|full] [--only 'search.*'] \\
-        [--out bench/results/ghz-<time>] [--synthetic-vectors] [--keep-data] [--budget-s 900]
+        [--out bench/results/ghz-<time>] [--synthetic-vectors] [--keep-data] [--budget-s 900] \\
+        [--echo 127.0.0.1:P] [--echo-asyncio 127.0.0.1:P] [--suite bench/ghz/perf_suite.json] \\
+        [--ghz-cpu-list 1] [--watch-pid gateway=PID ...] [--note TEXT]
+
+--echo / --echo-asyncio: bench/echo_server.py (uvloop / plain asyncio), the minimal-server floor the
+services' scenarios are compared with. --ghz-cpu-list pins ghz to cores (taskset -c) and --watch-pid
+records each named server process's CPU time per scenario (calls per server CPU-second); both serve the
+"one core" figures of bench/perf_report.py, which pins the servers itself.
 
 Targets that are not given, or do not answer a health check, have their scenarios skipped (with the
 reason in the summary). Every run is bounded: each scenario by its request count AND its duration
@@ -13,7 +20,8 @@ Writes, under --out:
     summary.json             one record per scenario: rps, latency p50/p95/p99 (ms) over the responses
                              with the expected status, the same over all responses, status and error
                              distributions, ratios against the scenario's baseline (a health check on the
-                             same service, measured in the same run)
+                             same service, measured in the same run); with --watch-pid, the server
+                             processes' CPU seconds and calls per server CPU-second
     raw/<scenario>.json      ghz's own JSON report (-O json), per-request details included
     data/<scenario>.json     the request data given to ghz (only with --keep-request-data)
     imagesearch.protoset, health.protoset   the descriptors ghz used
@@ -207,6 +215,17 @@ class Context:
     upserted_ids: list[str] = field(default_factory=list)
 
 
+def query_slice(ctx: Context, p: dict[str, Any]) -> list[str]:
+    """`queries` query texts starting at `skip` (disjoint slices keep one scenario's texts out of the
+    caches another scenario filled)."""
+    skip = int(p.get("skip", 0))
+    return ctx.queries[skip : skip + p["queries"]]
+
+
+def queries_needed(scenarios: list[dict[str, Any]]) -> int:
+    return max([200] + [int(s["data"].get("skip", 0)) + int(s["data"].get("queries", 0)) for s in scenarios])
+
+
 def build_data(kind: str, p: dict[str, Any], ctx: Context, name: str) -> Any:
     """The JSON data ghz sends: an object, or a list (round-robin for unary calls, the messages of each
     stream for streaming calls). `{{ .RequestNumber }}` / `{{ .UUID }}` are ghz template fields."""
@@ -214,8 +233,10 @@ def build_data(kind: str, p: dict[str, Any], ctx: Context, name: str) -> Any:
         return {"service": ""}
     if kind in ("empty", "search_get_stats"):
         return {"tenant": BENCH_TENANT} if kind == "search_get_stats" else {}
+    if kind == "search_index_generation":
+        return {"tenant": p.get("tenant", BENCH_TENANT)}
     if kind == "gateway_search_text":
-        return [{"text": q, "page_size": p["page_size"]} for q in ctx.queries[: p["queries"]]]
+        return [{"text": q, "page_size": p["page_size"]} for q in query_slice(ctx, p)]
     if kind == "gateway_search_image":
         return [
             {"image": workload.b64(im.data), "page_size": p["page_size"]} for im in ctx.images[: p["images"]]
@@ -245,7 +266,7 @@ def build_data(kind: str, p: dict[str, Any], ctx: Context, name: str) -> Any:
             )
         return stream
     if kind == "encode_texts":
-        qs, b = ctx.queries[: p["queries"]], p["batch"]
+        qs, b = query_slice(ctx, p), p["batch"]
         return [
             {"texts": [{"id": str(j), "text": t} for j, t in enumerate(qs[i : i + b])]}
             for i in range(0, max(1, len(qs) - b + 1), b)
@@ -283,13 +304,16 @@ def build_data(kind: str, p: dict[str, Any], ctx: Context, name: str) -> Any:
         return batches
     if kind == "search_query":
         out = []
-        for i, q in enumerate(ctx.queries[: p["queries"]]):
-            req: dict[str, Any] = {"tenant": BENCH_TENANT, "limit": p["limit"]}
+        skip = int(p.get("skip", 0))
+        for i, q in enumerate(query_slice(ctx, p), start=skip):
+            req: dict[str, Any] = {"tenant": p.get("tenant", BENCH_TENANT), "limit": p["limit"]}
             if p["mode"] in ("keyword", "hybrid"):
                 req["text"] = q
             if p["mode"] in ("vector", "hybrid"):
                 assert ctx.vectors is not None
                 req["vector"] = emb(ctx.vectors.queries[i % len(ctx.vectors.queries)], ctx.vectors.model)
+            if p.get("include_vectors"):
+                req["include_vectors"] = True
             if p.get("skip_cache"):
                 req["skip_cache"] = True
             out.append(req)
@@ -326,6 +350,29 @@ def tool_version(binary: str) -> str:
             if len(parts) >= 3 and parts[0] == "mod":
                 return f"{parts[1]} {parts[2]}"
     return "unknown"
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process (all its threads) has used so far; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def parse_watch(items: list[str]) -> dict[str, int]:
+    watched = {}
+    for item in items:
+        name, _, pid = item.partition("=")
+        if not name or not pid.isdigit():
+            raise SystemExit(f"--watch-pid wants NAME=PID, got {item!r}")
+        watched[name] = int(pid)
+    return watched
 
 
 def percentile_ms(lat_ns: list[int], pct: float) -> float | None:
@@ -386,14 +433,17 @@ def run_ghz(
     max_duration_s: float,
     cpus: int,
     out: Path | None,
+    cpu_list: str | None = None,
 ) -> dict[str, Any]:
     """One ghz run of `n` requests, stopped after `max_duration_s` if it has not finished by then.
 
     ghz v0.121.0's own -x (max duration "with n respected") ignores -n (it sets the run duration, which
     resets n to MaxInt32), so the time bound is enforced here: SIGINT makes ghz stop and still print its
-    report, and `--duration-stop ignore` leaves the calls cut off by the stop out of it.
+    report, and `--duration-stop ignore` leaves the calls cut off by the stop out of it. `cpu_list` pins
+    ghz to those cores (`taskset -c`), e.g. to keep it off the core a pinned server runs on.
     """
-    cmd = [
+    cmd = ["taskset", "-c", cpu_list] if cpu_list else []
+    cmd += [
         ghz,
         "--insecure",
         "--protoset",
@@ -525,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gateway", help="gateway host:port (loopback)")
     ap.add_argument("--encoder", help="encoder host:port (loopback)")
     ap.add_argument("--search", help="search service host:port (loopback)")
+    ap.add_argument("--echo", help="bench/echo_server.py host:port (uvloop), the gRPC floor")
+    ap.add_argument("--echo-asyncio", help="bench/echo_server.py --no-uvloop host:port")
     ap.add_argument(
         "--api-key",
         default=os.environ.get("IMAGESEARCH_API_KEY", ""),
@@ -536,6 +588,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="output dir (default bench/results/ghz-<UTC time>)")
     ap.add_argument("--ghz", help="ghz binary (default: the pinned one from scripts/install_tools.sh)")
     ap.add_argument("--cpus", type=int, default=1, help="cores ghz may use (leave the rest to the servers)")
+    ap.add_argument(
+        "--ghz-cpu-list", help="pin ghz to these cores (taskset -c LIST), e.g. 1 when the servers are on 0"
+    )
+    ap.add_argument(
+        "--watch-pid",
+        action="append",
+        default=[],
+        metavar="NAME=PID",
+        help="server process whose CPU time is recorded per scenario (repeatable): gives calls per "
+        "server CPU-second, which other load on a shared machine distorts far less than rps",
+    )
+    ap.add_argument("--note", default="", help="free text recorded in summary.json and results.md")
     ap.add_argument("--budget-s", type=float, default=900, help="stop starting scenarios after this long")
     ap.add_argument(
         "--synthetic-vectors",
@@ -547,7 +611,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-request-data", action="store_true", help="keep ghz's request data in OUT/data")
     args = ap.parse_args(argv)
 
-    targets = {"gateway": args.gateway, "encoder": args.encoder, "search": args.search}
+    targets = {
+        "gateway": args.gateway,
+        "encoder": args.encoder,
+        "search": args.search,
+        "echo": args.echo,
+        "echo_asyncio": args.echo_asyncio,
+    }
+    watched = parse_watch(args.watch_pid)
     for addr in targets.values():
         if addr:
             check_loopback(addr)
@@ -559,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.only or any(fnmatch.fnmatch(s["name"], pat) for pat in args.only)
     ]
     started = time.time()
+    loadavg_start = os.getloadavg()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
     out = args.out or REPO / "bench/results" / f"ghz-{run_id}"
     (out / "raw").mkdir(parents=True, exist_ok=True)
@@ -572,7 +644,8 @@ def main(argv: list[str] | None = None) -> int:
     ghz_version = tool_version(ghz)
     protoset, health_protoset = build_protosets(out)
     unreachable = {
-        name: healthy(addr) if addr else f"no --{name} address given" for name, addr in targets.items()
+        name: healthy(addr) if addr else f"no --{name.replace('_', '-')} address given"
+        for name, addr in targets.items()
     }
     live = {name for name, why in unreachable.items() if why is None}
     for name, why in unreachable.items():
@@ -584,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         run_id=run_id.lower(),
         images=images,
         ingest_images=workload.load_images(16, ingestable_only=True),
-        queries=workload.load_queries(200),
+        queries=workload.load_queries(queries_needed(scenarios)),
         vectors=None,
     )
     vector_note = None
@@ -621,9 +694,11 @@ def main(argv: list[str] | None = None) -> int:
 
         scale = float(profile.get("scale", 1.0))
         n = max(1, round(sc["total"] * scale))
+        data = build_data(sc["data"]["kind"], sc["data"], ctx, sc["name"])
+        if sc.get("distinct") and isinstance(data, list):
+            n = min(n, len(data))  # every request different (a cold-cache scenario stays cold)
         concurrency = min(sc["concurrency"], int(profile.get("max_concurrency", sc["concurrency"])), n)
         max_duration = min(float(sc["max_duration_s"]), float(profile.get("max_duration_cap_s", 60)))
-        data = build_data(sc["data"]["kind"], sc["data"], ctx, sc["name"])
         data_file = data_dir / f"{sc['name']}.json"
         data_file.write_text(json.dumps(data))
         metadata = {"authorization": f"Bearer {args.api_key}"} if sc.get("auth") else {}
@@ -636,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             warmup = int(profile.get("warmup", 0))
+            if sc.get("warmup") == "all" and isinstance(data, list):
+                # A cached scenario: one pass over every request first, so that all are served warm.
+                warmup = max(warmup, len(data))
             # No warm-up for writes (it would store extra data) or where it would pre-fill a cache.
             if warmup and not sc.get("writes") and sc.get("warmup", True):
                 run_ghz(
@@ -650,8 +728,10 @@ def main(argv: list[str] | None = None) -> int:
                     max_duration,
                     args.cpus,
                     None,
+                    args.ghz_cpu_list,
                 )
             say(f"run {sc['name']}: n={n} c={concurrency} max {max_duration:g}s")
+            cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
             report = run_ghz(
                 ghz,
                 sc,
@@ -664,12 +744,24 @@ def main(argv: list[str] | None = None) -> int:
                 max_duration,
                 args.cpus,
                 out / "raw" / f"{sc['name']}.json",
+                args.ghz_cpu_list,
             )
+            cpu_after = {name: cpu_seconds(pid) for name, pid in watched.items()}
         except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
             rec["failed"] = str(err)[-2000:]
             say(f"{sc['name']} failed: {rec['failed']}")
             continue
         rec.update(summarise(report, sc.get("expect", "OK")))
+        rec["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+        if watched:
+            used = {
+                name: round(cpu_after[name] - before, 3)  # type: ignore[operator]
+                for name, before in cpu_before.items()
+                if before is not None and cpu_after.get(name) is not None
+            }
+            rec["server_cpu_s"] = used
+            total = sum(used.values())
+            rec["calls_per_server_cpu_s"] = round(rec["count"] / total, 1) if total > 0 else None
         if sc["data"]["kind"] == "gateway_ingest":
             attempted = written_ids(ctx.run_id, n, sc["data"]["images_per_stream"])
             ctx.ingested_ids += stored_ids(targets["gateway"], args.api_key, attempted)
@@ -705,7 +797,15 @@ def main(argv: list[str] | None = None) -> int:
         "profile": args.profile,
         "ghz": ghz_version,
         "ghz_cpus": args.cpus,
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "loadavg_end": os.getloadavg()},
+        "ghz_cpu_list": args.ghz_cpu_list,
+        "note": args.note,
+        "watched_pids": watched,
+        "host": {
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "loadavg_start": loadavg_start,
+            "loadavg_end": os.getloadavg(),
+        },
         "git_commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
         ).stdout.strip(),
@@ -730,17 +830,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    print(f"{'scenario':32} {'rps':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'x base':>7}  statuses")
+    print(
+        f"{'scenario':32} {'rps':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'x base':>7} "
+        f"{'calls/cpu-s':>11}  statuses"
+    )
     for r in results:
         if "rps" not in r:
             print(f"{r['name']:32} {'-':>9} {'':>39}  {r.get('skipped') or r.get('failed')}")
             continue
         lat = r["latency_ms"] if r["latency_ms"]["n"] else r["latency_all_ms"]
         ratio = r.get("p50_vs_baseline")
+        per_cpu = r.get("calls_per_server_cpu_s")
         print(
             f"{r['name']:32} {r['rps']:9.1f} {lat['p50'] or 0:9.2f} {lat['p95'] or 0:9.2f} "
             f"{lat['p99'] or 0:9.2f} "
-            f"{ratio if ratio is not None else '':>7}  {r['status_distribution']}"
+            f"{ratio if ratio is not None else '':>7} {per_cpu if per_cpu is not None else '':>11}  "
+            f"{r['status_distribution']}"
         )
 
 

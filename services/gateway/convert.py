@@ -241,8 +241,10 @@ def rerank_options(r: gateway_pb2.RerankOptions) -> m.RerankOptions:
 
 
 def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
+    if isinstance(r.wire, gateway_pb2.SearchResult):
+        return r.wire
     s = r.scores
-    return gateway_pb2.SearchResult(
+    r.wire = gateway_pb2.SearchResult(
         asset=asset_pb(r.asset),
         scores=gateway_pb2.StageScores(
             keyword=s.keyword,
@@ -258,6 +260,7 @@ def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
         rerank_notes=r.rerank_notes,
         policy=gateway_pb2.PolicyVerdict(reasons=r.policy_reasons),
     )
+    return r.wire
 
 
 def ingest_item(req: gateway_pb2.IngestRequest) -> m.IngestItem:

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""A minimal grpc.aio server: the floor the imagesearch services are measured against.
+
+    .venv/bin/python bench/echo_server.py --port 50090 [--no-uvloop] [--host 127.0.0.1]
+
+Same grpcio as the services and the same server options as services/common/server.py (message size
+limits, no SO_REUSEPORT, keepalive policy), but no interceptors, no reflection, no metrics, no logging
+and trivial handlers, so a load test against it measures grpc.aio itself on this machine:
+
+- `grpc.health.v1.Health/Check`: answers SERVING to any request (a constant, pre-serialised response).
+  ghz calls this with the health protoset, exactly as it calls the services' own health checks, so
+  "service health check / echo health check" is the cost of the services' interceptor chain, health
+  servicer and process, on the same call.
+- `imagesearch.bench.Echo/Echo`: returns the request bytes unchanged (no (de)serialisation at all), for
+  Python clients that want a payload-size sweep.
+
+Runs on uvloop by default, like the services (ServiceSettings.use_uvloop); `--no-uvloop` gives plain
+asyncio, to measure what uvloop buys. Prints `listening on HOST:PORT` once it serves; SIGTERM / SIGINT
+stop it. Binds loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # ServiceSettings.max_message_bytes' default
+
+# services/common/server.py's options, minus nothing: the comparison must be like for like.
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
+
+_SERVING = health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING).SerializeToString()
+
+
+async def _check(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    return _SERVING
+
+
+async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    return request
+
+
+def handlers() -> list[grpc.GenericRpcHandler]:
+    # Raw bytes in and out (no deserializer/serializer): the cheapest handler grpc.aio can run.
+    health = grpc.method_handlers_generic_handler(
+        "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(_check)}
+    )
+    echo = grpc.method_handlers_generic_handler(
+        "imagesearch.bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
+    )
+    return [health, echo]
+
+
+async def serve(host: str, port: int) -> None:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server.add_generic_rpc_handlers(handlers())
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise SystemExit(f"cannot bind {host}:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    print(f"listening on {host}:{bound} ({type(loop).__module__})", flush=True)
+    await stop.wait()
+    await server.stop(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
+    ap.add_argument("--no-uvloop", action="store_true", help="plain asyncio event loop")
+    args = ap.parse_args(argv)
+    host = args.host.strip("[]")
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise SystemExit("the echo server binds loopback addresses only")
+    loop_factory = None
+    if not args.no_uvloop:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
