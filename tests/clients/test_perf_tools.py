@@ -1,0 +1,287 @@
+"""The performance tooling's own logic: bench/echo_server.py as a real process, bench/perf_report.py's
+comparison table built from hand-made result files, and bench/ghz/run.py's small helpers.
+
+No timing is asserted and no ghz binary is needed: only that the tools serve, compute and reject what
+they should.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.service_process import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "bench/ghz"))
+
+import echo_server  # noqa: E402
+import perf_report  # noqa: E402
+import run as ghz_run  # noqa: E402
+
+ECHO_METHOD = "/imagesearch.bench.Echo/Echo"
+
+# ---------------------------------------------------------------------------------------------------------
+# bench/echo_server.py
+
+
+@pytest.fixture(params=[True, False], ids=["uvloop", "asyncio"])
+def echo_process(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
+    """The echo server on a free loopback port: (address, event loop module it reported, process)."""
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "bench/echo_server.py"), "--host", "127.0.0.1", "--port", str(port)]
+    if not request.param:
+        cmd.append("--no-uvloop")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the pytest timeout below bounds this if the server hangs
+        assert line.startswith("listening on "), f"echo server did not start: {line!r}"
+        address = line.split()[2]
+        loop_module = line.split("(")[-1].rstrip(")\n")
+        assert address == f"127.0.0.1:{port}"
+        yield address, loop_module, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.timeout(30)
+def test_echo_server_answers_health_and_echoes_bytes_then_stops_on_sigterm(
+    echo_process: tuple[str, str, subprocess.Popen[str]], request: pytest.FixtureRequest
+) -> None:
+    address, loop_module, proc = echo_process
+    uses_uvloop = request.node.callspec.id == "uvloop"
+    assert loop_module.startswith("uvloop") == uses_uvloop, loop_module
+
+    payloads = [b"", b"hello", bytes(range(256)) * 3, os.urandom(1 << 20)]
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "imagesearch.v1.GatewayService"):
+            resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+        # No serializers on either side: the raw request bytes go out and come back untouched.
+        echo = channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
+        for payload in payloads:
+            assert echo(payload, timeout=10) == payload
+
+        unknown = channel.unary_unary("/imagesearch.bench.Echo/Nope")
+        with pytest.raises(grpc.RpcError) as err:
+            unknown(b"x", timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+
+
+def test_echo_server_refuses_a_non_loopback_host() -> None:
+    with pytest.raises(SystemExit, match="loopback"):
+        echo_server.main(["--host", "10.0.0.5", "--port", "0"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bench/perf_report.py: compare()
+
+
+def ghz_record(name: str, target: str, rps: float, p50: float, per_cpu: float | None) -> dict[str, Any]:
+    """One scenario as bench/ghz/run.py writes it to summary.json (the fields compare() reads and the
+    ones around them)."""
+    latency = {"n": 1000, "p50": p50, "p95": p50 * 2, "p99": p50 * 3, "mean": p50 * 1.1, "max": p50 * 10}
+    rec: dict[str, Any] = {
+        "name": name,
+        "target": target,
+        "call": "grpc.health.v1.Health.Check",
+        "concurrency": 8,
+        "requested": 100000,
+        "max_duration_s": 10.0,
+        "data_items": 1,
+        "count": int(rps * 10),
+        "stopped_by": "time",
+        "rps": rps,
+        "wall_s": 10.0,
+        "expected_status": "OK",
+        "unexpected": 0,
+        "unexpected_ratio": 0.0,
+        "latency_ms": latency,
+        "latency_all_ms": dict(latency),
+        "status_distribution": {"OK": int(rps * 10)},
+        "error_distribution": {},
+        "loadavg_end": [1.0, 1.0, 1.0],
+    }
+    if per_cpu is not None:
+        rec["server_cpu_s"] = {target: round(rec["count"] / per_cpu, 3)}
+        rec["calls_per_server_cpu_s"] = per_cpu
+    return rec
+
+
+def write_summary(run_dir: Path, scenarios: list[dict[str, Any]]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"run_id": "20260101T000000", "profile": "quick", "scenarios": scenarios}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def row(rows: perf_report.Rows, section: str, what: str, unit: str) -> dict[str, Any]:
+    found = [r for r in rows.rows if (r["section"], r["what"], r["unit"]) == (section, what, unit)]
+    assert len(found) == 1, f"{section} / {what} / {unit}: {len(found)} rows; rows: {rows.rows}"
+    return found[0]
+
+
+def test_gateway_health_is_compared_with_echo_health_from_the_same_summary(tmp_path: Path) -> None:
+    write_summary(
+        tmp_path / "ghz",
+        [
+            ghz_record("echo.health", "echo", rps=4000.0, p50=1.6, per_cpu=5000.0),
+            ghz_record("gateway.health", "gateway", rps=1000.0, p50=4.0, per_cpu=2000.0),
+            # A skipped scenario has no figures: it must count as not measured, not as zero.
+            {"name": "encoder.health", "target": "encoder", "call": "x", "skipped": "no --encoder address"},
+        ],
+    )
+    rows = perf_report.compare(tmp_path)
+    sec = "A. gRPC servers vs echo"
+
+    rps_row = row(rows, sec, "gateway Health/Check", "rps")
+    assert rps_row["value"] == 1000.0 and rps_row["baseline"] == 4000.0
+    assert rps_row["baseline_name"] == "echo Health/Check"
+    assert rps_row["ratio"] == 0.25 and rps_row["better"] == "higher"
+
+    p50_row = row(rows, sec, "gateway Health/Check", "p50 ms")
+    assert p50_row["ratio"] == 2.5 and p50_row["better"] == "lower"
+
+    cpu_row = row(rows, sec, "gateway Health/Check", "calls/CPU-s")
+    assert cpu_row["ratio"] == 0.4
+
+    assert not [r for r in rows.rows if r["what"].startswith(("encoder ", "search "))]
+    assert f"{sec}: encoder Health/Check (rps) vs echo Health/Check: not measured" in rows.missing
+    assert f"{sec}: search Health/Check (rps) vs echo Health/Check: not measured" in rows.missing
+
+
+def test_missing_or_unreadable_inputs_are_listed_as_not_measured(tmp_path: Path) -> None:
+    write_summary(
+        tmp_path / "ghz",
+        [
+            ghz_record("echo.health", "echo", rps=4000.0, p50=1.6, per_cpu=None),
+            ghz_record("gateway.health", "gateway", rps=2000.0, p50=3.2, per_cpu=None),
+        ],
+    )
+    (tmp_path / "search.json").write_text("{not json")  # a step that died mid-write
+    # No ghz-one-core/, encoder.json or gateway.json at all.
+    rows = perf_report.compare(tmp_path)
+
+    assert row(rows, "A. gRPC servers vs echo", "gateway Health/Check", "rps")["ratio"] == 0.5
+    # Without the server CPU times (no --watch-pid) that figure is not measured, the others still are.
+    assert "A. gRPC servers vs echo: gateway Health/Check (calls/CPU-s) vs echo: not measured" in rows.missing
+    assert (
+        "B. one server core: echo Health/Check, one core (rps) vs published grpc.aio figure: not measured"
+        in rows.missing
+    )
+    assert "D. Weaviate vs embedded: Weaviate: indexing (upserts/s) vs embedded: not measured" in rows.missing
+    assert (
+        "E. cached vs uncached: gateway Search (gateway.py c1): cached (p50 ms) vs uncached: not measured"
+        in rows.missing
+    )
+    assert (
+        "F. gateway vs sum of hops: ingest, safety + OCR off (images/s) vs EncodeImages alone: not measured"
+        in rows.missing
+    )
+    sections = {r["section"] for r in rows.rows}
+    assert sections == {"A. gRPC servers vs echo"}, sections
+
+
+def test_present_step_files_turn_not_measured_rows_into_ratios(tmp_path: Path) -> None:
+    published = perf_report.PUBLISHED_ECHO_RPS
+    write_summary(tmp_path / "ghz", [])
+    write_summary(
+        tmp_path / "ghz-one-core",
+        [
+            ghz_record("echo.health", "echo", rps=published / 2, p50=1.0, per_cpu=None),
+            ghz_record("gateway.health", "gateway", rps=published / 8, p50=3.0, per_cpu=None),
+        ],
+    )
+    gateway = {
+        "text_search": {"cached": {"p50_ms": 2.0}, "uncached": {"p50_ms": 8.0}},
+        "ingest": {"ingest_no_analysis_img_s": 15.0, "encoder_only_img_s": 20.0},
+    }
+    (tmp_path / "gateway.json").write_text(json.dumps(gateway))
+    rows = perf_report.compare(tmp_path)
+
+    sec_b = "B. one server core"
+    assert row(rows, sec_b, "echo Health/Check, one core", "rps")["ratio"] == 0.5
+    assert row(rows, sec_b, "gateway Health/Check, one core", "rps")["ratio"] == 0.25
+    cached = row(rows, "E. cached vs uncached", "gateway Search (gateway.py c1): cached", "p50 ms")
+    assert cached["ratio"] == 0.25
+    ingest = row(rows, "F. gateway vs sum of hops", "ingest, safety + OCR off", "images/s")
+    assert ingest["ratio"] == 0.75 and ingest["baseline_name"] == "EncodeImages alone"
+    # The one-core summary does not stand in for the shared-cores one.
+    assert "A. gRPC servers vs echo: gateway Health/Check (rps) vs echo Health/Check: not measured" in (
+        rows.missing
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bench/ghz/run.py helpers
+
+
+def context(n_queries: int) -> ghz_run.Context:
+    return ghz_run.Context(
+        run_id="t", images=[], ingest_images=[], queries=[f"q{i}" for i in range(n_queries)], vectors=None
+    )
+
+
+def test_query_slice_takes_queries_texts_after_skip() -> None:
+    ctx = context(10)
+    assert ghz_run.query_slice(ctx, {"queries": 3}) == ["q0", "q1", "q2"]
+    assert ghz_run.query_slice(ctx, {"queries": 3, "skip": 4}) == ["q4", "q5", "q6"]
+    assert ghz_run.query_slice(ctx, {"queries": 2, "skip": "8"}) == ["q8", "q9"]
+    # Disjoint slices: one scenario's texts never overlap the next one's.
+    first = set(ghz_run.query_slice(ctx, {"queries": 5}))
+    assert first.isdisjoint(ghz_run.query_slice(ctx, {"queries": 5, "skip": 5}))
+
+
+def test_queries_needed_covers_the_furthest_slice_with_a_floor_of_200() -> None:
+    def sc(**data: Any) -> dict[str, Any]:
+        return {"name": "s", "data": {"kind": "search_query", **data}}
+
+    assert ghz_run.queries_needed([]) == 200
+    assert ghz_run.queries_needed([sc(kind="health"), sc(queries=50)]) == 200
+    assert ghz_run.queries_needed([sc(queries=100, skip=250), sc(queries=300)]) == 350
+    assert ghz_run.queries_needed([sc(queries=120, skip=200), sc(queries=500, skip=10)]) == 510
+
+
+@pytest.mark.parametrize("suite_file", ["suite.json", "perf_suite.json"])
+def test_every_real_scenario_gets_its_full_query_slice(suite_file: str) -> None:
+    suite = json.loads((REPO / "bench/ghz" / suite_file).read_text())
+    scenarios = suite["scenarios"]
+    ctx = context(ghz_run.queries_needed(scenarios))
+    with_queries = [s for s in scenarios if "queries" in s["data"]]
+    assert with_queries, f"{suite_file} has no query scenarios"
+    for s in with_queries:
+        assert len(ghz_run.query_slice(ctx, s["data"])) == s["data"]["queries"], s["name"]
+
+
+def test_parse_watch_reads_name_pid_pairs() -> None:
+    assert ghz_run.parse_watch([]) == {}
+    assert ghz_run.parse_watch(["gateway=123", "echo_asyncio=45"]) == {"gateway": 123, "echo_asyncio": 45}
+
+
+@pytest.mark.parametrize("bad", ["x", "=12", "gateway=", "gateway=abc", "gateway=-3", "gateway 12"])
+def test_parse_watch_rejects_malformed_arguments(bad: str) -> None:
+    with pytest.raises(SystemExit, match="NAME=PID") as err:
+        ghz_run.parse_watch(["search=7", bad])
+    assert repr(bad) in str(err.value)
