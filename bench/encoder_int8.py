@@ -47,6 +47,7 @@ VARIANTS = {  # "default" is what tools/quantize writes
     "default": {"per_channel": False, "reduce_range": True},
     "full_range": {"per_channel": False, "reduce_range": False},
     "per_channel": {"per_channel": True, "reduce_range": True},
+    "per_channel_full_range": {"per_channel": True, "reduce_range": False},
 }
 
 

@@ -175,3 +175,56 @@ async def test_embedded_backend_survives_restart(tmp_path: Path) -> None:
     hits = (await core.query("t", plan, skip_cache=True)).hits
     assert hits[0].doc.asset_id in {"late", "p3"} and (await core.stats("t"))[0].asset_count == 300
     assert (await core.get("t", ["p0"], False)) == [None]
+
+
+async def test_embedded_graph_scores_are_exact_and_snapshot_follows_graph_dtype(tmp_path: Path) -> None:
+    """The quantised (int8) graph only proposes candidates: the vector leg's scores are the exact float32
+    cosines, its ranking matches brute force, and a graph snapshot of another dtype is rebuilt."""
+    rng = np.random.default_rng(5)
+    model = ModelRef("m", "1")
+    settings = SearchSettings(data_dir=str(tmp_path))
+    vecs = rng.standard_normal((1500, 32)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    queries = rng.standard_normal((20, 32)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+
+    async def open_core(dtype: str) -> SearchCore:
+        # exact_cutoff 0: every unfiltered query goes through the graph.
+        backend = EmbeddedBackend(tmp_path, HnswParams(16, 64, 256, 0, graph_dtype=dtype))
+        await backend.start()
+        return SearchCore(settings, backend, MemoryCache(60, 10))
+
+    async def top10(core: SearchCore) -> list[list[str]]:
+        out = []
+        for q in queries:
+            plan = await core.plan(**_plan_kwargs(text="", vector=q, vector_model=model, alpha=1.0))  # type: ignore[arg-type]
+            hits = (await core.query("t", plan, skip_cache=True)).hits
+            for h in hits:
+                exact = float(vecs[int(h.doc.asset_id[1:])] @ q)
+                assert h.scores.cosine_similarity == pytest.approx(exact, abs=1e-6)
+            sims = [h.scores.cosine_similarity for h in hits]
+            assert sims == sorted(sims, reverse=True)
+            out.append([h.doc.asset_id for h in hits])
+        return out
+
+    core = await open_core("f32")
+    for start in range(0, 1500, 500):
+        await core.upsert(
+            "t",
+            [
+                AssetRecord(AssetDoc(asset_id=f"p{i}", embedding_model=model), vecs[i])
+                for i in range(start, start + 500)
+            ],
+        )
+    before = await top10(core)
+    await core.backend.close()  # saves an f32 snapshot
+
+    core = await open_core("i8")
+    after = await top10(core)
+    graph = core.backend._tenants["t"].graph  # type: ignore[attr-defined]
+    assert str(graph.dtype).endswith("I8")  # the f32 snapshot was not reused
+    exact = [[f"p{i}" for i in np.argsort(-(vecs @ q))[:10]] for q in queries]
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(after, exact, strict=True)])
+    assert recall >= 0.95
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(after, before, strict=True)]) >= 0.95
+    await core.backend.close()

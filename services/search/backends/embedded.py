@@ -39,7 +39,7 @@ import re
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,6 +294,12 @@ class HnswParams:
     ef_construction: int
     ef_search: int
     exact_cutoff: int
+    # Scalar type of the vectors inside the graph. int8 (usearch quantises the unit vectors) makes
+    # graph inserts about 2x faster than f32 at 256-d (100k iid: 819 vs 390 adds/s) and searches
+    # faster too; the graph then only proposes candidates, which are re-ranked with exact float32
+    # cosine from the record vectors, so the returned scores are exact and recall@10 matches an f32
+    # graph (100k iid at ef 512 / 1024 / 2048: 0.787 / 0.937 / 0.988 vs 0.784 / 0.935 / 0.988).
+    graph_dtype: str = "i8"
 
 
 class TenantIndex:
@@ -307,7 +313,9 @@ class TenantIndex:
         root.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(root / "records.sqlite", check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        # FULL: the WAL is fsynced at every commit, so an acknowledged batch survives an OS crash or
+        # power loss too (NORMAL only survives a process crash). One fsync per batch (~1 ms here).
+        self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS assets (slot INTEGER PRIMARY KEY, asset_id TEXT NOT NULL UNIQUE,"
             " doc TEXT NOT NULL, vector BLOB NOT NULL)"
@@ -353,7 +361,7 @@ class TenantIndex:
         return Index(
             ndim=self.dim,
             metric="cos",
-            dtype="f32",
+            dtype=self.hnsw.graph_dtype,
             connectivity=self.hnsw.connectivity,
             expansion_add=self.hnsw.ef_construction,
             expansion_search=self.hnsw.ef_search,
@@ -364,11 +372,13 @@ class TenantIndex:
         stamp = self.root / "vectors.seq"
         graph = self._new_graph()
         if path.exists() and stamp.exists() and stamp.read_text().strip() == str(self.seq):
-            graph.load(str(path))
+            graph.load(str(path))  # takes the snapshot's dtype and degree
             graph.expansion_search = self.hnsw.ef_search  # type: ignore[misc]
-            if len(graph) == len(self.docs):
+            fresh = self._new_graph()
+            same_shape = graph.dtype == fresh.dtype and graph.connectivity == fresh.connectivity
+            if len(graph) == len(self.docs) and same_shape:
                 return graph
-            graph = self._new_graph()
+            graph = fresh
         if self.docs:
             log.info("rebuilding vector graph from records", tenant_dir=str(self.root), count=len(self.docs))
             keys = np.fromiter(self.docs.keys(), dtype=np.uint64, count=len(self.docs))
@@ -519,8 +529,13 @@ class TenantIndex:
             keys = m.keys.astype(np.int64)
             ok = (keys < len(allowed)) & allowed[np.minimum(keys, len(allowed) - 1)]
             if ok.sum() >= k or fetch >= live:
-                keys, dist = keys[ok][:k], m.distances[ok][:k]
-                return [(int(s), 1.0 - float(d)) for s, d in zip(keys, dist, strict=True)]
+                # The graph proposes, the float32 record vectors decide: exact cosine re-ranks every
+                # allowed candidate (a few hundred dot products), so scores are exact whatever the
+                # graph's dtype and the order does not suffer from its quantisation.
+                keys = keys[ok]
+                sims = self.vectors[keys] @ q
+                order = np.argsort(-sims, kind="stable")[:k]
+                return [(int(keys[i]), float(sims[i])) for i in order]
             fetch = min(live, fetch * 4)
         return self._exact(q, allowed, k)
 
@@ -593,7 +608,10 @@ class TenantIndex:
         want = k + max(32, k // 2)
         fetch = want
         while True:
-            res = searcher.search(query, fetch, count=True)
+            # No total hit count (it is not needed: fewer hits than asked for means the matches are
+            # exhausted); skipping the count saved ~10% of the tantivy search (50k captions, 0.26 ->
+            # 0.24 ms), which is small: most of this leg is the exact re-scoring below.
+            res = searcher.search(query, fetch, count=False)
             hits = res.hits
             slots_found = searcher.fast_field_values("slot", [a for _, a in hits]) if hits else []
             cands = [
@@ -604,38 +622,51 @@ class TenantIndex:
                 and allowed[int(slot)]
                 and int(slot) in self.docs
             ]
-            total = int(res.count)  # type: ignore[attr-defined]
-            if len(cands) >= want or len(hits) >= total:
+            if len(cands) >= want or len(hits) < fetch or fetch >= self.columns.live:
                 break
-            fetch = min(total, fetch * 4)
+            fetch *= 4
         weights = {(t, f): w for t, f, w in self._term_weights(searcher, terms, fields, scale=False)}
-        scored = [(slot, self._bm25(slot, terms, fields, weights)) for slot in cands[:want]]
+        scorer = self._bm25_scorer(terms, fields, weights)
+        scored = [(slot, scorer(slot)) for slot in cands[:want]]
         scored = [x for x in scored if x[1] > 0]
         scored.sort(key=lambda x: -x[1])
         return scored[:k]
 
-    def _bm25(
+    def _bm25_scorer(
         self,
-        slot: int,
         terms: list[str],
         fields: tuple[tuple[str, float], ...],
         idfs: dict[tuple[str, str], float],
-    ) -> float:
+    ) -> Callable[[int], float]:
         """Weaviate's BM25 over several properties: sum over properties of boost * sum over query terms
-        of idf * tf / (tf + k1 * (1 - b + b * dl / avgdl)) (no (k1 + 1) factor)."""
-        score = 0.0
-        toks_by_field = self.columns.tokens[slot]
+        of idf * tf / (tf + k1 * (1 - b + b * dl / avgdl)) (no (k1 + 1) factor).
+
+        The per-query parts (each field's avgdl, the terms with a weight in it) are worked out once;
+        the returned function scores one slot (it runs for every keyword candidate of every query).
+        """
+        plan = []
         for field, boost in fields:
-            toks = toks_by_field[_FIELD_INDEX[field]]
-            if not toks:
-                continue
-            norm = BM25_K1 * (1 - BM25_B + BM25_B * len(toks) / self.columns.avgdl(field))
-            part = 0.0
-            for t in terms:
-                tf = toks.count(t)
-                if tf:
-                    part += idfs.get((t, field), 0.0) * tf / (tf + norm)
-            score += boost * part
+            weighted = [(t, idfs[(t, field)]) for t in terms if (t, field) in idfs]
+            if weighted:
+                plan.append((_FIELD_INDEX[field], boost, weighted, self.columns.avgdl(field)))
+        tokens = self.columns.tokens
+
+        def score(slot: int) -> float:
+            total = 0.0
+            toks_by_field = tokens[slot]
+            for index, boost, weighted, avgdl in plan:
+                toks = toks_by_field[index]
+                if not toks:
+                    continue
+                norm = BM25_K1 * (1 - BM25_B + BM25_B * len(toks) / avgdl)
+                part = 0.0
+                for t, idf in weighted:
+                    tf = toks.count(t)
+                    if tf:
+                        part += idf * tf / (tf + norm)
+                total += boost * part
+            return total
+
         return score
 
     def close(self) -> None:

@@ -68,6 +68,7 @@ from weaviate.exceptions import (
     WeaviateClosedClientError,
     WeaviateConnectionError,
     WeaviateGRPCUnavailableError,
+    WeaviateInsertManyAllFailedError,
     WeaviateQueryError,
     WeaviateTimeoutError,
 )
@@ -532,7 +533,23 @@ class WeaviateBackend:
             for r in records
         ]
         col = self._collection(tenant)
-        result = await self._call(lambda: col.data.insert_many(objects), "batch upsert", write=True)
+
+        async def insert() -> Any:
+            # One gRPC BatchObjects call for the whole batch, with a result per object. The client
+            # raises instead of returning results when every object failed; that is still a per-item
+            # outcome (each item gets the reasons), not a failed call.
+            try:
+                return await col.data.insert_many(objects)
+            except WeaviateInsertManyAllFailedError as exc:
+                return exc
+
+        result = await self._call(insert, "batch upsert", write=True)
+        if isinstance(result, WeaviateInsertManyAllFailedError):
+            text = str(result)
+            if _TENANT_MISSING.search(text):
+                raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
+            code = 3 if "invalid" in text.lower() else 14
+            return [ItemFailure(code, f"weaviate rejected the asset: {text[:500]}")] * len(records)
         out: list[ItemFailure | None] = [None] * len(records)
         for index, err in result.errors.items():
             # A rejected object is not written (Weaviate validates an object before storing it). Input
@@ -615,6 +632,13 @@ class WeaviateBackend:
             return [self._hybrid_hit(o, plan) for o in page]
         # One leg only (alpha 0 or 1, or a missing text/vector): run that leg and fuse it with the same
         # rules Weaviate's hybrid applies (min-max normalisation or reciprocal rank of one leg).
+        # The fusion needs every candidate's score but only the page's objects: when the window is
+        # much larger than the page, the leg returns ids and scores only and the page is fetched by id
+        # (measured at 20k assets: a 100-candidate leg with all properties 25 ms, without 5-7 ms, a
+        # 10-object fetch 3 ms; the client's property decoding is the difference).
+        page_only = 2 * (plan.offset + plan.limit) < plan.window
+        leg_properties: list[str] | None = [] if page_only else None
+        leg_vector: list[str] | bool = False if page_only else include_vector
         if plan.uses_vector:
             assert plan.vector is not None
             vector = plan.vector.astype(np.float32).tolist()
@@ -624,7 +648,8 @@ class WeaviateBackend:
                     target_vector=VECTOR_NAME,
                     filters=filters,
                     limit=plan.window,
-                    include_vector=include_vector,
+                    return_properties=leg_properties,
+                    include_vector=leg_vector,
                     return_metadata=MetadataQuery(distance=True),
                 ),
                 "vector query",
@@ -640,17 +665,30 @@ class WeaviateBackend:
                     query_properties=props,
                     filters=filters,
                     limit=plan.window,
-                    include_vector=include_vector,
+                    return_properties=leg_properties,
+                    include_vector=leg_vector,
                     return_metadata=MetadataQuery(score=True),
                 ),
                 "keyword query",
             )
             legs = ([(o.uuid, float(o.metadata.score)) for o in res.objects], [])
-        by_id = {o.uuid: o for o in res.objects}
         fused = fuse(legs[0], legs[1], plan.alpha, plan.fusion)[plan.offset : plan.offset + plan.limit]
+        if page_only and fused:
+            ids = [uuid.UUID(str(f.key)) for f in fused]
+            page = await self._call(
+                lambda: col.query.fetch_objects(
+                    filters=Filter.by_id().contains_any(ids), limit=len(ids), include_vector=include_vector
+                ),
+                "page fetch",
+            )
+            by_id = {o.uuid: o for o in page.objects}
+        else:
+            by_id = {o.uuid: o for o in res.objects}
         hits = []
         for f in fused:
-            o = by_id[f.key]
+            o = by_id.get(f.key)
+            if o is None:  # deleted between the leg and the page fetch
+                continue
             vec = self._vector(o)
             cos = f.cosine if f.cosine is not None else self._cosine(vec, plan)
             hits.append(
