@@ -112,9 +112,7 @@ class GatewaySettings(ServiceSettings):
         description="Result pages kept per gateway process (0 = off). A hit is served only while the "
         "tenant's index generation (asked of the search service per request) is unchanged.",
     )
-    page_cache_ttl_s: float = Field(
-        60.0, gt=0, description="Upper bound on the age of a cached result page."
-    )
+    page_cache_ttl_s: float = Field(60.0, gt=0, description="Upper bound on the age of a cached result page.")
 
     # --- ingest -----------------------------------------------------------------------------
     ingest_max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted image, in bytes.")
