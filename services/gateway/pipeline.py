@@ -106,6 +106,23 @@ class PipelineConfig:
     page_cache_ttl_s: float = 60.0
 
 
+@dataclass(frozen=True)
+class _PageRequest:
+    """Who asks for which page of which query: what every search mode shares past validation."""
+
+    principal: Principal
+    action: str
+    vis: Visibility
+    bound: str  # the page-token binding: every input that shapes the result (also the cache key)
+    offset: int
+    page_size: int
+    disable_rerank: bool
+
+    @property
+    def cache_key(self) -> tuple[str, int]:
+        return (self.bound, self.offset)
+
+
 def _unit(v: Vector) -> Vector:
     n = float(np.linalg.norm(v))
     return (v / n).astype(np.float32) if n > 0 else v
@@ -188,13 +205,12 @@ class Gateway:
     # ------------------------------------------------------------------------------------------
     # Search
 
-    async def _cached_page(
-        self, principal: Principal, action: str, vis: Visibility, key: tuple[str, int]
-    ) -> tuple[SearchPage | None, int | None]:
+    async def _cached_page(self, ask: _PageRequest) -> tuple[SearchPage | None, int | None]:
         """(a cached page still valid, or None; the tenant's generation to store a new page at, or
         None when pages must not be cached now)."""
         if self.cfg.page_cache_entries <= 0:
             return None, None
+        principal = ask.principal
         gen = await self.search_client.index_generation(principal.tenant)
         if gen is None:
             return None, None
@@ -204,20 +220,20 @@ class Gateway:
             log.warning("index generation went backwards; page cache cleared", tenant=principal.tenant)
             self._pages.clear()
         self._highest_generation[principal.tenant] = gen
-        entry = self._pages.get(key)
+        entry = self._pages.get(ask.cache_key)
         if entry is None or entry[0] != gen:
             return None, gen
         page = entry[1]
         # Policy is re-checked on every hit (a licence may have expired since the page was computed).
-        admitted = self.policy.screen(principal, action, vis, [r.asset for r in page.results])
+        admitted = self.policy.screen(principal, ask.action, ask.vis, [r.asset for r in page.results])
         if len(admitted) != len(page.results):
             return None, gen
         return replace(page, cached=True), gen
 
-    def _keep_page(self, key: tuple[str, int], generation: int | None, page: SearchPage) -> None:
+    def _keep_page(self, ask: _PageRequest, generation: int | None, page: SearchPage) -> None:
         # Degraded pages (encoder down: keyword-only) must not outlive the outage.
         if generation is not None and not page.degraded and self.cfg.page_cache_entries > 0:
-            self._pages.put(key, (generation, page))
+            self._pages.put(ask.cache_key, (generation, page))
 
     def _rerank_config(self, opts: RerankOptions, alpha: float) -> tuple[RerankConfig, int]:
         base = self.cfg.rerank
@@ -312,8 +328,16 @@ class Gateway:
             q.rerank,
             page_size,
         )
-        offset = self.tokens.offset(q.page_token, bound)
-        hit, generation = await self._cached_page(principal, action, vis, (bound, offset))
+        ask = _PageRequest(
+            principal,
+            action,
+            vis,
+            bound,
+            self.tokens.offset(q.page_token, bound),
+            page_size,
+            q.rerank.disable,
+        )
+        hit, generation = await self._cached_page(ask)
         if hit is not None:
             return hit
 
@@ -373,23 +397,11 @@ class Gateway:
             filter=all_of(q.filter, vis.filter(self.policy.granularity_s)),
         )
         page = await self._ranked_page(
-            principal,
-            action,
-            vis,
-            spec,
-            q.rerank.disable,
-            cfg,
-            window,
-            offset,
-            page_size,
-            bound,
-            text_vec=text_vec,
-            image_vec=image_vec,
-            exclude="",
+            ask, spec, cfg, window, text_vec=text_vec, image_vec=image_vec, exclude=""
         )
         page.degraded_reasons = degraded
         page.model = model
-        self._keep_page((bound, offset), generation, page)
+        self._keep_page(ask, generation, page)
         return page
 
     async def search_similar(self, principal: Principal, q: SearchQuery) -> SearchPage:
@@ -402,8 +414,16 @@ class Gateway:
         bound = paging.binding(
             "similar", vis.cache_key(), q.similar_to, canonical(q.filter), q.rerank, page_size
         )
-        offset = self.tokens.offset(q.page_token, bound)
-        hit, generation = await self._cached_page(principal, action, vis, (bound, offset))
+        ask = _PageRequest(
+            principal,
+            action,
+            vis,
+            bound,
+            self.tokens.offset(q.page_token, bound),
+            page_size,
+            q.rerank.disable,
+        )
+        hit, generation = await self._cached_page(ask)
         if hit is not None:
             return hit
         source = await self._visible_asset(principal, action, vis, q.similar_to, include_vector=True)
@@ -425,41 +445,25 @@ class Gateway:
             ),
         )
         page = await self._ranked_page(
-            principal,
-            action,
-            vis,
-            spec,
-            q.rerank.disable,
-            cfg,
-            window,
-            offset,
-            page_size,
-            bound,
-            text_vec=None,
-            image_vec=source.vector,
-            exclude=q.similar_to,
+            ask, spec, cfg, window, text_vec=None, image_vec=source.vector, exclude=q.similar_to
         )
-        self._keep_page((bound, offset), generation, page)
+        self._keep_page(ask, generation, page)
         return page
 
     async def _ranked_page(
         self,
-        principal: Principal,
-        action: str,
-        vis: Visibility,
+        ask: _PageRequest,
         spec: QuerySpec,
-        disable_rerank: bool,
         cfg: RerankConfig,
         window: int,
-        offset: int,
-        page_size: int,
-        bound: str,
         *,
         text_vec: Vector | None,
         image_vec: Vector | None,
         exclude: str,
     ) -> SearchPage:
-        if disable_rerank:
+        principal, action, vis = ask.principal, ask.action, ask.vis
+        offset, page_size, bound = ask.offset, ask.page_size, ask.bound
+        if ask.disable_rerank:
             # First-stage order: page straight through the search service (one extra hit says
             # whether another page exists).
             if offset + page_size > 10_000:
