@@ -57,6 +57,11 @@ class SearchSettings(ServiceSettings):
         "256 gives recall@10 1.0 on embedding-like (clustered) vectors at 100k; iid random 256-d vectors "
         "need about 2048 for 0.98 (docs/SEARCH.md).",
     )
+    hnsw_graph_dtype: Literal["i8", "f16", "f32"] = Field(
+        "i8",
+        description="Embedded backend: scalar type of the vectors inside the HNSW graph (a saved graph of "
+        "another type is rebuilt at start); candidates are always re-scored with exact float32 cosine.",
+    )
     exact_search_cutoff: int = Field(
         10_000,
         ge=0,

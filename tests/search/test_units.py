@@ -228,3 +228,14 @@ async def test_embedded_graph_scores_are_exact_and_snapshot_follows_graph_dtype(
     assert recall >= 0.95
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(after, before, strict=True)]) >= 0.95
     await core.backend.close()
+
+
+def test_graph_dtype_setting_reaches_the_embedded_backend(tmp_path: Path) -> None:
+    from services.search.backends import make_backend
+
+    for dtype in ("i8", "f32"):
+        settings = SearchSettings(data_dir=str(tmp_path / dtype), hnsw_graph_dtype=dtype)
+        backend = make_backend(settings)
+        assert isinstance(backend, EmbeddedBackend) and backend.hnsw.graph_dtype == dtype
+    with pytest.raises(ValueError, match="hnsw_graph_dtype"):
+        SearchSettings(data_dir=str(tmp_path), hnsw_graph_dtype="u4")

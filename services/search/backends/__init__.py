@@ -40,6 +40,7 @@ def make_backend(settings: SearchSettings) -> SearchBackend:
             ef_construction=settings.hnsw_ef_construction,
             ef_search=settings.hnsw_ef_search,
             exact_cutoff=settings.exact_search_cutoff,
+            graph_dtype=settings.hnsw_graph_dtype,
         ),
         expected_model=model,
         expected_dimension=settings.expected_dimension,
