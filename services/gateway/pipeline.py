@@ -161,7 +161,7 @@ class Gateway:
         # Finished result pages, keyed by everything that shaped them (the page-token binding, which
         # covers the caller's visibility, plus the offset) and valid only at the index generation
         # they were computed at: a hit skips the encoder, the first stage and the rerank.
-        self._pages: LRUCache[tuple[str, int], tuple[int, SearchPage]] = LRUCache(
+        self._pages: LRUCache[tuple[str, int], tuple[int, SearchPage, Asset | None]] = LRUCache(
             max(1, config.page_cache_entries), config.page_cache_ttl_s
         )
         self._highest_generation: dict[str, int] = {}
@@ -223,17 +223,22 @@ class Gateway:
         entry = self._pages.get(ask.cache_key)
         if entry is None or entry[0] != gen:
             return None, gen
-        page = entry[1]
-        # Policy is re-checked on every hit (a licence may have expired since the page was computed).
+        _, page, source = entry
+        # Policy is re-checked on every hit (a licence may have expired since the page was computed),
+        # for "more like this" also on the source asset: an invisible source is NOT_FOUND, cached or not.
+        if source is not None and self.policy.denial(ask.vis, source) is not None:
+            return None, gen
         admitted = self.policy.screen(principal, ask.action, ask.vis, [r.asset for r in page.results])
         if len(admitted) != len(page.results):
             return None, gen
         return replace(page, cached=True), gen
 
-    def _keep_page(self, ask: _PageRequest, generation: int | None, page: SearchPage) -> None:
+    def _keep_page(
+        self, ask: _PageRequest, generation: int | None, page: SearchPage, source: Asset | None = None
+    ) -> None:
         # Degraded pages (encoder down: keyword-only) must not outlive the outage.
         if generation is not None and not page.degraded and self.cfg.page_cache_entries > 0:
-            self._pages.put(ask.cache_key, (generation, page))
+            self._pages.put(ask.cache_key, (generation, page, source))
 
     def _rerank_config(self, opts: RerankOptions, alpha: float) -> tuple[RerankConfig, int]:
         base = self.cfg.rerank
@@ -447,7 +452,7 @@ class Gateway:
         page = await self._ranked_page(
             ask, spec, cfg, window, text_vec=None, image_vec=source.vector, exclude=q.similar_to
         )
-        self._keep_page(ask, generation, page)
+        self._keep_page(ask, generation, page, source=source.asset)
         return page
 
     async def _ranked_page(

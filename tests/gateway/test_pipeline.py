@@ -175,6 +175,17 @@ async def test_cached_pages_are_rescreened_and_degraded_pages_not_kept(world: Wo
     assert degraded.degraded and not healthy.degraded and not healthy.cached
 
 
+async def test_cached_more_like_this_still_hides_a_source_that_became_invisible(world: World) -> None:
+    world.add("kitten", "cat sofa small")
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.5)
+    world.search.store[("acme", "cat")].asset.license_expires_at = expires
+    first = await world.gw.search_similar(ALICE, SearchQuery(similar_to="cat"))
+    assert ids(first)[0] == "kitten"
+    await asyncio.sleep(0.6)  # the source's licence lapses with no write: its page is still cached
+    with pytest.raises(NotFound):
+        await world.gw.search_similar(ALICE, SearchQuery(similar_to="cat"))
+
+
 async def test_more_like_this_excludes_the_source_and_other_tenants(world: World) -> None:
     world.add("kitten", "cat sofa small")
     page = await world.gw.search_similar(ALICE, SearchQuery(similar_to="cat"))
