@@ -58,6 +58,7 @@ from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.encoder_models import build as build_onnx  # noqa: E402
+from bench.proctree import descendants  # noqa: E402
 from scripts.stack import Stack, cache_dir  # noqa: E402
 from services.encoder.preprocess import decode_image  # noqa: E402
 from services.encoder.tokenizer import ClipTokenizer  # noqa: E402
@@ -104,26 +105,6 @@ class Cell:
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _descendants(pids: list[int]) -> set[int]:
-    """pids and every process below them (Triton's python-backend stubs are its children)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-            except (OSError, ValueError):
-                continue
-    found, frontier = set(pids), list(pids)
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                found.add(child)
-                frontier.append(child)
-    return found
 
 
 def cpu_seconds(pids: set[int]) -> float:
@@ -370,7 +351,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         assert services["embedded"].proc is not None and services["triton"].proc is not None
         involved = {
             "embedded": {os.getpid(), services["embedded"].proc.pid},
-            "triton": {os.getpid(), services["triton"].proc.pid} | _descendants([triton.pids["triton"]]),
+            "triton": {os.getpid(), services["triton"].proc.pid} | set(descendants(triton.pids["triton"])),
         }
 
         cells: list[Cell] = []

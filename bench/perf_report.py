@@ -58,6 +58,8 @@ sys.path.insert(0, str(REPO / "bench" / "ghz"))
 
 import workload  # noqa: E402  (bench/ghz/workload.py: the real images and query texts)
 
+from bench.proctree import descendants  # noqa: E402
+
 PY = sys.executable
 API_KEY = "demo-key"  # services/gateway/demo_keys.json: tenant demo, search + ingest + delete
 TARGET_RPS_PER_CORE = 4300  # issue #6 part 5: cached gateway search path, per server core
@@ -97,26 +99,6 @@ def loadavg() -> list[float]:
 
 # ---------------------------------------------------------------------------------------------------------
 # Processes: the suite, the echo servers, pinning
-
-
-def descendants(pid: int) -> list[int]:
-    """pid and every process below it."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-            except (OSError, ValueError):
-                continue
-    found, frontier = [pid], [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                found.append(child)
-                frontier.append(child)
-    return found
 
 
 def pin(pid: int, cpus: set[int]) -> int:

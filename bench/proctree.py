@@ -1,0 +1,26 @@
+"""Process trees from /proc, for benchmarks that count the CPU of a server and its children
+(Triton's python-backend stubs, the suite's three services)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def descendants(*roots: int) -> list[int]:
+    """The roots and every process below them, roots first."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+            except (OSError, ValueError):
+                continue  # the process ended while we looked
+    found, frontier = list(roots), list(roots)
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found.append(child)
+                frontier.append(child)
+    return found
