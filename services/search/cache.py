@@ -59,19 +59,12 @@ class ResultCache(Protocol):
     async def close(self) -> None: ...
 
 
-class NoCache:
-    """No caching; generations are still counted (in process) so responses report them."""
-
-    name = "none"
+class _InProcessGenerations:
+    """Generations counted in this process: the truth for a single search process (with several
+    replicas, only a shared cache such as Redis gives them one generation per tenant)."""
 
     def __init__(self) -> None:
         self._gen: dict[str, int] = {}
-
-    async def lookup(self, tenant: str, digest: str) -> Lookup:
-        return Lookup(False, self._gen.get(tenant, 0))
-
-    async def store(self, tenant: str, generation: int, digest: str, value: Any) -> None:
-        return None
 
     async def bump(self, tenant: str) -> int | None:
         self._gen[tenant] = self._gen.get(tenant, 0) + 1
@@ -86,19 +79,31 @@ class NoCache:
     async def healthy(self) -> bool:
         return True
 
+
+class NoCache(_InProcessGenerations):
+    """No caching; generations are still counted (in process) so responses report them."""
+
+    name = "none"
+
+    async def lookup(self, tenant: str, digest: str) -> Lookup:
+        return Lookup(False, self._gen.get(tenant, 0))
+
+    async def store(self, tenant: str, generation: int, digest: str, value: Any) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
 
-class MemoryCache:
+class MemoryCache(_InProcessGenerations):
     """In-process LRU with TTL. Values are kept as Python objects (no serialisation on a hit)."""
 
     name = "memory"
 
     def __init__(self, ttl_s: float, max_entries: int) -> None:
+        super().__init__()
         self._ttl = ttl_s
         self._max = max_entries
-        self._gen: dict[str, int] = {}
         self._entries: OrderedDict[tuple[str, int, str], tuple[float, Any]] = OrderedDict()
         CACHE_AVAILABLE.labels(self.name).set(1)
 
@@ -122,19 +127,6 @@ class MemoryCache:
         self._entries.move_to_end((tenant, generation, digest))
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
-
-    async def bump(self, tenant: str) -> int | None:
-        self._gen[tenant] = self._gen.get(tenant, 0) + 1
-        return self._gen[tenant]
-
-    async def generation(self, tenant: str) -> int | None:
-        return self._gen.get(tenant, 0)
-
-    async def consistent_generation(self, tenant: str) -> int | None:
-        return self._gen.get(tenant, 0)
-
-    async def healthy(self) -> bool:
-        return True
 
     async def close(self) -> None:
         self._entries.clear()
