@@ -205,6 +205,13 @@ class Gateway:
     # ------------------------------------------------------------------------------------------
     # Search
 
+    def _page_request(
+        self, principal: Principal, action: str, vis: Visibility, bound: str, q: SearchQuery, page_size: int
+    ) -> _PageRequest:
+        """The page asked for; its token must verify against `bound` (INVALID_ARGUMENT otherwise)."""
+        offset = self.tokens.offset(q.page_token, bound)
+        return _PageRequest(principal, action, vis, bound, offset, page_size, q.rerank.disable)
+
     async def _cached_page(self, ask: _PageRequest) -> tuple[SearchPage | None, int | None]:
         """(a cached page still valid, or None; the tenant's generation to store a new page at, or
         None when pages must not be cached now)."""
@@ -333,15 +340,7 @@ class Gateway:
             q.rerank,
             page_size,
         )
-        ask = _PageRequest(
-            principal,
-            action,
-            vis,
-            bound,
-            self.tokens.offset(q.page_token, bound),
-            page_size,
-            q.rerank.disable,
-        )
+        ask = self._page_request(principal, action, vis, bound, q, page_size)
         hit, generation = await self._cached_page(ask)
         if hit is not None:
             return hit
@@ -419,15 +418,7 @@ class Gateway:
         bound = paging.binding(
             "similar", vis.cache_key(), q.similar_to, canonical(q.filter), q.rerank, page_size
         )
-        ask = _PageRequest(
-            principal,
-            action,
-            vis,
-            bound,
-            self.tokens.offset(q.page_token, bound),
-            page_size,
-            q.rerank.disable,
-        )
+        ask = self._page_request(principal, action, vis, bound, q, page_size)
         hit, generation = await self._cached_page(ask)
         if hit is not None:
             return hit
