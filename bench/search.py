@@ -93,7 +93,16 @@ class Corpus:
     def __init__(self, n: int, dim: int, seed: int = 1, vectors: str = "iid") -> None:
         rng = np.random.default_rng(seed)
         self.kind = vectors
-        self.vectors = unit_vectors(vectors, n, dim, rng)
+        self.demo = None
+        if vectors == "demo":  # real encoder output, at most as many assets as demo images
+            from bench import demo_vectors
+
+            self.demo = demo_vectors.load()
+            n = min(n, len(self.demo.images))
+            dim = self.demo.images.shape[1]
+            self.vectors = self.demo.images[:n]
+        else:
+            self.vectors = unit_vectors(vectors, n, dim, rng)
         p = 1.0 / np.arange(1, len(WORDS) + 1)
         p /= p.sum()
         lengths = rng.integers(4, 16, n)
@@ -107,8 +116,17 @@ class Corpus:
             tuple(WORDS[w] for w in rng.choice(200, size=int(rng.integers(0, 4)), replace=False))
             for _ in range(n)
         ]
+        if self.demo is not None:
+            self.captions, self.tags = self.demo.captions[:n], self.demo.tags[:n]
         self.widths = rng.integers(64, 4096, n)
         self.n, self.dim = n, dim
+
+    def query_vectors(self, count: int, rng: np.random.Generator) -> tuple[list[str | None], np.ndarray]:
+        """Query vectors from the corpus's distribution, with their query text when it has one."""
+        if self.demo is None:
+            return [None] * count, unit_vectors(self.kind, count, self.dim, rng)
+        pick = rng.integers(0, len(self.demo.query_texts), count)
+        return [self.demo.query_texts[i] for i in pick], self.demo.query_vectors[pick]
 
     def records(self, start: int, stop: int) -> list[AssetRecord]:
         return [
@@ -134,8 +152,8 @@ def queries(corpus: Corpus, count: int, seed: int = 2) -> list[tuple[str, np.nda
     out = []
     for _ in range(count):
         doc = int(rng.integers(0, corpus.n))
-        text = " ".join(corpus.captions[doc].split()[:3])
-        out.append((text, unit_vectors(corpus.kind, 1, corpus.dim, rng)[0]))
+        texts, vecs = corpus.query_vectors(1, rng)
+        out.append((texts[0] or " ".join(corpus.captions[doc].split()[:3]), vecs[0]))
     return out
 
 
@@ -194,7 +212,7 @@ async def recall_at_10(
     rng = np.random.default_rng(3)
     base = corpus.vectors[:indexed]
     hits = 0
-    for q in unit_vectors(corpus.kind, n_queries, corpus.dim, rng):
+    for q in corpus.query_vectors(n_queries, rng)[1]:
         exact = set(np.argpartition(-(base @ q), 10)[:10].tolist())
         p = await plan(core, "", q, 1.0)
         t = time.perf_counter()
@@ -401,7 +419,8 @@ def main() -> None:
     ap.add_argument(
         "--vectors",
         default="iid",
-        help="vector distributions, comma-separated: iid (worst case), clustered (embedding-like); "
+        help="vector distributions, comma-separated: iid (worst case), clustered (embedding-like), "
+        "demo (real: the demo model's embeddings of its images, at most 12,471; bench/demo_vectors.py); "
         "each is indexed and reported separately",
     )
     args = ap.parse_args()
