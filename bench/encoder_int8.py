@@ -3,7 +3,7 @@
 
     python bench/encoder_int8.py                    # the demo model (triton_models/clip_image[_int8])
     python bench/encoder_int8.py --model vit-b-32   # full-size ViT-B/32, random weights
-    python bench/encoder_int8.py --variants default full_range per_channel
+    python bench/encoder_int8.py --variants default per_tensor reduce_range per_tensor_reduce_range
 
 Agreement is measured on real images: the demo model's held-out split (models/demo/split_heldout.txt,
 images from the data cache of tools/models/fetch_data.py; synthetic scenes when the cache is absent):
@@ -43,11 +43,11 @@ from services.encoder.tokenizer import ClipTokenizer  # noqa: E402
 from tools.quantize.quantize_image_tower import quantize  # noqa: E402
 
 DATA = Path(os.environ.get("IMAGESEARCH_DATA_CACHE", Path.home() / ".cache/imagesearch/data"))
-VARIANTS = {  # "default" is what tools/quantize writes
-    "default": {"per_channel": False, "reduce_range": True},
-    "full_range": {"per_channel": False, "reduce_range": False},
-    "per_channel": {"per_channel": True, "reduce_range": True},
-    "per_channel_full_range": {"per_channel": True, "reduce_range": False},
+VARIANTS = {  # "default" is what tools/quantize writes: per-channel scales, 8-bit weights
+    "default": {"per_channel": True, "reduce_range": False},
+    "per_tensor": {"per_channel": False, "reduce_range": False},
+    "reduce_range": {"per_channel": True, "reduce_range": True},
+    "per_tensor_reduce_range": {"per_channel": False, "reduce_range": True},
 }
 
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repository", type=Path, default=REPO / "triton_models", help="demo model repository"
     )
-    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["default", "full_range"])
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["default", "per_tensor"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)

@@ -5,24 +5,29 @@
     python tools/quantize/quantize_image_tower.py --source-onnx X.onnx --output Y.onnx
 
 What it does: `onnxruntime.quantization.quantize_dynamic` with op_types_to_quantize = MatMul and Gemm
-(the transformer's projections and MLPs: almost all of the FLOPs). Their weights are stored as int8 with
-one scale per tensor and a 7-bit range; activations are quantized to uint8 per batch at run time
+(the transformer's projections and MLPs: almost all of the FLOPs). Their weights are stored as 8-bit
+int8 with one scale per output channel; activations are quantized to uint8 per batch at run time
 (DynamicQuantizeLinear -> MatMulInteger). The patch convolution, LayerNorms, softmax and the input
 normalisation stay fp32, as do the tensor names and types, so the result is a drop-in model with the same
 contract: the encoder serves it with IMAGESEARCH_ENCODER_IMAGE_VARIANT=int8 (model '<image_model>_int8',
-same embedding space, same ModelRef).
+same embedding space, same ModelRef). The choice is recorded in the model's metadata
+(imagesearch.quantization).
 
 The output goes to <repository>/<target>/<version>/model.onnx with the source's version number. After
 writing, it compares fp32 and int8 embeddings on --check-images random-content images (a smoke check;
 bench/encoder_int8.py measures speed and agreement on real images).
 
-Why these defaults (measured with bench/encoder_int8.py):
-- reduce_range (7-bit weights) is on: x86 CPUs without VNNI (AVX2, like this deployment's) compute u8 x s8
-  products with an instruction that saturates 16-bit sums; on the demo's trained text transformer full-range
-  weights gave embedding cosine 0.94 against fp32, 7-bit weights 0.9993 at the same speed. On CPUs with
-  VNNI, --full-range is slightly more precise.
-- one scale per tensor: per-channel scales were slower here (ViT-B/32 on 2 AVX2 cores: ~1.3x fp32 against
-  ~1.5-1.8x) for no agreement gain; --per-channel to compare.
+Why these defaults (bench/encoder_int8.py --model vit-b-32, all four variants, 2 cores):
+- per-channel scales, full 8-bit weight range: the closest to fp32 on both machines measured (min
+  embedding cosine 0.9992 on the 2026-11-22 host, recorded as AVX2 without VNNI, and 0.9994 on an AVX-512
+  VNNI host; speed-up 1.66x / 1.78x and 2.17x / 2.44x at batch 8 / 32). One scale per tensor: 0.9992 and
+  0.9991, at the 0.999 bar; 7-bit weights (reduce_range): 0.9971 per tensor, 0.9987 per channel.
+- --reduce-range (7-bit weights) is for hosts without VNNI (AVX2 only): there ONNX Runtime multiplies
+  u8 x s8 with an instruction whose 16-bit sums saturate, which full-range weights can hit: the demo's trained
+  text transformer gave cosine 0.94 with full-range weights on such a host and 0.9993 with 7-bit ones
+  (the random-weight ViT-B/32 did not hit it). With VNNI there is no saturation (the same text transformer:
+  0.9987-0.9990 for every variant). Quantize with --reduce-range for an AVX2-only fleet, and check with
+  bench/encoder_int8.py on the real weights.
 - ONNX Runtime's quant_pre_process (which quantize_dynamic suggests) made the result slower: not used.
 """
 
@@ -65,7 +70,7 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def quantize(source: Path, output: Path, *, per_channel: bool = False, reduce_range: bool = True) -> None:
+def quantize(source: Path, output: Path, *, per_channel: bool = True, reduce_range: bool = False) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
         staged = Path(tmp) / "model.onnx"
@@ -124,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default=None, help="target model name (default: <source>_int8)")
     parser.add_argument("--source-onnx", type=Path, default=None, help="quantize this file instead")
     parser.add_argument("--output", type=Path, default=None, help="write here instead of the repository")
-    parser.add_argument("--per-channel", action="store_true", help="one scale per output channel")
-    parser.add_argument("--full-range", action="store_true", help="8-bit weights (for CPUs with VNNI)")
+    parser.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor")
+    parser.add_argument("--reduce-range", action="store_true", help="7-bit weights (for CPUs without VNNI)")
     parser.add_argument("--check-images", type=int, default=8, help="images for the smoke check (0: skip)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         target = args.target or f"{args.source}_int8"
         output = args.output or args.model_repository / target / version / "model.onnx"
     start = time.perf_counter()
-    quantize(source, output, per_channel=args.per_channel, reduce_range=not args.full_range)
+    quantize(source, output, per_channel=not args.per_tensor, reduce_range=args.reduce_range)
     print(
         f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, from {source.stat().st_size / 1e6:.1f} MB) "
         f"in {time.perf_counter() - start:.1f}s"
