@@ -397,7 +397,18 @@ def bench_backend(kind: str, corpus: Corpus, args: argparse.Namespace, stack_inf
             result[f"service_rss_mb_{cache}"] = rss_mb(svc.proc.pid)
     if kind == "weaviate":
         result["weaviate_rss_mb"] = rss_mb(stack_info.pids["weaviate"])
+        asyncio.run(drop_collection())  # each run indexes its own collection: do not leave it behind
     return result
+
+
+async def drop_collection() -> None:
+    """Delete the collection the environment names (IMAGESEARCH_SEARCH_WEAVIATE_*)."""
+    backend = make_backend(SearchSettings())
+    await backend.start()
+    try:
+        await backend._client.collections.delete(backend._name)  # type: ignore[attr-defined]
+    finally:
+        await backend.close()
 
 
 def main() -> None:
