@@ -64,6 +64,7 @@ run: $(VPY) ## Set up and start the whole suite on its embedded defaults (Ctrl-C
 test: setup ## Set up everything (venv, tools, the real stack) and run all tests
 	$(VPY) -m scripts.stack prepare   # install redis-server, build Weaviate, make Triton's venv (cached)
 	$(VPY) tools/models/fetch_data.py  # open image data for retrieval tests (cached; ~2.5 min cold)
+	scripts/install_tools.sh ghz  # the load generator tests/clients/test_ghz_suite.py drives (cached; needs go)
 	IMAGESEARCH_REQUIRE_CLIENTS=$(IMAGESEARCH_REQUIRE_CLIENTS) $(VPY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: docs
