@@ -8,8 +8,9 @@
   embedded  the encoder service process with its in-process ONNX Runtime (gRPC, preprocessing, batching)
   triton    the encoder service process calling a real Triton (python backend running ONNX Runtime)
 
-Each cell (kind, batch, concurrency) runs the runtimes back to back, so the ratios compare runs a few
-seconds apart. Ratios, per cell:
+Each cell (kind, batch, concurrency) runs the runtimes in --rounds rounds (3), in a rotated order each
+round, and sums each runtime's rounds, so the ratios compare runs seconds apart and a machine whose speed
+drifts during the cell favours none of them. Ratios, per cell:
   ratio     items/s over raw's in the same cell;        r_prep    over raw+prep's in the same cell;
   r_seq     items/s over raw's at the same batch with concurrency 1 (raw's best case on idle cores);
   r_cpu     items per CPU-second over raw's (CPU of every process involved: this client, the service,
@@ -22,8 +23,9 @@ threads and thread spinning off (as the services and Triton do; --raw-spinning t
     python bench/encoder.py --model vit-b-32        # full-size ViT-B/32, random weights (bounded)
     python bench/encoder.py --model tiny --quick    # smoke run on the 2-layer stand-in
 
-Bounded: each runtime gets --cell-seconds per cell (and at least one request per worker); cells whose first
-round alone would exceed --max-items are skipped (vit-b-32 at batch 32 x concurrency 32: 1024 images).
+Bounded: each runtime gets --cell-seconds per cell (and at least one request per worker a round); cells
+whose first wave (batch x concurrency) would exceed --max-items are skipped (vit-b-32 at batch 32 x
+concurrency 32: 1024 images).
 Writes a JSON report (--out) and prints the table. Loopback only; starts its own Triton (scripts/stack.py,
 private state directory) and its own service processes.
 """
@@ -283,6 +285,18 @@ def _ratio(value: float, reference: float | None) -> float | None:
     return round(value / reference, 3) if reference else None
 
 
+def merge(parts: list[Cell]) -> Cell:
+    """One cell from its rounds: items, time and CPU summed, latencies pooled."""
+    cell = Cell(parts[0].runtime, parts[0].kind, parts[0].batch, parts[0].concurrency)
+    for part in parts:
+        cell.items += part.items
+        cell.errors += part.errors
+        cell.seconds += part.seconds
+        cell.cpu_s += part.cpu_s
+        cell.latencies_ms.extend(part.latencies_ms)
+    return cell
+
+
 def finish(cell: Cell) -> Cell:
     cell.requests = len(cell.latencies_ms)
     cell.items_per_s = cell.items / cell.seconds if cell.seconds else 0.0
@@ -373,7 +387,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 list(decoders.map(decode, [images[(i + k) % len(images)] for k in range(n)]))
             )
 
-        secs = args.cell_seconds
+        secs = args.cell_seconds / args.rounds
         for kind in args.kinds:
             for batch in args.batches:
                 for concurrency in args.concurrency:
@@ -392,33 +406,33 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             )
                         say(f"{kind} b={batch} c={concurrency}: skipped ({first_round} items per round)")
                         continue
-                    row = [
-                        finish(
-                            await asyncio.to_thread(
-                                run_raw, raw, "raw", kind, prepared(kind), batch, concurrency, secs
-                            )
-                        ),
-                        finish(
-                            await asyncio.to_thread(
-                                run_raw, raw, "raw+prep", kind, from_inputs(kind), batch, concurrency, secs
-                            )
-                        ),
-                    ]
+                    # Rounds, each runtime once per round and the order rotated: a machine whose speed drifts
+                    # (shared hosts do, by 10 % within minutes) then biases no runtime's total.
+                    parts: dict[str, list[Cell]] = {name: [] for name in RUNTIMES}
+                    for round_no in range(args.rounds):
+                        turn = round_no % len(RUNTIMES)
+                        for name in RUNTIMES[turn:] + RUNTIMES[:turn]:
+                            if name in ("raw", "raw+prep"):
+                                rows = prepared(kind) if name == "raw" else from_inputs(kind)
+                                part = await asyncio.to_thread(
+                                    run_raw, raw, name, kind, rows, batch, concurrency, secs
+                                )
+                            else:
+                                part = await run_service(
+                                    stubs[name],
+                                    name,
+                                    kind,
+                                    images,
+                                    captions,
+                                    batch,
+                                    concurrency,
+                                    secs,
+                                    involved[name],
+                                )
+                            parts[name].append(part)
+                    row = [finish(merge(parts[name])) for name in RUNTIMES]
                     if concurrency == 1:
                         baseline[(kind, batch)] = row[0].items_per_s
-                    for name in ("embedded", "triton"):
-                        cell = await run_service(
-                            stubs[name],
-                            name,
-                            kind,
-                            images,
-                            captions,
-                            batch,
-                            concurrency,
-                            secs,
-                            involved[name],
-                        )
-                        row.append(finish(cell))
                     raw_cell, prep_cell = row[0], row[1]
                     base = baseline.get((kind, batch))
                     for cell in row:
@@ -450,6 +464,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "image_input": f"JPEG {args.image_width}x{args.image_height} q90, {len(images)} distinct",
         "decode_resize_ms_per_image": round(decode_ms, 3),
         "cell_seconds": args.cell_seconds,
+        "rounds": args.rounds,
         "ratio_definition": (
             "ratio / ratio_prep: items/s over raw's / raw+prep's in the same cell; ratio_seq: over raw at "
             "the same batch with concurrency 1; ratio_cpu / ratio_cpu_prep: items per CPU-second (every "
@@ -500,6 +515,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cell-seconds", type=float, default=None, help="measuring time per runtime and cell"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="split each runtime's time per cell into this many rounds, runtimes interleaved",
+    )
     parser.add_argument("--max-items", type=int, default=None, help="skip image cells with more per round")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (all runtimes)")
     parser.add_argument(
@@ -520,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_items is None:
         args.max_items = 256 if heavy else 1024
     if args.quick:
-        args.batches, args.concurrency, args.cell_seconds = [1, 8], [1, 8], 1.0
+        args.batches, args.concurrency, args.cell_seconds, args.rounds = [1, 8], [1, 8], 1.0, 1
     started = time.perf_counter()
     report = asyncio.run(bench(args))
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
