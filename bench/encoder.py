@@ -391,9 +391,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         for kind in args.kinds:
             for batch in args.batches:
                 for concurrency in args.concurrency:
-                    first_round = batch * concurrency
+                    first_wave = batch * concurrency
                     limit = args.max_items if kind == "images" else args.max_items * 4
-                    if first_round > limit:
+                    if first_wave > limit:
                         for runtime in RUNTIMES:
                             cells.append(
                                 Cell(
@@ -401,10 +401,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                                     kind,
                                     batch,
                                     concurrency,
-                                    skipped=f"first round {first_round} > {limit}",
+                                    skipped=f"first wave {first_wave} > {limit}",
                                 )
                             )
-                        say(f"{kind} b={batch} c={concurrency}: skipped ({first_round} items per round)")
+                        say(f"{kind} b={batch} c={concurrency}: skipped (first wave of {first_wave} items)")
                         continue
                     # Rounds, each runtime once per round and the order rotated: a machine whose speed drifts
                     # (shared hosts do, by 10 % within minutes) then biases no runtime's total.
@@ -521,7 +521,12 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="split each runtime's time per cell into this many rounds, runtimes interleaved",
     )
-    parser.add_argument("--max-items", type=int, default=None, help="skip image cells with more per round")
+    parser.add_argument(
+        "--max-items",
+        type=int,
+        default=None,
+        help="skip image cells with more in their first wave (batch x concurrency)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (all runtimes)")
     parser.add_argument(
         "--raw-spinning",
@@ -532,9 +537,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--image-width", type=int, default=320)
     parser.add_argument("--image-height", type=int, default=240)
-    parser.add_argument("--quick", action="store_true", help="batch 1/8, concurrency 1/8, 1 s per cell")
+    parser.add_argument(
+        "--quick", action="store_true", help="batch 1/8, concurrency 1/8, 1 s per cell, 1 round"
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON report path")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     heavy = args.model == "vit-b-32"
     if args.cell_seconds is None:
         args.cell_seconds = 4.0 if heavy else 2.0
