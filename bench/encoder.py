@@ -62,6 +62,7 @@ from PIL import Image  # noqa: E402
 from bench.encoder_models import build as build_onnx  # noqa: E402
 from bench.proctree import descendants  # noqa: E402
 from scripts.stack import Stack, cache_dir  # noqa: E402
+from services.encoder.backends.onnxruntime import session_options  # noqa: E402
 from services.encoder.preprocess import decode_image  # noqa: E402
 from services.encoder.tokenizer import ClipTokenizer  # noqa: E402
 from tests.service_process import ServiceProcess  # noqa: E402
@@ -177,12 +178,7 @@ class RawOrt:
     """ONNX Runtime sessions in this process, fed with preprocessed tensors."""
 
     def __init__(self, repo: Path, threads: int, spinning: bool) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = session_options(threads, spinning)
         self.sessions = {
             "images": ort.InferenceSession(str(repo / "clip_image/1/model.onnx"), options),
             "texts": ort.InferenceSession(str(repo / "clip_text/1/model.onnx"), options),

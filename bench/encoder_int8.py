@@ -14,8 +14,9 @@ images from the data cache of tools/models/fetch_data.py; synthetic scenes when 
 Random weights (vit-b-32) make all embeddings alike, so their cosine says little; judge accuracy on the
 demo model.
 
-Speed: the fp32 and int8 sessions run interleaved (--repeats rounds of each batch size, median), with
---threads intra-op threads, on the preprocessed pixels (no decoding in the timing).
+Speed: the fp32 and int8 sessions and the batch sizes run interleaved (--repeats rounds, median), with
+--threads intra-op threads and thread spinning off as served (--spinning turns it on), on the
+preprocessed pixels (no decoding in the timing).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import onnxruntime as ort  # noqa: E402
 
 from bench.encoder_models import build as build_onnx  # noqa: E402
 from scripts.stack import cache_dir  # noqa: E402
+from services.encoder.backends.onnxruntime import session_options  # noqa: E402
 from services.encoder.preprocess import decode_image  # noqa: E402
 from services.encoder.tokenizer import ClipTokenizer  # noqa: E402
 from tools.quantize.quantize_image_tower import quantize  # noqa: E402
@@ -55,11 +57,7 @@ def say(msg: str) -> None:
     print(f"[int8] {msg}", file=sys.stderr, flush=True)
 
 
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+def session(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -121,14 +119,14 @@ def text_proxy(
     image_emb: np.ndarray,
     text_path: Path,
     work: Path,
-    threads: int,
+    options: ort.SessionOptions,
     variant: str,
 ) -> dict[str, Any]:
     """The same quantization on the demo's text tower: a trained transformer, whose matrix multiplies are
     where int8 acts (the demo image tower is a CNN with a single Gemm)."""
     target = work / f"text_int8_{variant}.onnx"
     quantize(text_path, target, **VARIANTS[variant])
-    fp32, int8 = session(text_path, threads), session(target, threads)
+    fp32, int8 = session(text_path, options), session(target, options)
     captions = sorted({r["caption"] for r in records})
     ids = ClipTokenizer()(captions).ids
     a, b = embed(fp32, ids, 64), embed(int8, ids, 64)
@@ -146,19 +144,24 @@ def text_proxy(
 def speed(
     sessions: dict[str, ort.InferenceSession], pixels: np.ndarray, batches: list[int], repeats: int
 ) -> dict:
-    out: dict[str, dict[str, float]] = {name: {} for name in sessions}
+    """Median images/s per session and batch size. Each repeat runs every batch size (order reversed every
+    other repeat) and every session, so both the int8/fp32 ratios and the batch sizes compare runs
+    seconds apart on a host whose speed drifts."""
+    rows = {batch: np.take(pixels, range(batch), axis=0, mode="wrap") for batch in batches}
+    times: dict[tuple[str, int], list[float]] = {(name, b): [] for name in sessions for b in batches}
     for batch in batches:
-        rows = np.take(pixels, range(batch), axis=0, mode="wrap")
-        times: dict[str, list[float]] = {name: [] for name in sessions}
         for sess in sessions.values():
-            sess.run(None, {"pixels": rows})  # warm-up at this shape
-        for _ in range(repeats):
+            sess.run(None, {"pixels": rows[batch]})  # warm-up at this shape
+    for repeat in range(repeats):
+        for batch in batches if repeat % 2 == 0 else batches[::-1]:
             for name, sess in sessions.items():
                 start = time.perf_counter()
-                sess.run(None, {"pixels": rows})
-                times[name].append(time.perf_counter() - start)
+                sess.run(None, {"pixels": rows[batch]})
+                times[name, batch].append(time.perf_counter() - start)
+    out: dict[str, dict[str, float]] = {name: {} for name in sessions}
+    for batch in batches:
         for name in sessions:
-            out[name][f"batch_{batch}_img_s"] = round(batch / float(np.median(times[name])), 2)
+            out[name][f"batch_{batch}_img_s"] = round(batch / float(np.median(times[name, batch])), 2)
         rates = ", ".join(f"{n} {out[n][f'batch_{batch}_img_s']} img/s" for n in sessions)
         say(f"batch {batch}: {rates}")
     return out
@@ -174,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--spinning",
+        action="store_true",
+        help="let idle ONNX Runtime threads spin-wait (off by default, as Triton and the embedded backend)",
+    )
     parser.add_argument("--images", type=int, default=1300, help="held-out images for agreement and recall")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -204,13 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         records, pixels = data
     say(f"{len(pixels)} images for agreement")
 
-    sessions = {"fp32": session(fp32_path, args.threads)} | {
-        f"int8_{v}": session(p, args.threads) for v, p in quantized.items()
+    options = session_options(args.threads, args.spinning)
+    sessions = {"fp32": session(fp32_path, options)} | {
+        f"int8_{v}": session(p, options) for v, p in quantized.items()
     }
     report: dict[str, Any] = {
         "model": args.model,
         "onnxruntime": ort.__version__,
         "threads": args.threads,
+        "spinning": args.spinning,
         "cpus": os.cpu_count(),
         "images_for_agreement": int(len(pixels)),
         "agreement_images": "demo held-out split" if records else "synthetic scenes",
@@ -219,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     base = embed(sessions["fp32"], pixels)
     # Retrieval and the text-tower proxy only mean something for the trained demo model.
-    text_sess = session(text_path, args.threads) if records and args.model == "demo" else None
+    text_sess = session(text_path, options) if records and args.model == "demo" else None
     if records and text_sess is not None:
         report["fp32_recall"] = recall(records, base, text_sess)
     for variant in quantized:
@@ -243,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{name}: {entry}")
     if records and text_sess is not None:
         for variant in quantized:
-            proxy = text_proxy(records, base, text_path, work, args.threads, variant)
+            proxy = text_proxy(records, base, text_path, work, options, variant)
             report[f"text_tower_proxy_{variant}"] = proxy
             say(f"text tower proxy ({variant}): {proxy}")
     out = args.out or cache_dir() / "bench" / f"encoder-int8-{args.model}.json"

@@ -127,6 +127,17 @@ class _Tower:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def session_options(intra_op_threads: int, allow_spinning: bool) -> ort.SessionOptions:
+    """The options every tower runs with (the benchmarks use them too, so they measure what is served)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    return options
+
+
 def _load_tower(
     repository: Path, model: str, intra_op_threads: int, max_batch: int, allow_spinning: bool
 ) -> _Tower:
@@ -136,14 +147,12 @@ def _load_tower(
     version, onnx_path = model_repository.latest_version(model_dir, params.get("onnx_file", "model.onnx"))
     input_name, dtype, input_shape, output_name, _ = model_repository.single_io(config)
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     try:
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(onnx_path),
+            session_options(intra_op_threads, allow_spinning),
+            providers=["CPUExecutionProvider"],
+        )
     except Exception as exc:
         raise FailedPrecondition(f"ONNX Runtime cannot load {onnx_path}: {exc}") from None
 
