@@ -20,7 +20,7 @@ bench/encoder_int8.py measures speed and agreement on real images).
 Why these defaults (bench/encoder_int8.py --model vit-b-32, all four variants, 2 cores):
 - per-channel scales, full 8-bit weight range: the closest to fp32 on both machines measured (min
   embedding cosine 0.9992 on the 2026-11-22 host, recorded as AVX2 without VNNI, and 0.9994 on an AVX-512
-  VNNI host; speed-up 1.66x / 1.78x and 2.17x / 2.44x at batch 8 / 32). One scale per tensor: 0.9992 and
+  VNNI host; speed-up 1.66x / 1.78x and 2.30-2.54x / 2.54x at batch 8 / 32). One scale per tensor: 0.9992 and
   0.9991, at the 0.999 bar; 7-bit weights (reduce_range): 0.9971 per tensor, 0.9987 per channel.
 - --reduce-range (7-bit weights) is for hosts without VNNI (AVX2 only): there ONNX Runtime multiplies
   u8 x s8 with an instruction whose 16-bit sums saturate, which full-range weights can hit: the demo's trained
