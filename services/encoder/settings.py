@@ -38,7 +38,7 @@ class EncoderSettings(ServiceSettings):
         "fp32",
         description=(
             "int8 serves '<image_model>_int8' (dynamic int8 quantization of the image tower's matrix "
-            "multiplies: 1.7-2.4x the fp32 speed for ViT-B/32 at batch >= 8 on CPU, same embedding space) "
+            "multiplies: 1.7-2.5x the fp32 speed for ViT-B/32 at batch >= 8 on CPU, same embedding space) "
             "instead of '<image_model>'."
         ),
     )
