@@ -93,6 +93,9 @@ class EncoderServiceServicer(object):
         """Bulk image encoding: the client streams images, the server streams one result per image as
         soon as it is ready (not necessarily in request order; match on `id`). Flow control bounds
         the number in flight.
+        Deprecated: use EncodeImages batches. A long-lived stream pins every image to one replica and
+        carries one deadline for all of them; batched unary calls are balanced per call, each with its
+        own deadline and retry. Still served in v1; absent from v2.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

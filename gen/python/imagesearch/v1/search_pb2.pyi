@@ -104,6 +104,28 @@ class GetAssetsResponse(_message.Message):
     missing_asset_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, assets: _Optional[_Iterable[_Union[AssetRecord, _Mapping]]] = ..., missing_asset_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class FindByContentHashRequest(_message.Message):
+    __slots__ = ("tenant", "content_sha256")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    content_sha256: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tenant: _Optional[str] = ..., content_sha256: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ContentHashMatch(_message.Message):
+    __slots__ = ("content_sha256", "asset_ids")
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ASSET_IDS_FIELD_NUMBER: _ClassVar[int]
+    content_sha256: str
+    asset_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, content_sha256: _Optional[str] = ..., asset_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FindByContentHashResponse(_message.Message):
+    __slots__ = ("matches",)
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    matches: _containers.RepeatedCompositeFieldContainer[ContentHashMatch]
+    def __init__(self, matches: _Optional[_Iterable[_Union[ContentHashMatch, _Mapping]]] = ...) -> None: ...
+
 class KeywordField(_message.Message):
     __slots__ = ("name", "boost")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -59,6 +59,11 @@ class SearchServiceStub(object):
                 request_serializer=imagesearch_dot_v1_dot_search__pb2.GetAssetsRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_v1_dot_search__pb2.GetAssetsResponse.FromString,
                 _registered_method=True)
+        self.FindByContentHash = channel.unary_unary(
+                '/imagesearch.v1.SearchService/FindByContentHash',
+                request_serializer=imagesearch_dot_v1_dot_search__pb2.FindByContentHashRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_search__pb2.FindByContentHashResponse.FromString,
+                _registered_method=True)
         self.Query = channel.unary_unary(
                 '/imagesearch.v1.SearchService/Query',
                 request_serializer=imagesearch_dot_v1_dot_search__pb2.QueryRequest.SerializeToString,
@@ -95,6 +100,9 @@ class SearchServiceServicer(object):
 
     def StreamUpsertAssets(self, request_iterator, context):
         """Streaming variant of UpsertAssets for bulk loads: one result per streamed asset.
+        Deprecated: use UpsertAssets batches. A long-lived stream pins every item to one replica and
+        carries one deadline for all of them; batched unary calls are balanced per call, each with its
+        own deadline and retry. Still served in v1; absent from v2.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,6 +117,14 @@ class SearchServiceServicer(object):
 
     def GetAssets(self, request, context):
         """Fetches assets by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindByContentHash(self, request, context):
+        """Finds the assets whose original image has a given content hash (duplicate detection): one
+        answer per requested hash, read from the store (never from the result cache).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,6 +175,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.GetAssets,
                     request_deserializer=imagesearch_dot_v1_dot_search__pb2.GetAssetsRequest.FromString,
                     response_serializer=imagesearch_dot_v1_dot_search__pb2.GetAssetsResponse.SerializeToString,
+            ),
+            'FindByContentHash': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindByContentHash,
+                    request_deserializer=imagesearch_dot_v1_dot_search__pb2.FindByContentHashRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_search__pb2.FindByContentHashResponse.SerializeToString,
             ),
             'Query': grpc.unary_unary_rpc_method_handler(
                     servicer.Query,
@@ -289,6 +310,33 @@ class SearchService(object):
             '/imagesearch.v1.SearchService/GetAssets',
             imagesearch_dot_v1_dot_search__pb2.GetAssetsRequest.SerializeToString,
             imagesearch_dot_v1_dot_search__pb2.GetAssetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindByContentHash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.SearchService/FindByContentHash',
+            imagesearch_dot_v1_dot_search__pb2.FindByContentHashRequest.SerializeToString,
+            imagesearch_dot_v1_dot_search__pb2.FindByContentHashResponse.FromString,
             options,
             channel_credentials,
             insecure,
