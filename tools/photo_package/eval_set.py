@@ -63,7 +63,10 @@ def content_words(text: str) -> set[str]:
 
 
 def label_query(caption: str) -> str:
-    return " ".join(caption.lower().split())
+    """The caption's first clause, lower case ("Jupiter—the largest planet ..." -> "jupiter")."""
+    first = re.split(r"[.!?(\u2014;:]", caption, maxsplit=1)[0]
+    first = first.replace("\u201c", "").replace("\u201d", "").replace('"', "")
+    return " ".join(first.lower().split()) or " ".join(caption.lower().split())
 
 
 def photo_colours(path: Path) -> int:
