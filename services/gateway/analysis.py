@@ -29,7 +29,7 @@ import structlog
 from PIL import Image, ImageOps
 
 from services.common.errors import InvalidArgument, ResourceExhausted
-from services.gateway.model import SafetyLabel
+from services.gateway.domain import SafetyLabel
 
 log = structlog.get_logger("analysis")
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.gateway.model import Hit, StageScores, Vector
+from services.gateway.domain import Hit, StageScores, Vector
 
 
 @dataclass(frozen=True)
