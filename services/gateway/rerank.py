@@ -177,7 +177,7 @@ def fuse_modalities(
     if sim.matrix is None or (text_vector is None and image_vector is None):
         return None  # first-stage order stands
     if text_vector is not None and image_vector is not None:
-        return cfg.text_weight * _z(sim.text_cos) + (1 - cfg.text_weight) * _z(sim.image_cos)  # type: ignore[no-any-return]
+        return cfg.text_weight * _z(sim.text_cos) + (1 - cfg.text_weight) * _z(sim.image_cos)
     return sim.text_cos if text_vector is not None else sim.image_cos
 
 
