@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from services.common.batching import MicroBatcher
+from services.common.batching import BatchStats, MicroBatcher
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, status_number
 from services.gateway.analysis import Analysis, check_image, decode_rgb
 from services.gateway.auth import Principal
@@ -168,7 +168,7 @@ class IngestFlow:
                 await acks.put(None)
 
         reader = asyncio.create_task(read())
-        report = _StreamReport(self, principal.tenant)
+        report = _StreamReport(principal.tenant, self._encodes.stats, self.stage_seconds)
         try:
             while (ack := await acks.get()) is not None:
                 report.count(ack)
@@ -178,7 +178,8 @@ class IngestFlow:
             reader.cancel()
             for t in list(tasks):
                 t.cancel()
-            report.log()
+            upserts = self._upserts.peek(principal.tenant)
+            report.log(upserts.stats if upserts is not None else None)
 
     async def ingest_one(self, principal: Principal, item: IngestItem) -> IngestAck:
         try:
@@ -355,26 +356,31 @@ class IngestFlow:
 class _StreamReport:
     """The "ingest stream done" log line: outcomes, time, batch sizes and stage times of one stream."""
 
-    def __init__(self, flow: IngestFlow, tenant: str) -> None:
-        self._flow = flow
+    def __init__(
+        self,
+        tenant: str,
+        encodes: BatchStats,
+        stage_seconds: dict[str, float],
+    ) -> None:
         self._tenant = tenant
         self._started = time.perf_counter()
         self._outcomes: dict[str, int] = {}
-        self._encodes_before = (flow._encodes.stats.batches, flow._encodes.stats.items)
-        self._stages_before = dict(flow.stage_seconds)
+        self._encodes = encodes
+        self._encodes_before = BatchStats(encodes.batches, encodes.items)
+        self._stage_seconds = stage_seconds
+        self._stages_before = dict(stage_seconds)
 
     def count(self, ack: IngestAck) -> None:
         self._outcomes[ack.outcome.name] = self._outcomes.get(ack.outcome.name, 0) + 1
 
-    def log(self) -> None:
-        flow = self._flow
-        calls = flow._encodes.stats.batches - self._encodes_before[0]
-        encoded = flow._encodes.stats.items - self._encodes_before[1]
-        upserts = flow._upserts.peek(self._tenant)
+    def log(self, upserts: BatchStats | None) -> None:
+        """`upserts`: the tenant's upsert batches over their lifetime (None: it has none)."""
+        calls = self._encodes.batches - self._encodes_before.batches
+        encoded = self._encodes.items - self._encodes_before.items
         items_done = max(1, sum(self._outcomes.values()))
         stage_ms = {
             k: round((v - self._stages_before.get(k, 0.0)) * 1000 / items_done, 1)
-            for k, v in flow.stage_seconds.items()
+            for k, v in self._stage_seconds.items()
         }
         log.info(
             "ingest stream done",
@@ -384,7 +390,7 @@ class _StreamReport:
             seconds=round(time.perf_counter() - self._started, 3),
             encode_calls=calls,
             mean_encode_batch=round(encoded / calls, 1) if calls else 0,
-            mean_upsert_batch=round(upserts.stats.mean_batch, 1) if upserts is not None else 0,
+            mean_upsert_batch=round(upserts.mean_batch, 1) if upserts is not None else 0,
         )
 
 
