@@ -31,8 +31,10 @@ from services.search.domain import (
     DEFAULT_KEYWORD_FIELDS,
     KEYWORD_FIELDS,
     MAX_ASSET_ID_CHARS,
+    SHA256_HEX_RE,
     TENANT_RE,
     AssetRecord,
+    ContentHashMatch,
     Fusion,
     Hit,
     ItemFailure,
@@ -221,6 +223,25 @@ class SearchCore:
         if not await self.backend.tenant_exists(tenant):
             raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
         return await self.backend.get(tenant, asset_ids, include_vectors)
+
+    async def find_by_content_hash(self, tenant: str, digests: list[str]) -> list[ContentHashMatch]:
+        """One match per requested digest, in request order, read from the store (never the result
+        cache, so a write is seen at once). A tenant with no assets yet simply has no matches: duplicate
+        detection asks before the tenant's first upsert."""
+        validate_tenant(tenant)
+        self._check_batch(len(digests), "find_by_content_hash")
+        for i, d in enumerate(digests):
+            if not SHA256_HEX_RE.match(d):
+                raise InvalidArgument(
+                    f"content_sha256[{i}] is {d[:80]!r} ({len(d)} characters): a content hash is the "
+                    "SHA-256 of the original image bytes as 64 lowercase hex characters"
+                )
+        if not await self.backend.tenant_exists(tenant):
+            return [ContentHashMatch(d) for d in digests]
+        start = time.perf_counter()
+        found = await self.backend.find_by_content_hash(tenant, sorted(set(digests)))
+        BACKEND_LATENCY.labels(self.backend.name, "find_by_content_hash").observe(time.perf_counter() - start)
+        return [ContentHashMatch(d, tuple(sorted(found.get(d, ())))) for d in digests]
 
     # ---- queries ---------------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from services.search.filters import FilterNode
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_ASSET_ID_CHARS = 256
+# A content hash as stored and looked up: the SHA-256 of the original image bytes, lowercase hex.
+SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 
 # Properties the keyword (BM25) leg can search, and the default boosts (caption^2, tags^1.5, ocr_text^1).
 KEYWORD_FIELDS: tuple[str, ...] = ("caption", "tags", "ocr_text")
@@ -146,6 +148,14 @@ class Stats:
     asset_count: int
     model: ModelRef | None
     dimension: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContentHashMatch:
+    """The tenant's assets whose original image has one content hash (ids sorted; empty when none)."""
+
+    content_sha256: str
+    asset_ids: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -304,6 +304,17 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                 r.image_embedding.CopyFrom(_embedding(rec.vector, rec.doc.embedding_model))
         return out
 
+    async def FindByContentHash(
+        self, request: search_pb2.FindByContentHashRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.FindByContentHashResponse:
+        matches = await self.core.find_by_content_hash(request.tenant, list(request.content_sha256))
+        return search_pb2.FindByContentHashResponse(
+            matches=[
+                search_pb2.ContentHashMatch(content_sha256=m.content_sha256, asset_ids=list(m.asset_ids))
+                for m in matches
+            ]
+        )
+
     async def Query(
         self, request: search_pb2.QueryRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.QueryResponse:

@@ -782,6 +782,16 @@ class EmbeddedBackend:
                 out.append(AssetRecord(t.docs[slot], vec))
         return out
 
+    async def find_by_content_hash(self, tenant: str, digests: list[str]) -> dict[str, set[str]]:
+        t = await self._tenant(tenant)
+        slots_by_digest = t.columns.values["content_sha256"]
+        found: dict[str, set[str]] = {}
+        for d in digests:
+            ids = {t.docs[slot].asset_id for slot in slots_by_digest.get(d, ()) if slot in t.docs}
+            if ids:
+                found[d] = ids
+        return found
+
     async def query(self, tenant: str, plan: QueryPlan) -> list[Hit]:
         t = await self._tenant(tenant)
         if plan.vector is not None and len(plan.vector) != t.dim:

@@ -103,6 +103,9 @@ _UNREACHABLE = re.compile(
     r"UNAVAILABLE|connect|Connection refused|DEADLINE_EXCEEDED|timed? ?out|Socket closed", re.IGNORECASE
 )
 
+# Objects per page of a content-hash lookup.
+_HASH_PAGE = 1000
+
 T = TypeVar("T")
 
 
@@ -592,6 +595,27 @@ class WeaviateBackend:
             vec = np.asarray(o.vector[VECTOR_NAME], dtype=np.float32) if include_vectors else None
             out.append(AssetRecord(properties_to_doc(o.properties), vec))
         return out
+
+    async def find_by_content_hash(self, tenant: str, digests: list[str]) -> dict[str, set[str]]:
+        col = self._collection(tenant)
+        where = Filter.by_property("content_sha256").contains_any(digests)
+        found: dict[str, set[str]] = {}
+        offset = 0
+        while True:  # pages, because one digest may be held by many assets
+            page = await self._call(
+                lambda o=offset: col.query.fetch_objects(  # type: ignore[misc]
+                    filters=where,
+                    limit=_HASH_PAGE,
+                    offset=o,
+                    return_properties=["asset_id", "content_sha256"],
+                ),
+                "content hash lookup",
+            )
+            for o in page.objects:
+                found.setdefault(o.properties["content_sha256"], set()).add(o.properties["asset_id"])
+            if len(page.objects) < _HASH_PAGE:
+                return found
+            offset += _HASH_PAGE
 
     # ---- queries ---------------------------------------------------------------------------------
 

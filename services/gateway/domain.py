@@ -1,0 +1,347 @@
+"""Plain domain types of the gateway: assets, filters, hits, searches, ingest items (no gRPC/proto types).
+
+The servicer and the backends map protos to these and back (services/gateway/convert.py); every other
+gateway module speaks only these dataclasses and numpy arrays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class SafetyLabel:
+    label: str
+    score: float
+
+
+@dataclass
+class AssetSummary:
+    """What ranking and policy read of an asset: ids, tenant, licence, safety, hash, times, popularity,
+    caption and model. A first-stage hit carries only this (see `Hit`)."""
+
+    asset_id: str
+    tenant: str = ""
+    caption: str = ""
+    license_name: str = ""
+    license_expires_at: dt.datetime | None = None
+    safety_score: float = 0.0
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    content_sha256: str = ""
+    embedding_model: ModelRef | None = None
+    popularity: float = 0.0
+
+
+@dataclass
+class Asset(AssetSummary):
+    """One stored image's metadata, complete (mirrors imagesearch.v1.Asset)."""
+
+    uri: str = ""
+    tags: list[str] = field(default_factory=list)
+    ocr_text: str = ""
+    owner: str = ""
+    safety_labels: list[SafetyLabel] = field(default_factory=list)
+    source: str = ""
+    width: int = 0
+    height: int = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Filters: a typed boolean tree (mirrors imagesearch.v1.Filter)
+
+
+class Op(enum.Enum):
+    EQUAL = 1
+    NOT_EQUAL = 2
+    GREATER_THAN = 3
+    GREATER_THAN_OR_EQUAL = 4
+    LESS_THAN = 5
+    LESS_THAN_OR_EQUAL = 6
+    IN = 7
+    CONTAINS_ANY = 8
+    CONTAINS_ALL = 9
+    LIKE = 10
+    IS_NULL = 11
+
+
+# A scalar operand: str, int, float, bool or an aware datetime; lists for IN/CONTAINS_*.
+Scalar = str | int | float | bool | dt.datetime
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: Op
+    value: Scalar | tuple[Scalar, ...]
+
+
+@dataclass(frozen=True)
+class AllOf:
+    filters: tuple[Filter, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    filters: tuple[Filter, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    filter: Filter
+
+
+Filter = Condition | AllOf | AnyOf | Not
+
+
+def all_of(*filters: Filter | None) -> Filter | None:
+    """AND of the given filters, skipping None; None when nothing is left."""
+    present = tuple(f for f in filters if f is not None)
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    return AllOf(present)
+
+
+def canonical(f: Filter | None) -> Any:
+    """A JSON-able, order-preserving form of a filter (for page-token binding and audit lines)."""
+    if f is None:
+        return None
+    if isinstance(f, Condition):
+        value: Any = f.value
+        if isinstance(value, tuple):
+            value = [_scalar(v) for v in value]
+        else:
+            value = _scalar(value)
+        return [f.field, f.op.name, value]
+    if isinstance(f, AllOf):
+        return ["AND", [canonical(x) for x in f.filters]]
+    if isinstance(f, AnyOf):
+        return ["OR", [canonical(x) for x in f.filters]]
+    return ["NOT", canonical(f.filter)]
+
+
+def _scalar(v: Scalar) -> Any:
+    if isinstance(v, dt.datetime):
+        return v.isoformat()
+    return v
+
+
+# ----------------------------------------------------------------------------------------------
+# First stage (search service)
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """One hybrid query to the search service."""
+
+    tenant: str
+    text: str = ""
+    vector: Vector | None = None
+    model: ModelRef | None = None
+    alpha: float | None = None
+    filter: Filter | None = None
+    limit: int = 10
+    offset: int = 0
+    candidate_window: int = 0
+    include_vectors: bool = False
+    skip_cache: bool = False
+
+
+@dataclass
+class FirstStageScores:
+    fused: float = 0.0
+    keyword: float = 0.0
+    vector: float = 0.0
+    bm25: float = 0.0
+    cosine: float = 0.0
+
+
+@dataclass
+class Hit:
+    """One first-stage hit: what ranking and policy read, its first-stage scores and (when asked for)
+    its stored image embedding."""
+
+    asset: AssetSummary
+    scores: FirstStageScores
+    vector: Vector | None = None
+    # The complete asset, built only for the hits that make the page: a candidate window holds ~100
+    # hits and a page ~20, so the backend defers the rest of each conversion until it is needed.
+    load_asset: Callable[[], Asset] | None = field(default=None, repr=False, compare=False)
+
+    def full_asset(self) -> Asset:
+        if isinstance(self.asset, Asset):
+            return self.asset
+        if self.load_asset is None:
+            raise ValueError(f"hit {self.asset.asset_id!r} carries no complete asset")
+        return self.load_asset()
+
+
+@dataclass
+class StoredAsset:
+    """An asset read by id (GetAssets), complete, with its stored image embedding when asked for."""
+
+    asset: Asset
+    vector: Vector | None = None
+
+
+@dataclass
+class QueryResult:
+    hits: list[Hit]
+    cached: bool = False
+    index_generation: int = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Gateway search
+
+
+@dataclass(frozen=True)
+class RerankOptions:
+    """Second-stage knobs; None = the server's configured default."""
+
+    disable: bool = False
+    candidate_window: int | None = None
+    text_weight: float | None = None
+    mmr_lambda: float | None = None
+    duplicate_threshold: float | None = None
+    freshness_weight: float | None = None
+    popularity_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A caller's search (Search or SearchSimilar), after validation."""
+
+    text: str = ""
+    image: bytes = b""
+    similar_to: str = ""  # asset id for "more like this"
+    filter: Filter | None = None
+    page_size: int = 20
+    page_token: str = ""
+    alpha: float | None = None
+    rerank: RerankOptions = field(default_factory=RerankOptions)
+    include_unsafe: bool = False
+    licenses: tuple[str, ...] = ()
+
+
+@dataclass
+class StageScores:
+    keyword: float = 0.0
+    vector: float = 0.0
+    fused: float = 0.0
+    text_cosine: float = 0.0
+    image_cosine: float = 0.0
+    rerank: float = 0.0
+    boost: float = 0.0
+    final: float = 0.0
+    first_stage_rank: int = 0
+
+
+@dataclass(eq=False)  # compared by identity: convert.result_pb remembers each result's message
+class SearchResult:
+    asset: Asset
+    scores: StageScores
+    rerank_notes: list[str] = field(default_factory=list)
+    policy_reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SearchPage:
+    results: list[SearchResult]
+    next_page_token: str = ""
+    degraded_reasons: list[str] = field(default_factory=list)
+    cached: bool = False
+    model: ModelRef | None = None
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.degraded_reasons)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ingest
+
+
+class IngestOutcome(enum.Enum):
+    CREATED = 1
+    UPDATED = 2
+    UNCHANGED = 3
+    DUPLICATE = 4
+    FAILED = 5
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    asset_id: str
+    image: bytes
+    uri: str = ""
+    caption: str = ""
+    tags: tuple[str, ...] = ()
+    owner: str = ""
+    license_name: str = ""
+    license_expires_at: dt.datetime | None = None
+    source: str = ""
+    popularity: float = 0.0
+
+
+@dataclass
+class IngestAck:
+    asset_id: str
+    outcome: IngestOutcome
+    error_code: int = 0  # google.rpc.Code number when FAILED
+    error_message: str = ""
+    content_sha256: str = ""
+    safety_labels: list[SafetyLabel] = field(default_factory=list)
+    ocr_text: str = ""
+    duplicate_of: str = ""
+
+
+@dataclass
+class UpsertOutcome:
+    asset_id: str
+    error_code: int = 0
+    error_message: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# What the backends exchange with the flows
+
+
+@dataclass
+class Encoded:
+    """One item's encoding: a vector, or an error (google.rpc.Code number + message)."""
+
+    vector: Vector | None
+    error_code: int = 0
+    error_message: str = ""
+    truncated: bool = False
+
+
+@dataclass
+class EncodedBatch:
+    model: ModelRef | None
+    items: list[Encoded]
+
+
+@dataclass
+class UpsertRecord:
+    asset: Asset
+    vector: Vector
+    model: ModelRef | None
