@@ -49,7 +49,7 @@ from imagesearch.v1 import (
 from PIL import Image
 
 from services.gateway import convert
-from services.gateway.model import FirstStageScores, Hit
+from services.gateway.domain import FirstStageScores, Hit
 from services.gateway.rerank import RerankConfig, rerank
 from tests.gateway.suite import DATA_CACHE, MANIFEST, Suite
 
