@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import structlog
-from cachetools import LRUCache, TTLCache  # type: ignore[import-untyped]
+from cachetools import LRUCache, TTLCache
 
 from services.gateway.auth import Principal
 from services.gateway.backends.base import SearchClient

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 import structlog
-from cachetools import TTLCache  # type: ignore[import-untyped]
+from cachetools import TTLCache
 
 from services.common.errors import InvalidArgument
 from services.gateway.analysis import check_image

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from cachetools import LRUCache  # type: ignore[import-untyped]
+from cachetools import LRUCache
 
 T = TypeVar("T")
 
