@@ -13,7 +13,8 @@ import pytest
 from services.common import context
 from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
 from services.encoder.backends.base import TowerSpec
-from services.encoder.core import Encoder, ImageItem, Limits, TextItem, build_model_info
+from services.encoder.core import Encoder, build_model_info
+from services.encoder.domain import ImageItem, Limits, TextItem
 from tests.encoder import parity_images
 
 IMAGE_PARAMS = {
