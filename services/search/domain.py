@@ -23,6 +23,9 @@ SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 # Properties the keyword (BM25) leg can search, and the default boosts (caption^2, tags^1.5, ocr_text^1).
 KEYWORD_FIELDS: tuple[str, ...] = ("caption", "tags", "ocr_text")
 DEFAULT_KEYWORD_FIELDS: tuple[tuple[str, float], ...] = (("caption", 2.0), ("tags", 1.5), ("ocr_text", 1.0))
+# BM25 parameters of the keyword leg (Weaviate's defaults); both backends score with them.
+BM25_K1 = 1.2
+BM25_B = 0.75
 
 
 @dataclass(frozen=True, slots=True)
