@@ -58,6 +58,8 @@ class _Tower:
     async def encode(self, rows: np.ndarray, timeout_s: float) -> np.ndarray:
         """float32 [n, D] for `rows`; DeadlineExceeded when timeout_s passes first (a chunk still
         queued then never runs)."""
+        if len(rows) <= self._max_batch:  # the common case, without a task per chunk
+            return await self._batcher.submit(rows, timeout_s=timeout_s)
         chunks = [rows[i : i + self._max_batch] for i in range(0, len(rows), self._max_batch)]
         submissions = [asyncio.ensure_future(self._batcher.submit(c, timeout_s=timeout_s)) for c in chunks]
         try:
