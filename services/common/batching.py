@@ -110,15 +110,19 @@ class MicroBatcher(Generic[T, R]):
                 self._timer = loop.call_later(self._wait_s, self._on_timer)
         if timeout_s is None:
             return await entry.future
+        # A timer rather than wait_for: no extra task per item (this runs once per model call). When it
+        # fires the item fails; a batch that has not left skips it, one in flight drops its result.
+        expiry = loop.call_later(max(0.0, timeout_s), self._expire, entry, timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.shield(entry.future), timeout=max(0.0, timeout_s))
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"{self._name}: no result within the deadline ({timeout_s:.3f}s; {self.queued} items queued)"
-            ) from None
+            return await entry.future
         finally:
-            if not entry.future.done():  # the batch skips it if it has not left yet
-                entry.future.cancel()
+            expiry.cancel()
+
+    def _expire(self, entry: _Pending[T, R], timeout_s: float) -> None:
+        if not entry.future.done():
+            queued = self.queued
+            message = f"{self._name}: no result within the deadline ({timeout_s:.3f}s; {queued} items queued)"
+            entry.future.set_exception(DeadlineExceeded(message))
 
     def _full(self) -> bool:
         if len(self._pending) >= self._max_items:
