@@ -6,7 +6,7 @@ VENV      := .venv
 VPY       := $(VENV)/bin/python
 BUF       := node_modules/.bin/buf
 PROTO_SRC := $(wildcard protos/imagesearch/v1/*.proto)
-PY_DIRS   := $(wildcard services scripts tests bench tools)
+PY_DIRS   := $(wildcard services scripts tests bench tools devstack)
 
 .PHONY: help
 help: ## List targets
@@ -42,19 +42,19 @@ lint: $(VPY) $(BUF) ## buf lint, ruff, mypy
 	$(BUF) lint
 	$(VPY) -m ruff check $(PY_DIRS)
 	$(VPY) -m ruff format --check $(PY_DIRS)
-	$(VPY) -m mypy services
+	$(VPY) -m mypy services devstack
 
 .PHONY: stack-up
 stack-up: $(VPY) ## Start (or reuse) the real backends: Redis, Weaviate, Triton (builds/caches on first use)
-	$(VPY) -m scripts.stack up
+	$(VPY) -m devstack up
 
 .PHONY: stack-down
 stack-down: $(VPY) ## Stop the real backends started by stack-up
-	$(VPY) -m scripts.stack down
+	$(VPY) -m devstack down
 
 .PHONY: stack-status
 stack-status: $(VPY) ## Show the real backends' state and addresses
-	$(VPY) -m scripts.stack status
+	$(VPY) -m devstack status
 
 .PHONY: run
 run: $(VPY) ## Set up and start the whole suite on its embedded defaults (Ctrl-C stops it)
@@ -62,8 +62,8 @@ run: $(VPY) ## Set up and start the whole suite on its embedded defaults (Ctrl-C
 
 .PHONY: test
 test: setup ## Set up everything (venv, tools, the real stack) and run all tests
-	$(VPY) -m scripts.stack prepare   # install redis-server, build Weaviate, make Triton's venv (cached)
-	$(VPY) tools/models/fetch_data.py  # open image data for retrieval tests (cached; ~2.5 min cold)
+	$(VPY) -m devstack prepare   # install redis-server, build Weaviate, make Triton's venv (cached)
+	$(VPY) -m tools.models.fetch_data  # open image data for retrieval tests (cached; ~2.5 min cold)
 	scripts/install_tools.sh ghz  # the load generator tests/clients/test_ghz_suite.py drives (cached; needs go)
 	IMAGESEARCH_REQUIRE_CLIENTS=$(IMAGESEARCH_REQUIRE_CLIENTS) $(VPY) -m pytest $(PYTEST_ARGS)
 
@@ -73,11 +73,11 @@ docs: $(VPY) ## Regenerate the README configuration reference from the settings 
 
 .PHONY: bench
 bench: $(VPY) ## Performance report: ghz suite + every comparison with its same-run baseline (<= 15 min; bench/results/perf-*)
-	$(VPY) bench/perf_report.py
+	$(VPY) -m bench.perf_report
 
 .PHONY: bench-quick
 bench-quick: $(VPY) ## The same, small (~4 min): proves the plumbing
-	$(VPY) bench/perf_report.py --quick
+	$(VPY) -m bench.perf_report --quick
 
 .PHONY: contract-check
 contract-check: $(BUF) ## buf breaking: the contract must not break any earlier version of protos/

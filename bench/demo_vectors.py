@@ -1,6 +1,6 @@
 """Real encoder output for the search benchmark: the demo model's embeddings of its own image set.
 
-    python bench/search.py --n 100000 --vectors demo ...   # uses at most the 12,471 demo images
+    python -m bench.search --n 100000 --vectors demo ...   # uses at most the 12,471 demo images
 
 Image vectors: every image of models/demo/manifest.jsonl (from the data cache that
 tools/models/fetch_data.py fills) through the encoder's preprocessing and the demo image tower
@@ -50,7 +50,7 @@ def load() -> DemoVectors:
     manifest = [json.loads(line) for line in (REPO / "models/demo/manifest.jsonl").read_text().splitlines()]
     records = [r for r in manifest if (DATA / r["path"]).is_file()]
     if not records:
-        raise SystemExit(f"no demo images under {DATA}: run python tools/models/fetch_data.py first")
+        raise SystemExit(f"no demo images under {DATA}: run python -m tools.models.fetch_data first")
     heldout = set((REPO / "models/demo/split_heldout.txt").read_text().split())
     query_texts = sorted({r["caption"] for r in records if r["id"] in heldout})
     cached = CACHE / f"demo-vectors-{_sha(image_onnx)}-{_sha(text_onnx)}-{len(records)}.npz"

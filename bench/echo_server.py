@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A minimal grpc.aio server: the floor the imagesearch services are measured against.
 
-    .venv/bin/python bench/echo_server.py --port 50090 [--no-uvloop] [--host 127.0.0.1]
+    .venv/bin/python -m bench.echo_server --port 50090 [--no-uvloop] [--host 127.0.0.1]
 
 Same grpcio as the services and the same server options as services/common/server.py (message size
 limits, no SO_REUSEPORT, keepalive policy), but no interceptors, no reflection, no metrics, no logging

@@ -19,14 +19,14 @@ drifts during the cell favours none of them. Ratios, per cell:
 The services receive JPEG bytes and plain texts. All ONNX Runtime sessions run with --threads intra-op
 threads and thread spinning off (as the services and Triton do; --raw-spinning turns it on for raw).
 
-    python bench/encoder.py                         # the demo model in triton_models/ (full matrix)
-    python bench/encoder.py --model vit-b-32        # full-size ViT-B/32, random weights (bounded)
-    python bench/encoder.py --model tiny --quick    # smoke run on the 2-layer stand-in
+    python -m bench.encoder                         # the demo model in triton_models/ (full matrix)
+    python -m bench.encoder --model vit-b-32        # full-size ViT-B/32, random weights (bounded)
+    python -m bench.encoder --model tiny --quick    # smoke run on the 2-layer stand-in
 
 Bounded: each runtime gets --cell-seconds per cell (and at least one request per worker a round); cells
 whose first wave (batch x concurrency) would exceed --max-items are skipped (vit-b-32 at batch 32 x
 concurrency 32: 1024 images).
-Writes a JSON report (--out) and prints the table. Loopback only; starts its own Triton (scripts/stack.py,
+Writes a JSON report (--out) and prints the table. Loopback only; starts its own Triton (devstack,
 private state directory) and its own service processes.
 """
 
@@ -49,23 +49,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
+import numpy as np
+import onnxruntime as ort
+from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc
+from PIL import Image
+
+from bench.encoder_models import build as build_onnx
+from bench.proctree import descendants
+from devstack import Stack, cache_dir
+from services.encoder.backends.onnxruntime import session_options
+from services.encoder.preprocess import decode_image
+from services.encoder.tokenizer import ClipTokenizer
+from tests.service_process import ServiceProcess
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from bench.encoder_models import build as build_onnx  # noqa: E402
-from bench.proctree import descendants  # noqa: E402
-from scripts.stack import Stack, cache_dir  # noqa: E402
-from services.encoder.backends.onnxruntime import session_options  # noqa: E402
-from services.encoder.preprocess import decode_image  # noqa: E402
-from services.encoder.tokenizer import ClipTokenizer  # noqa: E402
-from tests.service_process import ServiceProcess  # noqa: E402
 
 TOWERS = ("clip_image", "clip_text")
 CAPTIONS = [

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """int8 image tower vs fp32: throughput (raw ONNX Runtime, batch 1/8/32) and agreement of embeddings.
 
-    python bench/encoder_int8.py                    # the demo model (triton_models/clip_image[_int8])
-    python bench/encoder_int8.py --model vit-b-32   # full-size ViT-B/32, random weights
-    python bench/encoder_int8.py --variants default per_tensor reduce_range per_tensor_reduce_range
+    python -m bench.encoder_int8                    # the demo model (triton_models/clip_image[_int8])
+    python -m bench.encoder_int8 --model vit-b-32   # full-size ViT-B/32, random weights
+    python -m bench.encoder_int8 --variants default per_tensor reduce_range per_tensor_reduce_range
 
 Agreement is measured on real images: the demo model's held-out split (models/demo/split_heldout.txt,
 images from the data cache of tools/models/fetch_data.py; synthetic scenes when the cache is absent):
@@ -30,19 +30,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime as ort
+
+from bench.encoder_models import build as build_onnx
+from devstack import cache_dir
+from services.encoder.backends.onnxruntime import session_options
+from services.encoder.preprocess import decode_image
+from services.encoder.tokenizer import ClipTokenizer
+from tools.quantize.quantize_image_tower import quantize
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-
-from bench.encoder_models import build as build_onnx  # noqa: E402
-from scripts.stack import cache_dir  # noqa: E402
-from services.encoder.backends.onnxruntime import session_options  # noqa: E402
-from services.encoder.preprocess import decode_image  # noqa: E402
-from services.encoder.tokenizer import ClipTokenizer  # noqa: E402
-from tools.quantize.quantize_image_tower import quantize  # noqa: E402
 
 DATA = Path(os.environ.get("IMAGESEARCH_DATA_CACHE", Path.home() / ".cache/imagesearch/data"))
 VARIANTS = {  # "default" is what tools/quantize writes: per-channel scales, 8-bit weights

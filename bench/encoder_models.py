@@ -13,7 +13,7 @@ Uses: `vit-b-32` is the full-size ViT-B/32 architecture (12 layers, width 768, p
 width 512; D = 512; 8.8 GFLOP per image) for the benchmark and the int8 measurements; `tiny` is a 2-layer
 stand-in for tests while no trained model is in triton_models/.
 
-    python bench/encoder_models.py vit-b-32 --out ~/.cache/imagesearch/bench/vit-b-32
+    python -m bench.encoder_models vit-b-32 --out ~/.cache/imagesearch/bench/vit-b-32
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Gateway benchmark: end-to-end search latency/QPS and ingest throughput against baselines measured
 in the same run.
 
-    python bench/gateway.py                 # embedded defaults (ONNX Runtime encoder, embedded search)
-    python bench/gateway.py --stack         # the real stack (Triton, Weaviate, Redis via scripts/stack.py)
-    python bench/gateway.py --images 256 --queries 200 --concurrency 4 --json out.json
+    python -m bench.gateway                 # embedded defaults (ONNX Runtime encoder, embedded search)
+    python -m bench.gateway --stack         # the real stack (Triton, Weaviate, Redis via devstack)
+    python -m bench.gateway --images 256 --queries 200 --concurrency 4 --json out.json
 
 What it measures (loopback only; bounded by --images/--queries and --max-seconds per phase):
 - ingest: images/s end to end through GatewayService.Ingest (validate, hash, dedupe, safety + OCR,
@@ -31,12 +31,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-from imagesearch.v1 import (  # noqa: E402
+import grpc
+import numpy as np
+from imagesearch.v1 import (
     common_pb2,
     encoder_pb2,
     encoder_pb2_grpc,
@@ -46,8 +43,10 @@ from imagesearch.v1 import (  # noqa: E402
     search_pb2_grpc,
 )
 
-from tests.gateway.suite import DATA_CACHE, KEYRING, MANIFEST, Suite  # noqa: E402
-from tests.service_process import ServiceProcess  # noqa: E402
+from tests.gateway.suite import DATA_CACHE, KEYRING, MANIFEST, Suite
+from tests.service_process import ServiceProcess
+
+REPO = Path(__file__).resolve().parents[1]
 
 KEY = [("authorization", "Bearer globex-gus")]  # admin of tenant globex (any licence)
 
@@ -122,7 +121,7 @@ async def qps(
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     stack_info = None
     if args.stack:
-        from scripts.stack import Stack
+        from devstack import Stack
 
         stack_info = Stack(REPO).up()
     results: dict[str, Any] = {"mode": "stack" if args.stack else "embedded"}

@@ -1,6 +1,6 @@
 """Measure what each second-stage step does, on labelled open data, with the real encoder and search.
 
-    python bench/gateway_rerank.py [--stack] [--items 900] [--queries 150] [--dups 60]
+    python -m bench.gateway_rerank [--stack] [--items 900] [--queries 150] [--dups 60]
 
 Ingests held-out items of the demo model's manifest (each has a caption group: the same concept drawn
 in several styles and sources) plus `--dups` near-duplicate copies (resized JPEG re-encodes) through
@@ -35,12 +35,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-from imagesearch.v1 import (  # noqa: E402
+import grpc
+import numpy as np
+from imagesearch.v1 import (
     common_pb2,
     encoder_pb2,
     encoder_pb2_grpc,
@@ -49,12 +46,14 @@ from imagesearch.v1 import (  # noqa: E402
     search_pb2,
     search_pb2_grpc,
 )
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from services.gateway import convert  # noqa: E402
-from services.gateway.model import FirstStageScores, Hit  # noqa: E402
-from services.gateway.rerank import RerankConfig, rerank  # noqa: E402
-from tests.gateway.suite import DATA_CACHE, MANIFEST, Suite  # noqa: E402
+from services.gateway import convert
+from services.gateway.domain import FirstStageScores, Hit
+from services.gateway.rerank import RerankConfig, rerank
+from tests.gateway.suite import DATA_CACHE, MANIFEST, Suite
+
+REPO = Path(__file__).resolve().parents[1]
 
 KEY = [("authorization", "Bearer globex-gus")]
 K = 10
@@ -109,7 +108,7 @@ def mean(rows: list[dict[str, float]]) -> dict[str, float]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     stack_info = None
     if args.stack:
-        from scripts.stack import Stack
+        from devstack import Stack
 
         stack_info = Stack(REPO).up()
     suite = Suite(

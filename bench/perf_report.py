@@ -2,9 +2,9 @@
 """The measured performance report (docs/PERFORMANCE.md): every comparison of issue #6, each against a
 baseline measured in the same run, in one bounded run.
 
-    .venv/bin/python bench/perf_report.py --quick          # ~3-5 min on 2 cores: proves the plumbing
-    .venv/bin/python bench/perf_report.py                  # the figures for docs/PERFORMANCE.md (<= 15 min)
-    .venv/bin/python bench/perf_report.py --only ghz,one-core --out bench/results/perf-x
+    .venv/bin/python -m bench.perf_report --quick          # ~3-5 min on 2 cores: proves the plumbing
+    .venv/bin/python -m bench.perf_report                  # the figures for docs/PERFORMANCE.md (<= 15 min)
+    .venv/bin/python -m bench.perf_report --only ghz,one-core --out bench/results/perf-x
 
 Steps (each bounded; a failed step is recorded and the others still run):
   ghz       starts its own suite (encoder on ONNX Runtime, embedded search with the memory cache, gateway
@@ -52,13 +52,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.ghz import workload  # the real images and query texts
+from bench.proctree import descendants
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench" / "ghz"))
-
-import workload  # noqa: E402  (bench/ghz/workload.py: the real images and query texts)
-
-from bench.proctree import descendants  # noqa: E402
 
 PY = sys.executable
 API_KEY = "demo-key"  # services/gateway/demo_keys.json: tenant demo, search + ingest + delete
@@ -116,8 +113,10 @@ def pin(pid: int, cpus: set[int]) -> int:
 
 class EchoServer:
     def __init__(self, uvloop: bool) -> None:
-        cmd = [PY, str(REPO / "bench/echo_server.py"), "--port", "0"] + ([] if uvloop else ["--no-uvloop"])
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cmd = [PY, "-m", "bench.echo_server", "--port", "0"] + ([] if uvloop else ["--no-uvloop"])
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):
@@ -258,7 +257,8 @@ def ghz_steps(args: argparse.Namespace, prof: dict[str, Any], out: Path, steps: 
             }
             base = [
                 PY,
-                str(REPO / "bench/ghz/run.py"),
+                "-m",
+                "bench.ghz.run",
                 "--suite",
                 str(REPO / "bench/ghz/perf_suite.json"),
                 "--profile",
@@ -316,7 +316,7 @@ def ghz_steps(args: argparse.Namespace, prof: dict[str, Any], out: Path, steps: 
 def render(run_dir: Path, out: Path) -> None:
     if (run_dir / "summary.json").exists():
         with (out / "logs" / f"render-{run_dir.name}.log").open("w") as log:
-            subprocess.run([PY, str(REPO / "bench/ghz/render.py"), str(run_dir)], stdout=log, stderr=log)
+            subprocess.run([PY, "-m", "bench.ghz.render", str(run_dir)], cwd=REPO, stdout=log, stderr=log)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -749,9 +749,9 @@ def main(argv: list[str] | None = None) -> int:
         if "ghz" in args.only or "one-core" in args.only:
             ghz_steps(args, prof, out, steps)
         scripts = {
-            "encoder": ["bench/encoder.py", *prof["encoder"], "--out", str(out / "encoder.json")],
-            "search": ["bench/search.py", *prof["search"], "--out", str(out / "search.json")],
-            "gateway": ["bench/gateway.py", *prof["gateway"], "--json", str(out / "gateway.json")],
+            "encoder": ["-m", "bench.encoder", *prof["encoder"], "--out", str(out / "encoder.json")],
+            "search": ["-m", "bench.search", *prof["search"], "--out", str(out / "search.json")],
+            "gateway": ["-m", "bench.gateway", *prof["gateway"], "--json", str(out / "gateway.json")],
         }
         for name, cmd in scripts.items():
             if name in args.only:

@@ -2,8 +2,8 @@
 upserts/s, ANN recall@10 against exact brute force (numpy), and hybrid query latency/QPS uncached and
 cached, inside the service (the domain core, no gRPC) and through the service (gRPC on loopback).
 
-    python bench/search.py --n 100000                      # both backends (starts Redis + Weaviate)
-    python bench/search.py --n 20000 --backends embedded   # quick
+    python -m bench.search --n 100000                      # both backends (starts Redis + Weaviate)
+    python -m bench.search --n 20000 --backends embedded   # quick
 
 Synthetic data (dimension 256 by default), captions/tags drawn from a Zipf-distributed word list.
 Two vector distributions (`--vectors`, each gets its own index and its own report entry):
@@ -27,7 +27,6 @@ import json
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -37,17 +36,15 @@ from typing import Any
 
 import grpc
 import numpy as np
+from imagesearch.v1 import common_pb2, search_pb2, search_pb2_grpc
+
+from services.search.backends import make_backend
+from services.search.cache import make_cache
+from services.search.core import SearchCore
+from services.search.domain import AssetDoc, AssetRecord, Fusion, ModelRef
+from services.search.settings import SearchSettings
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from imagesearch.v1 import common_pb2, search_pb2, search_pb2_grpc  # noqa: E402
-
-from services.search.backends import make_backend  # noqa: E402
-from services.search.cache import make_cache  # noqa: E402
-from services.search.core import SearchCore  # noqa: E402
-from services.search.domain import AssetDoc, AssetRecord, Fusion, ModelRef  # noqa: E402
-from services.search.settings import SearchSettings  # noqa: E402
 
 MODEL = ModelRef("bench-model", "1")
 WORDS = [f"word{i}" for i in range(5000)]
@@ -446,7 +443,7 @@ def main() -> None:
     started: tuple[str, ...] = ()
     try:
         if "weaviate" in args.backends or os.environ.get("BENCH_REDIS", "1") == "1":
-            from scripts.stack import Stack
+            from devstack import Stack
 
             stack = Stack(REPO)
             stack_info = stack.up(only="redis,weaviate" if "weaviate" in args.backends else "redis")

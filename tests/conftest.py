@@ -1,22 +1,19 @@
 """Shared pytest fixtures.
 
-The `stack` fixture: the real local backend stack (Redis, Weaviate, Triton) started by scripts/stack.py.
+The `stack` fixture: the real local backend stack (Redis, Weaviate, Triton) started by devstack.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(_REPO_ROOT) not in sys.path:  # `scripts` is not an installed package
-    sys.path.insert(0, str(_REPO_ROOT))
+from devstack import Stack, StackInfo
 
-from scripts.stack import Stack, StackInfo  # noqa: E402
+_REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

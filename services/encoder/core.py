@@ -12,14 +12,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-import grpc
 import numpy as np
 import structlog
 from prometheus_client import Counter, Histogram
 
 from services.common import context
+from services.common.batching import MicroBatcher, submit_stream
 from services.common.errors import (
     DomainError,
     FailedPrecondition,
@@ -29,7 +28,18 @@ from services.common.errors import (
 )
 from services.common.metrics import LATENCY_BUCKETS
 from services.encoder.backends.base import EncoderBackend, TowerSpec
+from services.encoder.domain import (
+    EmbeddingModel,
+    ImageItem,
+    ItemResult,
+    Limits,
+    ModelInfo,
+    ModelOutputError,
+    TextItem,
+    TextPreprocessing,
+)
 from services.encoder.preprocess import COLOR_MODES, ImagePreprocessing, decode_image
+from services.encoder.settings import EncoderSettings
 from services.encoder.tokenizer import TOKENIZER_NAME, ClipTokenizer, shared_tokenizer
 
 log = structlog.get_logger("encoder")
@@ -44,71 +54,6 @@ PREPROCESS_SECONDS = Histogram(
 
 SUPPORTED_RESIZE_MODES = ("shortest_side_center_crop",)
 SUPPORTED_INTERPOLATIONS = ("bicubic",)
-
-
-class ModelOutputError(DomainError):
-    """The model produced an unusable vector (NaN, infinity or zero) for one item."""
-
-    code = grpc.StatusCode.INTERNAL
-
-
-@dataclass(frozen=True)
-class ImageItem:
-    id: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class TextItem:
-    id: str
-    text: str
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    """Exactly one of embedding (float32 [D], unit length) or error is set."""
-
-    id: str
-    embedding: np.ndarray | None = None
-    error: DomainError | None = None
-    truncated: bool = False
-
-
-@dataclass(frozen=True)
-class EmbeddingModel:
-    """Name and version of the model whose vectors these are (a change means re-indexing)."""
-
-    name: str
-    version: str
-
-
-@dataclass(frozen=True)
-class TextPreprocessing:
-    tokenizer: str
-    context_length: int
-    lowercase: bool
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    model: EmbeddingModel
-    dimension: int
-    image: ImagePreprocessing
-    text: TextPreprocessing
-    runtime: str
-    image_tower: str
-    text_tower: str
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_batch_images: int = 64
-    max_batch_texts: int = 256
-    max_image_pixels: int = 40_000_000
-    max_image_bytes: int = 20 * 1024 * 1024
-    max_text_chars: int = 2000
-    stream_max_in_flight: int = 64
-    default_deadline_s: float = 30.0
 
 
 def _floats(value: str, what: str) -> tuple[float, float, float]:
@@ -221,7 +166,7 @@ class Encoder:
         self,
         backend: EncoderBackend,
         limits: Limits | None = None,
-        decode_threads: int = 2,
+        decode_threads: int = EncoderSettings.model_fields["decode_threads"].default,
         tokenizer: ClipTokenizer | None = None,
     ) -> None:
         self.backend = backend
@@ -229,6 +174,15 @@ class Encoder:
         self._pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="preprocess")
         self._tokenizer = tokenizer or shared_tokenizer()
         self._info: ModelInfo | None = None
+        # Two batches at a time: one decoding on the preprocessing threads while the other runs in
+        # the model runtime (which merges concurrent calls itself).
+        self._stream_batcher: MicroBatcher[ImageItem, ItemResult] = MicroBatcher(
+            self._encode_streamed,
+            max_items=self.limits.max_batch_images,
+            wait_s=0,
+            max_concurrent=2,
+            name="image stream",
+        )
 
     # ---- model ------------------------------------------------------------------------------------
 
@@ -270,6 +224,7 @@ class Encoder:
         return True
 
     async def close(self) -> None:
+        await self._stream_batcher.close()
         await self.backend.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -336,65 +291,26 @@ class Encoder:
     async def encode_image_stream(
         self, items: AsyncIterator[ImageItem]
     ) -> AsyncIterator[tuple[EmbeddingModel, ItemResult]]:
-        """Encode images as they arrive and yield each result as soon as it is ready (any order).
+        """Encode images as they arrive and yield each result as soon as its batch is done (any order).
 
-        At most stream_max_in_flight images are read ahead: when that many are being decoded or encoded,
-        the reader stops pulling from `items`, so gRPC flow control slows the sender down. Each image is
-        its own runtime call; concurrent calls are merged into batches by the runtime (Triton's dynamic
-        batcher, or the in-process batcher).
+        At most stream_max_in_flight images are read ahead: when that many are unanswered, reading
+        pauses, so gRPC flow control slows the sender down. Images of every open stream share one
+        batcher: whatever arrived while the previous batches ran (up to max_batch_images) is decoded
+        and encoded as the next batch. A bad image fails only itself; a failed runtime ends the stream.
         """
         info = await self.model_info()
-        slots = asyncio.Semaphore(self.limits.stream_max_in_flight)
-        done: asyncio.Queue[ItemResult | BaseException] = asyncio.Queue()
-        tasks: set[asyncio.Task[None]] = set()
-        total: list[int] = []  # set (to [count]) when the reader reached the end of the stream
+        async for result in submit_stream(
+            self._stream_batcher,
+            _numbered(items),
+            max_in_flight=self.limits.stream_max_in_flight,
+            ordered=False,
+        ):
+            yield info.model, result
 
-        async def one(item: ImageItem) -> None:
-            try:
-                (outcome,) = await self._preprocess_images([item], info.image)
-                if isinstance(outcome, DomainError):
-                    result = ItemResult(item.id, error=outcome)
-                else:
-                    (result,) = await self._run_images([item.id], [outcome])
-                _count("image", [result])
-                done.put_nowait(result)
-            except BaseException as exc:  # the runtime failed: the whole stream fails
-                done.put_nowait(exc)
-            finally:
-                slots.release()
-
-        async def reader() -> None:
-            n = 0
-            try:
-                async for item in items:
-                    await slots.acquire()
-                    task = asyncio.create_task(one(ImageItem(item.id or str(n), item.data)))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    n += 1
-                total.append(n)
-            except BaseException as exc:
-                done.put_nowait(exc)
-                raise
-            finally:
-                done.put_nowait(_END)
-
-        reader_task = asyncio.create_task(reader())
-        yielded = 0
-        try:
-            while not total or yielded < total[0]:
-                got = await done.get()
-                if got is _END:
-                    continue
-                if isinstance(got, BaseException):
-                    raise got
-                yielded += 1
-                yield info.model, got
-        finally:
-            pending = [reader_task, *tasks]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+    async def _encode_streamed(self, items: list[ImageItem]) -> list[ItemResult]:
+        """The stream batcher's batch function."""
+        _, results = await self.encode_images(items)
+        return results
 
     # ---- texts ------------------------------------------------------------------------------------
 
@@ -447,11 +363,12 @@ class Encoder:
         return info.model, final
 
 
-class _EndMarker(BaseException):
-    pass
-
-
-_END: ItemResult | BaseException = _EndMarker()
+async def _numbered(items: AsyncIterator[ImageItem]) -> AsyncIterator[ImageItem]:
+    """A streamed image without an id is named by its position in the stream."""
+    n = 0
+    async for item in items:
+        yield item if item.id else ImageItem(str(n), item.data)
+        n += 1
 
 
 def _count(kind: str, results: Sequence[ItemResult]) -> None:

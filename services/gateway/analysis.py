@@ -29,7 +29,7 @@ import structlog
 from PIL import Image, ImageOps
 
 from services.common.errors import InvalidArgument, ResourceExhausted
-from services.gateway.model import SafetyLabel
+from services.gateway.domain import SafetyLabel
 
 log = structlog.get_logger("analysis")
 
@@ -148,7 +148,7 @@ class _SafetyDetector:
         rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, dtype=np.uint8)])
         blob, *_ = nn_module._read_image(rgba, d.input_width)
         output = d.onnx_session.run(None, {d.input_name: blob})[0]
-        # Its post-processing, vectorised (the library loops over 2100 rows in Python, ~20 ms):
+        # Its post-processing, vectorised (the library loops over the rows in Python; docs/GATEWAY.md):
         # rows are [cx, cy, w, h, 18 class scores]; keep the best class >= 0.2, then NMS.
         rows = np.squeeze(output).T
         scores = rows[:, 4:]
@@ -200,9 +200,9 @@ class ImageAnalyzer:
         *,
         safety: bool,
         ocr: bool,
-        threads: int = 1,
-        ocr_max_side: int = 640,
-        ocr_min_confidence: float = 0.6,
+        threads: int,
+        ocr_max_side: int,
+        ocr_min_confidence: float,
     ) -> None:
         self.safety_enabled = safety
         self.ocr_enabled = ocr

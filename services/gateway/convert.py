@@ -1,15 +1,22 @@
-"""Mapping between imagesearch.v1 protos and the gateway's domain types (the only place both meet)."""
+"""Mapping between imagesearch.v1 protos and the gateway's domain types (the only place both meet).
+
+Both sides use it: the servicer for the gateway's own messages, the backends for the encoder's and
+the search service's.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import weakref
+from collections.abc import Sequence
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
-from imagesearch.v1 import common_pb2, gateway_pb2
+from imagesearch.v1 import common_pb2, encoder_pb2, gateway_pb2, search_pb2
 
 from services.common.errors import InvalidArgument
-from services.gateway import model as m
+from services.gateway import domain as m
 
 # Value fields that must carry a timestamp / int / double (the rest are strings).
 _TIMESTAMP_FIELDS = {"created_at", "updated_at", "license_expires_at"}
@@ -81,12 +88,10 @@ def asset(a: common_pb2.Asset) -> m.Asset:
     )
 
 
-def ranked_asset(a: common_pb2.Asset) -> m.Asset:
-    """The fields ranking and policy read (ids, tenant, licence, safety, hash, times, popularity,
-    caption), with the message kept for the response: a first-stage window has ~100 hits and only a
-    page of them is returned, so the rest is never converted (about half the cost of a cached search)."""
+def asset_summary(a: common_pb2.Asset) -> m.AssetSummary:
+    """The fields ranking and policy read (see `m.Hit`: the rest is converted only for the page)."""
     lic = a.license
-    return m.Asset(
+    return m.AssetSummary(
         asset_id=a.asset_id,
         tenant=a.tenant,
         caption=a.caption,
@@ -98,13 +103,10 @@ def ranked_asset(a: common_pb2.Asset) -> m.Asset:
         content_sha256=a.content_sha256,
         embedding_model=model_ref(a.embedding_model) if a.HasField("embedding_model") else None,
         popularity=a.popularity,
-        wire=a,
     )
 
 
 def asset_pb(a: m.Asset) -> common_pb2.Asset:
-    if isinstance(a.wire, common_pb2.Asset):
-        return a.wire
     lic = common_pb2.License(name=a.license_name)
     if a.license_expires_at is not None:
         lic.expires_at.CopyFrom(dt_to_ts(a.license_expires_at))
@@ -240,11 +242,20 @@ def rerank_options(r: gateway_pb2.RerankOptions) -> m.RerankOptions:
     )
 
 
+# A result's response message, once built: a page served again from the page cache returns the same
+# SearchResult objects, and converting them again would be most of a cache hit's CPU. Entries go
+# when their result does (the page left the cache).
+_result_messages: weakref.WeakKeyDictionary[m.SearchResult, gateway_pb2.SearchResult] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
-    if isinstance(r.wire, gateway_pb2.SearchResult):
-        return r.wire
+    message = _result_messages.get(r)
+    if message is not None:
+        return message
     s = r.scores
-    r.wire = gateway_pb2.SearchResult(
+    message = gateway_pb2.SearchResult(
         asset=asset_pb(r.asset),
         scores=gateway_pb2.StageScores(
             keyword=s.keyword,
@@ -260,7 +271,8 @@ def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
         rerank_notes=r.rerank_notes,
         policy=gateway_pb2.PolicyVerdict(reasons=r.policy_reasons),
     )
-    return r.wire
+    _result_messages[r] = message
+    return message
 
 
 def ingest_item(req: gateway_pb2.IngestRequest) -> m.IngestItem:
@@ -293,3 +305,106 @@ def ingest_ack_pb(a: m.IngestAck) -> gateway_pb2.IngestResponse:
     if a.outcome is m.IngestOutcome.FAILED:
         out.error.CopyFrom(common_pb2.ItemError(code=a.error_code, message=a.error_message))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoder service
+
+
+def text_request(texts: Sequence[str]) -> encoder_pb2.EncodeTextsRequest:
+    return encoder_pb2.EncodeTextsRequest(
+        texts=[encoder_pb2.TextInput(id=str(i), text=t) for i, t in enumerate(texts)]
+    )
+
+
+def image_request(images: Sequence[bytes]) -> encoder_pb2.EncodeImagesRequest:
+    return encoder_pb2.EncodeImagesRequest(
+        images=[encoder_pb2.ImageInput(id=str(i), data=b) for i, b in enumerate(images)]
+    )
+
+
+def encoded_batch(
+    resp: encoder_pb2.EncodeTextsResponse | encoder_pb2.EncodeImagesResponse,
+) -> m.EncodedBatch:
+    items = []
+    for r in resp.results:
+        if r.WhichOneof("outcome") == "embedding":
+            items.append(m.Encoded(vector(r.embedding), truncated=r.truncated))
+        else:
+            items.append(m.Encoded(None, r.error.code or 2, r.error.message or "encoding failed"))
+    return m.EncodedBatch(model_ref(resp.model), items)
+
+
+# ----------------------------------------------------------------------------------------------
+# Search service
+
+
+def query_request(spec: m.QuerySpec) -> search_pb2.QueryRequest:
+    req = search_pb2.QueryRequest(
+        tenant=spec.tenant,
+        text=spec.text,
+        limit=spec.limit,
+        offset=spec.offset,
+        candidate_window=spec.candidate_window,
+        include_vectors=spec.include_vectors,
+        skip_cache=spec.skip_cache,
+    )
+    if spec.vector is not None:
+        req.vector.CopyFrom(embedding_pb(spec.vector, spec.model))
+    if spec.alpha is not None:
+        req.alpha = spec.alpha
+    f = filter_pb(spec.filter)
+    if f is not None:
+        req.filter.CopyFrom(f)
+    return req
+
+
+def first_stage_scores(s: search_pb2.ScoreBreakdown) -> m.FirstStageScores:
+    return m.FirstStageScores(
+        fused=s.fused,
+        keyword=s.keyword_contribution,
+        vector=s.vector_contribution,
+        bm25=s.bm25,
+        cosine=s.cosine_similarity,
+    )
+
+
+def query_result(resp: search_pb2.QueryResponse) -> m.QueryResult:
+    hits = [
+        m.Hit(
+            asset=asset_summary(h.asset),
+            scores=first_stage_scores(h.scores),
+            vector=vector(h.image_embedding) if h.HasField("image_embedding") else None,
+            load_asset=functools.partial(asset, h.asset),
+        )
+        for h in resp.hits
+    ]
+    return m.QueryResult(hits, cached=resp.cached, index_generation=resp.index_generation)
+
+
+def stored_assets(resp: search_pb2.GetAssetsResponse) -> list[m.StoredAsset]:
+    return [
+        m.StoredAsset(asset(r.asset), vector(r.image_embedding) if r.HasField("image_embedding") else None)
+        for r in resp.assets
+    ]
+
+
+def upsert_request(tenant: str, records: Sequence[m.UpsertRecord]) -> search_pb2.UpsertAssetsRequest:
+    return search_pb2.UpsertAssetsRequest(
+        tenant=tenant,
+        assets=[
+            search_pb2.AssetRecord(asset=asset_pb(r.asset), image_embedding=embedding_pb(r.vector, r.model))
+            for r in records
+        ],
+    )
+
+
+def upsert_outcomes(resp: search_pb2.UpsertAssetsResponse) -> list[m.UpsertOutcome]:
+    return [
+        m.UpsertOutcome(r.asset_id, r.error.code if r.HasField("error") else 0, r.error.message)
+        for r in resp.results
+    ]
+
+
+def content_hash_holders(resp: search_pb2.FindByContentHashResponse) -> dict[str, list[str]]:
+    return {match.content_sha256: list(match.asset_ids) for match in resp.matches}

@@ -22,7 +22,7 @@ import structlog
 
 from services.common.errors import PermissionDenied
 from services.gateway.auth import ROLE_UNSAFE, Principal
-from services.gateway.model import AnyOf, Asset, Condition, Filter, Op, all_of
+from services.gateway.domain import AnyOf, AssetSummary, Condition, Filter, Op, all_of
 
 # What each gateway action requires.
 ACTION_ROLES = {
@@ -147,7 +147,7 @@ class Policy:
             self.audit.record(principal, action, "allow", "unsafe content opted in", role=ROLE_UNSAFE)
         return Visibility(principal.tenant, licenses, threshold, now)
 
-    def denial(self, vis: Visibility, asset: Asset) -> str | None:
+    def denial(self, vis: Visibility, asset: AssetSummary) -> str | None:
         """Why `asset` must not be shown under `vis`, or None when it may (the fast path)."""
         if asset.tenant != vis.tenant:
             return f"tenant {asset.tenant!r} is not the caller's tenant {vis.tenant!r}"
@@ -160,7 +160,7 @@ class Policy:
             return f"safety {asset.safety_score:.2f} > threshold {vis.safety_threshold:.2f}"
         return None
 
-    def reasons(self, vis: Visibility, asset: Asset) -> list[str]:
+    def reasons(self, vis: Visibility, asset: AssetSummary) -> list[str]:
         """Why an admitted asset passed, one reason per rule (for the response's PolicyVerdict)."""
         name = asset.license_name or "(none)"
         allowed = "allowed" if vis.licenses is not None else "allowed (tenant allows any licence)"
@@ -172,7 +172,7 @@ class Policy:
             safety = f"safety {asset.safety_score:.2f} <= threshold {vis.safety_threshold:.2f}"
         return [f"tenant {vis.tenant}", f"licence {name} {allowed}, {until}", safety]
 
-    def admit(self, vis: Visibility, asset: Asset) -> tuple[bool, list[str]]:
+    def admit(self, vis: Visibility, asset: AssetSummary) -> tuple[bool, list[str]]:
         """Re-check one asset against the request's visibility; returns (admitted, reasons)."""
         why = self.denial(vis, asset)
         if why is not None:
@@ -180,7 +180,7 @@ class Policy:
         return True, self.reasons(vis, asset)
 
     def screen(
-        self, principal: Principal, action: str, vis: Visibility, assets: Sequence[Asset]
+        self, principal: Principal, action: str, vis: Visibility, assets: Sequence[AssetSummary]
     ) -> list[int]:
         """Indices of the assets `vis` admits; an audit line for each one dropped and a summary."""
         admitted: list[int] = []

@@ -1,25 +1,27 @@
 """Second stage: re-score a first-stage candidate window exactly, then shape the list.
 
-Steps, in order (each is optional and explained on the results it touched):
+Steps, in order, one function each (each is optional and explained on the results it touched):
 
-1. Exact similarity. Every candidate's stored embedding is compared with the query embedding(s) by
-   cosine (a dot product: all vectors are L2-normalised). The first stage only knows the cosine of
-   hits its vector leg retrieved; keyword-only hits had a vector contribution of 0 there.
-2. Text + image fusion (both given). Raw cosines of the two modalities live on different scales
-   (text-to-image cosines of CLIP models sit far below image-to-image ones: the "modality gap"), so
-   a weighted sum of raw cosines lets the image dominate whatever the weight. Each modality's cosines
-   are standardised over the candidate window (z-scores) and then combined convexly with
-   `text_weight` (CombSUM over z-normalised scores, as in Montague & Aslam's score normalisation).
-3. Relevance = alpha * minmax(semantic) + (1 - alpha) * minmax(BM25): the keyword evidence of the
-   first stage is kept (OCR and caption matches matter) with the same alpha the caller chose, but
-   the semantic part is now exact for every candidate.
-4. Boosts: freshness 0.5 ** (age / half_life) and popularity log1p(p) / log1p(max p in the window),
-   each in [0, 1] and weighted; final = relevance + boost.
-5. Near-duplicate collapse: walking the list best first, a candidate with the same content hash as
-   a kept one, or an embedding cosine above `duplicate_threshold` with one, is folded into it.
-6. Diversity (MMR): greedy selection maximising lambda * final - (1 - lambda) * max cosine to the
-   already selected (negative cosines count as 0); `final` becomes that objective for the reordered
-   results, so with MMR on, results are in greedy selection order.
+1. Exact similarity (`exact_similarity`). Every candidate's stored embedding is compared with the
+   query embedding(s) by cosine (a dot product: all vectors are L2-normalised). The first stage only
+   knows the cosine of hits its vector leg retrieved; keyword-only hits had a vector contribution of 0.
+2. Text + image fusion (`fuse_modalities`, when both are given). Raw cosines of the two modalities
+   live on different scales (text-to-image cosines of CLIP models sit far below image-to-image ones:
+   the "modality gap"), so a weighted sum of raw cosines lets the image dominate whatever the weight.
+   Each modality's cosines are standardised over the candidate window (z-scores) and then combined
+   convexly with `text_weight` (CombSUM over z-normalised scores, as in Montague & Aslam's score
+   normalisation).
+3. Relevance (`relevance`) = alpha * minmax(semantic) + (1 - alpha) * minmax(BM25): the keyword
+   evidence of the first stage is kept (OCR and caption matches matter) with the same alpha the
+   caller chose, but the semantic part is now exact for every candidate.
+4. Boosts (`boosts`): freshness 0.5 ** (age / half_life) and popularity log1p(p) / log1p(max p in
+   the window), each in [0, 1] and weighted; final = relevance + boost.
+5. Near-duplicate collapse (`collapse_duplicates`): walking the list best first, a candidate with the
+   same content hash as a kept one, or an embedding cosine above `duplicate_threshold` with one, is
+   folded into it.
+6. Diversity (`diversify`, MMR): greedy selection maximising lambda * final - (1 - lambda) * max
+   cosine to the already selected (negative cosines count as 0); `final` becomes that objective for
+   the reordered results, so with MMR on, results are in greedy selection order.
 """
 
 from __future__ import annotations
@@ -31,19 +33,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.gateway.model import Hit, StageScores, Vector
+from services.gateway.domain import Hit, StageScores, Vector
+from services.gateway.settings import SearchFlowSettings
+
+# The operator's defaults are written once, in settings.py; the search flow fills every field.
+_CONFIGURED = SearchFlowSettings()
 
 
 @dataclass(frozen=True)
 class RerankConfig:
-    text_weight: float = 0.5
+    """The knobs of one rerank. Left out, each optional step is off (no keyword blend, no collapse by
+    embedding, no MMR, no boosts)."""
+
+    text_weight: float = _CONFIGURED.rerank_text_weight
     mmr_lambda: float = 1.0
     duplicate_threshold: float = 1.0
     freshness_weight: float = 0.0
     popularity_weight: float = 0.0
-    freshness_half_life_days: float = 30.0
+    freshness_half_life_days: float = _CONFIGURED.rerank_freshness_half_life_days
     # Weight of the semantic part against the first stage's keyword (BM25) evidence.
-    alpha: float = 0.75
+    alpha: float = 1.0
 
 
 @dataclass
@@ -60,6 +69,35 @@ class RerankTrace:
     timings_ms: dict[str, float] = field(default_factory=dict)
     collapsed: int = 0
     mmr_moved: int = 0
+
+
+@dataclass
+class Similarity:
+    """Step 1's output: the window's stored vectors (None when any is missing) and their cosines."""
+
+    matrix: np.ndarray | None
+    text_cos: np.ndarray
+    image_cos: np.ndarray
+
+
+@dataclass
+class Boosts:
+    """Step 4's output: each hit's total boost and its two parts (before weighting)."""
+
+    total: np.ndarray
+    freshness: np.ndarray
+    popularity: np.ndarray
+
+
+class _Stopwatch:
+    def __init__(self, trace: RerankTrace) -> None:
+        self._trace = trace
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self._trace.timings_ms[step] = (now - self._last) * 1000
+        self._last = now
 
 
 def _z(x: np.ndarray) -> np.ndarray:
@@ -96,16 +134,32 @@ def rerank(
 
     `top_k` bounds the MMR selection to the results that will be shown (None = all)."""
     trace = RerankTrace()
-    n = len(hits)
-    if n == 0:
+    if not hits:
         return [], trace
     now = now or dt.datetime.now(dt.UTC)
-    t0 = time.perf_counter()
+    watch = _Stopwatch(trace)
+    sim = exact_similarity(hits, text_vector, image_vector)
+    watch.lap("similarity")
+    rel = relevance(hits, fuse_modalities(sim, cfg, text_vector, image_vector), cfg.alpha)
+    watch.lap("fusion")
+    boost = boosts(hits, cfg, now)
+    final = rel + boost.total
+    ranked = _ranked(hits, sim, rel, boost, final, cfg)
+    order = [int(i) for i in np.argsort(-final, kind="stable")]  # stable: ties keep first-stage order
+    watch.lap("boosts")
+    gram = sim.matrix @ sim.matrix.T if sim.matrix is not None else None
+    kept = collapse_duplicates(hits, ranked, order, gram, cfg.duplicate_threshold, trace)
+    watch.lap("dedupe")
+    kept = diversify(hits, ranked, kept, gram, final, cfg.mmr_lambda, top_k, trace)
+    watch.lap("mmr")
+    return [ranked[i] for i in kept], trace
 
-    # 1. exact similarity ----------------------------------------------------------------------
-    have_vectors = all(h.vector is not None for h in hits)
+
+def exact_similarity(hits: list[Hit], text_vector: Vector | None, image_vector: Vector | None) -> Similarity:
+    """1. Cosine of every stored embedding with the query embedding(s) (all vectors are unit length)."""
+    n = len(hits)
     matrix: np.ndarray | None = None
-    if have_vectors:
+    if all(h.vector is not None for h in hits):
         matrix = np.stack([np.asarray(h.vector, dtype=np.float32) for h in hits])
     text_cos = np.zeros(n, dtype=np.float32)
     image_cos = np.zeros(n, dtype=np.float32)
@@ -113,48 +167,53 @@ def rerank(
         text_cos = matrix @ text_vector
     if matrix is not None and image_vector is not None:
         image_cos = matrix @ image_vector
-    t1 = time.perf_counter()
-    trace.timings_ms["similarity"] = (t1 - t0) * 1000
+    return Similarity(matrix, text_cos, image_cos)
 
-    # 2. fusion -------------------------------------------------------------------------------
-    semantic: np.ndarray | None
-    if matrix is None or (text_vector is None and image_vector is None):
-        semantic = None  # keyword-only (degraded) or vectors missing: first-stage order stands
-    elif text_vector is not None and image_vector is not None:
-        semantic = cfg.text_weight * _z(text_cos) + (1 - cfg.text_weight) * _z(image_cos)
-    elif text_vector is not None:
-        semantic = text_cos
-    else:
-        semantic = image_cos
 
-    # 3. relevance ----------------------------------------------------------------------------
-    bm25 = np.array([h.scores.bm25 for h in hits], dtype=np.float32)
+def fuse_modalities(
+    sim: Similarity, cfg: RerankConfig, text_vector: Vector | None, image_vector: Vector | None
+) -> np.ndarray | None:
+    """2. One semantic score per hit; None when there is none (keyword-only, or vectors missing)."""
+    if sim.matrix is None or (text_vector is None and image_vector is None):
+        return None  # first-stage order stands
+    if text_vector is not None and image_vector is not None:
+        return cfg.text_weight * _z(sim.text_cos) + (1 - cfg.text_weight) * _z(sim.image_cos)
+    return sim.text_cos if text_vector is not None else sim.image_cos
+
+
+def relevance(hits: list[Hit], semantic: np.ndarray | None, alpha: float) -> np.ndarray:
+    """3. alpha * minmax(semantic) + (1 - alpha) * minmax(BM25); the first stage's fused score when
+    there is no semantic score."""
     if semantic is None:
-        relevance = np.array([h.scores.fused for h in hits], dtype=np.float32)
-    else:
-        relevance = (cfg.alpha * _minmax(semantic) + (1 - cfg.alpha) * _minmax(bm25)).astype(np.float32)
-    t2 = time.perf_counter()
-    trace.timings_ms["fusion"] = (t2 - t1) * 1000
+        return np.array([h.scores.fused for h in hits], dtype=np.float32)
+    bm25 = np.array([h.scores.bm25 for h in hits], dtype=np.float32)
+    return (alpha * _minmax(semantic) + (1 - alpha) * _minmax(bm25)).astype(np.float32)
 
-    # 4. boosts -------------------------------------------------------------------------------
-    boost = np.zeros(n, dtype=np.float32)
+
+def boosts(hits: list[Hit], cfg: RerankConfig, now: dt.datetime) -> Boosts:
+    """4. Weighted freshness (0.5 ** (age / half-life)) and popularity (log1p(p) / log1p(max p))."""
+    n = len(hits)
+    total = np.zeros(n, dtype=np.float32)
     fresh = np.zeros(n, dtype=np.float32)
     pop = np.zeros(n, dtype=np.float32)
     if cfg.freshness_weight > 0:
         for i, h in enumerate(hits):
             age = _age_days(h, now)
             fresh[i] = 0.0 if age is None else 0.5 ** (age / cfg.freshness_half_life_days)
-        boost += cfg.freshness_weight * fresh
+        total += cfg.freshness_weight * fresh
     if cfg.popularity_weight > 0:
         raw = np.array([max(0.0, h.asset.popularity) for h in hits], dtype=np.float64)
         top = math.log1p(float(raw.max()))
         if top > 0:
             pop = (np.log1p(raw) / top).astype(np.float32)
-        boost += cfg.popularity_weight * pop
-    final = relevance + boost
-    t3 = time.perf_counter()
-    trace.timings_ms["boosts"] = (t3 - t2) * 1000
+        total += cfg.popularity_weight * pop
+    return Boosts(total, fresh, pop)
 
+
+def _ranked(
+    hits: list[Hit], sim: Similarity, rel: np.ndarray, boost: Boosts, final: np.ndarray, cfg: RerankConfig
+) -> list[Ranked]:
+    """Every hit with its stage scores, and a note for each boost it got (in first-stage order)."""
     ranked = [
         Ranked(
             hit=h,
@@ -162,10 +221,10 @@ def rerank(
                 keyword=h.scores.keyword,
                 vector=h.scores.vector,
                 fused=h.scores.fused,
-                text_cosine=float(text_cos[i]),
-                image_cosine=float(image_cos[i]),
-                rerank=float(relevance[i]),
-                boost=float(boost[i]),
+                text_cosine=float(sim.text_cos[i]),
+                image_cosine=float(sim.image_cos[i]),
+                rerank=float(rel[i]),
+                boost=float(boost.total[i]),
                 final=float(final[i]),
                 first_stage_rank=i + 1,
             ),
@@ -173,33 +232,38 @@ def rerank(
         for i, h in enumerate(hits)
     ]
     for i, r in enumerate(ranked):
-        if cfg.freshness_weight > 0 and fresh[i] > 0:
-            r.notes.append(f"freshness boost +{cfg.freshness_weight * fresh[i]:.3f}")
-        if cfg.popularity_weight > 0 and pop[i] > 0:
-            r.notes.append(f"popularity boost +{cfg.popularity_weight * pop[i]:.3f}")
-    # Stable sort: ties keep first-stage order.
-    order = [int(i) for i in np.argsort(-final, kind="stable")]
+        if cfg.freshness_weight > 0 and boost.freshness[i] > 0:
+            r.notes.append(f"freshness boost +{cfg.freshness_weight * boost.freshness[i]:.3f}")
+        if cfg.popularity_weight > 0 and boost.popularity[i] > 0:
+            r.notes.append(f"popularity boost +{cfg.popularity_weight * boost.popularity[i]:.3f}")
+    return ranked
 
-    # 5. near-duplicate collapse --------------------------------------------------------------
-    gram = matrix @ matrix.T if matrix is not None else None
+
+def collapse_duplicates(
+    hits: list[Hit],
+    ranked: list[Ranked],
+    order: list[int],
+    gram: np.ndarray | None,
+    threshold: float,
+    trace: RerankTrace,
+) -> list[int]:
+    """5. Walking `order` best first, fold a hit with the same content hash as a kept one, or an
+    embedding cosine above `threshold` with one, into it. Returns the kept indices, in order."""
+    n = len(hits)
     kept: list[int] = []
     kept_mask = np.zeros(n, dtype=bool)
     by_sha: dict[str, int] = {}
     collapsed_into: dict[int, list[str]] = {}
-    check_vectors = gram is not None and cfg.duplicate_threshold < 1.0
+    check_vectors = gram is not None and threshold < 1.0
     if check_vectors:
         assert gram is not None
-        above = gram > cfg.duplicate_threshold
+        above = gram > threshold
         np.fill_diagonal(above, False)
         check_vectors = bool(above.any())  # the common case: no near-duplicate pair at all
     shas = [h.asset.content_sha256 for h in hits if h.asset.content_sha256]
     if not check_vectors and len(set(shas)) == len(shas):
-        order_iter: list[int] = []  # nothing to collapse: keep everything in order
-        kept = list(order)
-        kept_mask[:] = True
-    else:
-        order_iter = order
-    for i in order_iter:
+        return list(order)  # nothing to collapse: keep everything in order
+    for i in order:
         sha = hits[i].asset.content_sha256
         rep: int | None = by_sha.get(sha) if sha else None
         why = "same content"
@@ -207,7 +271,7 @@ def rerank(
             assert gram is not None
             sims = np.where(kept_mask, gram[i], -np.inf)
             j = int(np.argmax(sims))
-            if float(sims[j]) > cfg.duplicate_threshold:
+            if float(sims[j]) > threshold:
                 rep = j
                 why = f"cosine {float(sims[j]):.3f}"
         if rep is not None:
@@ -220,36 +284,48 @@ def rerank(
             by_sha[sha] = i
     for rep, members in collapsed_into.items():
         ranked[rep].notes.append(f"collapsed {len(members)} near-duplicate(s): {', '.join(members)}")
-    t4 = time.perf_counter()
-    trace.timings_ms["dedupe"] = (t4 - t3) * 1000
+    return kept
 
-    # 6. MMR ----------------------------------------------------------------------------------
-    # Greedy selection is a prefix property: the first k picks do not depend on later ones, so only
-    # `top_k` picks are made (the page being served and one more); the rest keep relevance order.
-    if gram is not None and cfg.mmr_lambda < 1.0 and len(kept) > 1:
-        lam = cfg.mmr_lambda
-        steps = len(kept) if top_k is None else min(len(kept), top_k)
-        available = kept_mask.copy()
-        max_sim = np.full(n, -np.inf, dtype=np.float32)
-        selected: list[int] = []
-        for _ in range(steps):
-            penalty = np.maximum(max_sim, 0.0)  # nothing selected yet: -inf -> 0
-            objective = np.where(available, lam * final - (1 - lam) * penalty, -np.inf)
-            i = int(np.argmax(objective))
-            if selected:
-                pen = float((1 - lam) * penalty[i])
-                if pen > 0:
-                    j_near = selected[int(np.argmax(gram[i, selected]))]
-                    ranked[i].notes.append(
-                        f"mmr penalty {pen:.3f} vs asset {hits[j_near].asset.asset_id} "
-                        f"(cosine {float(gram[i, j_near]):.3f})"
-                    )
-            ranked[i].scores.final = float(objective[i])
-            selected.append(i)
-            available[i] = False
-            max_sim = np.maximum(max_sim, gram[i])
-        rest = [i for i in kept if available[i]]
-        trace.mmr_moved = sum(1 for a, b in zip(kept, selected, strict=False) if a != b)
-        kept = selected + rest
-    trace.timings_ms["mmr"] = (time.perf_counter() - t4) * 1000
-    return [ranked[i] for i in kept], trace
+
+def diversify(
+    hits: list[Hit],
+    ranked: list[Ranked],
+    kept: list[int],
+    gram: np.ndarray | None,
+    final: np.ndarray,
+    lam: float,
+    top_k: int | None,
+    trace: RerankTrace,
+) -> list[int]:
+    """6. MMR: greedily pick the kept hit maximising lam * final - (1 - lam) * its largest cosine to
+    those already picked (negative cosines count as 0); its `final` becomes that objective.
+
+    Greedy selection is a prefix property: the first k picks do not depend on later ones, so only
+    `top_k` picks are made (the page being served and one more); the rest keep relevance order."""
+    if gram is None or lam >= 1.0 or len(kept) <= 1:
+        return kept
+    n = len(hits)
+    steps = len(kept) if top_k is None else min(len(kept), top_k)
+    available = np.zeros(n, dtype=bool)
+    available[kept] = True
+    max_sim = np.full(n, -np.inf, dtype=np.float32)
+    selected: list[int] = []
+    for _ in range(steps):
+        penalty = np.maximum(max_sim, 0.0)  # nothing selected yet: -inf -> 0
+        objective = np.where(available, lam * final - (1 - lam) * penalty, -np.inf)
+        i = int(np.argmax(objective))
+        if selected:
+            pen = float((1 - lam) * penalty[i])
+            if pen > 0:
+                j_near = selected[int(np.argmax(gram[i, selected]))]
+                ranked[i].notes.append(
+                    f"mmr penalty {pen:.3f} vs asset {hits[j_near].asset.asset_id} "
+                    f"(cosine {float(gram[i, j_near]):.3f})"
+                )
+        ranked[i].scores.final = float(objective[i])
+        selected.append(i)
+        available[i] = False
+        max_sim = np.maximum(max_sim, gram[i])
+    rest = [i for i in kept if available[i]]
+    trace.mmr_moved = sum(1 for a, b in zip(kept, selected, strict=False) if a != b)
+    return selected + rest

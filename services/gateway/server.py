@@ -11,19 +11,11 @@ from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.errors import Unauthenticated
 from services.common.server import App, Probe
 from services.gateway import convert, paging
-from services.gateway.analysis import ImageAnalyzer
 from services.gateway.auth import Authenticator, Keyring, Principal, TokenVerifier
-from services.gateway.clients import (
-    CircuitBreaker,
-    GrpcEncoderClient,
-    GrpcSearchClient,
-    RetryPolicy,
-    channel,
-)
-from services.gateway.model import IngestItem, SearchPage, SearchQuery
-from services.gateway.pipeline import Gateway, PipelineConfig
+from services.gateway.backends import make_backends
+from services.gateway.core import Gateway
+from services.gateway.domain import IngestItem, SearchPage, SearchQuery
 from services.gateway.policy import AuditLog, Policy
-from services.gateway.rerank import RerankConfig
 from services.gateway.settings import GatewaySettings
 
 SERVICE_NAME = "imagesearch.v1.GatewayService"
@@ -122,31 +114,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.DeleteAssetResponse()
 
 
-def pipeline_config(settings: GatewaySettings) -> PipelineConfig:
-    return PipelineConfig(
-        default_alpha=settings.default_alpha,
-        rerank=RerankConfig(
-            text_weight=settings.rerank_text_weight,
-            mmr_lambda=settings.rerank_mmr_lambda,
-            duplicate_threshold=settings.rerank_duplicate_threshold,
-            freshness_weight=settings.rerank_freshness_weight,
-            popularity_weight=settings.rerank_popularity_weight,
-            freshness_half_life_days=settings.rerank_freshness_half_life_days,
-        ),
-        candidate_window=settings.rerank_candidate_window,
-        ingest_max_bytes=settings.ingest_max_bytes,
-        ingest_max_pixels=settings.ingest_max_pixels,
-        max_in_flight=settings.ingest_max_in_flight,
-        encode_batch=settings.ingest_encode_batch,
-        encode_concurrency=settings.ingest_encode_concurrency,
-        upsert_batch=settings.ingest_upsert_batch,
-        batch_wait_s=settings.ingest_batch_wait_ms / 1000.0,
-        encode_batch_bytes=max(1, settings.max_message_bytes - 1024 * 1024),
-        page_cache_entries=settings.page_cache_entries,
-        page_cache_ttl_s=settings.page_cache_ttl_s,
-    )
-
-
 async def build(settings: GatewaySettings) -> App:
     keyring = Keyring.load(settings.api_keys_file, settings.api_keys_json, settings.default_safety_threshold)
     tokens = None
@@ -162,43 +129,14 @@ async def build(settings: GatewaySettings) -> App:
             "no API keys and no token secret configured: every call will be UNAUTHENTICATED; "
             "set IMAGESEARCH_GATEWAY_API_KEYS_FILE or IMAGESEARCH_GATEWAY_API_KEYS_JSON"
         )
-    retry = RetryPolicy(
-        settings.retry_attempts, settings.retry_initial_backoff_s, settings.retry_max_backoff_s
-    )
-    enc_channel = channel(settings.encoder_address, settings.default_deadline_s, settings.max_message_bytes)
-    search_channel = channel(settings.search_address, settings.default_deadline_s, settings.max_message_bytes)
-    encoder = GrpcEncoderClient(
-        enc_channel,
-        CircuitBreaker("encoder", settings.breaker_failure_threshold, settings.breaker_reset_s),
-        retry,
-        settings.encoder_text_deadline_s,
-        settings.encoder_image_deadline_s,
-    )
-    search = GrpcSearchClient(
-        search_channel,
-        CircuitBreaker("search", settings.breaker_failure_threshold, settings.breaker_reset_s),
-        retry,
-        settings.search_query_deadline_s,
-        settings.search_write_deadline_s,
-    )
-    analyzer = ImageAnalyzer(
-        safety=settings.safety_enabled,
-        ocr=settings.ocr_enabled,
-        threads=settings.analysis_threads,
-        ocr_max_side=settings.ocr_max_side,
-        ocr_min_confidence=settings.ocr_min_confidence,
-    )
-    await analyzer.warm_up_async()
+    backends = make_backends(settings)
+    await backends.analyzer.warm_up_async()
     audit = AuditLog()
     policy = Policy(audit, settings.license_time_granularity_s)
     secret = settings.page_token_secret.get_secret_value().encode() if settings.page_token_secret else None
-    gateway = Gateway(encoder, search, policy, analyzer, pipeline_config(settings), paging.PageTokens(secret))
-
-    async def on_stop() -> None:
-        analyzer.close()
-        await enc_channel.close()
-        await search_channel.close()
-
+    gateway = Gateway(
+        backends.encoder, backends.search, backends.analyzer, policy, paging.PageTokens(secret), settings
+    )
     return App(
         name="gateway",
         services=[
@@ -210,8 +148,8 @@ async def build(settings: GatewaySettings) -> App:
         ],
         # Search is required (nothing works without it); the encoder only degrades text search.
         probes=[
-            Probe("search", search.ready, required=True),
-            Probe("encoder", encoder.ready, required=False),
+            Probe("search", backends.search.ready, required=True),
+            Probe("encoder", backends.encoder.ready, required=False),
         ],
-        on_stop=on_stop,
+        on_stop=backends.close,
     )

@@ -1,21 +1,27 @@
-"""Gateway settings (env prefix IMAGESEARCH_GATEWAY_)."""
+"""Gateway settings (env prefix IMAGESEARCH_GATEWAY_), one section per part of the gateway.
+
+Each section is a model of its own (`BackendSettings`, `PolicySettings`, `SearchFlowSettings`,
+`IngestSettings`, `AnalysisSettings`) and the only place its defaults are written; each flow builds its
+frozen config object from its section (`SearchConfig.from_settings`, `IngestConfig.from_settings`).
+`GatewaySettings` composes the sections by inheritance rather than as nested fields, so every field
+keeps its flat environment name (`IMAGESEARCH_GATEWAY_RERANK_TEXT_WEIGHT`, ...): deployments, the
+README reference (`services/common/config_docs.py`) and the compose check (`tests/common/test_deploy.py`)
+read the top-level fields by those names.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
 
 
-class GatewaySettings(ServiceSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="IMAGESEARCH_GATEWAY_", extra="ignore", validate_default=True
-    )
+class BackendSettings(BaseModel):
+    """Where the encoder and search services are, and how calls to them are bounded and retried."""
 
-    # --- backends ---------------------------------------------------------------------------
     encoder_address: str = Field("127.0.0.1:50071", description="EncoderService address (host:port).")
     search_address: str = Field("127.0.0.1:50072", description="SearchService address (host:port).")
     encoder_text_deadline_s: float = Field(
@@ -49,7 +55,10 @@ class GatewaySettings(ServiceSettings):
         5.0, gt=0, description="How long an open breaker fails fast before letting one probe call through."
     )
 
-    # --- authentication and policy ----------------------------------------------------------
+
+class PolicySettings(BaseModel):
+    """Authentication, visibility policy and page tokens."""
+
     api_keys_file: Path | None = Field(
         None,
         description="JSON or YAML keyring: {tenants: {name: {safety_threshold, allowed_licenses}}, "
@@ -82,7 +91,10 @@ class GatewaySettings(ServiceSettings):
         None, description="HMAC secret for page tokens; unset = random per process (tokens die on restart)."
     )
 
-    # --- rerank defaults --------------------------------------------------------------------
+
+class SearchFlowSettings(BaseModel):
+    """The search flow: rerank defaults, the default alpha, the page and query-embedding caches."""
+
     rerank_candidate_window: int = Field(100, ge=1, le=1000, description="First-stage candidates reranked.")
     rerank_text_weight: float = Field(
         0.5, ge=0, le=1, description="Text share of text + image fusion (image gets the rest)."
@@ -113,8 +125,19 @@ class GatewaySettings(ServiceSettings):
         "tenant's index generation (asked of the search service per request) is unchanged.",
     )
     page_cache_ttl_s: float = Field(60.0, gt=0, description="Upper bound on the age of a cached result page.")
+    query_vector_cache_entries: int = Field(
+        4096,
+        ge=1,
+        description="Query-text embeddings kept (LRU); query-image embeddings get a quarter of this.",
+    )
+    query_vector_ttl_s: float = Field(
+        600.0, gt=0, description="Upper bound on the age of a cached query embedding."
+    )
 
-    # --- ingest -----------------------------------------------------------------------------
+
+class IngestSettings(BaseModel):
+    """The ingest flow: image caps, concurrency and micro-batching."""
+
     ingest_max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted image, in bytes.")
     ingest_max_pixels: int = Field(40_000_000, ge=1, description="Largest accepted decoded image (w*h).")
     ingest_max_in_flight: int = Field(
@@ -133,6 +156,11 @@ class GatewaySettings(ServiceSettings):
     ingest_batch_wait_ms: float = Field(
         5.0, ge=0, description="How long an ingest micro-batch waits to fill before it is sent."
     )
+
+
+class AnalysisSettings(BaseModel):
+    """Ingest-time image analysis (NudeNet safety labels, RapidOCR text)."""
+
     safety_enabled: bool = Field(True, description="Run the NudeNet safety detector at ingest.")
     ocr_enabled: bool = Field(
         True, description="Run RapidOCR at ingest (text inside images, keyword-searchable)."
@@ -148,4 +176,21 @@ class GatewaySettings(ServiceSettings):
     )
     ocr_min_confidence: float = Field(
         0.6, ge=0, le=1, description="OCR lines below this confidence are dropped."
+    )
+
+
+# Sections are listed last-first: pydantic collects inherited fields in reverse method-resolution
+# order, and the README reference shows them in that order (backends first).
+class GatewaySettings(
+    ServiceSettings, AnalysisSettings, IngestSettings, SearchFlowSettings, PolicySettings, BackendSettings
+):
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGESEARCH_GATEWAY_", extra="ignore", validate_default=True
+    )
+
+    max_tenants_tracked: int = Field(
+        1024,
+        ge=1,
+        description="Tenants whose per-tenant state (ingest batchers, page-cache generations) is kept; "
+        "the least recently active tenant's is dropped beyond this (rebuilt on its next call).",
     )

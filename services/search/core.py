@@ -7,18 +7,17 @@ and the cache (Redis, memory, none) are chosen by settings and injected.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import math
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import structlog
 
+from services.common.batching import MicroBatcher, submit_stream
 from services.common.errors import (
+    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -28,22 +27,22 @@ from services.search.backends.base import SearchBackend
 from services.search.cache import ResultCache
 from services.search.codec import hits_from_bytes, hits_to_bytes
 from services.search.domain import (
-    DEFAULT_KEYWORD_FIELDS,
-    KEYWORD_FIELDS,
     MAX_ASSET_ID_CHARS,
+    SHA256_HEX_RE,
     TENANT_RE,
     AssetRecord,
-    Fusion,
+    ContentHashMatch,
     Hit,
     ItemFailure,
     ModelRef,
     QueryPlan,
     QueryResult,
     Stats,
+    StreamedUpsert,
     UpsertOutcome,
     WriteSummary,
+    validate_vector,
 )
-from services.search.filters import FilterNode, canonical, count_nodes
 from services.search.metrics import (
     BACKEND_LATENCY,
     CACHE_COALESCED,
@@ -51,14 +50,13 @@ from services.search.metrics import (
     ITEMS_WRITTEN,
     QUERY_LATENCY,
 )
+from services.search.planning import plan_digest, plan_query
 from services.search.settings import SearchSettings
 
 log = structlog.get_logger("search.core")
 
 _INVALID = status_number(InvalidArgument.code)
 _PRECONDITION = status_number(FailedPrecondition.code)
-DEFAULT_LIMIT = 10
-MIN_WINDOW = 100  # Weaviate's hybrid legs fetch at least 100 candidates
 
 
 def validate_tenant(tenant: str) -> str:
@@ -69,19 +67,6 @@ def validate_tenant(tenant: str) -> str:
     return tenant
 
 
-def validate_vector(values: np.ndarray, what: str) -> np.ndarray:
-    """Finite and non-zero; returned L2-normalised (cosine is scale-free; the graph wants unit length)."""
-    if values.ndim != 1 or len(values) == 0:
-        raise InvalidArgument(f"{what} is empty")
-    if not np.all(np.isfinite(values)):
-        bad = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise InvalidArgument(f"{what} has a non-finite value ({values[bad]}) at index {bad}")
-    norm = float(np.linalg.norm(values))
-    if norm == 0.0:
-        raise InvalidArgument(f"{what} is all zeros")
-    return (values / norm).astype(np.float32)
-
-
 class SearchCore:
     def __init__(self, settings: SearchSettings, backend: SearchBackend, cache: ResultCache) -> None:
         self.settings = settings
@@ -89,6 +74,15 @@ class SearchCore:
         self.cache = cache
         self._inflight: dict[tuple[str, int, str], asyncio.Future[list[Hit]]] = {}
         self._model_lock = asyncio.Lock()
+        # Streamed upserts of every open stream: whatever arrived while the previous write ran (up to
+        # max_batch items) becomes the next write.
+        self._stream_writer: MicroBatcher[StreamedUpsert, UpsertOutcome] = MicroBatcher(
+            self._write_streamed, max_items=settings.max_batch, wait_s=0, name="stream upsert"
+        )
+
+    async def close(self) -> None:
+        """Stop the stream batcher (queued items are cancelled, the write in flight finishes)."""
+        await self._stream_writer.close()
 
     # ---- writes ----------------------------------------------------------------------------------
 
@@ -182,6 +176,42 @@ class SearchCore:
         outcomes = [UpsertOutcome(r.doc.asset_id, e) for r, e in zip(records, errors, strict=True)]
         return WriteSummary(outcomes, gen)
 
+    async def upsert_stream(self, items: AsyncIterator[StreamedUpsert]) -> AsyncIterator[UpsertOutcome]:
+        """One outcome per streamed item, in arrival order, each sent after its write was stored.
+
+        At most 2 x max_batch items are read ahead. A bad tenant, or a write that failed as a whole
+        (the store is unavailable), fails its items, never the stream.
+        """
+        read_ahead = 2 * self.settings.max_batch
+        async for outcome in submit_stream(
+            self._stream_writer, items, max_in_flight=read_ahead, ordered=True
+        ):
+            yield outcome
+
+    async def _write_streamed(self, items: list[StreamedUpsert]) -> list[UpsertOutcome]:
+        """The stream batcher's batch function: one write per tenant and round (see _rounds)."""
+        outcomes: list[UpsertOutcome | None] = [None] * len(items)
+        by_tenant: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            try:
+                validate_tenant(item.tenant)
+            except InvalidArgument as exc:
+                outcomes[i] = _failed(item.record.doc.asset_id, exc)
+                continue
+            by_tenant.setdefault(item.tenant, []).append(i)
+        for tenant, indexes in by_tenant.items():
+            for round_ in _rounds(indexes, lambda i: items[i].record.doc.asset_id):
+                try:
+                    summary = await self.upsert(
+                        tenant, [items[i].record for i in round_], [items[i].wire_error for i in round_]
+                    )
+                    for i, outcome in zip(round_, summary.outcomes, strict=True):
+                        outcomes[i] = outcome
+                except DomainError as exc:  # e.g. the store is unavailable: every item of this write failed
+                    for i in round_:
+                        outcomes[i] = _failed(items[i].record.doc.asset_id, exc)
+        return [o for o in outcomes if o is not None]
+
     async def _stamp_times(self, tenant: str, records: list[AssetRecord]) -> None:
         """updated_at = now; created_at kept from the stored version (or now for a new asset)."""
         now = datetime.now(UTC)
@@ -222,122 +252,34 @@ class SearchCore:
             raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
         return await self.backend.get(tenant, asset_ids, include_vectors)
 
+    async def find_by_content_hash(self, tenant: str, digests: list[str]) -> list[ContentHashMatch]:
+        """One match per requested digest, in request order, read from the store (never the result
+        cache, so a write is seen at once). A tenant with no assets yet simply has no matches: duplicate
+        detection asks before the tenant's first upsert."""
+        validate_tenant(tenant)
+        self._check_batch(len(digests), "find_by_content_hash")
+        for i, d in enumerate(digests):
+            if not SHA256_HEX_RE.match(d):
+                raise InvalidArgument(
+                    f"content_sha256[{i}] is {d[:80]!r} ({len(d)} characters): a content hash is the "
+                    "SHA-256 of the original image bytes as 64 lowercase hex characters"
+                )
+        if not await self.backend.tenant_exists(tenant):
+            return [ContentHashMatch(d) for d in digests]
+        start = time.perf_counter()
+        found = await self.backend.find_by_content_hash(tenant, sorted(set(digests)))
+        BACKEND_LATENCY.labels(self.backend.name, "find_by_content_hash").observe(time.perf_counter() - start)
+        return [ContentHashMatch(d, tuple(sorted(found.get(d, ())))) for d in digests]
+
     # ---- queries ---------------------------------------------------------------------------------
-
-    async def plan(
-        self,
-        *,
-        text: str,
-        vector: np.ndarray | None,
-        vector_model: ModelRef | None,
-        alpha: float | None,
-        fusion: Fusion,
-        filter: FilterNode | None,
-        limit: int,
-        offset: int,
-        window: int,
-        keyword_fields: list[tuple[str, float]],
-        include_vectors: bool,
-    ) -> QueryPlan:
-        """Validate a query and fill in every default (see QueryRequest in search.proto)."""
-        s = self.settings
-        if len(text) > s.max_query_chars:
-            raise InvalidArgument(f"text has {len(text)} characters; at most {s.max_query_chars}")
-        has_text = bool(text.strip())
-        if vector is not None:
-            if vector_model is None or not vector_model.name or not vector_model.version:
-                raise InvalidArgument("vector.model needs a name and a version")
-            vector = validate_vector(vector, "vector")
-            info = await self.backend.collection_info()
-            if info.model is None:
-                raise NotFound("no asset has been stored yet, so there is nothing to search")
-            if len(vector) != info.dimension:
-                raise InvalidArgument(
-                    f"vector has dimension {len(vector)}; the collection's is {info.dimension}"
-                )
-            if vector_model != info.model:
-                raise FailedPrecondition(
-                    f"vector comes from model {vector_model}; the collection holds {info.model} "
-                    "(embed the query with that model)"
-                )
-        if not has_text and vector is None:
-            raise InvalidArgument("a query needs `text`, `vector`, or both")
-        if alpha is None:
-            alpha = 0.75 if (has_text and vector is not None) else (1.0 if vector is not None else 0.0)
-        if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
-            raise InvalidArgument(f"alpha must be in [0, 1], got {alpha}")
-        if alpha < 1.0 and alpha > 0.0 and vector is None:
-            raise InvalidArgument(f"alpha {alpha} weights a vector leg but no `vector` was given")
-        if alpha == 1.0 and vector is None:
-            raise InvalidArgument("alpha = 1 runs only the vector leg: give a `vector` (or lower alpha)")
-        if alpha == 0.0 and not has_text:
-            raise InvalidArgument("alpha = 0 runs only the keyword leg: give `text` (or raise alpha)")
-        if limit < 0 or limit > s.max_limit:
-            raise InvalidArgument(f"limit must be in [1, {s.max_limit}], got {limit}")
-        limit = limit or DEFAULT_LIMIT
-        if offset < 0 or offset > s.max_offset:
-            raise InvalidArgument(f"offset must be in [0, {s.max_offset}], got {offset}")
-        if offset + limit > s.max_candidate_window:
-            raise InvalidArgument(
-                f"offset + limit = {offset + limit} exceeds the {s.max_candidate_window}-result window"
-            )
-        if window < 0 or window > s.max_candidate_window:
-            raise InvalidArgument(f"candidate_window must be in [0, {s.max_candidate_window}], got {window}")
-        window = max(window, MIN_WINDOW, offset + limit)
-        fields = self._keyword_fields(keyword_fields)
-        if filter is not None and count_nodes(filter) > s.max_filter_nodes:
-            raise InvalidArgument(f"the filter has more than {s.max_filter_nodes} nodes")
-        return QueryPlan(
-            text=text,
-            vector=vector,
-            alpha=float(alpha),
-            fusion=fusion,
-            filter=filter,
-            limit=limit,
-            offset=offset,
-            window=window,
-            keyword_fields=fields,
-            include_vectors=include_vectors,
-        )
-
-    @staticmethod
-    def _keyword_fields(given: list[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
-        if not given:
-            return DEFAULT_KEYWORD_FIELDS
-        out: dict[str, float] = {}
-        for name, boost in given:
-            if name not in KEYWORD_FIELDS:
-                raise InvalidArgument(
-                    f"unknown keyword field '{name}'; searchable fields: {', '.join(KEYWORD_FIELDS)}"
-                )
-            if name in out:
-                raise InvalidArgument(f"keyword field '{name}' is given twice")
-            boost = 1.0 if boost == 0 else float(boost)
-            if not math.isfinite(boost) or boost < 0:
-                raise InvalidArgument(f"keyword field '{name}': boost must be a positive number, got {boost}")
-            out[name] = boost
-        return tuple(out.items())
+    async def plan(self, **query: Any) -> QueryPlan:
+        """Validate a query and fill in every default (the keyword arguments of planning.plan_query)."""
+        return await plan_query(self.settings, self.backend.collection_info, **query)
 
     @staticmethod
     def digest(tenant: str, plan: QueryPlan) -> str:
-        """Canonical cache key of every query input (filters normalised, vector hashed)."""
-        vec = None
-        if plan.vector is not None:
-            vec = hashlib.sha256(plan.vector.astype("<f4").tobytes()).hexdigest()
-        key: dict[str, Any] = {
-            "tenant": tenant,
-            "text": plan.text,
-            "vector": vec,
-            "alpha": repr(plan.alpha),
-            "fusion": plan.fusion.value,
-            "filter": canonical(plan.filter),
-            "limit": plan.limit,
-            "offset": plan.offset,
-            "window": plan.window,
-            "fields": sorted([n, repr(b)] for n, b in plan.keyword_fields),
-            "vectors": plan.include_vectors,
-        }
-        return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        """The result cache's key of a planned query."""
+        return plan_digest(tenant, plan)
 
     async def query(self, tenant: str, plan: QueryPlan, skip_cache: bool = False) -> QueryResult:
         validate_tenant(tenant)
@@ -401,6 +343,26 @@ class SearchCore:
         """The tenant's generation for validating derived caches (None: do not trust it now)."""
         validate_tenant(tenant)
         return await self.cache.consistent_generation(tenant)
+
+
+def _failed(asset_id: str, exc: DomainError) -> UpsertOutcome:
+    return UpsertOutcome(asset_id, ItemFailure(status_number(exc.code), exc.message))
+
+
+def _rounds(indexes: list[int], asset_id: Callable[[int], str]) -> list[list[int]]:
+    """Split one tenant's streamed items into consecutive writes in which no asset id repeats, so a
+    later version of an asset is written after the earlier one (one write rejects repeated ids)."""
+    rounds: list[list[int]] = []
+    written: list[set[str]] = []
+    for i in indexes:
+        aid = asset_id(i)
+        n = next((k for k, ids in enumerate(written) if aid not in ids), len(rounds))
+        if n == len(rounds):
+            rounds.append([])
+            written.append(set())
+        rounds[n].append(i)
+        written[n].add(aid)
+    return rounds
 
 
 def _copy_hits(hits: list[Hit]) -> list[Hit]:

@@ -12,14 +12,20 @@ from enum import Enum
 
 import numpy as np
 
+from services.common.errors import InvalidArgument
 from services.search.filters import FilterNode
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_ASSET_ID_CHARS = 256
+# A content hash as stored and looked up: the SHA-256 of the original image bytes, lowercase hex.
+SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 
 # Properties the keyword (BM25) leg can search, and the default boosts (caption^2, tags^1.5, ocr_text^1).
 KEYWORD_FIELDS: tuple[str, ...] = ("caption", "tags", "ocr_text")
 DEFAULT_KEYWORD_FIELDS: tuple[tuple[str, float], ...] = (("caption", 2.0), ("tags", 1.5), ("ocr_text", 1.0))
+# BM25 parameters of the keyword leg (Weaviate's defaults); both backends score with them.
+BM25_K1 = 1.2
+BM25_B = 0.75
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +154,23 @@ class Stats:
     dimension: int
 
 
+@dataclass(frozen=True, slots=True)
+class ContentHashMatch:
+    """The tenant's assets whose original image has one content hash (ids sorted; empty when none)."""
+
+    content_sha256: str
+    asset_ids: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class StreamedUpsert:
+    """One item of an upsert stream: its tenant, the record, and its wire-level problem if any."""
+
+    tenant: str
+    record: AssetRecord
+    wire_error: ItemFailure | None = None
+
+
 @dataclass(slots=True)
 class UpsertOutcome:
     asset_id: str
@@ -160,3 +183,16 @@ class WriteSummary:
 
     outcomes: list[UpsertOutcome] = field(default_factory=list)
     generation: int = 0
+
+
+def validate_vector(values: np.ndarray, what: str) -> np.ndarray:
+    """Finite and non-zero; returned L2-normalised (cosine is scale-free; the graph wants unit length)."""
+    if values.ndim != 1 or len(values) == 0:
+        raise InvalidArgument(f"{what} is empty")
+    if not np.all(np.isfinite(values)):
+        bad = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise InvalidArgument(f"{what} has a non-finite value ({values[bad]}) at index {bad}")
+    norm = float(np.linalg.norm(values))
+    if norm == 0.0:
+        raise InvalidArgument(f"{what} is all zeros")
+    return (values / norm).astype(np.float32)

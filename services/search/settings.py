@@ -98,6 +98,16 @@ class SearchSettings(ServiceSettings):
     cache_max_entries: int = Field(10_000, ge=1, description="Memory cache: most entries kept (LRU).")
     cache_key_prefix: str = Field("imagesearch:search:", description="Prefix of every cache key.")
 
+    # ---- query defaults (QueryRequest in search.proto) --------------------------------------------
+    hybrid_alpha: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="Weight of the vector leg when a query gives both text and a vector but no alpha "
+        "(the keyword leg gets 1 - alpha).",
+    )
+    default_limit: int = Field(10, ge=1, description="Results returned when a query sets no limit.")
+
     # ---- limits ----------------------------------------------------------------------------------
     max_batch: int = Field(1000, ge=1, description="Most assets (or ids) in one upsert, delete or get.")
     max_limit: int = Field(1000, ge=1, description="Largest `limit` of a query.")
@@ -115,4 +125,6 @@ class SearchSettings(ServiceSettings):
     def _model_pair(self) -> SearchSettings:
         if bool(self.expected_model_name) != bool(self.expected_model_version):
             raise ValueError("set both expected_model_name and expected_model_version, or neither")
+        if self.default_limit > self.max_limit:
+            raise ValueError(f"default_limit {self.default_limit} exceeds max_limit {self.max_limit}")
         return self

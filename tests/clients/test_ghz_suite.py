@@ -18,13 +18,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bench.ghz import run as ghz_run
+from bench.ghz import workload
 from tests.clients.fake_gateway import FakeGatewayServer
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench/ghz"))
-
-import run as ghz_run  # noqa: E402
-import workload  # noqa: E402
 
 
 def test_only_loopback_targets_are_accepted() -> None:
@@ -128,6 +126,6 @@ def test_smoke_run_against_the_contract_fake(tmp_path: Path) -> None:
     assert raw["options"]["metadata"] == {"authorization": "<redacted>"}
     assert "sha256" in raw["options"]["data"]
     subprocess.run(
-        [sys.executable, str(REPO / "bench/ghz/render.py"), str(tmp_path), "--no-plots"], check=True
+        [sys.executable, "-m", "bench.ghz.render", str(tmp_path), "--no-plots"], cwd=REPO, check=True
     )
     assert "`gateway.ingest`" in (tmp_path / "results.md").read_text()

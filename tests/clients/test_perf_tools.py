@@ -20,15 +20,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench import echo_server, perf_report
+from bench.ghz import run as ghz_run
 from tests.service_process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO / "bench/ghz"))
-
-import echo_server  # noqa: E402
-import perf_report  # noqa: E402
-import run as ghz_run  # noqa: E402
 
 ECHO_METHOD = "/imagesearch.bench.Echo/Echo"
 
@@ -40,7 +36,7 @@ ECHO_METHOD = "/imagesearch.bench.Echo/Echo"
 def echo_process(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
     """The echo server on a free loopback port: (address, event loop module it reported, process)."""
     port = free_port()
-    cmd = [sys.executable, str(REPO / "bench/echo_server.py"), "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "bench.echo_server", "--host", "127.0.0.1", "--port", str(port)]
     if not request.param:
         cmd.append("--no-uvloop")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)

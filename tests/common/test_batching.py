@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
-from services.common.batching import MicroBatcher
+from services.common.batching import MicroBatcher, submit_stream
 from services.common.errors import DeadlineExceeded
 
 
@@ -142,3 +143,52 @@ def test_bad_limits_are_rejected() -> None:
 
     with pytest.raises(ValueError):
         MicroBatcher(fn, max_items=0, wait_s=0)
+
+
+async def _numbers(n: int, pulled: list[int], fail_at: int | None = None) -> AsyncIterator[int]:
+    for i in range(n):
+        if i == fail_at:
+            raise ConnectionError("the sender went away")
+        pulled.append(i)
+        yield i
+
+
+async def test_a_stream_is_answered_in_arrival_order_with_bounded_read_ahead() -> None:
+    fn = Recorder()
+    b = MicroBatcher(fn, max_items=4, wait_s=0)
+    pulled: list[int] = []
+    out = []
+    async for r in submit_stream(b, _numbers(10, pulled), max_in_flight=3, ordered=True):
+        assert len(pulled) - len(out) <= 3  # never more than max_in_flight unanswered items
+        out.append(r)
+    assert out == [i * 10 for i in range(10)]
+    assert max(len(batch) for batch in fn.batches) <= 3
+
+
+async def test_an_unordered_stream_yields_each_batch_as_it_returns() -> None:
+    async def slow_evens(items: list[int]) -> list[int]:
+        await asyncio.sleep(0.02 if items[0] % 2 == 0 else 0)
+        return items
+
+    b = MicroBatcher(slow_evens, max_items=1, wait_s=0, max_concurrent=2)
+    out = [r async for r in submit_stream(b, _numbers(4, []), max_in_flight=4, ordered=False)]
+    assert sorted(out) == [0, 1, 2, 3] and out != [0, 1, 2, 3]
+
+
+async def test_a_failing_batch_or_sender_ends_the_stream() -> None:
+    async def down(items: list[int]) -> list[int]:
+        raise ConnectionError("backend down")
+
+    with pytest.raises(ConnectionError, match="backend down"):
+        async for _ in submit_stream(
+            MicroBatcher(down, max_items=2, wait_s=0), _numbers(5, []), max_in_flight=2, ordered=True
+        ):
+            pass
+    fn = Recorder()
+    got: list[int] = []
+    with pytest.raises(ConnectionError, match="sender went away"):
+        async for r in submit_stream(
+            MicroBatcher(fn, max_items=2, wait_s=0), _numbers(5, [], fail_at=3), max_in_flight=8, ordered=True
+        ):
+            got.append(r)
+    assert got == [0, 10, 20]  # what arrived before the failure is still answered

@@ -6,7 +6,7 @@ towers (bench/encoder_models.py `tiny`, same tensor contract) and their int8 var
 tools/quantize tool. Behaviour tests run on either; the tests about what the demo model has learned need
 the real one.
 
-`triton` is a real Triton (scripts/stack.py) serving that repository: the shared stack of this clone for
+`triton` is a real Triton (devstack) serving that repository: the shared stack of this clone for
 triton_models/, a private one (own state directory and ports) for the stand-in repository.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench.encoder_models import build as build_onnx
-from scripts.stack import Stack, StackInfo
+from devstack import Stack, StackInfo
 from tools.quantize.quantize_image_tower import quantize
 
 REPO = Path(__file__).resolve().parents[2]

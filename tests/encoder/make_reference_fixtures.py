@@ -1,7 +1,7 @@
 """Regenerate the CLIP reference fixtures used by the parity tests (needs torch + open_clip).
 
     # any environment with open-clip-torch, torch, torchvision, pillow, numpy, ftfy, regex, e.g.
-    /work/venvs/train/bin/python tests/encoder/make_reference_fixtures.py
+    /work/venvs/train/bin/python -m tests.encoder.make_reference_fixtures
 
 Writes
 - tests/encoder/fixtures/clip_tokenizer_reference.json: texts and OpenCLIP `tokenize()` ids;
@@ -19,19 +19,17 @@ import importlib.metadata as md
 import io
 import json
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from tests.encoder import parity_images
 
-import parity_images  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 FIXTURES = HERE / "fixtures"
-COMMAND = "python tests/encoder/make_reference_fixtures.py  (in an environment with open-clip-torch)"
+COMMAND = "python -m tests.encoder.make_reference_fixtures  (in an environment with open-clip-torch)"
 
 CURATED_TEXTS = [
     "a photo of a cat",

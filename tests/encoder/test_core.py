@@ -13,7 +13,8 @@ import pytest
 from services.common import context
 from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
 from services.encoder.backends.base import TowerSpec
-from services.encoder.core import Encoder, ImageItem, Limits, TextItem, build_model_info
+from services.encoder.core import Encoder, build_model_info
+from services.encoder.domain import ImageItem, Limits, TextItem
 from tests.encoder import parity_images
 
 IMAGE_PARAMS = {
@@ -217,6 +218,7 @@ async def test_stream_fails_as_a_whole_when_the_runtime_is_down(runtime: FakeRun
     with pytest.raises(Unavailable):
         async for _ in encoder.encode_image_stream(items()):
             pass
+    await encoder.close()  # batches already started finish; nothing is left pending
 
 
 async def test_model_is_described_again_after_the_runtime_was_not_ready(

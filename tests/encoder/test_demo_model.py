@@ -16,7 +16,7 @@ import pytest
 from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc
 from PIL import Image
 
-from scripts.stack import StackInfo
+from devstack import StackInfo
 from services.encoder.tokenizer import ClipTokenizer
 from tests.service_process import ServiceProcess
 

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from services.common.errors import DeadlineExceeded, FailedPrecondition
-from services.encoder.backends import create_backend, image_model_name
+from services.encoder.backends import image_model_name, make_backend
 from services.encoder.backends.onnxruntime import OnnxRuntimeBackend
 from services.encoder.settings import EncoderSettings
 
@@ -20,7 +20,7 @@ from services.encoder.settings import EncoderSettings
 @pytest.fixture
 async def backend(model_repository: Path) -> OnnxRuntimeBackend:
     runtime = OnnxRuntimeBackend(
-        model_repository, "clip_image", "clip_text", intra_op_threads=2, max_batch=16
+        model_repository, "clip_image", "clip_text", intra_op_threads=2, max_batch=16, allow_spinning=False
     )
     yield runtime  # type: ignore[misc]
     await runtime.close()
@@ -90,7 +90,9 @@ async def test_missing_onnx_file_is_a_clear_startup_error(model_repository: Path
     shutil.copytree(model_repository / "clip_text", repo / "clip_text")
     (repo / "clip_image" / "1").mkdir(parents=True)
     shutil.copy2(model_repository / "clip_image" / "config.pbtxt", repo / "clip_image" / "config.pbtxt")
-    runtime = OnnxRuntimeBackend(repo, "clip_image", "clip_text")
+    runtime = OnnxRuntimeBackend(
+        repo, "clip_image", "clip_text", intra_op_threads=1, max_batch=8, allow_spinning=False
+    )
     with pytest.raises(FailedPrecondition, match=r"no version of model 'clip_image' has model.onnx"):
         await runtime.start()
 
@@ -98,7 +100,7 @@ async def test_missing_onnx_file_is_a_clear_startup_error(model_repository: Path
 async def test_int8_variant_is_selected_by_settings(model_repository: Path) -> None:
     settings = EncoderSettings(model_repository=model_repository, image_variant="int8")
     assert image_model_name(settings) == "clip_image_int8"
-    runtime = create_backend(settings)
+    runtime = make_backend(settings)
     try:
         image, _ = await runtime.describe()
         assert image.model == "clip_image_int8"

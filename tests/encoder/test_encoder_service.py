@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc
 from PIL import Image
 
-from scripts.stack import Stack, StackInfo
+from devstack import Stack, StackInfo
 from services.common.errors import status_number
 from tests.encoder import parity_images
 from tests.encoder.conftest import demo_model_present

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import struct
-import sys
 import zlib
 from pathlib import Path
 
@@ -61,11 +60,8 @@ def test_reference_whitens_16_bit_images_which_is_why_they_are_scaled() -> None:
 
 @pytest.mark.parametrize("name", sorted(parity_images.CASES))
 def test_rgb_on_white_mode_is_identical_to_the_training_pipeline(name: str) -> None:
-    sys.path.insert(0, str(REPO / "tools" / "models"))
-    try:
-        import clip_preprocess  # the demo model's training-time preprocessing
-    finally:
-        sys.path.pop(0)
+    from tools.models import clip_preprocess  # the demo model's training-time preprocessing
+
     data = parity_images.case_bytes(name)
     source = _opened(data)
     if name in parity_images.WIDE_INT_CASES:

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from scripts.stack import Stack, StackError
+from devstack import Stack, StackError
 from tools.tensorrt.build_plan import plan_spec
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,7 +1,7 @@
-"""Plain in-memory fakes of the gateway's client interfaces (EncoderClient, SearchClient, Analyzer).
+"""Plain in-memory fakes of the gateway's backend protocols (EncoderClient, SearchClient, Analyzer).
 
 They implement the contract's observable behaviour (filters, hybrid scoring, per-tenant storage) in
-the simplest way, so pipeline tests exercise the gateway's own logic. Real services are exercised by
+the simplest way, so the core tests exercise the gateway's own logic. Real services are exercised by
 the end-to-end tests.
 """
 
@@ -20,12 +20,14 @@ from PIL import Image, PngImagePlugin
 
 from services.common.errors import InvalidArgument
 from services.gateway.analysis import Analysis
-from services.gateway.clients import BackendUnavailable, Encoded, EncodedBatch, UpsertRecord
-from services.gateway.model import (
+from services.gateway.backends.errors import BackendUnavailable
+from services.gateway.domain import (
     AllOf,
     AnyOf,
     Asset,
     Condition,
+    Encoded,
+    EncodedBatch,
     FirstStageScores,
     Hit,
     ModelRef,
@@ -34,7 +36,9 @@ from services.gateway.model import (
     QueryResult,
     QuerySpec,
     SafetyLabel,
+    StoredAsset,
     UpsertOutcome,
+    UpsertRecord,
     Vector,
 )
 
@@ -169,6 +173,7 @@ class FakeSearch:
     queries: list[QuerySpec] = field(default_factory=list)
     upsert_batches: list[int] = field(default_factory=list)
     fail_upsert_ids: set[str] = field(default_factory=set)
+    hash_lookups: list[int] = field(default_factory=list)  # digests per FindByContentHash call
     generation: int = 0
 
     def put(self, asset: Asset, vector: Vector) -> None:
@@ -230,7 +235,7 @@ class FakeSearch:
 
     async def get_assets(
         self, tenant: str, asset_ids: Sequence[str], include_vectors: bool = False
-    ) -> tuple[list[Hit], list[str]]:
+    ) -> tuple[list[StoredAsset], list[str]]:
         found, missing = [], []
         for aid in asset_ids:
             s = self.store.get((tenant, aid))
@@ -238,13 +243,17 @@ class FakeSearch:
                 missing.append(aid)
             else:
                 found.append(
-                    Hit(
-                        copy.deepcopy(s.asset),
-                        FirstStageScores(),
-                        s.vector.copy() if include_vectors else None,
-                    )
+                    StoredAsset(copy.deepcopy(s.asset), s.vector.copy() if include_vectors else None)
                 )
         return found, missing
+
+    async def find_by_content_hash(self, tenant: str, shas: Sequence[str]) -> dict[str, list[str]]:
+        self.hash_lookups.append(len(shas))
+        holders: dict[str, list[str]] = {}
+        for (t, aid), s in self.store.items():
+            if t == tenant and s.asset.content_sha256 in shas:
+                holders.setdefault(s.asset.content_sha256, []).append(aid)
+        return {sha: sorted(ids) for sha, ids in holders.items()}
 
     async def delete_assets(self, tenant: str, asset_ids: Sequence[str]) -> list[tuple[str, bool]]:
         self.generation += 1

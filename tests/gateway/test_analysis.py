@@ -13,6 +13,20 @@ from PIL import Image, ImageDraw, ImageFont
 
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.gateway.analysis import UNSAFE_LABELS, ImageAnalyzer, _SafetyDetector, check_image, decode_rgb
+from services.gateway.settings import AnalysisSettings
+
+DEFAULTS = AnalysisSettings()
+
+
+def make_analyzer(*, safety: bool, ocr: bool) -> ImageAnalyzer:
+    return ImageAnalyzer(
+        safety=safety,
+        ocr=ocr,
+        threads=DEFAULTS.analysis_threads,
+        ocr_max_side=DEFAULTS.ocr_max_side,
+        ocr_min_confidence=DEFAULTS.ocr_min_confidence,
+    )
+
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
@@ -72,7 +86,7 @@ def test_decode_rgb_orients_and_shrinks() -> None:
 
 @pytest.fixture(scope="module")
 def analyzer() -> ImageAnalyzer:
-    a = ImageAnalyzer(safety=True, ocr=True, threads=1)
+    a = make_analyzer(safety=True, ocr=True)
     a.warm_up()
     return a
 
@@ -101,7 +115,7 @@ def test_safety_detector_runs_the_real_model_and_scores_unsafe_labels_only() -> 
 
 
 async def test_disabled_analysis_does_nothing() -> None:
-    a = ImageAnalyzer(safety=False, ocr=False)
+    a = make_analyzer(safety=False, ocr=False)
     assert not a.enabled
     result = await a.analyze(np.zeros((8, 8, 3), dtype=np.uint8))
     assert result.ocr_text == "" and result.safety_labels == []

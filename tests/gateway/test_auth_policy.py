@@ -13,7 +13,7 @@ import pytest
 
 from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from services.gateway.auth import Authenticator, Keyring, TokenVerifier, sign_token
-from services.gateway.model import AllOf, AnyOf, Condition, Op
+from services.gateway.domain import AllOf, AnyOf, Condition, Op
 from services.gateway.paging import PageTokens, binding
 from services.gateway.policy import AuditLog, Policy
 from tests.gateway.fakes import asset

@@ -12,17 +12,11 @@ from imagesearch.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, search_pb2
 
 from services.common import context
 from services.common.errors import DeadlineExceeded
-from services.gateway.clients import (
-    BackendError,
-    BackendUnavailable,
-    BreakerOpen,
-    CircuitBreaker,
-    GrpcEncoderClient,
-    GrpcSearchClient,
-    RetryPolicy,
-    channel,
-)
-from services.gateway.model import Condition, Op, QuerySpec
+from services.gateway.backends.calls import CircuitBreaker, RetryPolicy, channel
+from services.gateway.backends.encoder import GrpcEncoderClient
+from services.gateway.backends.errors import BackendError, BackendUnavailable, BreakerOpen
+from services.gateway.backends.search import GrpcSearchClient
+from services.gateway.domain import Condition, Op, QuerySpec
 
 
 class Script:

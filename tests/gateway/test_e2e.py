@@ -437,7 +437,7 @@ def test_cli_ingests_a_folder_and_searches_it(
 def test_encoder_loss_degrades_to_keyword_only(world: World) -> None:
     suite = world.suite
     if suite.mode == "stack":
-        from scripts.stack import Stack
+        from devstack import Stack
         from tests.service_process import REPO_ROOT
 
         manager = Stack(REPO_ROOT)

@@ -6,7 +6,7 @@ import datetime as dt
 
 import numpy as np
 
-from services.gateway.model import FirstStageScores, Hit
+from services.gateway.domain import FirstStageScores, Hit
 from services.gateway.rerank import RerankConfig, rerank
 from tests.gateway.fakes import asset, concept, unit
 

@@ -1,4 +1,4 @@
-"""The real local stack (scripts/stack.py): each component answers, `up` is idempotent, and one
+"""The real local stack (devstack): each component answers, `up` is idempotent, and one
 component can be stopped and started again on the same ports."""
 
 from __future__ import annotations
@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import redis
 import tritonclient.grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
-from scripts.stack import REPO_ROOT, WEAVIATE_VERSION, Stack, StackInfo
+from devstack import REPO_ROOT, WEAVIATE_VERSION, Stack, StackInfo
+from devstack.triton import expected_models
+from devstack.versions import TRITON_SERVER_VERSION
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +32,12 @@ _PORT_FIELDS = (
 
 def _ports(info: StackInfo) -> dict[str, int | None]:
     return {f: getattr(info, f) for f in _PORT_FIELDS}
+
+
+def _served_models(info: StackInfo) -> list[str]:
+    """The models in the repository the running Triton serves."""
+    assert info.model_repository is not None
+    return expected_models(Path(info.model_repository))
 
 
 def _eventually_ready(client: triton_grpc.InferenceServerClient, timeout_s: float) -> bool:
@@ -59,12 +68,14 @@ def test_weaviate_meta_reports_pinned_version(stack: StackInfo) -> None:
 
 
 def test_triton_live_ready_and_every_model_ready(stack: StackInfo) -> None:
-    expected = Stack(REPO_ROOT).expected_models()
+    expected = _served_models(stack)
     assert expected, f"no models in {stack.model_repository}"
     client = triton_grpc.InferenceServerClient(stack.triton_grpc_url)
     try:
         assert client.is_server_live()
         assert client.is_server_ready()
+        # The pinned pytriton wheel carries the Triton release docker-compose.yml runs (devstack/versions.py).
+        assert client.get_server_metadata(as_json=True)["version"] == TRITON_SERVER_VERSION
         index = {m["name"]: m.get("state") for m in client.get_model_repository_index(as_json=True)["models"]}
         assert {name: index.get(name) for name in expected} == {name: "READY" for name in expected}
         for name in expected:
@@ -99,7 +110,7 @@ def test_stop_and_start_one_component(stack: StackInfo) -> None:
         assert _ports(restarted) == _ports(stack)
         # The same long-lived client recovers once its channel's reconnect backoff (~1 s) has passed.
         assert _eventually_ready(client, timeout_s=15.0)
-        assert all(client.is_model_ready(name) for name in manager.expected_models())
+        assert all(client.is_model_ready(name) for name in _served_models(stack))
     finally:
         client.close()
     # The other components were not touched.

@@ -1,6 +1,6 @@
 """Fixtures for the search service tests.
 
-`search_stack` brings up the real Redis and Weaviate only (scripts/stack.py; running ones are reused and
+`search_stack` brings up the real Redis and Weaviate only (devstack; running ones are reused and
 left running). `search_service` runs the real service process (tests/service_process.py) once per
 configuration: the embedded backend with the in-process cache, and Weaviate with Redis.
 """
@@ -16,7 +16,7 @@ import grpc
 import pytest
 from imagesearch.v1 import search_pb2_grpc
 
-from scripts.stack import Stack, StackInfo
+from devstack import Stack, StackInfo
 from tests.service_process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from scripts.stack import StackInfo
+from devstack import StackInfo
 from services.search import filters as flt
 from services.search.backends import make_backend
 from services.search.cache import NoCache

@@ -264,6 +264,19 @@ def test_stream_upsert_answers_every_item(search_service: Service) -> None:
     assert search_service.stub.GetStats(search_pb2.GetStatsRequest(tenant=t)).asset_count == 25
 
 
+def test_stream_writes_a_repeated_asset_in_arrival_order(search_service: Service) -> None:
+    t = f"t{uuid.uuid4().hex[:10]}"
+    versions = ["first", "second", "third"]
+    reqs = [
+        search_pb2.StreamUpsertAssetsRequest(tenant=t, asset=record("same", unit(RNG), caption=c))
+        for c in versions
+    ]
+    out = list(search_service.stub.StreamUpsertAssets(iter(reqs)))
+    assert [o.result.HasField("error") for o in out] == [False, False, False]
+    got = search_service.stub.GetAssets(search_pb2.GetAssetsRequest(tenant=t, asset_ids=["same"]))
+    assert got.assets[0].asset.caption == "third"
+
+
 # ---- query modes -------------------------------------------------------------------------------------
 
 

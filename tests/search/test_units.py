@@ -112,7 +112,7 @@ def _plan_kwargs(**kw: object) -> dict[str, object]:
 
 async def test_plan_defaults_and_digest(tmp_path: Path) -> None:
     settings = SearchSettings(data_dir=str(tmp_path))
-    backend = EmbeddedBackend(tmp_path, HnswParams(16, 64, 64, 100))
+    backend = EmbeddedBackend(tmp_path, HnswParams(16, 64, 64, 100, "i8"))
     await backend.start()
     core = SearchCore(settings, backend, MemoryCache(60, 10))
     p = await core.plan(**_plan_kwargs())  # type: ignore[arg-type]
@@ -137,7 +137,7 @@ async def test_embedded_backend_survives_restart(tmp_path: Path) -> None:
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
 
     async def open_core() -> SearchCore:
-        backend = EmbeddedBackend(tmp_path, HnswParams(16, 64, 64, 10))
+        backend = EmbeddedBackend(tmp_path, HnswParams(16, 64, 64, 10, "i8"))
         await backend.start()
         return SearchCore(settings, backend, MemoryCache(60, 10))
 

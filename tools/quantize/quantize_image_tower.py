@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write the int8 variant of the image tower: ONNX Runtime dynamic quantization of its matrix multiplies.
 
-    python tools/quantize/quantize_image_tower.py          # triton_models/clip_image -> clip_image_int8
-    python tools/quantize/quantize_image_tower.py --source-onnx X.onnx --output Y.onnx
+    python -m tools.quantize.quantize_image_tower          # triton_models/clip_image -> clip_image_int8
+    python -m tools.quantize.quantize_image_tower --source-onnx X.onnx --output Y.onnx
 
 What it does: `onnxruntime.quantization.quantize_dynamic` with op_types_to_quantize = MatMul and Gemm
 (the transformer's projections and MLPs: almost all of the FLOPs). Their weights are stored as 8-bit

@@ -4,11 +4,11 @@
 Run on the GPU that will serve the plan (a plan is specific to the GPU model and TensorRT version), e.g.
 inside the NGC container `nvcr.io/nvidia/tritonserver:<yy.mm>-py3` that will run it:
 
-    python tools/tensorrt/build_plan.py --model clip_image
-    python tools/tensorrt/build_plan.py --model clip_text
+    python -m tools.tensorrt.build_plan --model clip_image
+    python -m tools.tensorrt.build_plan --model clip_text
     tritonserver --model-repository=triton_models --model-config-name=tensorrt ...
 
-    python tools/tensorrt/build_plan.py --model clip_image --dry-run    # print the plan, build nothing
+    python -m tools.tensorrt.build_plan --model clip_image --dry-run    # print the plan, build nothing
 
 Everything comes from the repository, so the plan cannot disagree with the config that serves it:
 - the input tensor (name, type, per-item dims) and `max_batch_size` from <model>/configs/tensorrt.pbtxt;

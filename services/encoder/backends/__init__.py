@@ -12,7 +12,7 @@ def image_model_name(settings: EncoderSettings) -> str:
     return f"{settings.image_model}_int8" if settings.image_variant == "int8" else settings.image_model
 
 
-def create_backend(settings: EncoderSettings) -> EncoderBackend:
+def make_backend(settings: EncoderSettings) -> EncoderBackend:
     image_model = image_model_name(settings)
     if settings.backend == "triton":
         from services.encoder.backends.triton import TritonBackend
@@ -32,4 +32,4 @@ def create_backend(settings: EncoderSettings) -> EncoderBackend:
     )
 
 
-__all__ = ["EncoderBackend", "TowerSpec", "create_backend", "image_model_name"]
+__all__ = ["EncoderBackend", "TowerSpec", "image_model_name", "make_backend"]

@@ -2,24 +2,23 @@
 
 Same files and configuration as Triton (config.pbtxt, <version>/model.onnx), so both runtimes serve the
 same model and report the same contract. Like Triton's dynamic batcher, concurrent calls for one tower
-are merged: a single worker per tower takes everything queued (up to `max_batch` rows), runs it once on a
-dedicated thread and hands each caller its rows. One run at a time per tower keeps ONNX Runtime's
-intra-op threads from oversubscribing the cores.
+are merged (services.common.batching.MicroBatcher): each run takes everything queued (up to `max_batch`
+rows), runs it once on a dedicated thread and hands each caller its rows; a caller whose deadline passed
+while queued never runs. One run at a time per tower keeps ONNX Runtime's intra-op threads from
+oversubscribing the cores.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from services.common.errors import DeadlineExceeded, FailedPrecondition
+from services.common.batching import MicroBatcher
+from services.common.errors import FailedPrecondition
 from services.encoder.backends import model_repository
 from services.encoder.backends.base import TowerSpec
 
@@ -31,99 +30,59 @@ _ORT_TYPES = {
 }
 
 
-@dataclass(eq=False)
-class _Job:
-    rows: np.ndarray
-    deadline: float  # time.monotonic()
-    future: asyncio.Future[np.ndarray] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
 class _Tower:
-    """One ONNX session with its in-process dynamic batcher."""
+    """One ONNX session behind the suite's batcher: concurrent calls are merged into runs of up to
+    `max_batch` rows, one run at a time, on a dedicated thread."""
 
     def __init__(self, spec: TowerSpec, session: ort.InferenceSession, max_batch: int) -> None:
         self.spec = spec
         self._session = session
         self._max_batch = max(1, min(max_batch, spec.max_batch_size or max_batch))
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{spec.model}")
-        self._worker: asyncio.Task[None] | None = None
+        # Items are row chunks of at most max_batch rows; a run takes whatever is queued up to max_batch
+        # rows (wait_s=0: Triton's dynamic batcher with no queue delay).
+        self._batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
+            self._run_chunks,
+            max_items=self._max_batch,
+            max_size=self._max_batch,
+            size_of=len,
+            wait_s=0,
+            max_concurrent=1,
+            name=spec.model,
+        )
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         (out,) = self._session.run([self.spec.output_name], {self.spec.input_name: batch})
         return np.asarray(out, dtype=np.float32)
 
     async def encode(self, rows: np.ndarray, timeout_s: float) -> np.ndarray:
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work(), name=f"ort-batcher-{self.spec.model}")
-        deadline = time.monotonic() + timeout_s
-        jobs = [_Job(rows[i : i + self._max_batch], deadline) for i in range(0, len(rows), self._max_batch)]
-        for job in jobs:
-            self._queue.put_nowait(job)
+        """float32 [n, D] for `rows`; DeadlineExceeded when timeout_s passes first (a chunk still
+        queued then never runs)."""
+        if len(rows) <= self._max_batch:  # the common case, without a task per chunk
+            return await self._batcher.submit(rows, timeout_s=timeout_s)
+        chunks = [rows[i : i + self._max_batch] for i in range(0, len(rows), self._max_batch)]
+        submissions = [asyncio.ensure_future(self._batcher.submit(c, timeout_s=timeout_s)) for c in chunks]
         try:
-            parts = await asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)), timeout=timeout_s)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"{self.spec.model}: no result within the deadline ({timeout_s:.3f}s; "
-                f"{self._queue.qsize()} batches queued)"
-            ) from None
+            parts = await asyncio.gather(*submissions)
         finally:
-            for job in jobs:  # the worker skips cancelled jobs
-                if not job.future.done():
-                    job.future.cancel()
+            for submission in submissions:  # when one chunk failed, the others are not run for nothing
+                submission.cancel()
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    async def _work(self) -> None:
-        carry: _Job | None = None
-        while True:
-            first = carry or await self._queue.get()
-            carry = None
-            jobs, size = [first], len(first.rows)
-            while not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if size + len(nxt.rows) > self._max_batch:
-                    carry = nxt
-                    break
-                jobs.append(nxt)
-                size += len(nxt.rows)
-            try:
-                await self._run_jobs(jobs)
-            except Exception as exc:  # never leave a caller waiting for a crashed worker
-                error = RuntimeError(f"ONNX Runtime failed on {self.spec.model}: {type(exc).__name__}: {exc}")
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(error)
-
-    async def _run_jobs(self, jobs: list[_Job]) -> None:
-        now = time.monotonic()
-        live = []
-        for j in jobs:
-            if j.future.done():  # the caller gave up (deadline or cancellation)
-                continue
-            if j.deadline <= now:
-                j.future.set_exception(
-                    DeadlineExceeded(f"{self.spec.model}: the deadline passed while queued")
-                )
-                continue
-            live.append(j)
-        if not live:
-            return
-        batch = live[0].rows if len(live) == 1 else np.concatenate([j.rows for j in live])
-        out = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
-        start = 0
-        for j in live:
-            n = len(j.rows)
-            if not j.future.done():
-                j.future.set_result(out[start : start + n])
-            start += n
+    async def _run_chunks(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        """The batch function: one session run over the concatenated chunks, split back per chunk."""
+        batch = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
+        except Exception as exc:
+            raise RuntimeError(
+                f"ONNX Runtime failed on {self.spec.model}: {type(exc).__name__}: {exc}"
+            ) from exc
+        bounds = np.cumsum([len(c) for c in chunks])[:-1]
+        return np.split(out, bounds)
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await self._batcher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -205,9 +164,10 @@ class OnnxRuntimeBackend:
         repository: Path,
         image_model: str,
         text_model: str,
-        intra_op_threads: int = 2,
-        max_batch: int = 32,
-        allow_spinning: bool = False,
+        *,
+        intra_op_threads: int,
+        max_batch: int,
+        allow_spinning: bool,
     ) -> None:
         self._repository = repository
         self._names = (image_model, text_model)

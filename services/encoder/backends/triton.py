@@ -46,7 +46,7 @@ class TritonBackend:
 
     runtime = "triton"
 
-    def __init__(self, url: str, image_model: str, text_model: str, request_batch: int = 8) -> None:
+    def __init__(self, url: str, image_model: str, text_model: str, request_batch: int) -> None:
         self._url = url
         self._names = (image_model, text_model)
         self._request_batch = request_batch

@@ -50,6 +50,10 @@ class SearchBackend(Protocol):
     async def get(self, tenant: str, asset_ids: list[str], include_vectors: bool) -> list[AssetRecord | None]:
         """Fetch by id, in order; None where missing."""
 
+    async def find_by_content_hash(self, tenant: str, digests: list[str]) -> dict[str, set[str]]:
+        """{digest: ids of the tenant's assets storing it} for the digests that have any, read from the
+        store; an unknown tenant has none."""
+
     async def query(self, tenant: str, plan: QueryPlan) -> list[Hit]:
         """Run a hybrid query; returns the fused hits [offset, offset + limit)."""
 

@@ -1,4 +1,4 @@
-"""Search and ingest journeys over plain fakes of the encoder/search clients (no network)."""
+"""The gateway core (search and ingest flows) over plain fakes of its backends (no network)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from services.gateway.auth import Keyring, Principal
-from services.gateway.model import IngestAck, IngestItem, IngestOutcome, RerankOptions, SearchQuery
+from services.gateway.core import Gateway
+from services.gateway.domain import IngestAck, IngestItem, IngestOutcome, RerankOptions, SearchQuery
 from services.gateway.paging import PageTokens
-from services.gateway.pipeline import Gateway, PipelineConfig
 from services.gateway.policy import AuditLog, Policy
-from services.gateway.rerank import RerankConfig
+from services.gateway.settings import GatewaySettings
 from tests.gateway.fakes import (
     MODEL,
     TEXT_GREEN,
@@ -52,23 +52,24 @@ ALICE, URSULA, READER, GUS = who("a"), who("u"), who("r"), who("g")
 
 
 class World:
-    def __init__(self, leaky: bool = False, **cfg: object) -> None:
+    def __init__(self, leaky: bool = False, **settings: object) -> None:
         self.encoder = FakeEncoder()
         self.search = FakeSearch(leaky=leaky)
         self.analyzer = FakeAnalyzer()
         self.audit: list[dict[str, object]] = []
-        config = PipelineConfig(
-            batch_wait_s=0.002,
-            rerank=RerankConfig(mmr_lambda=1.0, duplicate_threshold=0.99),
-            **cfg,  # type: ignore[arg-type]
+        config = GatewaySettings(
+            ingest_batch_wait_ms=2.0,
+            rerank_mmr_lambda=1.0,
+            rerank_duplicate_threshold=0.99,
+            **settings,  # type: ignore[arg-type]
         )
         self.gw = Gateway(
             self.encoder,
             self.search,
-            Policy(AuditLog(self.audit.append)),
             self.analyzer,
-            config,
+            Policy(AuditLog(self.audit.append)),
             PageTokens(),
+            config,
         )
 
     def add(self, asset_id: str, words: str, tenant: str = "acme", **kw: object) -> None:
@@ -415,10 +416,10 @@ async def test_ingest_needs_the_role_and_tags_the_callers_tenant() -> None:
 
 
 async def test_ingest_stream_is_bounded() -> None:
-    w = World(max_in_flight=2)
+    w = World(ingest_max_in_flight=2)
     in_flight = 0
     peak = 0
-    real = w.gw.ingest_one
+    real = w.gw.ingest_flow.ingest_one
 
     async def counting(principal: Principal, it: IngestItem) -> IngestAck:
         nonlocal in_flight, peak
@@ -430,7 +431,7 @@ async def test_ingest_stream_is_bounded() -> None:
         finally:
             in_flight -= 1
 
-    w.gw.ingest_one = counting  # type: ignore[method-assign]
+    w.gw.ingest_flow.ingest_one = counting  # type: ignore[method-assign]
     await run_ingest(w, [item(f"i{i}", f"w{i}") for i in range(8)])
     assert peak == 2
 

@@ -1,13 +1,14 @@
-"""Plain domain types of the gateway: assets, filters, hits and search requests (no gRPC/proto types).
+"""Plain domain types of the gateway: assets, filters, hits, searches, ingest items (no gRPC/proto types).
 
-The servicer maps protos to these and back (services/gateway/convert.py); every other gateway module
-speaks only these dataclasses and numpy arrays.
+The servicer and the backends map protos to these and back (services/gateway/convert.py); every other
+gateway module speaks only these dataclasses and numpy arrays.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,31 +31,35 @@ class SafetyLabel:
 
 
 @dataclass
-class Asset:
-    """One stored image's metadata (mirrors imagesearch.v1.Asset)."""
+class AssetSummary:
+    """What ranking and policy read of an asset: ids, tenant, licence, safety, hash, times, popularity,
+    caption and model. A first-stage hit carries only this (see `Hit`)."""
 
     asset_id: str
     tenant: str = ""
-    uri: str = ""
     caption: str = ""
-    tags: list[str] = field(default_factory=list)
-    ocr_text: str = ""
-    owner: str = ""
     license_name: str = ""
     license_expires_at: dt.datetime | None = None
-    safety_labels: list[SafetyLabel] = field(default_factory=list)
     safety_score: float = 0.0
-    source: str = ""
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
-    width: int = 0
-    height: int = 0
     content_sha256: str = ""
     embedding_model: ModelRef | None = None
     popularity: float = 0.0
-    # The wire message this asset was read from, when it was read only for ranking (see
-    # convert.ranked_asset): the servicer returns it as is. Opaque to domain code.
-    wire: object | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class Asset(AssetSummary):
+    """One stored image's metadata, complete (mirrors imagesearch.v1.Asset)."""
+
+    uri: str = ""
+    tags: list[str] = field(default_factory=list)
+    ocr_text: str = ""
+    owner: str = ""
+    safety_labels: list[SafetyLabel] = field(default_factory=list)
+    source: str = ""
+    width: int = 0
+    height: int = 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,10 +175,29 @@ class FirstStageScores:
 
 @dataclass
 class Hit:
-    """One first-stage hit, with the stored image embedding when it was requested."""
+    """One first-stage hit: what ranking and policy read, its first-stage scores and (when asked for)
+    its stored image embedding."""
+
+    asset: AssetSummary
+    scores: FirstStageScores
+    vector: Vector | None = None
+    # The complete asset, built only for the hits that make the page: a candidate window holds ~100
+    # hits and a page ~20, so the backend defers the rest of each conversion until it is needed.
+    load_asset: Callable[[], Asset] | None = field(default=None, repr=False, compare=False)
+
+    def full_asset(self) -> Asset:
+        if isinstance(self.asset, Asset):
+            return self.asset
+        if self.load_asset is None:
+            raise ValueError(f"hit {self.asset.asset_id!r} carries no complete asset")
+        return self.load_asset()
+
+
+@dataclass
+class StoredAsset:
+    """An asset read by id (GetAssets), complete, with its stored image embedding when asked for."""
 
     asset: Asset
-    scores: FirstStageScores
     vector: Vector | None = None
 
 
@@ -230,15 +254,12 @@ class StageScores:
     first_stage_rank: int = 0
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: convert.result_pb remembers each result's message
 class SearchResult:
     asset: Asset
     scores: StageScores
     rerank_notes: list[str] = field(default_factory=list)
     policy_reasons: list[str] = field(default_factory=list)
-    # Its response message once built: a page served again from the page cache is not re-converted
-    # (that conversion was ~40% of a cache hit's CPU).
-    wire: object | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -297,3 +318,30 @@ class UpsertOutcome:
     asset_id: str
     error_code: int = 0
     error_message: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# What the backends exchange with the flows
+
+
+@dataclass
+class Encoded:
+    """One item's encoding: a vector, or an error (google.rpc.Code number + message)."""
+
+    vector: Vector | None
+    error_code: int = 0
+    error_message: str = ""
+    truncated: bool = False
+
+
+@dataclass
+class EncodedBatch:
+    model: ModelRef | None
+    items: list[Encoded]
+
+
+@dataclass
+class UpsertRecord:
+    asset: Asset
+    vector: Vector
+    model: ModelRef | None

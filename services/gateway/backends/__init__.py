@@ -1,0 +1,68 @@
+"""The gateway's backends: the encoder and search services (gRPC clients) and the image analyzer.
+
+`make_backends(settings)` is the one place that decides which adapter runs; the flows see only the
+protocols of `base.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from services.gateway.analysis import ImageAnalyzer
+from services.gateway.backends.calls import CircuitBreaker, RetryPolicy, channel
+from services.gateway.backends.encoder import GrpcEncoderClient
+from services.gateway.backends.search import GrpcSearchClient
+from services.gateway.settings import GatewaySettings
+
+
+@dataclass
+class Backends:
+    encoder: GrpcEncoderClient
+    search: GrpcSearchClient
+    analyzer: ImageAnalyzer
+    channels: tuple[grpc.aio.Channel, ...]
+
+    async def close(self) -> None:
+        self.analyzer.close()
+        for ch in self.channels:
+            await ch.close()
+
+
+def make_backends(settings: GatewaySettings) -> Backends:
+    retry = RetryPolicy(
+        settings.retry_attempts, settings.retry_initial_backoff_s, settings.retry_max_backoff_s
+    )
+
+    def breaker(name: str) -> CircuitBreaker:
+        return CircuitBreaker(name, settings.breaker_failure_threshold, settings.breaker_reset_s)
+
+    encoder_channel = channel(
+        settings.encoder_address, settings.default_deadline_s, settings.max_message_bytes
+    )
+    search_channel = channel(settings.search_address, settings.default_deadline_s, settings.max_message_bytes)
+    return Backends(
+        encoder=GrpcEncoderClient(
+            encoder_channel,
+            breaker("encoder"),
+            retry,
+            settings.encoder_text_deadline_s,
+            settings.encoder_image_deadline_s,
+        ),
+        search=GrpcSearchClient(
+            search_channel,
+            breaker("search"),
+            retry,
+            settings.search_query_deadline_s,
+            settings.search_write_deadline_s,
+        ),
+        analyzer=ImageAnalyzer(
+            safety=settings.safety_enabled,
+            ocr=settings.ocr_enabled,
+            threads=settings.analysis_threads,
+            ocr_max_side=settings.ocr_max_side,
+            ocr_min_confidence=settings.ocr_min_confidence,
+        ),
+        channels=(encoder_channel, search_channel),
+    )

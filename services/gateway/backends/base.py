@@ -1,0 +1,61 @@
+"""The gateway's backends as the flows see them: small protocols over domain types only.
+
+Adapters: `encoder.GrpcEncoderClient`, `search.GrpcSearchClient` (gRPC, with deadlines, retries and
+breakers) and `services.gateway.analysis.ImageAnalyzer` (in-process NudeNet + RapidOCR). Failures are
+domain errors (`errors.py`); no protocol mentions gRPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from services.gateway.analysis import Analysis
+from services.gateway.domain import (
+    EncodedBatch,
+    QueryResult,
+    QuerySpec,
+    StoredAsset,
+    UpsertOutcome,
+    UpsertRecord,
+)
+
+
+class EncoderClient(Protocol):
+    async def encode_texts(self, texts: Sequence[str]) -> EncodedBatch: ...
+
+    async def encode_images(self, images: Sequence[bytes]) -> EncodedBatch: ...
+
+    async def ready(self) -> bool: ...
+
+
+class SearchClient(Protocol):
+    async def query(self, spec: QuerySpec) -> QueryResult: ...
+
+    async def upsert(self, tenant: str, records: Sequence[UpsertRecord]) -> list[UpsertOutcome]: ...
+
+    async def get_assets(
+        self, tenant: str, asset_ids: Sequence[str], include_vectors: bool = False
+    ) -> tuple[list[StoredAsset], list[str]]: ...
+
+    async def find_by_content_hash(self, tenant: str, shas: Sequence[str]) -> dict[str, list[str]]:
+        """For each digest, the sorted ids of the tenant's assets holding it (absent: none)."""
+        ...
+
+    async def delete_assets(self, tenant: str, asset_ids: Sequence[str]) -> list[tuple[str, bool]]: ...
+
+    async def index_generation(self, tenant: str) -> int | None:
+        """The tenant's index generation when it is consistent; None when it cannot be trusted or
+        asked (then nothing derived from queries may be served from a cache)."""
+        ...
+
+    async def ready(self) -> bool: ...
+
+
+class Analyzer(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+
+    async def analyze(self, rgb: np.ndarray) -> Analysis: ...

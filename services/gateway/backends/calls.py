@@ -1,0 +1,195 @@
+"""How the gateway calls a backend: per-hop deadlines, retries with jittered backoff (idempotent calls
+only) and one circuit breaker per backend.
+
+- Deadlines: every call's timeout is `services.common.context.remaining(per_hop_s)`: the per-hop budget,
+  capped by what is left of the caller's deadline (DEADLINE_EXCEEDED before a call that cannot finish).
+- Retries: `tenacity`, exponential backoff with full jitter (`wait_random_exponential`), only for calls
+  that are idempotent by contract (EncodeTexts/EncodeImages are pure functions; Query/GetAssets/
+  FindByContentHash read; UpsertAssets addresses tenant + asset_id, so replaying it stores the same
+  object) and only on UNAVAILABLE (the request most likely never ran). DeleteAssets is not retried: a
+  replay after a lost reply would report "not found" for an asset this call deleted.
+- Circuit breaker: `CircuitBreaker` below, a small class rather than a library. aiobreaker and
+  purgatory both let every concurrent call through in the half-open state (a recovering backend gets
+  the full burst), aiobreaker is unmaintained and replaces the tripping call's own error with
+  CircuitBreakerError; neither is in the suite's pinned set. This one admits exactly one probe while
+  half-open and never hides a status.
+- Errors become the domain errors of `errors.py` with the backend's own status, so the gateway's
+  interceptor returns precise statuses (an open breaker is UNAVAILABLE, "retry in N s").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from services.common.context import remaining
+from services.gateway.backends.errors import (
+    BackendDeadlineExceeded,
+    BackendError,
+    BackendNotFound,
+    BackendUnavailable,
+    BreakerOpen,
+)
+
+log = structlog.get_logger("backends")
+
+T = TypeVar("T")
+
+# Statuses that say "the backend is unhealthy", as opposed to "this request was wrong".
+_BACKEND_FAILURES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
+
+class CircuitBreaker:
+    """closed -> open after `failure_threshold` consecutive failures; open fails fast for `reset_s`;
+    then half-open: exactly one probe call goes through, its success closes the breaker and its
+    failure re-opens it for another `reset_s`. Calls made while the probe is out fail fast."""
+
+    CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+
+    def __init__(
+        self, name: str, failure_threshold: int, reset_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.name = name
+        self.failure_threshold = failure_threshold
+        self.reset_s = reset_s
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probe_out = False
+
+    @property
+    def state(self) -> str:
+        if self._opened_at is None:
+            return self.CLOSED
+        if self._clock() - self._opened_at >= self.reset_s:
+            return self.HALF_OPEN
+        return self.OPEN
+
+    def acquire(self) -> bool:
+        """Permission to call; True when this call is the half-open probe. Raises BreakerOpen."""
+        state = self.state
+        if state == self.CLOSED:
+            return False
+        if state == self.HALF_OPEN and not self._probe_out:
+            self._probe_out = True
+            return True
+        assert self._opened_at is not None
+        wait = max(0.0, self.reset_s - (self._clock() - self._opened_at))
+        raise BreakerOpen(
+            self.name,
+            f"circuit open after {self.failure_threshold} consecutive failures; "
+            f"retry in {wait:.1f}s" + (" (a probe call is in flight)" if state == self.HALF_OPEN else ""),
+        )
+
+    def record(self, ok: bool, probe: bool) -> None:
+        if probe:
+            self._probe_out = False
+        if ok:
+            if self._opened_at is not None:
+                log.info("circuit closed", backend=self.name)
+            self._failures = 0
+            self._opened_at = None
+            return
+        self._failures += 1
+        if probe or self._failures >= self.failure_threshold:
+            if self._opened_at is None or probe:
+                log.warning("circuit opened", backend=self.name, failures=self._failures)
+            self._opened_at = self._clock()
+
+    def release_probe(self) -> None:
+        """The probe ended without a verdict (cancelled): let the next call probe."""
+        self._probe_out = False
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int
+    initial_backoff_s: float
+    max_backoff_s: float
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, BackendUnavailable) and not isinstance(exc, BreakerOpen)
+
+
+def backend_error(backend: str, exc: grpc.aio.AioRpcError) -> BackendError:
+    """The domain error for a backend's failed call."""
+    code = exc.code()
+    details = exc.details() or code.name.lower()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return BackendUnavailable(backend, f"unavailable: {details}")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return BackendNotFound(backend, details)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return BackendDeadlineExceeded(backend, details)
+    return BackendError(backend, details, code)
+
+
+class BackendCalls:
+    """Calls to one backend: deadline, breaker, retries, domain errors."""
+
+    def __init__(self, name: str, breaker: CircuitBreaker, retry: RetryPolicy) -> None:
+        self.name = name
+        self.breaker = breaker
+        self.retry = retry
+
+    async def _once(self, fn: Callable[..., Awaitable[T]], request: Any, per_hop_s: float) -> T:
+        timeout = remaining(per_hop_s)  # raises DeadlineExceeded before a call that cannot finish
+        probe = self.breaker.acquire()
+        try:
+            response = await fn(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            self.breaker.record(exc.code() not in _BACKEND_FAILURES, probe)
+            raise backend_error(self.name, exc) from None
+        except BaseException:
+            if probe:
+                self.breaker.release_probe()
+            raise
+        self.breaker.record(True, probe)
+        return response
+
+    async def call(
+        self, fn: Callable[..., Awaitable[T]], request: Any, per_hop_s: float, *, idempotent: bool
+    ) -> T:
+        if not idempotent or self.retry.attempts <= 1:
+            return await self._once(fn, request, per_hop_s)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=wait_random_exponential(
+                multiplier=self.retry.initial_backoff_s, max=self.retry.max_backoff_s
+            ),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._once(fn, request, per_hop_s)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+
+def channel(address: str, default_timeout_s: float, max_message_bytes: int) -> grpc.aio.Channel:
+    from services.common.interceptors import client_interceptors
+
+    return grpc.aio.insecure_channel(
+        address,
+        interceptors=client_interceptors(default_timeout_s),
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.enable_retries", 0),  # retries are ours (idempotent calls only)
+        ],
+    )

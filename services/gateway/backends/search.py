@@ -1,0 +1,76 @@
+"""SearchService over gRPC (Query, GetAssets, FindByContentHash, UpsertAssets, DeleteAssets,
+GetIndexGeneration), behind `base.SearchClient`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import structlog
+from imagesearch.v1 import search_pb2, search_pb2_grpc
+
+from services.gateway import convert
+from services.gateway.backends.calls import BackendCalls, CircuitBreaker, RetryPolicy
+from services.gateway.backends.errors import BackendError
+from services.gateway.domain import QueryResult, QuerySpec, StoredAsset, UpsertOutcome, UpsertRecord
+
+log = structlog.get_logger("backends")
+
+
+class GrpcSearchClient:
+    def __init__(
+        self,
+        ch: grpc.aio.Channel,
+        breaker: CircuitBreaker,
+        retry: RetryPolicy,
+        query_deadline_s: float,
+        write_deadline_s: float,
+    ) -> None:
+        self._stub = search_pb2_grpc.SearchServiceStub(ch)
+        self._calls = BackendCalls("search", breaker, retry)
+        self._read_s = query_deadline_s
+        self._write_s = write_deadline_s
+        self.breaker = breaker
+
+    async def query(self, spec: QuerySpec) -> QueryResult:
+        req = convert.query_request(spec)
+        resp = await self._calls.call(self._stub.Query, req, self._read_s, idempotent=True)
+        return convert.query_result(resp)
+
+    async def upsert(self, tenant: str, records: Sequence[UpsertRecord]) -> list[UpsertOutcome]:
+        req = convert.upsert_request(tenant, records)
+        resp = await self._calls.call(self._stub.UpsertAssets, req, self._write_s, idempotent=True)
+        return convert.upsert_outcomes(resp)
+
+    async def get_assets(
+        self, tenant: str, asset_ids: Sequence[str], include_vectors: bool = False
+    ) -> tuple[list[StoredAsset], list[str]]:
+        req = search_pb2.GetAssetsRequest(tenant=tenant, asset_ids=asset_ids, include_vectors=include_vectors)
+        resp = await self._calls.call(self._stub.GetAssets, req, self._read_s, idempotent=True)
+        return convert.stored_assets(resp), list(resp.missing_asset_ids)
+
+    async def find_by_content_hash(self, tenant: str, shas: Sequence[str]) -> dict[str, list[str]]:
+        req = search_pb2.FindByContentHashRequest(tenant=tenant, content_sha256=shas)
+        resp = await self._calls.call(self._stub.FindByContentHash, req, self._read_s, idempotent=True)
+        return convert.content_hash_holders(resp)
+
+    async def delete_assets(self, tenant: str, asset_ids: Sequence[str]) -> list[tuple[str, bool]]:
+        req = search_pb2.DeleteAssetsRequest(tenant=tenant, asset_ids=asset_ids)
+        resp = await self._calls.call(self._stub.DeleteAssets, req, self._write_s, idempotent=False)
+        return [(r.asset_id, r.deleted) for r in resp.results]
+
+    async def index_generation(self, tenant: str) -> int | None:
+        req = search_pb2.GetIndexGenerationRequest(tenant=tenant)
+        try:
+            resp = await self._calls.call(self._stub.GetIndexGeneration, req, self._read_s, idempotent=False)
+        except BackendError as exc:
+            # Uncached then; a search service that is really down fails the query that follows.
+            log.debug("index generation unavailable; page cache bypassed", error=exc.message)
+            return None
+        return resp.index_generation if resp.consistent else None
+
+    async def ready(self) -> bool:
+        await self._calls.call(
+            self._stub.GetStats, search_pb2.GetStatsRequest(tenant=""), self._read_s, idempotent=False
+        )
+        return True

@@ -1,0 +1,79 @@
+"""The gateway domain service (what the servicer calls): the search flow, the ingest flow, and the two
+single-asset calls, over one shared read layer.
+
+    Gateway ─┬─ SearchFlow  (search_flow.py: page cache, query vectors, visibility, rerank)
+             ├─ IngestFlow  (ingest_flow.py: batchers, id locks, hash claims, duplicates, upserts)
+             └─ Reads       (reads.py: query, get by id, visibility check; used by both)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from services.common.errors import InvalidArgument, NotFound
+from services.gateway.auth import Principal
+from services.gateway.backends.base import Analyzer, EncoderClient, SearchClient
+from services.gateway.domain import Asset, IngestAck, IngestItem, SearchPage, SearchQuery
+from services.gateway.ingest_flow import IngestConfig, IngestFlow
+from services.gateway.paging import PageTokens
+from services.gateway.policy import Policy
+from services.gateway.reads import Reads
+from services.gateway.search_flow import SearchConfig, SearchFlow
+from services.gateway.settings import GatewaySettings
+
+
+class Gateway:
+    def __init__(
+        self,
+        encoder: EncoderClient,
+        search: SearchClient,
+        analyzer: Analyzer,
+        policy: Policy,
+        page_tokens: PageTokens,
+        settings: GatewaySettings,
+    ) -> None:
+        self.policy = policy
+        self._search = search
+        self.reads = Reads(search, policy)
+        self.search_flow = SearchFlow(
+            encoder, search, self.reads, policy, page_tokens, SearchConfig.from_settings(settings)
+        )
+        self.ingest_flow = IngestFlow(
+            encoder,
+            search,
+            self.reads,
+            analyzer,
+            policy,
+            IngestConfig.from_settings(settings),
+            on_model=self.search_flow.vectors.note_model,
+        )
+
+    async def search(self, principal: Principal, q: SearchQuery) -> SearchPage:
+        return await self.search_flow.search(principal, q)
+
+    async def search_similar(self, principal: Principal, q: SearchQuery) -> SearchPage:
+        return await self.search_flow.search_similar(principal, q)
+
+    def ingest(self, principal: Principal, items: AsyncIterator[IngestItem]) -> AsyncIterator[IngestAck]:
+        return self.ingest_flow.ingest(principal, items)
+
+    async def get_asset(self, principal: Principal, asset_id: str) -> tuple[Asset, list[str]]:
+        action = "get_asset"
+        self.policy.authorize(principal, action, target=asset_id)
+        if not asset_id:
+            raise InvalidArgument("asset_id is required")
+        vis = self.policy.visibility(principal, action)
+        stored = await self.reads.visible_asset(principal, action, vis, asset_id)
+        return stored.asset, self.policy.reasons(vis, stored.asset)
+
+    async def delete_asset(self, principal: Principal, asset_id: str) -> None:
+        action = "delete_asset"
+        self.policy.authorize(principal, action, target=asset_id)
+        if not asset_id:
+            raise InvalidArgument("asset_id is required")
+        try:
+            results = await self._search.delete_assets(principal.tenant, [asset_id])
+        except NotFound:  # the tenant has no assets
+            results = []
+        if not any(aid == asset_id and deleted for aid, deleted in results):
+            raise NotFound(f"asset {asset_id!r} not found in tenant {principal.tenant!r}")

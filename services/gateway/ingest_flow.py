@@ -1,0 +1,450 @@
+"""The ingest flow: a stream of images in, one acknowledgement per item out.
+
+Per item, concurrently up to `max_in_flight`: validate -> sha256 -> (same id, same bytes, same
+metadata: UNCHANGED, no write) -> duplicate lookup by content hash (FindByContentHash) -> decode +
+safety + OCR (threads) alongside encoding (micro-batched EncodeImages) -> upsert (micro-batched
+UpsertAssets) -> acknowledge only after the search service confirmed the write.
+
+Every backend call goes through `services.common.batching.MicroBatcher`: concurrent items of all
+streams share EncodeImages calls; lookups, duplicate checks and upserts are batched per tenant (one
+call in flight each, so the next batch grows while it runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from services.common.batching import BatchStats, MicroBatcher
+from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, status_number
+from services.gateway.analysis import Analysis, check_image, decode_rgb
+from services.gateway.auth import Principal
+from services.gateway.backends.base import Analyzer, EncoderClient, SearchClient
+from services.gateway.domain import (
+    Asset,
+    Encoded,
+    IngestAck,
+    IngestItem,
+    IngestOutcome,
+    ModelRef,
+    StoredAsset,
+    UpsertOutcome,
+    UpsertRecord,
+    Vector,
+)
+from services.gateway.policy import Policy
+from services.gateway.reads import Reads
+from services.gateway.settings import GatewaySettings
+from services.gateway.tenants import PerTenant
+
+log = structlog.get_logger("ingest")
+
+MAX_ASSET_ID_CHARS = 256
+# An EncodeImages request must fit one gRPC message: the images plus room for the envelope.
+_MESSAGE_HEADROOM_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_bytes: int
+    max_pixels: int
+    max_in_flight: int
+    encode_batch: int
+    encode_concurrency: int
+    encode_batch_bytes: int
+    upsert_batch: int  # also the most lookups / hash checks per call
+    batch_wait_s: float
+    max_tenants: int
+
+    @classmethod
+    def from_settings(cls, s: GatewaySettings) -> IngestConfig:
+        return cls(
+            max_bytes=s.ingest_max_bytes,
+            max_pixels=s.ingest_max_pixels,
+            max_in_flight=s.ingest_max_in_flight,
+            encode_batch=s.ingest_encode_batch,
+            encode_concurrency=s.ingest_encode_concurrency,
+            encode_batch_bytes=max(1, s.max_message_bytes - _MESSAGE_HEADROOM_BYTES),
+            upsert_batch=s.ingest_upsert_batch,
+            batch_wait_s=s.ingest_batch_wait_ms / 1000.0,
+            max_tenants=s.max_tenants_tracked,
+        )
+
+
+@dataclass(frozen=True)
+class _HashProbe:
+    asset_id: str
+    sha: str
+
+
+class ItemFailed(DomainError):
+    """A backend refused one item; its google.rpc.Code number goes into the item's acknowledgement."""
+
+    def __init__(self, number: int, message: str) -> None:
+        super().__init__(message)
+        self.number = number or 13
+
+
+class IngestFlow:
+    def __init__(
+        self,
+        encoder: EncoderClient,
+        search: SearchClient,
+        reads: Reads,
+        analyzer: Analyzer,
+        policy: Policy,
+        config: IngestConfig,
+        on_model: Callable[[ModelRef | None], None],
+    ) -> None:
+        self.cfg = config
+        self._encoder = encoder
+        self._search = search
+        self._reads = reads
+        self._analyzer = analyzer
+        self._policy = policy
+        self._on_model = on_model  # the search flow's query-vector caches follow the encoder's model
+        self._encodes: MicroBatcher[bytes, tuple[Encoded, ModelRef | None]] = MicroBatcher(
+            self._encode_images,
+            max_items=config.encode_batch,
+            wait_s=config.batch_wait_s,
+            max_concurrent=config.encode_concurrency,
+            max_size=config.encode_batch_bytes,
+            size_of=len,
+            name="encode images",
+        )
+        self._lookups = PerTenant(
+            lambda tenant: self._tenant_batcher(self._lookup, tenant, "get assets"), config.max_tenants
+        )
+        self._hash_checks = PerTenant(
+            lambda tenant: self._tenant_batcher(self._holders, tenant, "find by content hash"),
+            config.max_tenants,
+        )
+        self._upserts = PerTenant(
+            lambda tenant: self._tenant_batcher(self._upsert, tenant, "upsert assets"), config.max_tenants
+        )
+        # Bounded by the items in flight: an entry is removed as soon as its item is done.
+        self._id_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._sha_claims: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        self.stage_seconds: dict[str, float] = {}  # wall time items spent per stage, summed
+
+    # ------------------------------------------------------------------------------------------
+    # The stream
+
+    async def ingest(
+        self, principal: Principal, items: AsyncIterator[IngestItem]
+    ) -> AsyncIterator[IngestAck]:
+        """One acknowledgement per item, as each completes (match on asset_id)."""
+        self._policy.authorize(principal, "ingest")
+        acks: asyncio.Queue[IngestAck | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self.cfg.max_in_flight)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(item: IngestItem) -> None:
+            try:
+                ack = await self.ingest_one(principal, item)
+            finally:
+                slots.release()
+            await acks.put(ack)
+
+        async def read() -> None:
+            try:
+                async for item in items:
+                    await slots.acquire()  # bounded in flight: the client's stream waits (flow control)
+                    task = asyncio.create_task(one(item))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while tasks:
+                    await asyncio.gather(*list(tasks))
+            finally:
+                await acks.put(None)
+
+        reader = asyncio.create_task(read())
+        report = _StreamReport(principal.tenant, self._encodes.stats, self.stage_seconds)
+        try:
+            while (ack := await acks.get()) is not None:
+                report.count(ack)
+                yield ack
+            await reader  # re-raise a failure of the request stream itself
+        finally:
+            reader.cancel()
+            for t in list(tasks):
+                t.cancel()
+            upserts = self._upserts.peek(principal.tenant)
+            report.log(upserts.stats if upserts is not None else None)
+
+    async def ingest_one(self, principal: Principal, item: IngestItem) -> IngestAck:
+        try:
+            return await self._ingest_one(principal.tenant, item)
+        except ItemFailed as exc:
+            return IngestAck(item.asset_id, IngestOutcome.FAILED, exc.number, exc.message)
+        except DomainError as exc:
+            return IngestAck(item.asset_id, IngestOutcome.FAILED, status_number(exc.code), exc.message)
+        except Exception:
+            log.exception("ingest item failed", asset_id=item.asset_id)
+            return IngestAck(
+                item.asset_id, IngestOutcome.FAILED, 13, "internal error while ingesting this item"
+            )
+
+    # ------------------------------------------------------------------------------------------
+    # One item
+
+    async def _ingest_one(self, tenant: str, item: IngestItem) -> IngestAck:
+        if not 1 <= len(item.asset_id) <= MAX_ASSET_ID_CHARS:
+            raise InvalidArgument(f"asset_id must be 1-{MAX_ASSET_ID_CHARS} characters")
+        if not item.license_name.strip():
+            raise InvalidArgument("license.name is required (policy restricts results by licence)")
+        if len(item.image) > self.cfg.max_bytes:
+            raise InvalidArgument(
+                f"image is {len(item.image)} bytes, above the {self.cfg.max_bytes}-byte cap"
+            )
+        sha = hashlib.sha256(item.image).hexdigest()
+        key = (tenant, item.asset_id)
+        lock = self._id_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:  # the same id twice in flight: the second sees the first's write
+                return await self._ingest_locked(tenant, item, sha)
+        finally:
+            if not lock.locked() and self._id_locks.get(key) is lock:
+                del self._id_locks[key]
+
+    async def _ingest_locked(self, tenant: str, item: IngestItem, sha: str) -> IngestAck:
+        with self._stage("lookup"):
+            existing: StoredAsset | None = await self._lookups(tenant).submit(item.asset_id)
+        now = dt.datetime.now(dt.UTC)
+        if existing is not None and existing.asset.content_sha256 == sha:
+            return await self._same_bytes(tenant, item, existing, now)
+        return await self._new_bytes(tenant, item, sha, existing, now)
+
+    async def _same_bytes(
+        self, tenant: str, item: IngestItem, existing: StoredAsset, now: dt.datetime
+    ) -> IngestAck:
+        """Same id, same bytes: UNCHANGED, or new metadata over the stored vector and analysis."""
+        old = existing.asset
+        if _same_metadata(old, item):
+            return _ack(IngestOutcome.UNCHANGED, old)
+        if existing.vector is None:
+            raise FailedPrecondition(f"stored asset {item.asset_id!r} has no embedding; re-send it")
+        asset = _asset(
+            tenant, item, old.content_sha256, old.width, old.height, created=old.created_at or now, now=now
+        )
+        asset.safety_labels, asset.safety_score, asset.ocr_text = (
+            old.safety_labels,
+            old.safety_score,
+            old.ocr_text,
+        )
+        await self._store(tenant, asset, existing.vector, old.embedding_model)
+        return _ack(IngestOutcome.UPDATED, asset)
+
+    async def _new_bytes(
+        self, tenant: str, item: IngestItem, sha: str, existing: StoredAsset | None, now: dt.datetime
+    ) -> IngestAck:
+        # A concurrent item with the same bytes decides first.
+        key = (tenant, sha)
+        claim = self._sha_claims.get(key)
+        if claim is not None:
+            holder = await asyncio.shield(claim)
+            if holder is not None and holder != item.asset_id:
+                return _duplicate(item, sha, holder)
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._sha_claims[key] = fut
+        stored_as: str | None = None
+        try:
+            inspected = check_image(item.image, self.cfg.max_bytes, self.cfg.max_pixels)
+            with self._stage("dedupe"):
+                holder = await self._hash_checks(tenant).submit(_HashProbe(item.asset_id, sha))
+            if holder is not None:
+                stored_as = holder
+                return _duplicate(item, sha, holder)
+            with self._stage("analyse+encode"):
+                analysis, (encoded, model) = await asyncio.gather(
+                    self._analyse(item.image), self._encodes.submit(item.image)
+                )
+            if encoded.vector is None:
+                raise ItemFailed(encoded.error_code, f"encoder rejected the image: {encoded.error_message}")
+            created = existing.asset.created_at if existing is not None and existing.asset.created_at else now
+            asset = _asset(tenant, item, sha, inspected.width, inspected.height, created=created, now=now)
+            asset.safety_labels, asset.safety_score, asset.ocr_text = (
+                analysis.safety_labels,
+                analysis.safety_score,
+                analysis.ocr_text,
+            )
+            asset.embedding_model = model
+            with self._stage("store"):
+                await self._store(tenant, asset, encoded.vector, model)
+            stored_as = item.asset_id
+            return _ack(IngestOutcome.UPDATED if existing is not None else IngestOutcome.CREATED, asset)
+        finally:
+            if not fut.done():
+                fut.set_result(stored_as)
+            if self._sha_claims.get(key) is fut:
+                del self._sha_claims[key]
+
+    async def _analyse(self, image: bytes) -> Analysis:
+        if not self._analyzer.enabled:
+            return Analysis()
+        rgb = await asyncio.to_thread(decode_rgb, image)
+        return await self._analyzer.analyze(rgb)
+
+    async def _store(self, tenant: str, asset: Asset, vector: Vector, model: ModelRef | None) -> None:
+        outcome: UpsertOutcome = await self._upserts(tenant).submit(UpsertRecord(asset, vector, model))
+        if outcome.error_code:
+            raise ItemFailed(outcome.error_code, f"search service did not store it: {outcome.error_message}")
+
+    @contextlib.contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        """Accumulate wall time per ingest stage (reported in the "ingest stream done" log line)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - start
+
+    # ------------------------------------------------------------------------------------------
+    # Batch calls (one per micro-batch)
+
+    def _tenant_batcher(
+        self, fn: Callable[[str, list[Any]], Any], tenant: str, name: str
+    ) -> MicroBatcher[Any, Any]:
+        """Single-item calls of one tenant batched into one search call, one call in flight (index
+        commits have a fixed cost per call, so bigger batches are cheaper per item)."""
+        return MicroBatcher(
+            functools.partial(fn, tenant),
+            max_items=self.cfg.upsert_batch,
+            wait_s=self.cfg.batch_wait_s,
+            name=f"{name} ({tenant})",
+        )
+
+    async def _encode_images(self, images: list[bytes]) -> list[tuple[Encoded, ModelRef | None]]:
+        batch = await self._encoder.encode_images(images)
+        self._on_model(batch.model)
+        return [(item, batch.model) for item in batch.items]
+
+    async def _lookup(self, tenant: str, asset_ids: list[str]) -> list[StoredAsset | None]:
+        """Stored assets (with vectors) by id, in order; None where absent. One GetAssets call."""
+        found = await self._reads.get(tenant, list(dict.fromkeys(asset_ids)), include_vectors=True)
+        by_id = {s.asset.asset_id: s for s in found}
+        return [by_id.get(a) for a in asset_ids]
+
+    async def _holders(self, tenant: str, probes: list[_HashProbe]) -> list[str | None]:
+        """For each probe, the id of another stored asset with the same bytes (or None). One
+        FindByContentHash call."""
+        try:
+            holders = await self._search.find_by_content_hash(
+                tenant, list(dict.fromkeys(p.sha for p in probes))
+            )
+        except NotFound:  # nothing stored in the tenant yet
+            holders = {}
+        out: list[str | None] = []
+        for p in probes:
+            others = sorted(a for a in holders.get(p.sha, []) if a != p.asset_id)
+            out.append(others[0] if others else None)
+        return out
+
+    async def _upsert(self, tenant: str, records: list[UpsertRecord]) -> Sequence[UpsertOutcome]:
+        return await self._search.upsert(tenant, records)
+
+
+class _StreamReport:
+    """The "ingest stream done" log line: outcomes, time, batch sizes and stage times of one stream."""
+
+    def __init__(
+        self,
+        tenant: str,
+        encodes: BatchStats,
+        stage_seconds: dict[str, float],
+    ) -> None:
+        self._tenant = tenant
+        self._started = time.perf_counter()
+        self._outcomes: dict[str, int] = {}
+        self._encodes = encodes
+        self._encodes_before = BatchStats(encodes.batches, encodes.items)
+        self._stage_seconds = stage_seconds
+        self._stages_before = dict(stage_seconds)
+
+    def count(self, ack: IngestAck) -> None:
+        self._outcomes[ack.outcome.name] = self._outcomes.get(ack.outcome.name, 0) + 1
+
+    def log(self, upserts: BatchStats | None) -> None:
+        """`upserts`: the tenant's upsert batches over their lifetime (None: it has none)."""
+        calls = self._encodes.batches - self._encodes_before.batches
+        encoded = self._encodes.items - self._encodes_before.items
+        items_done = max(1, sum(self._outcomes.values()))
+        stage_ms = {
+            k: round((v - self._stages_before.get(k, 0.0)) * 1000 / items_done, 1)
+            for k, v in self._stage_seconds.items()
+        }
+        log.info(
+            "ingest stream done",
+            mean_stage_ms=stage_ms,
+            tenant=self._tenant,
+            outcomes=self._outcomes,
+            seconds=round(time.perf_counter() - self._started, 3),
+            encode_calls=calls,
+            mean_encode_batch=round(encoded / calls, 1) if calls else 0,
+            mean_upsert_batch=round(upserts.mean_batch, 1) if upserts is not None else 0,
+        )
+
+
+def _same_metadata(a: Asset, item: IngestItem) -> bool:
+    return (
+        a.uri == item.uri
+        and a.caption == item.caption
+        and list(a.tags) == list(item.tags)
+        and a.owner == item.owner
+        and a.license_name == item.license_name
+        and a.license_expires_at == item.license_expires_at
+        and a.source == item.source
+        and float(a.popularity) == float(item.popularity)
+    )
+
+
+def _asset(
+    tenant: str,
+    item: IngestItem,
+    sha: str,
+    width: int,
+    height: int,
+    *,
+    created: dt.datetime,
+    now: dt.datetime,
+) -> Asset:
+    return Asset(
+        asset_id=item.asset_id,
+        tenant=tenant,
+        uri=item.uri,
+        caption=item.caption,
+        tags=list(item.tags),
+        owner=item.owner,
+        license_name=item.license_name,
+        license_expires_at=item.license_expires_at,
+        source=item.source,
+        created_at=created,
+        updated_at=now,
+        width=width,
+        height=height,
+        content_sha256=sha,
+        popularity=item.popularity,
+    )
+
+
+def _ack(outcome: IngestOutcome, asset: Asset) -> IngestAck:
+    return IngestAck(
+        asset.asset_id,
+        outcome,
+        content_sha256=asset.content_sha256,
+        safety_labels=list(asset.safety_labels),
+        ocr_text=asset.ocr_text,
+    )
+
+
+def _duplicate(item: IngestItem, sha: str, holder: str) -> IngestAck:
+    return IngestAck(item.asset_id, IngestOutcome.DUPLICATE, content_sha256=sha, duplicate_of=holder)

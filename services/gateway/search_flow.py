@@ -1,0 +1,395 @@
+"""The search flow: Search and SearchSimilar, from a validated query to one page of results.
+
+authorise -> visibility (policy filters) -> page token -> page cache -> encode the query (text and/or
+image; cached) -> first stage (hybrid query with the policy filters ANDed in, a candidate window with
+stored vectors) -> policy re-check of every hit -> rerank -> one page.
+Encoder trouble on a text query degrades to keyword-only (alpha 0) with `degraded_reasons`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable
+from services.gateway import paging
+from services.gateway.auth import Principal
+from services.gateway.backends.base import EncoderClient, SearchClient
+from services.gateway.backends.errors import BackendDeadlineExceeded, BackendUnavailable
+from services.gateway.domain import (
+    Condition,
+    Hit,
+    ModelRef,
+    Not,
+    Op,
+    QuerySpec,
+    RerankOptions,
+    SearchPage,
+    SearchQuery,
+    SearchResult,
+    StageScores,
+    Vector,
+    all_of,
+    canonical,
+)
+from services.gateway.page_cache import PageCache, PageRequest
+from services.gateway.policy import Policy, Visibility
+from services.gateway.query_vectors import QueryVectors
+from services.gateway.reads import Reads
+from services.gateway.rerank import Ranked, RerankConfig, rerank
+from services.gateway.settings import GatewaySettings
+
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+MAX_TEXT_CHARS = 1000
+MAX_FIRST_STAGE_DEPTH = 10_000  # the search service's largest offset + limit
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    default_alpha: float
+    rerank: RerankConfig  # the defaults a request's RerankOptions override
+    candidate_window: int
+    page_cache_entries: int
+    page_cache_ttl_s: float
+    query_vector_entries: int
+    query_vector_ttl_s: float
+    max_image_bytes: int  # an example image is held to the ingest caps
+    max_image_pixels: int
+    max_tenants: int
+
+    @classmethod
+    def from_settings(cls, s: GatewaySettings) -> SearchConfig:
+        return cls(
+            default_alpha=s.default_alpha,
+            rerank=RerankConfig(
+                text_weight=s.rerank_text_weight,
+                mmr_lambda=s.rerank_mmr_lambda,
+                duplicate_threshold=s.rerank_duplicate_threshold,
+                freshness_weight=s.rerank_freshness_weight,
+                popularity_weight=s.rerank_popularity_weight,
+                freshness_half_life_days=s.rerank_freshness_half_life_days,
+            ),
+            candidate_window=s.rerank_candidate_window,
+            page_cache_entries=s.page_cache_entries,
+            page_cache_ttl_s=s.page_cache_ttl_s,
+            query_vector_entries=s.query_vector_cache_entries,
+            query_vector_ttl_s=s.query_vector_ttl_s,
+            max_image_bytes=s.ingest_max_bytes,
+            max_image_pixels=s.ingest_max_pixels,
+            max_tenants=s.max_tenants_tracked,
+        )
+
+
+@dataclass
+class _QueryVectors:
+    """What encoding a search's text and image gave: vectors, model, and why it degraded (if so)."""
+
+    text: Vector | None = None
+    image: Vector | None = None
+    model: ModelRef | None = None
+    degraded: tuple[str, ...] = ()
+
+
+def _unit(v: Vector) -> Vector:
+    n = float(np.linalg.norm(v))
+    return (v / n).astype(np.float32) if n > 0 else v
+
+
+def _degrading(exc: BaseException) -> bool:
+    """Encoder failures that degrade a text search to keyword-only instead of failing it."""
+    return isinstance(exc, BackendUnavailable | BackendDeadlineExceeded)
+
+
+def _page_size(n: int) -> int:
+    if n == 0:
+        return DEFAULT_PAGE_SIZE
+    if not 1 <= n <= MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size must be 1-{MAX_PAGE_SIZE}, got {n}")
+    return n
+
+
+class SearchFlow:
+    def __init__(
+        self,
+        encoder: EncoderClient,
+        search: SearchClient,
+        reads: Reads,
+        policy: Policy,
+        page_tokens: paging.PageTokens,
+        config: SearchConfig,
+    ) -> None:
+        self.cfg = config
+        self.reads = reads
+        self.policy = policy
+        self.tokens = page_tokens
+        self.vectors = QueryVectors(
+            encoder,
+            config.query_vector_entries,
+            config.query_vector_ttl_s,
+            config.max_image_bytes,
+            config.max_image_pixels,
+        )
+        self.pages = PageCache(
+            config.page_cache_entries,
+            config.page_cache_ttl_s,
+            search,
+            policy,
+            config.max_tenants,
+        )
+
+    async def search(self, principal: Principal, q: SearchQuery) -> SearchPage:
+        action = "search"
+        self.policy.authorize(principal, action)
+        if not q.text.strip() and not q.image:
+            raise InvalidArgument("give a query text, an example image, or both")
+        if len(q.text) > MAX_TEXT_CHARS:
+            raise InvalidArgument(f"query text is {len(q.text)} characters; the limit is {MAX_TEXT_CHARS}")
+        if q.alpha is not None and not 0.0 <= q.alpha <= 1.0:
+            raise InvalidArgument(f"alpha must be in [0, 1], got {q.alpha}")
+        page_size = _page_size(q.page_size)
+        vis = self.policy.visibility(
+            principal, action, requested_licenses=q.licenses, include_unsafe=q.include_unsafe
+        )
+        bound = paging.binding(
+            "search",
+            vis.cache_key(),
+            q.text,
+            hashlib.sha256(q.image).hexdigest() if q.image else "",
+            canonical(q.filter),
+            q.alpha,
+            q.rerank,
+            page_size,
+        )
+        ask = self._page_request(principal, action, vis, bound, q, page_size)
+        cached, generation = await self.pages.lookup(ask)
+        if cached is not None:
+            return cached
+
+        text = q.text.strip()
+        vectors = await self._encode_query(text, q.image)
+        alpha = self.cfg.default_alpha if q.alpha is None else q.alpha
+        cfg, window = self._rerank_config(q.rerank, alpha if text else 1.0)
+        query_vec: Vector | None
+        if vectors.text is not None and vectors.image is not None:
+            query_vec = _unit(cfg.text_weight * vectors.text + (1 - cfg.text_weight) * vectors.image)
+        else:
+            query_vec = vectors.text if vectors.text is not None else vectors.image
+        if query_vec is None:
+            first_alpha: float | None = 0.0
+            cfg = replace(cfg, alpha=0.0)
+        else:
+            first_alpha = alpha if text else 1.0
+        spec = QuerySpec(
+            tenant=principal.tenant,
+            text=text,
+            vector=query_vec,
+            model=vectors.model,
+            alpha=first_alpha,
+            filter=all_of(q.filter, vis.filter(self.policy.granularity_s)),
+        )
+        page = await self._page(ask, spec, cfg, window, text_vec=vectors.text, image_vec=vectors.image)
+        page.degraded_reasons = list(vectors.degraded)
+        page.model = vectors.model
+        self.pages.keep(ask, generation, page, source=None)
+        return page
+
+    async def search_similar(self, principal: Principal, q: SearchQuery) -> SearchPage:
+        action = "search_similar"
+        self.policy.authorize(principal, action, target=q.similar_to)
+        if not q.similar_to:
+            raise InvalidArgument("asset_id is required")
+        page_size = _page_size(q.page_size)
+        vis = self.policy.visibility(principal, action, include_unsafe=q.include_unsafe)
+        bound = paging.binding(
+            "similar", vis.cache_key(), q.similar_to, canonical(q.filter), q.rerank, page_size
+        )
+        ask = self._page_request(principal, action, vis, bound, q, page_size)
+        cached, generation = await self.pages.lookup(ask)
+        if cached is not None:
+            return cached
+        source = await self.reads.visible_asset(principal, action, vis, q.similar_to, include_vector=True)
+        if source.vector is None:
+            raise FailedPrecondition(f"asset {q.similar_to!r} has no stored embedding to compare with")
+        caption = source.asset.caption.strip()[:MAX_TEXT_CHARS]
+        alpha = self.cfg.default_alpha if caption else 1.0
+        cfg, window = self._rerank_config(q.rerank, alpha)
+        spec = QuerySpec(
+            tenant=principal.tenant,
+            text=caption,
+            vector=source.vector,
+            model=source.asset.embedding_model,
+            alpha=alpha,
+            filter=all_of(
+                q.filter,
+                vis.filter(self.policy.granularity_s),
+                Not(Condition("asset_id", Op.EQUAL, q.similar_to)),
+            ),
+        )
+        page = await self._page(
+            ask, spec, cfg, window, text_vec=None, image_vec=source.vector, exclude=q.similar_to
+        )
+        self.pages.keep(ask, generation, page, source=source.asset)
+        return page
+
+    # ------------------------------------------------------------------------------------------
+    # Steps
+
+    def _page_request(
+        self, principal: Principal, action: str, vis: Visibility, bound: str, q: SearchQuery, page_size: int
+    ) -> PageRequest:
+        """The page asked for; its token must verify against `bound` (INVALID_ARGUMENT otherwise)."""
+        offset = self.tokens.offset(q.page_token, bound)
+        return PageRequest(principal, action, vis, bound, offset, page_size, q.rerank.disable)
+
+    async def _encode_query(self, text: str, image: bytes) -> _QueryVectors:
+        """Encode the text and the image concurrently. The encoder being down or slow degrades a
+        query with text to keyword-only (both vectors dropped: a half-encoded text + image query
+        would silently change meaning); an image-only query fails."""
+        kinds: list[str] = []
+        coros: list[Any] = []
+        if text:
+            kinds.append("text")
+            coros.append(self.vectors.text(text))
+        if image:
+            kinds.append("image")
+            coros.append(self.vectors.image(image))
+        out = _QueryVectors()
+        degraded: list[str] = []
+        outcomes = await asyncio.gather(*coros, return_exceptions=True)
+        for kind, outcome in zip(kinds, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, DomainError) or not _degrading(outcome):
+                    raise outcome
+                if not text:
+                    raise Unavailable(
+                        f"image search needs the encoder, which is unavailable ({outcome.message}); "
+                        "text queries still work (keyword-only)"
+                    ) from None
+                degraded.append(f"encoder unavailable ({outcome.message}): keyword-only results")
+                if kind == "image":
+                    degraded.append("the example image was ignored")
+            elif kind == "text":
+                out.text, out.model = outcome
+            else:
+                out.image, out.model = outcome
+        if degraded:
+            return _QueryVectors(model=out.model, degraded=tuple(degraded))
+        return out
+
+    def _rerank_config(self, opts: RerankOptions, alpha: float) -> tuple[RerankConfig, int]:
+        """The configured rerank defaults with the request's overrides (validated), and its window."""
+        base = self.cfg.rerank
+
+        def pick(name: str, value: float | None, default: float) -> float:
+            if value is None:
+                return default
+            if not 0.0 <= value <= 1.0:
+                raise InvalidArgument(f"rerank.{name} must be in [0, 1], got {value}")
+            return float(value)
+
+        window = self.cfg.candidate_window if opts.candidate_window is None else opts.candidate_window
+        if not 1 <= window <= 1000:
+            raise InvalidArgument(f"rerank.candidate_window must be 1-1000, got {window}")
+        cfg = RerankConfig(
+            text_weight=pick("text_weight", opts.text_weight, base.text_weight),
+            mmr_lambda=pick("mmr_lambda", opts.mmr_lambda, base.mmr_lambda),
+            duplicate_threshold=pick(
+                "duplicate_threshold", opts.duplicate_threshold, base.duplicate_threshold
+            ),
+            freshness_weight=pick("freshness_weight", opts.freshness_weight, base.freshness_weight),
+            popularity_weight=pick("popularity_weight", opts.popularity_weight, base.popularity_weight),
+            freshness_half_life_days=base.freshness_half_life_days,
+            alpha=alpha,
+        )
+        return cfg, window
+
+    async def _page(
+        self,
+        ask: PageRequest,
+        spec: QuerySpec,
+        cfg: RerankConfig,
+        window: int,
+        *,
+        text_vec: Vector | None,
+        image_vec: Vector | None,
+        exclude: str = "",
+    ) -> SearchPage:
+        if ask.disable_rerank:
+            return await self._first_stage_page(ask, spec, exclude)
+        return await self._reranked_page(ask, spec, cfg, window, text_vec, image_vec, exclude)
+
+    async def _first_stage_page(self, ask: PageRequest, spec: QuerySpec, exclude: str) -> SearchPage:
+        """First-stage order: page straight through the search service (one extra hit says whether
+        another page exists)."""
+        offset, page_size = ask.offset, ask.page_size
+        if offset + page_size > MAX_FIRST_STAGE_DEPTH:
+            raise InvalidArgument(f"cannot page beyond {MAX_FIRST_STAGE_DEPTH} results; refine the query")
+        result = await self.reads.query(replace(spec, limit=page_size + 1, offset=offset))
+        hits = [h for h in result.hits if h.asset.asset_id != exclude]
+        more = len(hits) > page_size
+        hits = hits[:page_size]
+        admitted = self.policy.screen(ask.principal, ask.action, ask.vis, [h.asset for h in hits])
+        results = [
+            _first_stage_result(hits[i], offset + i + 1, self._reasons(ask, hits[i])) for i in admitted
+        ]
+        token = self.tokens.issue(ask.bound, offset + page_size) if more else ""
+        return SearchPage(results, token, cached=result.cached)
+
+    async def _reranked_page(
+        self,
+        ask: PageRequest,
+        spec: QuerySpec,
+        cfg: RerankConfig,
+        window: int,
+        text_vec: Vector | None,
+        image_vec: Vector | None,
+        exclude: str,
+    ) -> SearchPage:
+        """Rerank a candidate window (with stored vectors) and cut the page out of it."""
+        offset, page_size = ask.offset, ask.page_size
+        if offset >= window:
+            return SearchPage([], "")
+        result = await self.reads.query(
+            replace(spec, limit=window, offset=0, candidate_window=max(window, 100), include_vectors=True)
+        )
+        hits = [h for h in result.hits if h.asset.asset_id != exclude]
+        admitted = self.policy.screen(ask.principal, ask.action, ask.vis, [h.asset for h in hits])
+        ranked, _trace = rerank(
+            [hits[i] for i in admitted],
+            cfg,
+            text_vector=text_vec,
+            image_vector=image_vec,
+            now=ask.vis.now,
+            top_k=offset + page_size + 1,
+        )
+        results = [
+            _reranked_result(r, self._reasons(ask, r.hit)) for r in ranked[offset : offset + page_size]
+        ]
+        more = offset + page_size < len(ranked)
+        token = self.tokens.issue(ask.bound, offset + page_size) if more else ""
+        return SearchPage(results, token, cached=result.cached)
+
+    def _reasons(self, ask: PageRequest, hit: Hit) -> list[str]:
+        return self.policy.reasons(ask.vis, hit.asset)
+
+
+def _first_stage_result(hit: Hit, rank: int, reasons: list[str]) -> SearchResult:
+    s = hit.scores
+    return SearchResult(
+        asset=hit.full_asset(),
+        scores=StageScores(
+            keyword=s.keyword, vector=s.vector, fused=s.fused, final=s.fused, first_stage_rank=rank
+        ),
+        policy_reasons=reasons,
+    )
+
+
+def _reranked_result(r: Ranked, reasons: list[str]) -> SearchResult:
+    return SearchResult(
+        asset=r.hit.full_asset(), scores=r.scores, rerank_notes=r.notes, policy_reasons=reasons
+    )

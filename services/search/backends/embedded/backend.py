@@ -1,0 +1,193 @@
+"""The embedded SearchBackend: one TenantIndex per tenant under `data_dir/tenants/<tenant>/`, the
+collection's model in `data_dir/collection.json`; queries run both legs and fuse them with Weaviate's
+rules (services.search.fusion)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import sqlite3
+from pathlib import Path
+
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.search.backends.embedded import ranking
+from services.search.backends.embedded.columns import tokenize
+from services.search.backends.embedded.tenant import HnswParams, TenantIndex
+from services.search.domain import (
+    AssetRecord,
+    CollectionInfo,
+    Hit,
+    ItemFailure,
+    ModelRef,
+    QueryPlan,
+    Scores,
+    Stats,
+)
+from services.search.fusion import fuse
+
+
+class EmbeddedBackend:
+    """In-process backend: one TenantIndex per tenant under `data_dir/tenants/<tenant>/`."""
+
+    name = "embedded"
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        hnsw: HnswParams,
+        expected_model: ModelRef | None = None,
+        expected_dimension: int = 0,
+    ) -> None:
+        self.root = Path(data_dir)
+        self.hnsw = hnsw
+        self._expected = (expected_model, expected_dimension)
+        self._tenants: dict[str, TenantIndex] = {}
+        self._open_lock = asyncio.Lock()
+        self._info = CollectionInfo(None, 0)
+
+    async def start(self) -> None:
+        (self.root / "tenants").mkdir(parents=True, exist_ok=True)
+        meta = self.root / "collection.json"
+        if meta.exists():
+            d = json.loads(meta.read_text())
+            self._info = CollectionInfo(
+                ModelRef(d["model"]["name"], d["model"]["version"]), int(d["dimension"])
+            )
+        model, dim = self._expected
+        if model is not None and dim and self._info.model is None:
+            await self.set_collection_model(model, dim)
+
+    async def close(self) -> None:
+        tenants, self._tenants = self._tenants, {}
+        for t in tenants.values():
+            await asyncio.to_thread(t.close)
+
+    async def ready(self) -> bool:
+        return (self.root / "tenants").is_dir()
+
+    async def collection_info(self) -> CollectionInfo:
+        return self._info
+
+    async def set_collection_model(self, model: ModelRef, dimension: int) -> CollectionInfo:
+        if self._info.model is None:
+            self._info = CollectionInfo(model, dimension)
+            tmp = self.root / "collection.json.tmp"
+            tmp.write_text(
+                json.dumps({"model": {"name": model.name, "version": model.version}, "dimension": dimension})
+            )
+            tmp.replace(self.root / "collection.json")
+        return self._info
+
+    def _tenant_dir(self, tenant: str) -> Path:
+        return self.root / "tenants" / tenant
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        return tenant in self._tenants or (self._tenant_dir(tenant) / "records.sqlite").exists()
+
+    async def _tenant(self, tenant: str, create: bool = False) -> TenantIndex:
+        t = self._tenants.get(tenant)
+        if t is not None:
+            return t
+        async with self._open_lock:
+            t = self._tenants.get(tenant)
+            if t is not None:
+                return t
+            if not create and not await self.tenant_exists(tenant):
+                raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
+            if not self._info.dimension:
+                raise FailedPrecondition("the collection has no embedding model yet (no asset was written)")
+            t = await asyncio.to_thread(
+                TenantIndex, self._tenant_dir(tenant), self._info.dimension, self.hnsw
+            )
+            self._tenants[tenant] = t
+            return t
+
+    async def upsert(self, tenant: str, records: list[AssetRecord]) -> list[ItemFailure | None]:
+        t = await self._tenant(tenant, create=True)
+        async with t.write_lock:
+            placed, retired = await asyncio.to_thread(t.write_blocking, records, [])
+            t.apply(placed, retired)
+        return [None] * len(records)
+
+    async def delete(self, tenant: str, asset_ids: list[str]) -> list[bool]:
+        t = await self._tenant(tenant)
+        async with t.write_lock:
+            existed = [a in t.slot_of for a in asset_ids]
+            present = [a for a, e in zip(asset_ids, existed, strict=True) if e]
+            if present:
+                placed, retired = await asyncio.to_thread(t.write_blocking, [], present)
+                t.apply(placed, retired)
+        return existed
+
+    async def get(self, tenant: str, asset_ids: list[str], include_vectors: bool) -> list[AssetRecord | None]:
+        t = await self._tenant(tenant)
+        out: list[AssetRecord | None] = []
+        for a in asset_ids:
+            slot = t.slot_of.get(a)
+            if slot is None:
+                out.append(None)
+            else:
+                vec = t.vectors[slot].copy() if include_vectors else None
+                out.append(AssetRecord(t.docs[slot], vec))
+        return out
+
+    async def find_by_content_hash(self, tenant: str, digests: list[str]) -> dict[str, set[str]]:
+        t = await self._tenant(tenant)
+        slots_by_digest = t.columns.values["content_sha256"]
+        found: dict[str, set[str]] = {}
+        for d in digests:
+            ids = {t.docs[slot].asset_id for slot in slots_by_digest.get(d, ()) if slot in t.docs}
+            if ids:
+                found[d] = ids
+        return found
+
+    async def query(self, tenant: str, plan: QueryPlan) -> list[Hit]:
+        t = await self._tenant(tenant)
+        if plan.vector is not None and len(plan.vector) != t.dim:
+            raise InvalidArgument(
+                f"query vector has dimension {len(plan.vector)}; the collection's is {t.dim}"
+            )
+        allowed = t.columns.mask(plan.filter)
+        n_allowed = int(allowed.sum())
+        kw: list[tuple[int, float]] = []
+        vec: list[tuple[int, float]] = []
+        if plan.uses_keyword:
+            kw = ranking.keyword_leg(
+                t, tokenize(plan.text), plan.keyword_fields, allowed, n_allowed, plan.window
+            )
+        if plan.uses_vector:
+            assert plan.vector is not None
+            vec = ranking.vector_leg(t, plan.vector, allowed, n_allowed, plan.window)
+        fused = fuse(kw, vec, plan.alpha, plan.fusion)[plan.offset : plan.offset + plan.limit]
+        hits = []
+        for f in fused:
+            slot = int(f.key)  # type: ignore[call-overload]
+            doc = t.docs.get(slot)
+            if doc is None:  # retired while we ranked
+                continue
+            cos = f.cosine
+            if cos is None and plan.vector is not None:
+                cos = float(t.vectors[slot] @ plan.vector)
+            scores = Scores(
+                f.fused, f.keyword, f.vector, f.bm25, 0.0 if cos is None or math.isnan(cos) else cos
+            )
+            hits.append(Hit(doc, scores, t.vectors[slot].copy() if plan.include_vectors else None))
+        return hits
+
+    async def stats(self, tenant: str | None) -> Stats:
+        info = self._info
+        if tenant is not None:
+            t = await self._tenant(tenant)
+            return Stats(t.columns.live, info.model, info.dimension)
+        total = 0
+        tdir = self.root / "tenants"
+        for name in sorted(os.listdir(tdir)) if tdir.exists() else []:
+            if name in self._tenants:
+                total += self._tenants[name].columns.live
+            elif (tdir / name / "records.sqlite").exists():
+                with contextlib.closing(sqlite3.connect(tdir / name / "records.sqlite")) as db:
+                    total += int(db.execute("SELECT COUNT(*) FROM assets").fetchone()[0])
+        return Stats(total, info.model, info.dimension)

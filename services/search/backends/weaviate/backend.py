@@ -1,0 +1,400 @@
+"""The Weaviate SearchBackend: client lifecycle, the guarded call (deadline + error mapping), the
+collection and its model, tenants, writes and reads; queries are in query.py, the schema in schema.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import structlog
+import weaviate
+import weaviate.classes as wvc
+from weaviate.classes.config import Configure, VectorDistances
+from weaviate.classes.query import Filter
+from weaviate.classes.tenants import Tenant
+from weaviate.config import AdditionalConfig, Timeout
+from weaviate.exceptions import (
+    UnexpectedStatusCodeError,
+    WeaviateBaseError,
+    WeaviateClosedClientError,
+    WeaviateConnectionError,
+    WeaviateGRPCUnavailableError,
+    WeaviateInsertManyAllFailedError,
+    WeaviateQueryError,
+    WeaviateTimeoutError,
+)
+
+from services.common.context import remaining
+from services.common.errors import NotFound, Unavailable
+from services.search.backends.weaviate.query import run_query
+from services.search.backends.weaviate.schema import (
+    VECTOR_NAME,
+    collection_properties,
+    doc_to_properties,
+    object_uuid,
+    properties_to_doc,
+)
+from services.search.domain import (
+    BM25_B,
+    BM25_K1,
+    AssetRecord,
+    CollectionInfo,
+    Hit,
+    ItemFailure,
+    ModelRef,
+    QueryPlan,
+    Stats,
+)
+
+log = structlog.get_logger("search.weaviate")
+
+_TENANT_MISSING = re.compile(r"tenant not found|tenant .* not found|no tenant found", re.IGNORECASE)
+_UNREACHABLE = re.compile(
+    r"UNAVAILABLE|connect|Connection refused|DEADLINE_EXCEEDED|timed? ?out|Socket closed", re.IGNORECASE
+)
+# Objects per page of a content-hash lookup.
+_HASH_PAGE = 1000
+
+T = TypeVar("T")
+
+
+class WeaviateBackend:
+    name = "weaviate"
+
+    def __init__(
+        self,
+        host: str,
+        http_port: int,
+        grpc_port: int,
+        collection: str,
+        timeout_s: float,
+        write_timeout_s: float,
+        hnsw: dict[str, int],
+        expected_model: ModelRef | None = None,
+        expected_dimension: int = 0,
+    ) -> None:
+        self._host, self._http_port, self._grpc_port = host, http_port, grpc_port
+        self._name = collection
+        self._timeout_s = timeout_s
+        self._write_timeout_s = write_timeout_s
+        self._hnsw = hnsw
+        self._expected = (expected_model, expected_dimension)
+        self._client: weaviate.WeaviateAsyncClient | None = None
+        self._info = CollectionInfo(None, 0)
+        self._known_tenants: set[str] = set()
+        self._tenant_lock = asyncio.Lock()
+        self._schema_lock = asyncio.Lock()
+        self._collection_ready = False
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def _new_client(self) -> weaviate.WeaviateAsyncClient:
+        t = max(1, int(self._timeout_s))
+        return weaviate.use_async_with_custom(
+            http_host=self._host,
+            http_port=self._http_port,
+            http_secure=False,
+            grpc_host=self._host,
+            grpc_port=self._grpc_port,
+            grpc_secure=False,
+            additional_config=AdditionalConfig(
+                timeout=Timeout(init=t, query=t, insert=max(t, int(self._write_timeout_s)))
+            ),
+            skip_init_checks=True,
+        )
+
+    async def start(self) -> None:
+        self._client = self._new_client()
+        try:
+            await self._ensure_collection()
+        except Unavailable as exc:
+            # The service starts anyway (health reports NOT_SERVING); the collection is made on first use.
+            log.warning("weaviate not reachable at start", error=exc.message)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    async def ready(self) -> bool:
+        if self._client is None:
+            return False
+        try:
+            if not self._client.is_connected():
+                await self._client.connect()
+            ok = bool(await self._client.is_ready())
+            if ok and not self._collection_ready:
+                await self._ensure_collection()
+            return ok
+        except Exception:
+            return False
+
+    async def _call(self, fn: Callable[[], Awaitable[T]], what: str, write: bool = False) -> T:
+        """Run one Weaviate call under the caller's deadline, mapping failures to domain errors."""
+        assert self._client is not None
+        timeout = remaining(self._write_timeout_s if write else self._timeout_s)
+        try:
+            if not self._client.is_connected():
+                await asyncio.wait_for(self._client.connect(), timeout)
+            return await asyncio.wait_for(fn(), timeout)
+        except (TimeoutError, WeaviateTimeoutError) as exc:
+            raise Unavailable(f"weaviate did not answer {what} within {timeout:.1f}s") from exc
+        except (
+            WeaviateConnectionError,
+            WeaviateGRPCUnavailableError,
+            WeaviateClosedClientError,
+            OSError,
+        ) as exc:
+            raise Unavailable(f"weaviate is unreachable ({what}): {exc}") from exc
+        except (WeaviateQueryError, UnexpectedStatusCodeError, WeaviateBaseError) as exc:
+            text = str(exc)
+            if _TENANT_MISSING.search(text):
+                raise NotFound("tenant has no assets (it is created by its first upsert)") from exc
+            if _UNREACHABLE.search(text):
+                raise Unavailable(f"weaviate is unreachable ({what}): {text[:300]}") from exc
+            raise
+
+    async def _ensure_collection(self) -> None:
+        async with self._schema_lock:
+            if self._collection_ready:
+                return
+            assert self._client is not None
+            client = self._client
+
+            async def ensure() -> None:
+                if not await client.collections.exists(self._name):
+                    try:
+                        await client.collections.create(
+                            self._name,
+                            description=json.dumps({"imagesearch": {}}),
+                            properties=collection_properties(),
+                            vector_config=[
+                                Configure.Vectors.self_provided(
+                                    name=VECTOR_NAME,
+                                    vector_index_config=Configure.VectorIndex.hnsw(
+                                        distance_metric=VectorDistances.COSINE,
+                                        max_connections=self._hnsw["max_connections"],
+                                        ef_construction=self._hnsw["ef_construction"],
+                                        ef=self._hnsw["ef"],
+                                    ),
+                                )
+                            ],
+                            multi_tenancy_config=Configure.multi_tenancy(
+                                enabled=True, auto_tenant_creation=False, auto_tenant_activation=True
+                            ),
+                            inverted_index_config=Configure.inverted_index(
+                                bm25_k1=BM25_K1,
+                                bm25_b=BM25_B,
+                                index_null_state=True,
+                                stopwords_preset=wvc.config.StopwordsPreset.NONE,
+                            ),
+                        )
+                    except UnexpectedStatusCodeError as exc:
+                        if "already exists" not in str(exc):
+                            raise
+                await self._load_info()
+
+            await self._call(ensure, "collection setup")
+            self._collection_ready = True
+        model, dim = self._expected
+        if model is not None and dim and self._info.model is None:
+            await self.set_collection_model(model, dim)
+
+    async def _load_info(self) -> None:
+        assert self._client is not None
+        cfg = await self._client.collections.get(self._name).config.get()
+        try:
+            meta = json.loads(cfg.description or "{}").get("imagesearch", {})
+        except ValueError:
+            meta = {}
+        if meta.get("model"):
+            self._info = CollectionInfo(
+                ModelRef(meta["model"]["name"], meta["model"]["version"]), int(meta["dimension"])
+            )
+
+    def _collection(self, tenant: str) -> Any:
+        assert self._client is not None
+        return self._client.collections.get(self._name).with_tenant(tenant)
+
+    # ---- collection model ------------------------------------------------------------------------
+
+    async def collection_info(self) -> CollectionInfo:
+        if not self._collection_ready:
+            await self._ensure_collection()
+        return self._info
+
+    async def set_collection_model(self, model: ModelRef, dimension: int) -> CollectionInfo:
+        assert self._client is not None
+        client = self._client
+
+        async def update() -> None:
+            await self._load_info()  # another replica may have recorded one meanwhile
+            if self._info.model is None:
+                desc = {
+                    "imagesearch": {
+                        "model": {"name": model.name, "version": model.version},
+                        "dimension": dimension,
+                    }
+                }
+                await client.collections.get(self._name).config.update(description=json.dumps(desc))
+                await self._load_info()
+
+        async with self._schema_lock:
+            await self._call(update, "collection model update")
+        return self._info
+
+    # ---- tenants ---------------------------------------------------------------------------------
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        if tenant in self._known_tenants:
+            return True
+        assert self._client is not None
+        client = self._client
+
+        async def get() -> bool:
+            found = await client.collections.get(self._name).tenants.get_by_name(tenant)
+            return found is not None
+
+        if await self._call(get, "tenant lookup"):
+            self._known_tenants.add(tenant)
+            return True
+        return False
+
+    async def _ensure_tenant(self, tenant: str) -> None:
+        if tenant in self._known_tenants:
+            return
+        async with self._tenant_lock:
+            if await self.tenant_exists(tenant):
+                return
+            assert self._client is not None
+            client = self._client
+
+            async def create() -> None:
+                try:
+                    await client.collections.get(self._name).tenants.create([Tenant(name=tenant)])
+                except UnexpectedStatusCodeError as exc:
+                    if "already exists" not in str(exc):
+                        raise
+
+            await self._call(create, "tenant creation")
+            self._known_tenants.add(tenant)
+
+    # ---- writes ----------------------------------------------------------------------------------
+
+    async def upsert(self, tenant: str, records: list[AssetRecord]) -> list[ItemFailure | None]:
+        await self._ensure_tenant(tenant)
+        objects = [
+            wvc.data.DataObject(
+                properties=doc_to_properties(r.doc),
+                vector={VECTOR_NAME: r.vector.astype(np.float32).tolist()},  # type: ignore[union-attr]
+                uuid=object_uuid(tenant, r.doc.asset_id),
+            )
+            for r in records
+        ]
+        col = self._collection(tenant)
+
+        async def insert() -> Any:
+            # One gRPC BatchObjects call for the whole batch, with a result per object. The client
+            # raises instead of returning results when every object failed; that is still a per-item
+            # outcome (each item gets the reasons), not a failed call.
+            try:
+                return await col.data.insert_many(objects)
+            except WeaviateInsertManyAllFailedError as exc:
+                return exc
+
+        result = await self._call(insert, "batch upsert", write=True)
+        if isinstance(result, WeaviateInsertManyAllFailedError):
+            text = str(result)
+            if _TENANT_MISSING.search(text):
+                raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
+            code = 3 if "invalid" in text.lower() else 14
+            return [ItemFailure(code, f"weaviate rejected the asset: {text[:500]}")] * len(records)
+        out: list[ItemFailure | None] = [None] * len(records)
+        for index, err in result.errors.items():
+            # A rejected object is not written (Weaviate validates an object before storing it). Input
+            # Weaviate calls invalid is the caller's to fix; anything else is worth a retry.
+            code = 3 if "invalid" in err.message.lower() else 14
+            out[index] = ItemFailure(code, f"weaviate rejected the asset: {err.message}")
+        return out
+
+    async def delete(self, tenant: str, asset_ids: list[str]) -> list[bool]:
+        if not await self.tenant_exists(tenant):
+            raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
+        col = self._collection(tenant)
+        ids = [object_uuid(tenant, a) for a in asset_ids]
+        result = await self._call(
+            lambda: col.data.delete_many(where=Filter.by_id().contains_any(ids), verbose=True),
+            "delete",
+            write=True,
+        )
+        deleted = {str(o.uuid) for o in (result.objects or []) if o.successful}
+        return [str(u) in deleted for u in ids]
+
+    async def get(self, tenant: str, asset_ids: list[str], include_vectors: bool) -> list[AssetRecord | None]:
+        col = self._collection(tenant)
+        ids = [object_uuid(tenant, a) for a in asset_ids]
+        res = await self._call(
+            lambda: col.query.fetch_objects(
+                filters=Filter.by_id().contains_any(ids),
+                limit=len(ids),
+                include_vector=[VECTOR_NAME] if include_vectors else False,
+            ),
+            "get",
+        )
+        found = {str(o.uuid): o for o in res.objects}
+        out: list[AssetRecord | None] = []
+        for u in ids:
+            o = found.get(str(u))
+            if o is None:
+                out.append(None)
+                continue
+            vec = np.asarray(o.vector[VECTOR_NAME], dtype=np.float32) if include_vectors else None
+            out.append(AssetRecord(properties_to_doc(o.properties), vec))
+        return out
+
+    async def find_by_content_hash(self, tenant: str, digests: list[str]) -> dict[str, set[str]]:
+        col = self._collection(tenant)
+        where = Filter.by_property("content_sha256").contains_any(digests)
+        found: dict[str, set[str]] = {}
+        offset = 0
+        while True:  # pages, because one digest may be held by many assets
+            page = await self._call(
+                lambda o=offset: col.query.fetch_objects(  # type: ignore[misc]
+                    filters=where,
+                    limit=_HASH_PAGE,
+                    offset=o,
+                    return_properties=["asset_id", "content_sha256"],
+                ),
+                "content hash lookup",
+            )
+            for o in page.objects:
+                found.setdefault(o.properties["content_sha256"], set()).add(o.properties["asset_id"])
+            if len(page.objects) < _HASH_PAGE:
+                return found
+            offset += _HASH_PAGE
+
+    # ---- queries ---------------------------------------------------------------------------------
+
+    async def query(self, tenant: str, plan: QueryPlan) -> list[Hit]:
+        return await run_query(self._call, self._collection(tenant), plan)
+
+    async def stats(self, tenant: str | None) -> Stats:
+        assert self._client is not None
+        info = await self.collection_info()
+        if tenant is not None:
+            if not await self.tenant_exists(tenant):
+                raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
+            col = self._collection(tenant)
+            agg = await self._call(lambda: col.aggregate.over_all(total_count=True), "count")
+            return Stats(int(agg.total_count or 0), info.model, info.dimension)
+        client = self._client
+        tenants = await self._call(lambda: client.collections.get(self._name).tenants.get(), "tenant list")
+        total = 0
+        for name in tenants:
+            col = self._collection(name)
+            agg = await self._call(lambda c=col: c.aggregate.over_all(total_count=True), "count")  # type: ignore[misc]
+            total += int(agg.total_count or 0)
+        return Stats(total, info.model, info.dimension)

@@ -1,0 +1,262 @@
+"""Proto <-> domain mapping for the search service, both directions; nothing else converts messages.
+
+Wire-level problems of one batch item (an embedding whose bytes are not float32) are returned as that
+item's `ItemFailure`, so the core can fail the item alone; a malformed request raises InvalidArgument.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+from imagesearch.v1 import common_pb2, search_pb2
+
+from services.common.errors import InvalidArgument, status_number
+from services.search import filters as flt
+from services.search.domain import (
+    AssetDoc,
+    AssetRecord,
+    ContentHashMatch,
+    Fusion,
+    Hit,
+    ItemFailure,
+    ModelRef,
+    SafetyLabel,
+    Stats,
+    StreamedUpsert,
+    UpsertOutcome,
+)
+
+_OPS = {
+    common_pb2.FILTER_OPERATOR_EQUAL: flt.Op.EQUAL,
+    common_pb2.FILTER_OPERATOR_NOT_EQUAL: flt.Op.NOT_EQUAL,
+    common_pb2.FILTER_OPERATOR_GREATER_THAN: flt.Op.GREATER_THAN,
+    common_pb2.FILTER_OPERATOR_GREATER_THAN_OR_EQUAL: flt.Op.GREATER_THAN_OR_EQUAL,
+    common_pb2.FILTER_OPERATOR_LESS_THAN: flt.Op.LESS_THAN,
+    common_pb2.FILTER_OPERATOR_LESS_THAN_OR_EQUAL: flt.Op.LESS_THAN_OR_EQUAL,
+    common_pb2.FILTER_OPERATOR_IN: flt.Op.IN,
+    common_pb2.FILTER_OPERATOR_CONTAINS_ANY: flt.Op.CONTAINS_ANY,
+    common_pb2.FILTER_OPERATOR_CONTAINS_ALL: flt.Op.CONTAINS_ALL,
+    common_pb2.FILTER_OPERATOR_LIKE: flt.Op.LIKE,
+    common_pb2.FILTER_OPERATOR_IS_NULL: flt.Op.IS_NULL,
+}
+_FUSIONS = {
+    search_pb2.FUSION_TYPE_UNSPECIFIED: Fusion.RELATIVE_SCORE,
+    search_pb2.FUSION_TYPE_RELATIVE_SCORE: Fusion.RELATIVE_SCORE,
+    search_pb2.FUSION_TYPE_RANKED: Fusion.RANKED,
+}
+_MAX_FILTER_DEPTH = 32
+
+
+# ---- proto -> domain ---------------------------------------------------------------------------------
+
+
+def _ts(msg: common_pb2.Asset | common_pb2.License, field: str) -> datetime | None:
+    if not msg.HasField(field):
+        return None
+    return getattr(msg, field).ToDatetime(tzinfo=UTC)
+
+
+def _model(m: common_pb2.ModelRef) -> ModelRef | None:
+    return ModelRef(m.name, m.version) if (m.name or m.version) else None
+
+
+def decode_vector(e: common_pb2.Embedding, what: str) -> np.ndarray:
+    if len(e.values) % 4:
+        raise InvalidArgument(f"{what}.values has {len(e.values)} bytes, not a multiple of 4 (float32)")
+    return np.frombuffer(e.values, dtype="<f4").astype(np.float32)
+
+
+def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailure | None]:
+    """The domain record, and the wire-level problem of this item if any (reported as its item error)."""
+    a = r.asset
+    doc = AssetDoc(
+        asset_id=a.asset_id,
+        uri=a.uri,
+        caption=a.caption,
+        tags=tuple(a.tags),
+        ocr_text=a.ocr_text,
+        owner=a.owner,
+        license_name=a.license.name,
+        license_expires_at=_ts(a.license, "expires_at"),
+        safety_labels=tuple(SafetyLabel(s.label, float(s.score)) for s in a.safety_labels),
+        safety_score=float(a.safety_score),
+        source=a.source,
+        created_at=_ts(a, "created_at"),
+        updated_at=None,
+        width=int(a.width),
+        height=int(a.height),
+        content_sha256=a.content_sha256,
+        embedding_model=_model(r.image_embedding.model),
+        popularity=float(a.popularity),
+    )
+    vector = None
+    problem = None
+    if r.HasField("image_embedding") and r.image_embedding.values:
+        try:
+            vector = decode_vector(r.image_embedding, "image_embedding")
+        except InvalidArgument as exc:
+            problem = ItemFailure(status_number(exc.code), exc.message)
+    return AssetRecord(doc, vector), problem
+
+
+def _typed(v: common_pb2.Value) -> flt.TypedValue:
+    kind = v.WhichOneof("kind") or ""
+    if kind == "timestamp_value":
+        return flt.TypedValue(kind, v.timestamp_value.ToDatetime(tzinfo=UTC))
+    return flt.TypedValue(kind, getattr(v, kind) if kind else "")
+
+
+def filter_from_proto(f: common_pb2.Filter, depth: int = 0) -> flt.FilterNode:
+    if depth > _MAX_FILTER_DEPTH:
+        raise InvalidArgument(f"the filter nests deeper than {_MAX_FILTER_DEPTH} levels")
+    which = f.WhichOneof("expr")
+    if which == "condition":
+        c = f.condition
+        operand = c.WhichOneof("operand")
+        value = _typed(c.value) if operand == "value" else None
+        values = [_typed(v) for v in c.values.values] if operand == "values" else None
+        return flt.condition(c.field, _OPS.get(c.operator), value, values)
+    if which == "all_of":
+        return flt.all_of([filter_from_proto(x, depth + 1) for x in f.all_of.filters])
+    if which == "any_of":
+        return flt.any_of([filter_from_proto(x, depth + 1) for x in f.any_of.filters])
+    if which == "negate":
+        return flt.negate(filter_from_proto(f.negate, depth + 1))
+    raise InvalidArgument("a filter node has none of condition, all_of, any_of, negate set")
+
+
+# ---- domain -> proto ---------------------------------------------------------------------------------
+
+
+def _pb_ts(dt: datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(dt)
+    return t
+
+
+def asset_to_proto(doc: AssetDoc, tenant: str) -> common_pb2.Asset:
+    a = common_pb2.Asset(
+        asset_id=doc.asset_id,
+        tenant=tenant,
+        uri=doc.uri,
+        caption=doc.caption,
+        tags=list(doc.tags),
+        ocr_text=doc.ocr_text,
+        owner=doc.owner,
+        safety_labels=[common_pb2.SafetyLabel(label=s.label, score=s.score) for s in doc.safety_labels],
+        safety_score=doc.safety_score,
+        source=doc.source,
+        width=doc.width,
+        height=doc.height,
+        content_sha256=doc.content_sha256,
+        popularity=doc.popularity,
+    )
+    if doc.license_name or doc.license_expires_at:
+        a.license.name = doc.license_name
+        if doc.license_expires_at:
+            a.license.expires_at.CopyFrom(_pb_ts(doc.license_expires_at))
+    if doc.created_at:
+        a.created_at.CopyFrom(_pb_ts(doc.created_at))
+    if doc.updated_at:
+        a.updated_at.CopyFrom(_pb_ts(doc.updated_at))
+    if doc.embedding_model:
+        a.embedding_model.name = doc.embedding_model.name
+        a.embedding_model.version = doc.embedding_model.version
+    return a
+
+
+def _embedding(vec: np.ndarray, model: ModelRef | None) -> common_pb2.Embedding:
+    e = common_pb2.Embedding(values=vec.astype("<f4").tobytes())
+    if model:
+        e.model.name, e.model.version = model.name, model.version
+    return e
+
+
+def hit_to_proto(h: Hit, tenant: str) -> search_pb2.QueryHit:
+    s = h.scores
+    out = search_pb2.QueryHit(
+        asset=asset_to_proto(h.doc, tenant),
+        scores=search_pb2.ScoreBreakdown(
+            fused=s.fused,
+            keyword_contribution=s.keyword_contribution,
+            vector_contribution=s.vector_contribution,
+            bm25=s.bm25,
+            cosine_similarity=s.cosine_similarity,
+        ),
+    )
+    if h.vector is not None:
+        out.image_embedding.CopyFrom(_embedding(h.vector, h.doc.embedding_model))
+    return out
+
+
+def _item_error(code: int, message: str) -> common_pb2.ItemError:
+    return common_pb2.ItemError(code=code, message=message)
+
+
+def query_from_proto(request: search_pb2.QueryRequest) -> dict[str, Any]:
+    """The keyword arguments of `SearchCore.plan` (which validates them and fills in the defaults)."""
+    vector = None
+    vector_model = None
+    if request.HasField("vector") and (request.vector.values or request.vector.model.name):
+        vector = decode_vector(request.vector, "vector")
+        vector_model = _model(request.vector.model)
+    fusion = _FUSIONS.get(request.fusion)
+    if fusion is None:
+        raise InvalidArgument(f"unknown fusion type {request.fusion}")
+    return dict(
+        text=request.text,
+        vector=vector,
+        vector_model=vector_model,
+        alpha=request.alpha if request.HasField("alpha") else None,
+        fusion=fusion,
+        filter=filter_from_proto(request.filter) if request.HasField("filter") else None,
+        limit=request.limit,
+        offset=request.offset,
+        window=request.candidate_window,
+        keyword_fields=[(k.name, k.boost) for k in request.keyword_fields],
+        include_vectors=request.include_vectors,
+    )
+
+
+def streamed_from_proto(request: search_pb2.StreamUpsertAssetsRequest) -> StreamedUpsert:
+    record, problem = record_from_proto(request.asset)
+    return StreamedUpsert(request.tenant, record, problem)
+
+
+def upsert_result(outcome: UpsertOutcome) -> search_pb2.UpsertResult:
+    result = search_pb2.UpsertResult(asset_id=outcome.asset_id)
+    if outcome.error is not None:
+        result.error.CopyFrom(_item_error(outcome.error.code, outcome.error.message))
+    return result
+
+
+def asset_record_to_proto(record: AssetRecord, tenant: str) -> search_pb2.AssetRecord:
+    out = search_pb2.AssetRecord(asset=asset_to_proto(record.doc, tenant))
+    if record.vector is not None:
+        out.image_embedding.CopyFrom(_embedding(record.vector, record.doc.embedding_model))
+    return out
+
+
+def content_hash_matches_to_proto(matches: list[ContentHashMatch]) -> search_pb2.FindByContentHashResponse:
+    return search_pb2.FindByContentHashResponse(
+        matches=[
+            search_pb2.ContentHashMatch(content_sha256=m.content_sha256, asset_ids=list(m.asset_ids))
+            for m in matches
+        ]
+    )
+
+
+def stats_to_proto(stats: Stats, generation: int, backend: str, cache: str) -> search_pb2.GetStatsResponse:
+    out = search_pb2.GetStatsResponse(
+        asset_count=stats.asset_count,
+        index_generation=generation,
+        backend=backend,
+        dimension=stats.dimension,
+        cache=cache,
+    )
+    if stats.model is not None:
+        out.model.name, out.model.version = stats.model.name, stats.model.version
+    return out

@@ -1,0 +1,96 @@
+"""Pure pieces of the gateway: bounded per-tenant state, first-stage hit conversion, error mapping."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+import numpy as np
+from imagesearch.v1 import common_pb2, search_pb2
+
+from services.common.errors import DeadlineExceeded, NotFound, Unavailable
+from services.gateway import convert
+from services.gateway.backends.calls import backend_error
+from services.gateway.backends.errors import BackendError
+from services.gateway.domain import Asset, AssetSummary
+from services.gateway.tenants import PerTenant
+from tests.gateway.test_core import ALICE, World, item, run_ingest
+
+
+def test_per_tenant_state_is_bounded_and_rebuilt_on_demand() -> None:
+    made: list[str] = []
+
+    def make(tenant: str) -> object:
+        made.append(tenant)
+        return object()
+
+    per = PerTenant(make, max_tenants=2)
+    a = per("a")
+    per("b")
+    assert per("a") is a  # "a" is now the most recently used
+    per("c")  # evicts "b", the least recently used
+    assert len(per) == 2 and per.peek("b") is None and per.peek("a") is a
+    per("b")
+    assert made == ["a", "b", "c", "b"]
+
+
+def test_a_first_stage_hit_carries_only_what_ranking_reads_until_the_page_needs_more() -> None:
+    expires = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    message = common_pb2.Asset(
+        asset_id="a1",
+        tenant="acme",
+        caption="a red car",
+        tags=["car", "red"],
+        uri="s3://bucket/a1.jpg",
+        owner="alice",
+        license=common_pb2.License(name="CC0-1.0", expires_at=convert.dt_to_ts(expires)),
+        safety_score=0.25,
+        content_sha256="ab" * 32,
+        popularity=3.0,
+        width=640,
+        height=480,
+    )
+    vec = np.arange(4, dtype="<f4")
+    resp = search_pb2.QueryResponse(
+        hits=[
+            search_pb2.QueryHit(
+                asset=message,
+                scores=search_pb2.ScoreBreakdown(fused=0.9, bm25=2.0),
+                image_embedding=common_pb2.Embedding(values=vec.tobytes()),
+            )
+        ],
+        cached=True,
+    )
+    hit = convert.query_result(resp).hits[0]
+    assert type(hit.asset) is AssetSummary and not hasattr(hit.asset, "tags")
+    assert (hit.asset.asset_id, hit.asset.tenant, hit.asset.license_name) == ("a1", "acme", "CC0-1.0")
+    assert hit.asset.license_expires_at == expires and hit.asset.safety_score == 0.25
+    assert hit.scores.fused == np.float32(0.9)
+    assert hit.vector is not None and hit.vector.tolist() == [0, 1, 2, 3]
+    full = hit.full_asset()
+    assert isinstance(full, Asset) and full.tags == ["car", "red"] and full.uri == "s3://bucket/a1.jpg"
+    assert (full.width, full.height, full.owner) == (640, 480, "alice")
+    assert convert.asset_pb(full) == message  # the page's message is the stored one, field for field
+
+
+def test_backend_statuses_become_domain_errors() -> None:
+    def failed(code: grpc.StatusCode) -> BackendError:
+        return backend_error("search", grpc.aio.AioRpcError(code, None, None, details="why"))
+
+    assert isinstance(failed(grpc.StatusCode.NOT_FOUND), NotFound)
+    assert isinstance(failed(grpc.StatusCode.UNAVAILABLE), Unavailable)
+    assert isinstance(failed(grpc.StatusCode.DEADLINE_EXCEEDED), DeadlineExceeded)
+    other = failed(grpc.StatusCode.INVALID_ARGUMENT)
+    assert other.code == grpc.StatusCode.INVALID_ARGUMENT and other.message == "search: why"
+
+
+async def test_ingest_finds_duplicates_by_content_hash_and_releases_its_per_item_state() -> None:
+    w = World()
+    await run_ingest(w, [item("orig", "cat")])
+    acks = await run_ingest(w, [item(f"copy{i}", "cat") for i in range(5)], who=ALICE)
+    assert {a.duplicate_of for a in acks.values()} == {"orig"}
+    assert w.search.queries == []  # no vector query: FindByContentHash answered
+    # One lookup per stream: the copies in flight together wait for the first one's answer.
+    assert len(w.search.hash_lookups) == 2
+    flow = w.gw.ingest_flow
+    assert flow._id_locks == {} and flow._sha_claims == {}  # bounded by the items in flight
