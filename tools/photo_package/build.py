@@ -18,7 +18,7 @@ Output: a package directory
   embedding of "a photo of a {name}: {gloss}"; visual = L2norm(global-average-pooled backbone feature).
 
 Usage:
-  /work/venvs/photo/bin/python tools/photo_package/build.py --out ~/.cache/imagesearch/photo/package
+  /work/venvs/photo/bin/python -m tools.photo_package.build --out ~/.cache/imagesearch/photo/package
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 NAME, VERSION = "imagesearch-photo-lite0-minilm", "0.1.0"
 OPSET = 17
@@ -97,9 +96,10 @@ def wordnet_classes(wnids: list[str], wordnet_dir: Path) -> list[dict]:
 def build_modules(minilm_dir: Path, effnet_pth: Path):
     import torch
     import torch.nn.functional as F
-    from effnet_lite import EfficientNetLite0
     from torch import nn
     from transformers import BertConfig, BertModel
+
+    from tools.photo_package.effnet_lite import EfficientNetLite0
 
     net = EfficientNetLite0()
     net.load_state_dict(torch.load(effnet_pth, map_location="cpu", weights_only=True), strict=True)

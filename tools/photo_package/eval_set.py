@@ -17,7 +17,7 @@ Queries (models/photo/queries_*.tsv, written before any model was run on this se
 Split: by label group (stable hash), TUNE_FRACTION to `tune`, the rest `heldout`. Results are reported on
 `heldout`; the gallery is always the whole set.
 
-Usage (service venv, no torch): python tools/photo_package/eval_set.py [--data ~/.cache/imagesearch/data]
+Usage (service venv, no torch): python -m tools.photo_package.eval_set [--data ~/.cache/imagesearch/data]
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ otherwise: R@k = share of queries with a relevant image in the top k (relevant =
 target's label group), nDCG@10 (binary gains), MRR. Near-duplicates: each held-out image augmented four
 ways (eval_set.augment) is the query, the gallery is the 954 originals; hit@1 = the original ranks first.
 
-  /work/main/.venv/bin/python tools/photo_package/evaluate.py --package ~/.cache/imagesearch/photo/package \
+  /work/main/.venv/bin/python -m tools.photo_package.evaluate --package ~/.cache/imagesearch/photo/package \
       --json models/photo/metrics.json
-  /work/main/.venv/bin/python tools/photo_package/evaluate.py --speed   # images/s, texts/s, 1 and 2 threads
+  /work/main/.venv/bin/python -m tools.photo_package.evaluate --speed   # images/s, texts/s, 1 and 2 threads
 """
 
 from __future__ import annotations
@@ -33,15 +33,19 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from services.encoder.preprocess import decode_image
+from services.encoder.tokenizer import shared_tokenizer
+from tools.photo_package.eval_set import (
+    AUGMENTATIONS,
+    DEFAULT_DATA,
+    OUT_DIR,
+    augment,
+    read_queries,
+    rgb_on_white,
+)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(HERE))
-
-from eval_set import AUGMENTATIONS, DEFAULT_DATA, OUT_DIR, augment, read_queries, rgb_on_white  # noqa: E402
-
-from services.encoder.preprocess import decode_image  # noqa: E402
-from services.encoder.tokenizer import shared_tokenizer  # noqa: E402
 
 DEFAULT_PACKAGE = Path.home() / ".cache" / "imagesearch" / "photo" / "package"
 MAX_PIXELS = 200_000_000
