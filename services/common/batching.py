@@ -214,10 +214,10 @@ class _StreamEnd:
 
 
 async def submit_stream(
-    batcher: MicroBatcher[T, R], items: AsyncIterator[T], *, max_in_flight: int, ordered: bool
+    submit: Callable[[T], Awaitable[R]], items: AsyncIterator[T], *, max_in_flight: int, ordered: bool
 ) -> AsyncIterator[R]:
-    """Submit a stream's items to `batcher` as they arrive and yield one result per item: in arrival
-    order (`ordered`) or as each batch returns.
+    """Pass a stream's items to `submit` (usually a `MicroBatcher.submit`) as they arrive and yield one
+    result per item: in arrival order (`ordered`) or as each completes.
 
     At most `max_in_flight` items are read ahead and not yet yielded: reading pauses until one is, so a
     fast sender is slowed down by flow control instead of being buffered without bound. The first
@@ -240,7 +240,7 @@ async def submit_stream(
                     item = await anext(iterator)
                 except StopAsyncIteration:
                     break
-                answer = asyncio.ensure_future(batcher.submit(item))
+                answer = asyncio.ensure_future(submit(item))
                 in_flight.add(answer)
                 if ordered:
                     answers.put_nowait(answer)

@@ -300,7 +300,7 @@ class Encoder:
         """
         info = await self.model_info()
         async for result in submit_stream(
-            self._stream_batcher,
+            self._stream_batcher.submit,
             _numbered(items),
             max_in_flight=self.limits.stream_max_in_flight,
             ordered=False,

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from services.common.batching import BatchStats, MicroBatcher
+from services.common.batching import BatchStats, MicroBatcher, submit_stream
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, status_number
 from services.gateway.analysis import Analysis, check_image, decode_rgb
 from services.gateway.auth import Principal
@@ -142,42 +142,20 @@ class IngestFlow:
     async def ingest(
         self, principal: Principal, items: AsyncIterator[IngestItem]
     ) -> AsyncIterator[IngestAck]:
-        """One acknowledgement per item, as each completes (match on asset_id)."""
+        """One acknowledgement per item, as each completes (match on asset_id). At most max_in_flight
+        items are in progress: the client's stream waits (flow control) instead of being buffered."""
         self._policy.authorize(principal, "ingest")
-        acks: asyncio.Queue[IngestAck | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(self.cfg.max_in_flight)
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def one(item: IngestItem) -> None:
-            try:
-                ack = await self.ingest_one(principal, item)
-            finally:
-                slots.release()
-            await acks.put(ack)
-
-        async def read() -> None:
-            try:
-                async for item in items:
-                    await slots.acquire()  # bounded in flight: the client's stream waits (flow control)
-                    task = asyncio.create_task(one(item))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                while tasks:
-                    await asyncio.gather(*list(tasks))
-            finally:
-                await acks.put(None)
-
-        reader = asyncio.create_task(read())
         report = _StreamReport(principal.tenant, self._encodes.stats, self.stage_seconds)
         try:
-            while (ack := await acks.get()) is not None:
+            async for ack in submit_stream(
+                functools.partial(self.ingest_one, principal),
+                items,
+                max_in_flight=self.cfg.max_in_flight,
+                ordered=False,
+            ):
                 report.count(ack)
                 yield ack
-            await reader  # re-raise a failure of the request stream itself
         finally:
-            reader.cancel()
-            for t in list(tasks):
-                t.cancel()
             upserts = self._upserts.peek(principal.tenant)
             report.log(upserts.stats if upserts is not None else None)
 

@@ -184,7 +184,7 @@ class SearchCore:
         """
         read_ahead = 2 * self.settings.max_batch
         async for outcome in submit_stream(
-            self._stream_writer, items, max_in_flight=read_ahead, ordered=True
+            self._stream_writer.submit, items, max_in_flight=read_ahead, ordered=True
         ):
             yield outcome
 

@@ -158,7 +158,7 @@ async def test_a_stream_is_answered_in_arrival_order_with_bounded_read_ahead() -
     b = MicroBatcher(fn, max_items=4, wait_s=0)
     pulled: list[int] = []
     out = []
-    async for r in submit_stream(b, _numbers(10, pulled), max_in_flight=3, ordered=True):
+    async for r in submit_stream(b.submit, _numbers(10, pulled), max_in_flight=3, ordered=True):
         assert len(pulled) - len(out) <= 3  # never more than max_in_flight unanswered items
         out.append(r)
     assert out == [i * 10 for i in range(10)]
@@ -171,7 +171,7 @@ async def test_an_unordered_stream_yields_each_batch_as_it_returns() -> None:
         return items
 
     b = MicroBatcher(slow_evens, max_items=1, wait_s=0, max_concurrent=2)
-    out = [r async for r in submit_stream(b, _numbers(4, []), max_in_flight=4, ordered=False)]
+    out = [r async for r in submit_stream(b.submit, _numbers(4, []), max_in_flight=4, ordered=False)]
     assert sorted(out) == [0, 1, 2, 3] and out != [0, 1, 2, 3]
 
 
@@ -181,14 +181,17 @@ async def test_a_failing_batch_or_sender_ends_the_stream() -> None:
 
     with pytest.raises(ConnectionError, match="backend down"):
         async for _ in submit_stream(
-            MicroBatcher(down, max_items=2, wait_s=0), _numbers(5, []), max_in_flight=2, ordered=True
+            MicroBatcher(down, max_items=2, wait_s=0).submit, _numbers(5, []), max_in_flight=2, ordered=True
         ):
             pass
     fn = Recorder()
     got: list[int] = []
     with pytest.raises(ConnectionError, match="sender went away"):
         async for r in submit_stream(
-            MicroBatcher(fn, max_items=2, wait_s=0), _numbers(5, [], fail_at=3), max_in_flight=8, ordered=True
+            MicroBatcher(fn, max_items=2, wait_s=0).submit,
+            _numbers(5, [], fail_at=3),
+            max_in_flight=8,
+            ordered=True,
         ):
             got.append(r)
     assert got == [0, 10, 20]  # what arrived before the failure is still answered
