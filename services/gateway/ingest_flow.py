@@ -5,6 +5,11 @@ metadata: UNCHANGED, no write) -> duplicate lookup by content hash (FindByConten
 safety + OCR (threads) alongside encoding (micro-batched EncodeImages) -> upsert (micro-batched
 UpsertAssets) -> acknowledge only after the search service confirmed the write.
 
+A DUPLICATE names only a holder the caller may see (the visibility rules of GetAsset): a holder hidden
+from the caller (licence not allowed, expired, unsafe) is treated as absent, so the item is stored as
+an asset of its own. Answering DUPLICATE, even without the id, would tell the caller that content it
+cannot see exists in its tenant, and would leave the caller with an upload it can never find.
+
 Every backend call goes through `services.common.batching.MicroBatcher`: concurrent items of all
 streams share EncodeImages calls; lookups, duplicate checks and upserts are batched per tenant (one
 call in flight each, so the next batch grows while it runs).
@@ -41,7 +46,7 @@ from services.gateway.domain import (
     UpsertRecord,
     Vector,
 )
-from services.gateway.policy import Policy
+from services.gateway.policy import Policy, Visibility
 from services.gateway.reads import Reads
 from services.gateway.settings import GatewaySettings
 from services.gateway.tenants import PerTenant
@@ -133,7 +138,8 @@ class IngestFlow:
         )
         # Bounded by the items in flight: an entry is removed as soon as its item is done.
         self._id_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._sha_claims: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        # The asset now holding the bytes (stored by the claiming item, or found by it), or None.
+        self._sha_claims: dict[tuple[str, str], asyncio.Future[Asset | None]] = {}
         self.stage_seconds: dict[str, float] = {}  # wall time items spent per stage, summed
 
     # ------------------------------------------------------------------------------------------
@@ -161,7 +167,7 @@ class IngestFlow:
 
     async def ingest_one(self, principal: Principal, item: IngestItem) -> IngestAck:
         try:
-            return await self._ingest_one(principal.tenant, item)
+            return await self._ingest_one(principal, item)
         except ItemFailed as exc:
             return IngestAck(item.asset_id, IngestOutcome.FAILED, exc.number, exc.message)
         except DomainError as exc:
@@ -175,7 +181,7 @@ class IngestFlow:
     # ------------------------------------------------------------------------------------------
     # One item
 
-    async def _ingest_one(self, tenant: str, item: IngestItem) -> IngestAck:
+    async def _ingest_one(self, principal: Principal, item: IngestItem) -> IngestAck:
         if not 1 <= len(item.asset_id) <= MAX_ASSET_ID_CHARS:
             raise InvalidArgument(f"asset_id must be 1-{MAX_ASSET_ID_CHARS} characters")
         if not item.license_name.strip():
@@ -185,22 +191,23 @@ class IngestFlow:
                 f"image is {len(item.image)} bytes, above the {self.cfg.max_bytes}-byte cap"
             )
         sha = hashlib.sha256(item.image).hexdigest()
-        key = (tenant, item.asset_id)
+        key = (principal.tenant, item.asset_id)
         lock = self._id_locks.setdefault(key, asyncio.Lock())
         try:
             async with lock:  # the same id twice in flight: the second sees the first's write
-                return await self._ingest_locked(tenant, item, sha)
+                return await self._ingest_locked(principal, item, sha)
         finally:
             if not lock.locked() and self._id_locks.get(key) is lock:
                 del self._id_locks[key]
 
-    async def _ingest_locked(self, tenant: str, item: IngestItem, sha: str) -> IngestAck:
+    async def _ingest_locked(self, principal: Principal, item: IngestItem, sha: str) -> IngestAck:
+        tenant = principal.tenant
         with self._stage("lookup"):
             existing: StoredAsset | None = await self._lookups(tenant).submit(item.asset_id)
         now = dt.datetime.now(dt.UTC)
         if existing is not None and existing.asset.content_sha256 == sha:
             return await self._same_bytes(tenant, item, existing, now)
-        return await self._new_bytes(tenant, item, sha, existing, now)
+        return await self._new_bytes(principal, item, sha, existing, now)
 
     async def _same_bytes(
         self, tenant: str, item: IngestItem, existing: StoredAsset, now: dt.datetime
@@ -223,25 +230,28 @@ class IngestFlow:
         return _ack(IngestOutcome.UPDATED, asset)
 
     async def _new_bytes(
-        self, tenant: str, item: IngestItem, sha: str, existing: StoredAsset | None, now: dt.datetime
+        self, principal: Principal, item: IngestItem, sha: str, existing: StoredAsset | None, now: dt.datetime
     ) -> IngestAck:
-        # A concurrent item with the same bytes decides first.
+        tenant = principal.tenant
+        vis = self._policy.visibility(principal, "ingest", now=now)
+        # A concurrent item with the same bytes decides first. When what it stored (or found) is hidden
+        # from this caller, the next claim in line may hold a copy this caller sees: wait for it too.
         key = (tenant, sha)
-        claim = self._sha_claims.get(key)
-        if claim is not None:
-            holder = await asyncio.shield(claim)
-            if holder is not None and holder != item.asset_id:
-                return _duplicate(item, sha, holder)
-        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        while (claim := self._sha_claims.get(key)) is not None:
+            first = await asyncio.shield(claim)
+            if first is not None and first.asset_id != item.asset_id and self._may_see(principal, vis, first):
+                return _duplicate(item, sha, first.asset_id)
+        fut: asyncio.Future[Asset | None] = asyncio.get_running_loop().create_future()
         self._sha_claims[key] = fut
-        stored_as: str | None = None
+        stored_as: Asset | None = None
         try:
             inspected = check_image(item.image, self.cfg.max_bytes, self.cfg.max_pixels)
             with self._stage("dedupe"):
-                holder = await self._hash_checks(tenant).submit(_HashProbe(item.asset_id, sha))
+                holders = await self._hash_checks(tenant).submit(_HashProbe(item.asset_id, sha))
+            holder = next((h for h in holders if self._may_see(principal, vis, h)), None)
             if holder is not None:
                 stored_as = holder
-                return _duplicate(item, sha, holder)
+                return _duplicate(item, sha, holder.asset_id)
             with self._stage("analyse+encode"):
                 analysis, (encoded, model) = await asyncio.gather(
                     self._analyse(item.image), self._encodes.submit(item.image)
@@ -258,13 +268,23 @@ class IngestFlow:
             asset.embedding_model = model
             with self._stage("store"):
                 await self._store(tenant, asset, encoded.vector, model)
-            stored_as = item.asset_id
+            stored_as = asset
             return _ack(IngestOutcome.UPDATED if existing is not None else IngestOutcome.CREATED, asset)
         finally:
             if not fut.done():
                 fut.set_result(stored_as)
             if self._sha_claims.get(key) is fut:
                 del self._sha_claims[key]
+
+    def _may_see(self, principal: Principal, vis: Visibility, holder: Asset) -> bool:
+        """Whether a DUPLICATE may name `holder`: the caller could read it with GetAsset."""
+        why = self._policy.denial(vis, holder)
+        if why is None:
+            return True
+        self._policy.audit.record(
+            principal, "ingest", "deny", why, asset_id=holder.asset_id, stage="duplicate holder"
+        )
+        return False
 
     async def _analyse(self, image: bytes) -> Analysis:
         if not self._analyzer.enabled:
@@ -312,20 +332,25 @@ class IngestFlow:
         by_id = {s.asset.asset_id: s for s in found}
         return [by_id.get(a) for a in asset_ids]
 
-    async def _holders(self, tenant: str, probes: list[_HashProbe]) -> list[str | None]:
-        """For each probe, the id of another stored asset with the same bytes (or None). One
-        FindByContentHash call."""
+    async def _holders(self, tenant: str, probes: list[_HashProbe]) -> list[list[Asset]]:
+        """For each probe, the other stored assets with the same bytes, by id. One FindByContentHash
+        call, and one GetAssets call when any are found (each item decides which it may name: the
+        items of a batch can come from callers with different visibility)."""
         try:
             holders = await self._search.find_by_content_hash(
                 tenant, list(dict.fromkeys(p.sha for p in probes))
             )
         except NotFound:  # nothing stored in the tenant yet
             holders = {}
-        out: list[str | None] = []
-        for p in probes:
-            others = sorted(a for a in holders.get(p.sha, []) if a != p.asset_id)
-            out.append(others[0] if others else None)
-        return out
+        others = [sorted(a for a in holders.get(p.sha, []) if a != p.asset_id) for p in probes]
+        wanted = list(dict.fromkeys(a for ids in others for a in ids))
+        by_id: dict[str, Asset] = {}
+        step = self.cfg.upsert_batch  # the search service caps the ids of one GetAssets call
+        for i in range(0, len(wanted), step):
+            found = await self._reads.get(tenant, wanted[i : i + step], include_vectors=False)
+            by_id.update((s.asset.asset_id, s.asset) for s in found)
+        # An id gone by now (deleted meanwhile) holds nothing any more.
+        return [[by_id[a] for a in ids if a in by_id] for ids in others]
 
     async def _upsert(self, tenant: str, records: list[UpsertRecord]) -> Sequence[UpsertOutcome]:
         return await self._search.upsert(tenant, records)

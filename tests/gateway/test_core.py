@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 from collections.abc import AsyncIterator, Iterable
 
 import pytest
@@ -353,6 +354,49 @@ async def test_duplicates_by_content_hash() -> None:
     # Another tenant may store the same bytes.
     other = await run_ingest(w, [item("orig", "cat")], who=GUS)
     assert other["orig"].outcome is IngestOutcome.CREATED
+
+
+async def test_a_duplicate_never_names_an_asset_the_caller_cannot_see() -> None:
+    mine = item("mine", "cat")
+    sha = hashlib.sha256(mine.image).hexdigest()
+    hidden_kinds = {
+        "gpl": {"license_name": "GPL"},
+        "unsafe": {"safety": 0.9},
+        "expired": {"expires": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)},
+    }
+    for hidden_id, kw in hidden_kinds.items():
+        w = World()
+        w.search.put(asset(hidden_id, sha=sha, **kw), concept("cat"))  # type: ignore[arg-type]
+        with pytest.raises(NotFound):
+            await w.gw.get_asset(ALICE, hidden_id)
+        acks = await run_ingest(w, [mine])
+        # As if the hidden holder did not exist: stored as the caller's own asset.
+        assert acks["mine"].outcome is IngestOutcome.CREATED and acks["mine"].duplicate_of == "", hidden_id
+        assert ("acme", "mine") in w.search.store
+        assert any(e.get("asset_id") == hidden_id and e["decision"] == "deny" for e in w.audit)
+        again = await run_ingest(w, [item("again", "cat")])  # a holder the caller sees is named
+        assert again["again"].outcome is IngestOutcome.DUPLICATE and again["again"].duplicate_of == "mine"
+
+
+async def test_a_concurrent_same_bytes_item_hidden_from_the_caller_is_not_named() -> None:
+    w = World()
+    wide = Principal("wide", "acme", frozenset({"ingest"}), 0.5, None, "api-key")  # every licence
+    analyze = w.analyzer.analyze
+
+    async def slow_analysis(rgb: object) -> object:
+        await asyncio.sleep(0.1)
+        return await analyze(rgb)  # type: ignore[arg-type]
+
+    w.analyzer.analyze = slow_analysis  # type: ignore[method-assign, assignment]
+    first = asyncio.ensure_future(run_ingest(w, [item("gpl-cat", "cat", license_name="GPL")], who=wide))
+    await asyncio.sleep(0.05)  # the wide caller's item holds the claim on the bytes (analysing)
+    assert w.gw.ingest_flow._sha_claims
+    acks = await run_ingest(w, [item("mine", "cat"), item("mine-too", "cat")])
+    await first
+    # Never the hidden copy; and of the caller's own two, exactly one is stored.
+    assert sorted(a.outcome.name for a in acks.values()) == ["CREATED", "DUPLICATE"]
+    assert {a.duplicate_of for a in acks.values()} <= {"", "mine", "mine-too"}
+    assert sum(aid in ("mine", "mine-too") for _, aid in w.search.store) == 1
 
 
 async def test_one_bad_item_fails_only_itself() -> None:

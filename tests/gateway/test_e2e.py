@@ -189,6 +189,18 @@ def test_ingest_retries_create_no_duplicates(world: World) -> None:
     assert bad["bad"].outcome == OUT.INGEST_OUTCOME_FAILED and bad["bad"].error.code == 3
 
 
+def test_a_duplicate_never_names_an_asset_the_caller_cannot_see(world: World) -> None:
+    hidden = next(i for i in world.sample if i.license not in ACME_LICENSES)  # stored, not allowed
+    with pytest.raises(grpc.RpcError) as err:
+        world.gw.GetAsset(gateway_pb2.GetAssetRequest(asset_id=hidden.asset_id), metadata=ALICE)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    own = request(hidden, asset_id="own-copy", license=common_pb2.License(name="MIT"))
+    ack = ingest(world.gw, [own])["own-copy"]
+    assert ack.outcome == OUT.INGEST_OUTCOME_CREATED and ack.duplicate_of == ""
+    again = ingest(world.gw, [request(hidden, asset_id="own-copy-2", license=common_pb2.License(name="MIT"))])
+    assert again["own-copy-2"].duplicate_of == "own-copy"
+
+
 # --- search modes ---------------------------------------------------------------------------------
 
 
