@@ -26,7 +26,21 @@ _MAX_FILTER_DEPTH = 16
 def ts_to_dt(ts: Timestamp, present: bool = True) -> dt.datetime | None:
     if not present:
         return None
-    return dt.datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=dt.UTC)
+    # Exact (protobuf's own conversion, no float rounding): an item re-sent with the expiry it was
+    # stored with must compare equal to the stored one (UNCHANGED, not UPDATED).
+    return ts.ToDatetime(tzinfo=dt.UTC)
+
+
+def timestamp(ts: Timestamp, what: str) -> dt.datetime:
+    """A caller's timestamp; INVALID_ARGUMENT naming `what` when it is not a valid Timestamp (seconds
+    outside the years 1-9999 or nanos outside one second: protobuf's own range check)."""
+    try:
+        return ts.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(
+            f"{what} is not a valid timestamp (seconds={ts.seconds}, nanos={ts.nanos}): it must lie "
+            "between 0001-01-01 and 9999-12-31 UTC, with nanos in [0, 999999999]"
+        ) from None
 
 
 def dt_to_ts(value: dt.datetime) -> Timestamp:
@@ -149,9 +163,7 @@ def _value(v: common_pb2.Value, fld: str) -> m.Scalar:
             f"filter on {fld!r}: the value is empty; set one of string/int/double/bool/timestamp"
         )
     if kind == "timestamp_value":
-        out = ts_to_dt(v.timestamp_value)
-        assert out is not None
-        return out
+        return timestamp(v.timestamp_value, f"filter on {fld!r}: the value")
     return getattr(v, kind)  # type: ignore[no-any-return]
 
 
@@ -276,7 +288,16 @@ def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
 
 
 def ingest_item(req: gateway_pb2.IngestRequest) -> m.IngestItem:
+    """Never raises: a field that cannot be read fails only its item (`IngestItem.invalid`), so one
+    bad item cannot end the stream of the good ones around it."""
     has_license = req.HasField("license")
+    expires: dt.datetime | None = None
+    invalid = ""
+    if has_license and req.license.HasField("expires_at"):
+        try:
+            expires = timestamp(req.license.expires_at, "license.expires_at")
+        except InvalidArgument as exc:
+            invalid = exc.message
     return m.IngestItem(
         asset_id=req.asset_id,
         image=req.image,
@@ -285,11 +306,10 @@ def ingest_item(req: gateway_pb2.IngestRequest) -> m.IngestItem:
         tags=tuple(req.tags),
         owner=req.owner,
         license_name=req.license.name if has_license else "",
-        license_expires_at=(
-            ts_to_dt(req.license.expires_at) if has_license and req.license.HasField("expires_at") else None
-        ),
+        license_expires_at=expires,
         source=req.source,
         popularity=req.popularity,
+        invalid=invalid,
     )
 
 

@@ -299,6 +299,8 @@ class IngestItem:
     license_expires_at: dt.datetime | None = None
     source: str = ""
     popularity: float = 0.0
+    # Why the request's fields could not be read (set by convert); the item fails INVALID_ARGUMENT.
+    invalid: str = ""
 
 
 @dataclass

@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -182,10 +183,16 @@ class IngestFlow:
     # One item
 
     async def _ingest_one(self, principal: Principal, item: IngestItem) -> IngestAck:
+        if item.invalid:
+            raise InvalidArgument(item.invalid)
         if not 1 <= len(item.asset_id) <= MAX_ASSET_ID_CHARS:
             raise InvalidArgument(f"asset_id must be 1-{MAX_ASSET_ID_CHARS} characters")
         if not item.license_name.strip():
             raise InvalidArgument("license.name is required (policy restricts results by licence)")
+        # A NaN or infinite popularity would make every boosted score NaN (ranked first for every
+        # query); the contract says non-negative.
+        if not math.isfinite(item.popularity) or item.popularity < 0:
+            raise InvalidArgument(f"popularity must be a finite number >= 0, got {item.popularity}")
         if len(item.image) > self.cfg.max_bytes:
             raise InvalidArgument(
                 f"image is {len(item.image)} bytes, above the {self.cfg.max_bytes}-byte cap"

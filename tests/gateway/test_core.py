@@ -8,8 +8,11 @@ import hashlib
 from collections.abc import AsyncIterator, Iterable
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from imagesearch.v1 import common_pb2, gateway_pb2
 
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from services.gateway import convert
 from services.gateway.auth import Keyring, Principal
 from services.gateway.core import Gateway
 from services.gateway.domain import IngestAck, IngestItem, IngestOutcome, RerankOptions, SearchQuery
@@ -423,6 +426,48 @@ async def test_one_bad_item_fails_only_itself() -> None:
         acks["rejected"].outcome is IngestOutcome.FAILED and "did not store" in acks["rejected"].error_message
     )
     assert set(k for _, k in w.search.store) == {"good1", "good2"}
+
+
+def _wire(asset_id: str, words: str, **kw: object) -> IngestItem:
+    """An item as the servicer gets it: through convert, from the request message."""
+    req = gateway_pb2.IngestRequest(
+        asset_id=asset_id, image=png(words), caption=words, license=common_pb2.License(name="CC0-1.0")
+    )
+    expires = kw.pop("expires", None)
+    if expires is not None:
+        req.license.expires_at.CopyFrom(expires)  # type: ignore[arg-type]
+    for name, value in kw.items():
+        setattr(req, name, value)
+    return convert.ingest_item(req)  # never raises: a bad field fails only its item
+
+
+async def test_out_of_range_expiry_or_popularity_fails_only_that_item() -> None:
+    w = World()
+    bad = {
+        "year-10000": _wire("year-10000", "b1", expires=Timestamp(seconds=253402300800)),
+        "far-past": _wire("far-past", "b2", expires=Timestamp(seconds=-(10**12))),
+        "nanos-high": _wire("nanos-high", "b3", expires=Timestamp(seconds=1, nanos=1_000_000_000)),
+        "nanos-negative": _wire("nanos-negative", "b4", expires=Timestamp(seconds=1, nanos=-1)),
+        "nan": _wire("nan", "b5", popularity=float("nan")),
+        "inf": _wire("inf", "b6", popularity=float("inf")),
+        "negative": _wire("negative", "b7", popularity=-1.0),
+    }
+    good = [
+        _wire("ok1", "g1"),
+        _wire("ok2", "g2", expires=Timestamp(seconds=253402300799, nanos=999_999_999), popularity=3.5),
+    ]
+    acks = await run_ingest(w, [good[0], *bad.values(), good[1]])
+    assert acks["ok1"].outcome is acks["ok2"].outcome is IngestOutcome.CREATED
+    for name in bad:
+        assert acks[name].outcome is IngestOutcome.FAILED and acks[name].error_code == 3, name
+    assert "license.expires_at is not a valid timestamp" in acks["year-10000"].error_message
+    assert "nanos=-1" in acks["nanos-negative"].error_message
+    assert "popularity must be a finite number >= 0" in acks["nan"].error_message
+    assert set(k for _, k in w.search.store) == {"ok1", "ok2"}
+    stored = w.search.store[("acme", "ok2")].asset
+    assert stored.license_expires_at is not None and stored.license_expires_at.year == 9999
+    again = await run_ingest(w, good)  # the exact expiry round-trips: a retry changes nothing
+    assert {a.outcome for a in again.values()} == {IngestOutcome.UNCHANGED}
 
 
 async def test_ingest_pixel_and_size_caps() -> None:

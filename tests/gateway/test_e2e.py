@@ -201,6 +201,29 @@ def test_a_duplicate_never_names_an_asset_the_caller_cannot_see(world: World) ->
     assert again["own-copy-2"].duplicate_of == "own-copy"
 
 
+def test_an_out_of_range_field_fails_only_its_item(world: World) -> None:
+    def item(asset_id: str, text: str, **kw: Any) -> gateway_pb2.IngestRequest:
+        return gateway_pb2.IngestRequest(
+            asset_id=asset_id, image=text_image(text), caption=text.lower(), **kw
+        )
+
+    far = common_pb2.License(name="MIT", expires_at=Timestamp(seconds=253402300800))
+    stream = [
+        item("w4-ok-1", "ALPHA 11", license=common_pb2.License(name="MIT")),
+        item("w4-far-expiry", "BETA 12", license=far),
+        item("w5-nan", "GAMMA 13", license=common_pb2.License(name="MIT"), popularity=float("nan")),
+        item("w5-negative", "DELTA 14", license=common_pb2.License(name="MIT"), popularity=-2.0),
+        item("w4-ok-2", "EPSILON 15", license=common_pb2.License(name="MIT")),
+    ]
+    acks = ingest(world.gw, stream)  # every item acknowledged: the stream survives the bad ones
+    assert acks["w4-ok-1"].outcome == acks["w4-ok-2"].outcome == OUT.INGEST_OUTCOME_CREATED
+    for bad in ("w4-far-expiry", "w5-nan", "w5-negative"):
+        assert acks[bad].outcome == OUT.INGEST_OUTCOME_FAILED and acks[bad].error.code == 3, bad
+        with pytest.raises(grpc.RpcError) as err:
+            world.gw.GetAsset(gateway_pb2.GetAssetRequest(asset_id=bad), metadata=ALICE)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 # --- search modes ---------------------------------------------------------------------------------
 
 
