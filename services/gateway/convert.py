@@ -167,41 +167,53 @@ def _value(v: common_pb2.Value, fld: str) -> m.Scalar:
     return getattr(v, kind)  # type: ignore[no-any-return]
 
 
-def filter_from_pb(f: common_pb2.Filter, depth: int = 0) -> m.Filter | None:
-    """A proto filter as a domain filter; None when unset. Structure is checked here; field names and
-    value types are validated by the search service (which knows its schema)."""
+def filter_from_pb(f: common_pb2.Filter) -> m.Filter:
+    """A caller's filter as a domain filter, checked at the gateway's boundary with the answers the
+    search service would give: every node set (an empty node is not "no filter"), operators known,
+    nesting depth, values present and timestamps valid. Field names and value types are validated by
+    the search service (which knows its schema)."""
+    return _filter(f, 0)
+
+
+def _filter(f: common_pb2.Filter, depth: int) -> m.Filter:
     if depth > _MAX_FILTER_DEPTH:
         raise InvalidArgument(f"filter nesting is deeper than {_MAX_FILTER_DEPTH}")
     which = f.WhichOneof("expr")
     if which is None:
-        return None
+        raise InvalidArgument("a filter node has none of condition, all_of, any_of, negate set")
     if which == "condition":
-        c = f.condition
-        if not c.field:
-            raise InvalidArgument("filter condition has no field name")
-        if c.operator == common_pb2.FILTER_OPERATOR_UNSPECIFIED:
-            raise InvalidArgument(f"filter condition on {c.field!r} has no operator")
-        op = m.Op(c.operator)
-        operand = c.WhichOneof("operand")
-        if operand == "values":
-            values = tuple(_value(v, c.field) for v in c.values.values)
-            if not values:
-                raise InvalidArgument(f"filter condition on {c.field!r}: the value list is empty")
-            return m.Condition(c.field, op, values)
-        if operand == "value":
-            return m.Condition(c.field, op, _value(c.value, c.field))
-        raise InvalidArgument(f"filter condition on {c.field!r} has no operand")
+        return _condition(f.condition)
     if which in ("all_of", "any_of"):
-        members = tuple(
-            x for x in (filter_from_pb(g, depth + 1) for g in getattr(f, which).filters) if x is not None
-        )
+        members = tuple(_filter(g, depth + 1) for g in getattr(f, which).filters)
         if not members:
             raise InvalidArgument(f"filter {which} needs at least one member")
         return m.AllOf(members) if which == "all_of" else m.AnyOf(members)
-    inner = filter_from_pb(f.negate, depth + 1)
-    if inner is None:
-        raise InvalidArgument("filter negate needs an inner filter")
-    return m.Not(inner)
+    return m.Not(_filter(f.negate, depth + 1))
+
+
+_OPERATORS = ", ".join(op.name for op in m.Op)
+
+
+def _condition(c: common_pb2.Condition) -> m.Condition:
+    if not c.field:
+        raise InvalidArgument("filter condition has no field name")
+    if c.operator == common_pb2.FILTER_OPERATOR_UNSPECIFIED:
+        raise InvalidArgument(f"filter condition on {c.field!r} has no operator")
+    try:
+        op = m.Op(c.operator)
+    except ValueError:  # a number this contract does not define (a newer client, or garbage)
+        raise InvalidArgument(
+            f"filter condition on {c.field!r}: operator {c.operator} is unknown; use one of {_OPERATORS}"
+        ) from None
+    operand = c.WhichOneof("operand")
+    if operand == "values":
+        values = tuple(_value(v, c.field) for v in c.values.values)
+        if not values:
+            raise InvalidArgument(f"filter condition on {c.field!r}: the value list is empty")
+        return m.Condition(c.field, op, values)
+    if operand == "value":
+        return m.Condition(c.field, op, _value(c.value, c.field))
+    raise InvalidArgument(f"filter condition on {c.field!r} has no operand")
 
 
 def _value_pb(v: m.Scalar) -> common_pb2.Value:

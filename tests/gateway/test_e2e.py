@@ -313,6 +313,23 @@ def test_repeat_is_cached_and_a_write_is_visible_to_the_next_search(world: World
     assert not gone.cached and ids(gone) == []
 
 
+def test_an_empty_filter_gets_the_search_services_answer_at_the_gateway(world: World) -> None:
+    empty = common_pb2.Filter()
+    with pytest.raises(grpc.RpcError) as direct:
+        world.suite.search_stub().Query(search_pb2.QueryRequest(tenant="acme", text="flag", filter=empty))
+    with pytest.raises(grpc.RpcError) as err:
+        search(world.gw, text="flag", filter=empty)
+    assert err.value.code() == direct.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "has none of condition, all_of, any_of, negate" in err.value.details()
+    unknown = common_pb2.Filter(condition=common_pb2.Condition(field="tags", operator=99))
+    with pytest.raises(grpc.RpcError) as err:
+        search(world.gw, text="flag", filter=unknown)
+    assert (
+        err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and "operator 99 is unknown" in err.value.details()
+    )
+
+
 # --- rerank ---------------------------------------------------------------------------------------
 
 

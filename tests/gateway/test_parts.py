@@ -6,9 +6,11 @@ import datetime as dt
 
 import grpc
 import numpy as np
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from imagesearch.v1 import common_pb2, search_pb2
 
-from services.common.errors import DeadlineExceeded, NotFound, Unavailable
+from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from services.gateway import convert
 from services.gateway.backends.calls import backend_error
 from services.gateway.backends.errors import BackendError
@@ -94,3 +96,56 @@ async def test_ingest_finds_duplicates_by_content_hash_and_releases_its_per_item
     assert len(w.search.hash_lookups) == 2
     flow = w.gw.ingest_flow
     assert flow._id_locks == {} and flow._sha_claims == {}  # bounded by the items in flight
+
+
+def _cond(
+    field: str = "tags", operator: int = common_pb2.FILTER_OPERATOR_EQUAL, **operand: object
+) -> common_pb2.Filter:
+    if not operand:
+        operand = {"value": common_pb2.Value(string_value="x")}
+    return common_pb2.Filter(condition=common_pb2.Condition(field=field, operator=operator, **operand))  # type: ignore[arg-type]
+
+
+def _nested(depth: int) -> common_pb2.Filter:
+    f = _cond()
+    for _ in range(depth):
+        f = common_pb2.Filter(negate=f)
+    return f
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        # W6: an empty node is what the search service rejects, not "no filter"
+        (common_pb2.Filter(), "a filter node has none of condition, all_of, any_of, negate set"),
+        (
+            common_pb2.Filter(all_of=common_pb2.FilterList(filters=[_cond(), common_pb2.Filter()])),
+            "a filter node has none of",
+        ),
+        (common_pb2.Filter(negate=common_pb2.Filter()), "a filter node has none of"),
+        (common_pb2.Filter(any_of=common_pb2.FilterList()), "any_of needs at least one member"),
+        (_cond(operator=99), "operator 99 is unknown; use one of EQUAL"),
+        (_cond(operator=common_pb2.FILTER_OPERATOR_UNSPECIFIED), "has no operator"),
+        (_cond(field=""), "no field name"),
+        (_nested(17), "deeper than 16"),
+        (
+            _cond(
+                "created_at",
+                common_pb2.FILTER_OPERATOR_LESS_THAN,
+                value=common_pb2.Value(timestamp_value=Timestamp(seconds=10**13)),
+            ),
+            "filter on 'created_at': the value is not a valid timestamp",
+        ),
+    ],
+)
+def test_a_filter_is_validated_at_the_gateways_boundary(message: common_pb2.Filter, expected: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        convert.filter_from_pb(message)
+    assert expected in err.value.message
+
+
+def test_a_valid_filter_converts() -> None:
+    f = convert.filter_from_pb(
+        common_pb2.Filter(all_of=common_pb2.FilterList(filters=[_cond(), _nested(15)]))
+    )
+    assert convert.filter_pb(f) is not None and convert.filter_from_pb(convert.filter_pb(f)) == f  # type: ignore[arg-type]
