@@ -59,6 +59,12 @@ class Inspected:
     rgb: np.ndarray | None = None  # HxWx3 uint8, longest side <= _ANALYSIS_SIDE (when decoded)
 
 
+def check_size(data: bytes, max_bytes: int) -> None:
+    """The byte cap, checked before an image is hashed, parsed or forwarded."""
+    if len(data) > max_bytes:
+        raise ResourceExhausted(f"image is {len(data)} bytes, above the {max_bytes}-byte cap")
+
+
 def check_image(data: bytes, max_bytes: int, max_pixels: int) -> Inspected:
     """Validate an encoded image from its header only (no pixel decode: cheap, bomb-safe).
 
@@ -66,8 +72,7 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int) -> Inspected:
     """
     if not data:
         raise InvalidArgument("image is empty: send the encoded file bytes (JPEG, PNG, WebP, GIF, BMP, TIFF)")
-    if len(data) > max_bytes:
-        raise ResourceExhausted(f"image is {len(data)} bytes, above the {max_bytes}-byte cap")
+    check_size(data, max_bytes)
     try:
         with warnings.catch_warnings():  # our own cap below is the one that applies
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

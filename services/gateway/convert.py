@@ -17,6 +17,7 @@ from imagesearch.v1 import common_pb2, encoder_pb2, gateway_pb2, search_pb2
 
 from services.common.errors import InvalidArgument
 from services.gateway import domain as m
+from services.gateway.limits import MAX_FILTER_NODES, MAX_LIST_VALUES
 
 # Value fields that must carry a timestamp / int / double (the rest are strings).
 _TIMESTAMP_FIELDS = {"created_at", "updated_at", "license_expires_at"}
@@ -171,24 +172,28 @@ def filter_from_pb(f: common_pb2.Filter) -> m.Filter:
     """A caller's filter as a domain filter, checked at the gateway's boundary with the answers the
     search service would give: every node set (an empty node is not "no filter"), operators known,
     nesting depth, values present and timestamps valid. Field names and value types are validated by
-    the search service (which knows its schema)."""
-    return _filter(f, 0)
+    the search service (which knows its schema). The search service's size caps (nodes, list lengths)
+    are checked as the tree is read, so refusing an oversized filter costs no more than the cap."""
+    return _filter(f, 0, [MAX_FILTER_NODES])
 
 
-def _filter(f: common_pb2.Filter, depth: int) -> m.Filter:
+def _filter(f: common_pb2.Filter, depth: int, budget: list[int]) -> m.Filter:
     if depth > _MAX_FILTER_DEPTH:
         raise InvalidArgument(f"filter nesting is deeper than {_MAX_FILTER_DEPTH}")
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise InvalidArgument(f"the filter has more than {MAX_FILTER_NODES} nodes")
     which = f.WhichOneof("expr")
     if which is None:
         raise InvalidArgument("a filter node has none of condition, all_of, any_of, negate set")
     if which == "condition":
         return _condition(f.condition)
     if which in ("all_of", "any_of"):
-        members = tuple(_filter(g, depth + 1) for g in getattr(f, which).filters)
+        members = tuple(_filter(g, depth + 1, budget) for g in getattr(f, which).filters)
         if not members:
             raise InvalidArgument(f"filter {which} needs at least one member")
         return m.AllOf(members) if which == "all_of" else m.AnyOf(members)
-    return m.Not(_filter(f.negate, depth + 1))
+    return m.Not(_filter(f.negate, depth + 1, budget))
 
 
 _OPERATORS = ", ".join(op.name for op in m.Op)
@@ -207,6 +212,11 @@ def _condition(c: common_pb2.Condition) -> m.Condition:
         ) from None
     operand = c.WhichOneof("operand")
     if operand == "values":
+        if len(c.values.values) > MAX_LIST_VALUES:  # counted before any value is converted
+            raise InvalidArgument(
+                f"filter on '{c.field}': {op.name} takes at most {MAX_LIST_VALUES} values, "
+                f"got {len(c.values.values)}"
+            )
         values = tuple(_value(v, c.field) for v in c.values.values)
         if not values:
             raise InvalidArgument(f"filter condition on {c.field!r}: the value list is empty")

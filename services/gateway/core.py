@@ -15,6 +15,7 @@ from services.gateway.auth import Principal
 from services.gateway.backends.base import Analyzer, EncoderClient, SearchClient
 from services.gateway.domain import Asset, IngestAck, IngestItem, SearchPage, SearchQuery
 from services.gateway.ingest_flow import IngestConfig, IngestFlow
+from services.gateway.limits import MAX_ASSET_ID_CHARS
 from services.gateway.paging import PageTokens
 from services.gateway.policy import Policy
 from services.gateway.reads import Reads
@@ -60,8 +61,7 @@ class Gateway:
     async def get_asset(self, principal: Principal, asset_id: str) -> tuple[Asset, list[str]]:
         action = "get_asset"
         self.policy.authorize(principal, action, target=asset_id)
-        if not asset_id:
-            raise InvalidArgument("asset_id is required")
+        _check_asset_id(asset_id)
         vis = self.policy.visibility(principal, action)
         stored = await self.reads.visible_asset(principal, action, vis, asset_id)
         return stored.asset, self.policy.reasons(vis, stored.asset)
@@ -69,11 +69,15 @@ class Gateway:
     async def delete_asset(self, principal: Principal, asset_id: str) -> None:
         action = "delete_asset"
         self.policy.authorize(principal, action, target=asset_id)
-        if not asset_id:
-            raise InvalidArgument("asset_id is required")
+        _check_asset_id(asset_id)
         try:
             results = await self._search.delete_assets(principal.tenant, [asset_id])
         except NotFound:  # the tenant has no assets
             results = []
         if not any(aid == asset_id and deleted for aid, deleted in results):
             raise NotFound(f"asset {asset_id!r} not found in tenant {principal.tenant!r}")
+
+
+def _check_asset_id(asset_id: str) -> None:
+    if not 1 <= len(asset_id) <= MAX_ASSET_ID_CHARS:
+        raise InvalidArgument(f"asset_id must be 1-{MAX_ASSET_ID_CHARS} characters")

@@ -109,6 +109,17 @@ class Not:
 Filter = Condition | AllOf | AnyOf | Not
 
 
+def count_nodes(f: Filter | None) -> int:
+    """Conditions plus operators, as the search service counts them against its node cap."""
+    if f is None:
+        return 0
+    if isinstance(f, Condition):
+        return 1
+    if isinstance(f, Not):
+        return 1 + count_nodes(f.filter)
+    return 1 + sum(count_nodes(x) for x in f.filters)
+
+
 def all_of(*filters: Filter | None) -> Filter | None:
     """AND of the given filters, skipping None; None when nothing is left."""
     present = tuple(f for f in filters if f is not None)

@@ -47,6 +47,7 @@ from services.gateway.domain import (
     UpsertRecord,
     Vector,
 )
+from services.gateway.limits import MAX_ASSET_ID_CHARS
 from services.gateway.policy import Policy, Visibility
 from services.gateway.reads import Reads
 from services.gateway.settings import GatewaySettings
@@ -54,7 +55,6 @@ from services.gateway.tenants import PerTenant
 
 log = structlog.get_logger("ingest")
 
-MAX_ASSET_ID_CHARS = 256
 # An EncodeImages request must fit one gRPC message: the images plus room for the envelope.
 _MESSAGE_HEADROOM_BYTES = 1024 * 1024
 

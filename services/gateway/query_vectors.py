@@ -13,7 +13,7 @@ import structlog
 from cachetools import TTLCache
 
 from services.common.errors import InvalidArgument
-from services.gateway.analysis import check_image
+from services.gateway.analysis import check_image, check_size
 from services.gateway.backends.base import EncoderClient
 from services.gateway.domain import EncodedBatch, ModelRef, Vector
 
@@ -42,6 +42,7 @@ class QueryVectors:
         return value
 
     async def image(self, image: bytes) -> Embedding:
+        check_size(image, self._max_image_bytes)  # before hashing it
         key = hashlib.sha256(image).hexdigest()
         cached = self._images.get(key)
         if cached is not None:

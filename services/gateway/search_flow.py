@@ -17,11 +17,13 @@ import numpy as np
 
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable
 from services.gateway import paging
+from services.gateway.analysis import check_size
 from services.gateway.auth import Principal
 from services.gateway.backends.base import EncoderClient, SearchClient
 from services.gateway.backends.errors import BackendDeadlineExceeded, BackendUnavailable
 from services.gateway.domain import (
     Condition,
+    Filter,
     Hit,
     ModelRef,
     Not,
@@ -35,6 +37,14 @@ from services.gateway.domain import (
     Vector,
     all_of,
     canonical,
+    count_nodes,
+)
+from services.gateway.limits import (
+    MAX_ASSET_ID_CHARS,
+    MAX_FILTER_NODES,
+    MAX_FIRST_STAGE_DEPTH,
+    MAX_LIST_VALUES,
+    MAX_QUERY_LIMIT,
 )
 from services.gateway.page_cache import PageCache, PageRequest
 from services.gateway.policy import Policy, Visibility
@@ -46,7 +56,6 @@ from services.gateway.settings import GatewaySettings
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
 MAX_TEXT_CHARS = 1000
-MAX_FIRST_STAGE_DEPTH = 10_000  # the search service's largest offset + limit
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,17 @@ def _degrading(exc: BaseException) -> bool:
     return isinstance(exc, BackendUnavailable | BackendDeadlineExceeded)
 
 
+def _check_filter_size(f: Filter | None) -> None:
+    """The filter sent (the caller's, which convert held to the cap, plus the policy's own conditions)
+    must fit the search service's node cap."""
+    n = count_nodes(f)
+    if n > MAX_FILTER_NODES:
+        raise InvalidArgument(
+            f"the filter has {n} nodes with the policy's own conditions added; at most "
+            f"{MAX_FILTER_NODES} fit: simplify it"
+        )
+
+
 def _page_size(n: int) -> int:
     if n == 0:
         return DEFAULT_PAGE_SIZE
@@ -151,10 +171,19 @@ class SearchFlow:
             raise InvalidArgument(f"query text is {len(q.text)} characters; the limit is {MAX_TEXT_CHARS}")
         if q.alpha is not None and not 0.0 <= q.alpha <= 1.0:
             raise InvalidArgument(f"alpha must be in [0, 1], got {q.alpha}")
+        if len(q.licenses) > MAX_LIST_VALUES:  # they become an IN list of the first-stage filter
+            raise InvalidArgument(f"licenses takes at most {MAX_LIST_VALUES} names, got {len(q.licenses)}")
+        if q.image:
+            check_size(q.image, self.cfg.max_image_bytes)  # before it is hashed or decoded
         page_size = _page_size(q.page_size)
         vis = self.policy.visibility(
             principal, action, requested_licenses=q.licenses, include_unsafe=q.include_unsafe
         )
+        first_stage_filter = all_of(q.filter, vis.filter(self.policy.granularity_s))
+        _check_filter_size(first_stage_filter)
+        text = q.text.strip()
+        alpha = self.cfg.default_alpha if q.alpha is None else q.alpha
+        cfg, window = self._rerank_config(q.rerank, alpha if text else 1.0)  # validated before any call
         bound = paging.binding(
             "search",
             vis.cache_key(),
@@ -170,10 +199,7 @@ class SearchFlow:
         if cached is not None:
             return cached
 
-        text = q.text.strip()
         vectors = await self._encode_query(text, q.image)
-        alpha = self.cfg.default_alpha if q.alpha is None else q.alpha
-        cfg, window = self._rerank_config(q.rerank, alpha if text else 1.0)
         query_vec: Vector | None
         if vectors.text is not None and vectors.image is not None:
             query_vec = _unit(cfg.text_weight * vectors.text + (1 - cfg.text_weight) * vectors.image)
@@ -190,7 +216,7 @@ class SearchFlow:
             vector=query_vec,
             model=vectors.model,
             alpha=first_alpha,
-            filter=all_of(q.filter, vis.filter(self.policy.granularity_s)),
+            filter=first_stage_filter,
         )
         page = await self._page(ask, spec, cfg, window, text_vec=vectors.text, image_vec=vectors.image)
         page.degraded_reasons = list(vectors.degraded)
@@ -201,10 +227,17 @@ class SearchFlow:
     async def search_similar(self, principal: Principal, q: SearchQuery) -> SearchPage:
         action = "search_similar"
         self.policy.authorize(principal, action, target=q.similar_to)
-        if not q.similar_to:
-            raise InvalidArgument("asset_id is required")
+        if not 1 <= len(q.similar_to) <= MAX_ASSET_ID_CHARS:
+            raise InvalidArgument(f"asset_id must be 1-{MAX_ASSET_ID_CHARS} characters")
         page_size = _page_size(q.page_size)
         vis = self.policy.visibility(principal, action, include_unsafe=q.include_unsafe)
+        first_stage_filter = all_of(
+            q.filter,
+            vis.filter(self.policy.granularity_s),
+            Not(Condition("asset_id", Op.EQUAL, q.similar_to)),
+        )
+        _check_filter_size(first_stage_filter)
+        self._rerank_config(q.rerank, 1.0)  # the options are validated before any call
         bound = paging.binding(
             "similar", vis.cache_key(), q.similar_to, canonical(q.filter), q.rerank, page_size
         )
@@ -224,11 +257,7 @@ class SearchFlow:
             vector=source.vector,
             model=source.asset.embedding_model,
             alpha=alpha,
-            filter=all_of(
-                q.filter,
-                vis.filter(self.policy.granularity_s),
-                Not(Condition("asset_id", Op.EQUAL, q.similar_to)),
-            ),
+            filter=first_stage_filter,
         )
         page = await self._page(
             ask, spec, cfg, window, text_vec=None, image_vec=source.vector, exclude=q.similar_to
@@ -293,8 +322,8 @@ class SearchFlow:
             return float(value)
 
         window = self.cfg.candidate_window if opts.candidate_window is None else opts.candidate_window
-        if not 1 <= window <= 1000:
-            raise InvalidArgument(f"rerank.candidate_window must be 1-1000, got {window}")
+        if not 1 <= window <= MAX_QUERY_LIMIT:  # the window is one first-stage query's limit
+            raise InvalidArgument(f"rerank.candidate_window must be 1-{MAX_QUERY_LIMIT}, got {window}")
         cfg = RerankConfig(
             text_weight=pick("text_weight", opts.text_weight, base.text_weight),
             mmr_lambda=pick("mmr_lambda", opts.mmr_lambda, base.mmr_lambda),

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
+from services.gateway.limits import MAX_QUERY_LIMIT
 
 
 class BackendSettings(BaseModel):
@@ -95,7 +96,9 @@ class PolicySettings(BaseModel):
 class SearchFlowSettings(BaseModel):
     """The search flow: rerank defaults, the default alpha, the page and query-embedding caches."""
 
-    rerank_candidate_window: int = Field(100, ge=1, le=1000, description="First-stage candidates reranked.")
+    rerank_candidate_window: int = Field(
+        100, ge=1, le=MAX_QUERY_LIMIT, description="First-stage candidates reranked."
+    )
     rerank_text_weight: float = Field(
         0.5, ge=0, le=1, description="Text share of text + image fusion (image gets the rest)."
     )

@@ -11,7 +11,13 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from imagesearch.v1 import common_pb2, gateway_pb2
 
-from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
+from services.common.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 from services.gateway import convert
 from services.gateway.auth import Keyring, Principal
 from services.gateway.core import Gateway
@@ -282,6 +288,60 @@ async def test_bad_search_requests(world: World) -> None:
     ]:
         with pytest.raises(InvalidArgument, match=msg):
             await world.gw.search(ALICE, q)
+
+
+def _in_list(n: int) -> common_pb2.Filter:
+    values = common_pb2.ValueList(values=[common_pb2.Value(string_value=f"v{i}") for i in range(n)])
+    return common_pb2.Filter(
+        condition=common_pb2.Condition(field="owner", operator=common_pb2.FILTER_OPERATOR_IN, values=values)
+    )
+
+
+def _all_of(n: int) -> common_pb2.Filter:
+    """An AND of n - 1 single conditions: n nodes."""
+    one = common_pb2.Filter(
+        condition=common_pb2.Condition(
+            field="owner", operator=common_pb2.FILTER_OPERATOR_EQUAL, value=common_pb2.Value(string_value="x")
+        )
+    )
+    return common_pb2.Filter(all_of=common_pb2.FilterList(filters=[one] * (n - 1)))
+
+
+async def test_every_size_cap_applies_at_the_gateway_before_any_backend_call() -> None:
+    from services.gateway.limits import MAX_FILTER_NODES, MAX_LIST_VALUES
+
+    w = World(ingest_max_bytes=1000)
+    w.add("cat", "cat")
+    # IN / CONTAINS lists: refused as the filter is read, before any value is converted
+    with pytest.raises(InvalidArgument, match=f"takes at most {MAX_LIST_VALUES} values, got 100000"):
+        convert.filter_from_pb(_in_list(100_000))
+    assert convert.filter_from_pb(_in_list(MAX_LIST_VALUES)) is not None
+    # node count: the caller's filter, then with the policy's own conditions added
+    with pytest.raises(InvalidArgument, match=f"more than {MAX_FILTER_NODES} nodes"):
+        convert.filter_from_pb(_all_of(MAX_FILTER_NODES + 1))
+    at_cap = convert.filter_from_pb(_all_of(MAX_FILTER_NODES))
+    with pytest.raises(InvalidArgument, match="policy's own conditions"):
+        await w.gw.search(ALICE, SearchQuery(text="cat", filter=at_cap))
+    with pytest.raises(InvalidArgument, match="policy's own conditions"):
+        await w.gw.search_similar(ALICE, SearchQuery(similar_to="cat", filter=at_cap))
+    # licence names become an IN list too
+    many = tuple(f"L{i}" for i in range(MAX_LIST_VALUES + 1))
+    with pytest.raises(InvalidArgument, match="licenses takes at most"):
+        await w.gw.search(GUS, SearchQuery(text="cat", licenses=many))
+    # image bytes, before hashing or decoding
+    with pytest.raises(ResourceExhausted, match="byte cap"):
+        await w.gw.search(ALICE, SearchQuery(image=b"\x89PNG" + b"0" * 2000))
+    # rerank options, before the query is encoded
+    with pytest.raises(InvalidArgument, match="candidate_window must be 1-1000"):
+        await w.gw.search(ALICE, SearchQuery(text="cat", rerank=RerankOptions(candidate_window=5000)))
+    # asset ids
+    long_id = "x" * 257
+    for call in (w.gw.get_asset, w.gw.delete_asset):
+        with pytest.raises(InvalidArgument, match="asset_id must be 1-256"):
+            await call(ALICE, long_id)
+    with pytest.raises(InvalidArgument, match="asset_id must be 1-256"):
+        await w.gw.search_similar(ALICE, SearchQuery(similar_to=long_id))
+    assert w.search.queries == [] and w.encoder.image_calls == [] and w.encoder.text_calls == 0
 
 
 async def test_delete_asset(world: World) -> None:
