@@ -35,6 +35,7 @@ from services.common.errors import DomainError, FailedPrecondition, InvalidArgum
 from services.gateway.analysis import Analysis, check_image, decode_rgb
 from services.gateway.auth import Principal
 from services.gateway.backends.base import Analyzer, EncoderClient, SearchClient
+from services.gateway.backends.errors import BackendError, caller_safe, public_message
 from services.gateway.domain import (
     Asset,
     Encoded,
@@ -172,7 +173,11 @@ class IngestFlow:
         except ItemFailed as exc:
             return IngestAck(item.asset_id, IngestOutcome.FAILED, exc.number, exc.message)
         except DomainError as exc:
-            return IngestAck(item.asset_id, IngestOutcome.FAILED, status_number(exc.code), exc.message)
+            if isinstance(exc, BackendError):
+                log.warning("ingest item failed in a backend", asset_id=item.asset_id, detail=exc.message)
+            return IngestAck(
+                item.asset_id, IngestOutcome.FAILED, status_number(exc.code), public_message(exc)
+            )
         except Exception:
             log.exception("ingest item failed", asset_id=item.asset_id)
             return IngestAck(
@@ -264,7 +269,9 @@ class IngestFlow:
                     self._analyse(item.image), self._encodes.submit(item.image)
                 )
             if encoded.vector is None:
-                raise ItemFailed(encoded.error_code, f"encoder rejected the image: {encoded.error_message}")
+                raise ItemFailed(
+                    encoded.error_code, f"encoder rejected the image: {caller_safe(encoded.error_message)}"
+                )
             created = existing.asset.created_at if existing is not None and existing.asset.created_at else now
             asset = _asset(tenant, item, sha, inspected.width, inspected.height, created=created, now=now)
             asset.safety_labels, asset.safety_score, asset.ocr_text = (
@@ -302,7 +309,9 @@ class IngestFlow:
     async def _store(self, tenant: str, asset: Asset, vector: Vector, model: ModelRef | None) -> None:
         outcome: UpsertOutcome = await self._upserts(tenant).submit(UpsertRecord(asset, vector, model))
         if outcome.error_code:
-            raise ItemFailed(outcome.error_code, f"search service did not store it: {outcome.error_message}")
+            raise ItemFailed(
+                outcome.error_code, f"search service did not store it: {caller_safe(outcome.error_message)}"
+            )
 
     @contextlib.contextmanager
     def _stage(self, name: str) -> Iterator[None]:

@@ -15,6 +15,7 @@ from cachetools import TTLCache
 from services.common.errors import InvalidArgument
 from services.gateway.analysis import check_image, check_size
 from services.gateway.backends.base import EncoderClient
+from services.gateway.backends.errors import caller_safe
 from services.gateway.domain import EncodedBatch, ModelRef, Vector
 
 log = structlog.get_logger("search")
@@ -55,7 +56,7 @@ class QueryVectors:
     def _first(self, batch: EncodedBatch, what: str) -> Embedding:
         item = batch.items[0]
         if item.vector is None:
-            raise InvalidArgument(f"{what} rejected by the encoder: {item.error_message}")
+            raise InvalidArgument(f"{what} rejected by the encoder: {caller_safe(item.error_message)}")
         self.note_model(batch.model)
         return item.vector, batch.model
 

@@ -14,13 +14,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import structlog
 
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable
 from services.gateway import paging
 from services.gateway.analysis import check_size
 from services.gateway.auth import Principal
 from services.gateway.backends.base import EncoderClient, SearchClient
-from services.gateway.backends.errors import BackendDeadlineExceeded, BackendUnavailable
+from services.gateway.backends.errors import BackendDeadlineExceeded, BackendUnavailable, public_message
 from services.gateway.domain import (
     Condition,
     Filter,
@@ -52,6 +53,8 @@ from services.gateway.query_vectors import QueryVectors
 from services.gateway.reads import Reads
 from services.gateway.rerank import Ranked, RerankConfig, rerank
 from services.gateway.settings import GatewaySettings
+
+log = structlog.get_logger("search")
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
@@ -295,11 +298,13 @@ class SearchFlow:
                 if not isinstance(outcome, DomainError) or not _degrading(outcome):
                     raise outcome
                 if not text:
+                    log.warning("encoder unavailable for an image query", detail=outcome.message)
                     raise Unavailable(
-                        f"image search needs the encoder, which is unavailable ({outcome.message}); "
+                        f"image search needs the encoder, which is unavailable ({public_message(outcome)}); "
                         "text queries still work (keyword-only)"
                     ) from None
-                degraded.append(f"encoder unavailable ({outcome.message}): keyword-only results")
+                log.warning("encoder unavailable; keyword-only", detail=outcome.message)
+                degraded.append("encoder unavailable: keyword-only results")
                 if kind == "image":
                     degraded.append("the example image was ignored")
             elif kind == "text":

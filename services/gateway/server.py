@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import grpc
 import structlog
@@ -13,6 +15,7 @@ from services.common.server import App, Probe
 from services.gateway import convert, paging
 from services.gateway.auth import Authenticator, Keyring, Principal, TokenVerifier
 from services.gateway.backends import make_backends
+from services.gateway.backends.errors import BackendError
 from services.gateway.core import Gateway
 from services.gateway.domain import IngestItem, SearchPage, SearchQuery
 from services.gateway.policy import AuditLog, Policy
@@ -21,6 +24,26 @@ from services.gateway.settings import GatewaySettings
 SERVICE_NAME = "imagesearch.v1.GatewayService"
 
 log = structlog.get_logger("gateway")
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _caller_error(exc: BackendError) -> Exception:
+    """A backend's failure as the caller sees it: its status, the public message (no addresses,
+    library wording or exception names); the details go to the log."""
+    log.warning("backend call failed", backend=exc.backend, code=exc.code.name, detail=exc.message)
+    return exc.for_caller()
+
+
+def _backend_errors_for_callers(method: F) -> F:
+    @functools.wraps(method)
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except BackendError as exc:
+            raise _caller_error(exc) from None
+
+    return cast(F, wrapped)
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -50,6 +73,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             "degraded_reasons": page.degraded_reasons,
         }
 
+    @_backend_errors_for_callers
     async def Search(
         self, request: gateway_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SearchResponse:
@@ -72,6 +96,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             model=convert.model_ref_pb(page.model),
         )
 
+    @_backend_errors_for_callers
     async def SearchSimilar(
         self, request: gateway_pb2.SearchSimilarRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SearchSimilarResponse:
@@ -96,9 +121,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             async for req in request_iterator:
                 yield convert.ingest_item(req)
 
-        async for ack in self._gw.ingest(principal, items()):
-            yield convert.ingest_ack_pb(ack)
+        try:
+            async for ack in self._gw.ingest(principal, items()):
+                yield convert.ingest_ack_pb(ack)
+        except BackendError as exc:
+            raise _caller_error(exc) from None
 
+    @_backend_errors_for_callers
     async def GetAsset(
         self, request: gateway_pb2.GetAssetRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetAssetResponse:
@@ -106,6 +135,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         asset, _reasons = await self._gw.get_asset(principal, request.asset_id)
         return gateway_pb2.GetAssetResponse(asset=convert.asset_pb(asset))
 
+    @_backend_errors_for_callers
     async def DeleteAsset(
         self, request: gateway_pb2.DeleteAssetRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DeleteAssetResponse:

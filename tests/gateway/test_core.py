@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import re
 from collections.abc import AsyncIterator, Iterable
 
+import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from imagesearch.v1 import common_pb2, gateway_pb2
 
 from services.common.errors import (
+    DomainError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -19,11 +22,22 @@ from services.common.errors import (
     Unavailable,
 )
 from services.gateway import convert
-from services.gateway.auth import Keyring, Principal
+from services.gateway.auth import Authenticator, Keyring, Principal
+from services.gateway.backends.calls import backend_error
+from services.gateway.backends.errors import BackendError
 from services.gateway.core import Gateway
-from services.gateway.domain import IngestAck, IngestItem, IngestOutcome, RerankOptions, SearchQuery
+from services.gateway.domain import (
+    Encoded,
+    EncodedBatch,
+    IngestAck,
+    IngestItem,
+    IngestOutcome,
+    RerankOptions,
+    SearchQuery,
+)
 from services.gateway.paging import PageTokens
 from services.gateway.policy import AuditLog, Policy
+from services.gateway.server import GatewayServicer
 from services.gateway.settings import GatewaySettings
 from tests.gateway.fakes import (
     MODEL,
@@ -528,6 +542,48 @@ async def test_out_of_range_expiry_or_popularity_fails_only_that_item() -> None:
     assert stored.license_expires_at is not None and stored.license_expires_at.year == 9999
     again = await run_ingest(w, good)  # the exact expiry round-trips: a retry changes nothing
     assert {a.outcome for a in again.values()} == {IngestOutcome.UNCHANGED}
+
+
+class _Context:
+    """Just enough of a grpc.aio.ServicerContext for the servicer: the caller's metadata."""
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", "Bearer a")]
+
+
+async def test_caller_messages_name_no_exception_class_library_or_backend() -> None:
+    w = World()
+    class_name = re.compile(r"[A-Z][a-z]+(Error|Exception)")
+
+    async def encoder_says(images: list[bytes]) -> EncodedBatch:  # the encoder's wording, as it was
+        why = "image header is corrupt: UnidentifiedImageError: cannot identify image file <_io.BytesIO>"
+        return EncodedBatch(MODEL, [Encoded(None, 3, why) for _ in images])
+
+    def refused() -> grpc.aio.AioRpcError:
+        details = (
+            "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+            "ConnectionRefusedError"
+        )
+        return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, None, None, details=details)
+
+    async def search_down(*args: object, **kw: object) -> None:
+        raise backend_error("search", refused())
+
+    w.encoder.encode_images = encoder_says  # type: ignore[method-assign, assignment]
+    acks = await run_ingest(w, [item("corrupt", "x")])
+    assert acks["corrupt"].error_message == "encoder rejected the image: image header is corrupt"
+    del w.encoder.encode_images  # the fake's own again
+    w.search.upsert = search_down  # type: ignore[method-assign, assignment]
+    w.search.query = search_down  # type: ignore[method-assign, assignment]
+    acks = await run_ingest(w, [item("unstored", "y")])
+    assert acks["unstored"].error_code == 14
+    servicer = GatewayServicer(w.gw, Authenticator(KEYS, None), AuditLog(lambda e: None))
+    with pytest.raises(DomainError) as err:
+        await servicer.Search(gateway_pb2.SearchRequest(text="cat"), _Context())  # type: ignore[arg-type]
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE and not isinstance(err.value, BackendError)
+    for message in (acks["unstored"].error_message, err.value.message):
+        assert "unavailable" in message and not class_name.search(message), message
+        assert "ipv4" not in message and not message.startswith("search:"), message
 
 
 async def test_ingest_pixel_and_size_caps() -> None:

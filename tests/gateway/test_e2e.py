@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import itertools
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -328,6 +329,71 @@ def test_an_empty_filter_gets_the_search_services_answer_at_the_gateway(world: W
         err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         and "operator 99 is unknown" in err.value.details()
     )
+
+
+def _truncated_png() -> bytes:
+    data = text_image("TRUNCATED")
+    return data[: len(data) // 2]  # a valid header, half the pixel data
+
+
+def _filter(field: str, op: int, **operand: Any) -> common_pb2.Filter:
+    return common_pb2.Filter(condition=common_pb2.Condition(field=field, operator=op, **operand))
+
+
+def test_no_message_names_an_exception_class_or_a_backend(world: World) -> None:
+    class_name = re.compile(r"[A-Z][a-z]+(Error|Exception)")
+    internals = re.compile(r"\w+(Error|Exception)\b|ipv4:|grpc|PIL|Pillow|Traceback|^(search|encoder): ")
+    eq = common_pb2.FILTER_OPERATOR_EQUAL
+    bad_searches = [
+        {"text": "flag", "filter": _filter("colour", eq, value=common_pb2.Value(string_value="red"))},
+        {"text": "flag", "filter": _filter("width", eq, value=common_pb2.Value(string_value="wide"))},
+        {
+            "text": "flag",
+            "filter": _filter(
+                "created_at", eq, value=common_pb2.Value(timestamp_value=Timestamp(seconds=10**13))
+            ),
+        },
+        {"text": "flag", "filter": _filter("tags", 99, value=common_pb2.Value(string_value="x"))},
+        {"text": "flag", "filter": common_pb2.Filter()},
+        {"image": b"GIF89a not really"},
+        {"image": b"\x00" * 64},
+        {"image": _truncated_png()},
+        {"text": "flag", "page_size": 1000},
+        {"text": "flag", "page_token": "not-a-token"},
+        {"text": "flag", "alpha": 7.0},
+        {"text": "x" * 5000},
+    ]
+    messages = []
+    for kw in bad_searches:
+        with pytest.raises(grpc.RpcError) as err:
+            search(world.gw, **kw)
+        assert err.value.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), kw
+        messages.append(err.value.details())
+    for call, req in [
+        (world.gw.GetAsset, gateway_pb2.GetAssetRequest(asset_id="x" * 300)),
+        (world.gw.SearchSimilar, gateway_pb2.SearchSimilarRequest(asset_id="no-such-asset")),
+    ]:
+        with pytest.raises(grpc.RpcError) as err:
+            call(req, metadata=ALICE)
+        messages.append(err.value.details())
+    mit = common_pb2.License(name="MIT")
+    far = common_pb2.License(name="MIT", expires_at=Timestamp(seconds=-(10**12)))
+    bad_items = [
+        gateway_pb2.IngestRequest(asset_id="s4-truncated", image=_truncated_png(), license=mit),
+        gateway_pb2.IngestRequest(asset_id="s4-garbage", image=b"\x89PNG\r\n\x1a\n garbage", license=mit),
+        gateway_pb2.IngestRequest(asset_id="s4-empty", image=b"", license=mit),
+        gateway_pb2.IngestRequest(asset_id="s4-far", image=text_image("S4 FAR"), license=far),
+        gateway_pb2.IngestRequest(
+            asset_id="s4-nan", image=text_image("S4 NAN"), license=mit, popularity=float("nan")
+        ),
+        gateway_pb2.IngestRequest(asset_id="s4-nolicence", image=text_image("S4 NOLICENCE")),
+        gateway_pb2.IngestRequest(asset_id="y" * 300, image=text_image("S4 LONG"), license=mit),
+    ]
+    acks = ingest(world.gw, bad_items)
+    assert all(a.outcome == OUT.INGEST_OUTCOME_FAILED for a in acks.values()), acks
+    messages += [a.error.message for a in acks.values()]
+    for message in messages:
+        assert message and not class_name.search(message) and not internals.search(message), message
 
 
 # --- rerank ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import grpc
 import numpy as np
@@ -13,7 +14,7 @@ from imagesearch.v1 import common_pb2, search_pb2
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from services.gateway import convert
 from services.gateway.backends.calls import backend_error
-from services.gateway.backends.errors import BackendError
+from services.gateway.backends.errors import BackendError, caller_safe
 from services.gateway.domain import Asset, AssetSummary
 from services.gateway.tenants import PerTenant
 from tests.gateway.test_core import ALICE, World, item, run_ingest
@@ -149,3 +150,56 @@ def test_a_valid_filter_converts() -> None:
         common_pb2.Filter(all_of=common_pb2.FilterList(filters=[_cond(), _nested(15)]))
     )
     assert convert.filter_pb(f) is not None and convert.filter_from_pb(convert.filter_pb(f)) == f  # type: ignore[arg-type]
+
+
+# What no caller-facing message may contain (S4): an exception class name, a library's internals,
+# a backend prefix.
+CLASS_NAME = re.compile(r"[A-Z][a-z]+(Error|Exception)")
+INTERNALS = re.compile(
+    r"\w+(Error|Exception|Warning)\b|ipv4:|ipv6:|grpc|PIL|Pillow|Traceback|^(search|encoder): "
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "keeps"),
+    [
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "failed to connect to all addresses; last error: UNKNOWN: "
+            "ipv4:127.0.0.1:50072: Failed to connect to remote host: ConnectionRefusedError",
+            "unavailable",
+        ),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", "did not answer in time"),
+        (grpc.StatusCode.INTERNAL, "Exception calling application: KeyError: 'vector'", "retry later"),
+        (grpc.StatusCode.UNKNOWN, "Unexpected <class 'ValueError'>: bad", "retry later"),
+        (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "image header is corrupt: UnidentifiedImageError: cannot identify image file",
+            "image header is corrupt",
+        ),
+        (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "PNG data is corrupt or truncated (91 bytes): OSError: image file is truncated",
+            "truncated (91 bytes)",
+        ),
+        (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "vector comes from model m; the collection holds n",
+            "collection holds n",
+        ),
+    ],
+)
+def test_backend_failures_reach_callers_without_internals(
+    code: grpc.StatusCode, details: str, keeps: str
+) -> None:
+    err = backend_error("search", grpc.aio.AioRpcError(code, None, None, details=details))
+    public = err.for_caller()
+    assert public.code == code and keeps in public.message
+    assert not CLASS_NAME.search(public.message) and not INTERNALS.search(public.message), public.message
+    assert details in err.message  # the details stay in what is logged
+
+
+def test_caller_safe_cuts_at_the_first_exception_name() -> None:
+    assert caller_safe("cannot be converted to RGB: ValueError: x") == "cannot be converted to RGB"
+    assert caller_safe("UnidentifiedImageError: x", "unreadable") == "unreadable"
+    assert caller_safe("a plain message (3 bytes)") == "a plain message (3 bytes)"

@@ -28,7 +28,7 @@ import grpc
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from services.common.context import remaining
+from services.common.context import remaining, request_id
 from services.gateway.backends.errors import (
     BackendDeadlineExceeded,
     BackendError,
@@ -125,17 +125,42 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, BackendUnavailable) and not isinstance(exc, BreakerOpen)
 
 
+# Statuses whose backend message tells the caller what it did wrong: passed on (cut before any
+# exception class name). Any other status is the backend's own trouble: the caller gets a plain
+# sentence and the details (addresses, the gRPC library's wording) stay in the logs.
+_CALLER_STATUSES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
 def backend_error(backend: str, exc: grpc.aio.AioRpcError) -> BackendError:
     """The domain error for a backend's failed call."""
     code = exc.code()
     details = exc.details() or code.name.lower()
     if code == grpc.StatusCode.UNAVAILABLE:
-        return BackendUnavailable(backend, f"unavailable: {details}")
+        return BackendUnavailable(
+            backend, f"unavailable: {details}", public=f"the {backend} service is unavailable; retry shortly"
+        )
     if code == grpc.StatusCode.NOT_FOUND:
         return BackendNotFound(backend, details)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return BackendDeadlineExceeded(backend, details)
-    return BackendError(backend, details, code)
+        return BackendDeadlineExceeded(
+            backend,
+            details,
+            public=f"the {backend} service did not answer in time; retry, or allow a longer deadline",
+        )
+    if code in _CALLER_STATUSES:
+        return BackendError(backend, details, code)
+    rid = request_id()
+    report = f", or report request id {rid}" if rid else ""
+    return BackendError(backend, details, code, public=f"the {backend} service failed; retry later{report}")
 
 
 class BackendCalls:
