@@ -12,9 +12,14 @@ from imagesearch.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, search_pb2
 
 from services.common import context
 from services.common.errors import DeadlineExceeded
-from services.gateway.backends.calls import CircuitBreaker, RetryPolicy, channel
+from services.gateway.backends.calls import BackendCalls, CircuitBreaker, RetryPolicy, channel
 from services.gateway.backends.encoder import GrpcEncoderClient
-from services.gateway.backends.errors import BackendError, BackendUnavailable, BreakerOpen
+from services.gateway.backends.errors import (
+    BackendDeadlineExceeded,
+    BackendError,
+    BackendUnavailable,
+    BreakerOpen,
+)
 from services.gateway.backends.search import GrpcSearchClient
 from services.gateway.domain import Condition, Op, QuerySpec
 
@@ -72,6 +77,9 @@ class Search(search_pb2_grpc.SearchServiceServicer):
             hits=[search_pb2.QueryHit(asset=common_pb2.Asset(asset_id="a", tenant=request.tenant))],
             cached=True,
         )
+
+    async def GetIndexGeneration(self, request, context):  # type: ignore[no-untyped-def]
+        return search_pb2.GetIndexGenerationResponse(index_generation=7, consistent=True)  # never fails
 
     async def DeleteAssets(self, request, context):  # type: ignore[no-untyped-def]
         await self.s.step(context, request)
@@ -239,3 +247,52 @@ async def test_per_hop_deadline_is_capped_by_the_callers(server: tuple[str, Scri
     finally:
         context.reset_deadline(tok)
         context.reset_request_id(rid)
+
+
+def _failed(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, None, None, details=f"scripted {code.name}")
+
+
+async def test_a_methods_circuit_opens_though_another_method_of_the_backend_succeeds() -> None:
+    """F3, over fakes of the calls: the index store is down (Query times out) while the cache-backed
+    generation read answers; neither that success nor another backend's resets Query's count."""
+    breaker = CircuitBreaker("search", failure_threshold=3, reset_s=60.0)
+    search_calls = BackendCalls("search", breaker, RetryPolicy(1, 0.001, 0.001))
+    encoder_calls = BackendCalls("encoder", CircuitBreaker("encoder", 3, 60.0), RetryPolicy(1, 0.001, 0.001))
+    seen: dict[str, int] = {"Query": 0}
+
+    async def query(request: object, **call: object) -> None:
+        seen["Query"] += 1
+        raise _failed(grpc.StatusCode.DEADLINE_EXCEEDED)
+
+    async def healthy(request: object, **call: object) -> str:
+        return "ok"
+
+    for _ in range(3):
+        assert await search_calls.call(healthy, None, 1.0, idempotent=False, method="GetIndexGeneration")
+        assert await encoder_calls.call(healthy, None, 1.0, idempotent=True, method="EncodeTexts")
+        with pytest.raises(BackendDeadlineExceeded):
+            await search_calls.call(query, None, 1.0, idempotent=True, method="Query")
+    with pytest.raises(BreakerOpen, match="circuit open for Query"):  # fails fast, nothing sent
+        await search_calls.call(query, None, 1.0, idempotent=True, method="Query")
+    assert seen["Query"] == 3
+    assert breaker.state_of("Query") == CircuitBreaker.OPEN and breaker.state == CircuitBreaker.OPEN
+    assert breaker.state_of("GetIndexGeneration") == CircuitBreaker.CLOSED
+    assert await search_calls.call(healthy, None, 1.0, idempotent=False, method="GetIndexGeneration")
+
+
+async def test_search_outage_fails_fast_though_the_generation_read_succeeds(
+    server: tuple[str, Script],
+) -> None:
+    address, script = server
+    client = search(address)  # threshold 5, 3 attempts per call
+    script.failures = [grpc.StatusCode.UNAVAILABLE] * 100
+    for _ in range(2):  # what every search does: the generation read, then the first stage
+        assert await client.index_generation("t") == 7
+        with pytest.raises(BackendUnavailable):
+            await client.query(QuerySpec(tenant="t", text="x"))
+    sent = script.calls
+    assert await client.index_generation("t") == 7
+    with pytest.raises(BreakerOpen):
+        await client.query(QuerySpec(tenant="t", text="x"))
+    assert script.calls == sent == 5

@@ -1,5 +1,5 @@
 """How the gateway calls a backend: per-hop deadlines, retries with jittered backoff (idempotent calls
-only) and one circuit breaker per backend.
+only) and one circuit breaker per backend, with a circuit per method.
 
 - Deadlines: every call's timeout is `services.common.context.remaining(per_hop_s)`: the per-hop budget,
   capped by what is left of the caller's deadline (DEADLINE_EXCEEDED before a call that cannot finish).
@@ -52,10 +52,28 @@ _BACKEND_FAILURES = frozenset(
 )
 
 
+@dataclass
+class _Circuit:
+    failures: int = 0
+    opened_at: float | None = None
+    probe_out: bool = False
+
+
 class CircuitBreaker:
-    """closed -> open after `failure_threshold` consecutive failures; open fails fast for `reset_s`;
-    then half-open: exactly one probe call goes through, its success closes the breaker and its
-    failure re-opens it for another `reset_s`. Calls made while the probe is out fail fast."""
+    """One breaker per backend, with one circuit per method of it.
+
+    Each circuit: closed -> open after `failure_threshold` consecutive failures; open fails fast for
+    `reset_s`; then half-open: exactly one probe call goes through, its success closes the circuit
+    and its failure re-opens it for another `reset_s`. Calls made while the probe is out fail fast.
+
+    Per method, because a backend's methods depend on different things: the search service answers
+    GetIndexGeneration from its cache while Query needs the index store (Weaviate), and the encoder's
+    text and image towers are separate models. With one circuit per backend, the generation read
+    every search makes first succeeded during a Weaviate outage and reset the count, so the circuit
+    never opened and every search waited out its deadline. A success now closes only its own method's
+    circuit; the price is that each method learns of an outage on its own (`failure_threshold` calls
+    each), which is bounded. Backends never share a breaker (`make_backends` builds one each).
+    """
 
     CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 
@@ -66,52 +84,61 @@ class CircuitBreaker:
         self.failure_threshold = failure_threshold
         self.reset_s = reset_s
         self._clock = clock
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._probe_out = False
+        self._circuits: dict[str, _Circuit] = {}
 
-    @property
-    def state(self) -> str:
-        if self._opened_at is None:
+    def state_of(self, method: str = "") -> str:
+        circuit = self._circuits.get(method)
+        if circuit is None or circuit.opened_at is None:
             return self.CLOSED
-        if self._clock() - self._opened_at >= self.reset_s:
+        if self._clock() - circuit.opened_at >= self.reset_s:
             return self.HALF_OPEN
         return self.OPEN
 
-    def acquire(self) -> bool:
-        """Permission to call; True when this call is the half-open probe. Raises BreakerOpen."""
-        state = self.state
+    @property
+    def state(self) -> str:
+        """The backend's worst circuit: open if any method's is, else half-open if any is."""
+        states = {self.state_of(m) for m in self._circuits}
+        return next((st for st in (self.OPEN, self.HALF_OPEN) if st in states), self.CLOSED)
+
+    def acquire(self, method: str = "") -> bool:
+        """Permission to call `method`; True when this call is its half-open probe. Raises BreakerOpen."""
+        state = self.state_of(method)
         if state == self.CLOSED:
             return False
-        if state == self.HALF_OPEN and not self._probe_out:
-            self._probe_out = True
+        circuit = self._circuits[method]
+        if state == self.HALF_OPEN and not circuit.probe_out:
+            circuit.probe_out = True
             return True
-        assert self._opened_at is not None
-        wait = max(0.0, self.reset_s - (self._clock() - self._opened_at))
+        assert circuit.opened_at is not None
+        wait = max(0.0, self.reset_s - (self._clock() - circuit.opened_at))
+        which = f" for {method}" if method else ""
         raise BreakerOpen(
             self.name,
-            f"circuit open after {self.failure_threshold} consecutive failures; "
+            f"circuit open{which} after {self.failure_threshold} consecutive failures; "
             f"retry in {wait:.1f}s" + (" (a probe call is in flight)" if state == self.HALF_OPEN else ""),
         )
 
-    def record(self, ok: bool, probe: bool) -> None:
+    def record(self, ok: bool, probe: bool, method: str = "") -> None:
+        circuit = self._circuits.setdefault(method, _Circuit())
         if probe:
-            self._probe_out = False
+            circuit.probe_out = False
         if ok:
-            if self._opened_at is not None:
-                log.info("circuit closed", backend=self.name)
-            self._failures = 0
-            self._opened_at = None
+            if circuit.opened_at is not None:
+                log.info("circuit closed", backend=self.name, method=method)
+            circuit.failures = 0
+            circuit.opened_at = None
             return
-        self._failures += 1
-        if probe or self._failures >= self.failure_threshold:
-            if self._opened_at is None or probe:
-                log.warning("circuit opened", backend=self.name, failures=self._failures)
-            self._opened_at = self._clock()
+        circuit.failures += 1
+        if probe or circuit.failures >= self.failure_threshold:
+            if circuit.opened_at is None or probe:
+                log.warning("circuit opened", backend=self.name, method=method, failures=circuit.failures)
+            circuit.opened_at = self._clock()
 
-    def release_probe(self) -> None:
+    def release_probe(self, method: str = "") -> None:
         """The probe ended without a verdict (cancelled): let the next call probe."""
-        self._probe_out = False
+        circuit = self._circuits.get(method)
+        if circuit is not None:
+            circuit.probe_out = False
 
 
 @dataclass(frozen=True)
@@ -171,26 +198,33 @@ class BackendCalls:
         self.breaker = breaker
         self.retry = retry
 
-    async def _once(self, fn: Callable[..., Awaitable[T]], request: Any, per_hop_s: float) -> T:
+    async def _once(self, fn: Callable[..., Awaitable[T]], request: Any, per_hop_s: float, method: str) -> T:
         timeout = remaining(per_hop_s)  # raises DeadlineExceeded before a call that cannot finish
-        probe = self.breaker.acquire()
+        probe = self.breaker.acquire(method)
         try:
             response = await fn(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            self.breaker.record(exc.code() not in _BACKEND_FAILURES, probe)
+            self.breaker.record(exc.code() not in _BACKEND_FAILURES, probe, method)
             raise backend_error(self.name, exc) from None
         except BaseException:
             if probe:
-                self.breaker.release_probe()
+                self.breaker.release_probe(method)
             raise
-        self.breaker.record(True, probe)
+        self.breaker.record(True, probe, method)
         return response
 
     async def call(
-        self, fn: Callable[..., Awaitable[T]], request: Any, per_hop_s: float, *, idempotent: bool
+        self,
+        fn: Callable[..., Awaitable[T]],
+        request: Any,
+        per_hop_s: float,
+        *,
+        idempotent: bool,
+        method: str = "",
     ) -> T:
+        """`method` names the backend method (its own circuit; see CircuitBreaker)."""
         if not idempotent or self.retry.attempts <= 1:
-            return await self._once(fn, request, per_hop_s)
+            return await self._once(fn, request, per_hop_s, method)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts),
             wait=wait_random_exponential(
@@ -201,7 +235,7 @@ class BackendCalls:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._once(fn, request, per_hop_s)
+                return await self._once(fn, request, per_hop_s, method)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
 

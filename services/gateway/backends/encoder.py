@@ -29,16 +29,24 @@ class GrpcEncoderClient:
 
     async def encode_texts(self, texts: Sequence[str]) -> EncodedBatch:
         req = convert.text_request(texts)
-        resp = await self._calls.call(self._stub.EncodeTexts, req, self._text_s, idempotent=True)
+        resp = await self._calls.call(
+            self._stub.EncodeTexts, req, self._text_s, idempotent=True, method="EncodeTexts"
+        )
         return convert.encoded_batch(resp)
 
     async def encode_images(self, images: Sequence[bytes]) -> EncodedBatch:
         req = convert.image_request(images)
-        resp = await self._calls.call(self._stub.EncodeImages, req, self._image_s, idempotent=True)
+        resp = await self._calls.call(
+            self._stub.EncodeImages, req, self._image_s, idempotent=True, method="EncodeImages"
+        )
         return convert.encoded_batch(resp)
 
     async def ready(self) -> bool:
         resp = await self._calls.call(
-            self._stub.GetModelInfo, encoder_pb2.GetModelInfoRequest(), self._text_s, idempotent=False
+            self._stub.GetModelInfo,
+            encoder_pb2.GetModelInfoRequest(),
+            self._text_s,
+            idempotent=False,
+            method="GetModelInfo",
         )
         return bool(resp.model.name)

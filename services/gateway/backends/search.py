@@ -34,35 +34,49 @@ class GrpcSearchClient:
 
     async def query(self, spec: QuerySpec) -> QueryResult:
         req = convert.query_request(spec)
-        resp = await self._calls.call(self._stub.Query, req, self._read_s, idempotent=True)
+        resp = await self._calls.call(self._stub.Query, req, self._read_s, idempotent=True, method="Query")
         return convert.query_result(resp)
 
     async def upsert(self, tenant: str, records: Sequence[UpsertRecord]) -> list[UpsertOutcome]:
         req = convert.upsert_request(tenant, records)
-        resp = await self._calls.call(self._stub.UpsertAssets, req, self._write_s, idempotent=True)
+        resp = await self._calls.call(
+            self._stub.UpsertAssets, req, self._write_s, idempotent=True, method="UpsertAssets"
+        )
         return convert.upsert_outcomes(resp)
 
     async def get_assets(
         self, tenant: str, asset_ids: Sequence[str], include_vectors: bool = False
     ) -> tuple[list[StoredAsset], list[str]]:
         req = search_pb2.GetAssetsRequest(tenant=tenant, asset_ids=asset_ids, include_vectors=include_vectors)
-        resp = await self._calls.call(self._stub.GetAssets, req, self._read_s, idempotent=True)
+        resp = await self._calls.call(
+            self._stub.GetAssets, req, self._read_s, idempotent=True, method="GetAssets"
+        )
         return convert.stored_assets(resp), list(resp.missing_asset_ids)
 
     async def find_by_content_hash(self, tenant: str, shas: Sequence[str]) -> dict[str, list[str]]:
         req = search_pb2.FindByContentHashRequest(tenant=tenant, content_sha256=shas)
-        resp = await self._calls.call(self._stub.FindByContentHash, req, self._read_s, idempotent=True)
+        resp = await self._calls.call(
+            self._stub.FindByContentHash, req, self._read_s, idempotent=True, method="FindByContentHash"
+        )
         return convert.content_hash_holders(resp)
 
     async def delete_assets(self, tenant: str, asset_ids: Sequence[str]) -> list[tuple[str, bool]]:
         req = search_pb2.DeleteAssetsRequest(tenant=tenant, asset_ids=asset_ids)
-        resp = await self._calls.call(self._stub.DeleteAssets, req, self._write_s, idempotent=False)
+        resp = await self._calls.call(
+            self._stub.DeleteAssets, req, self._write_s, idempotent=False, method="DeleteAssets"
+        )
         return [(r.asset_id, r.deleted) for r in resp.results]
 
     async def index_generation(self, tenant: str) -> int | None:
         req = search_pb2.GetIndexGenerationRequest(tenant=tenant)
         try:
-            resp = await self._calls.call(self._stub.GetIndexGeneration, req, self._read_s, idempotent=False)
+            resp = await self._calls.call(
+                self._stub.GetIndexGeneration,
+                req,
+                self._read_s,
+                idempotent=False,
+                method="GetIndexGeneration",
+            )
         except BackendError as exc:
             # Uncached then; a search service that is really down fails the query that follows.
             log.debug("index generation unavailable; page cache bypassed", error=exc.message)
@@ -71,6 +85,10 @@ class GrpcSearchClient:
 
     async def ready(self) -> bool:
         await self._calls.call(
-            self._stub.GetStats, search_pb2.GetStatsRequest(tenant=""), self._read_s, idempotent=False
+            self._stub.GetStats,
+            search_pb2.GetStatsRequest(tenant=""),
+            self._read_s,
+            idempotent=False,
+            method="GetStats",
         )
         return True
