@@ -111,6 +111,22 @@ def decode_rgb(data: bytes) -> np.ndarray:
         raise InvalidArgument("image bytes are truncated or corrupt") from None
 
 
+def pad_short_side(rgb: np.ndarray, min_side: int) -> np.ndarray:
+    """Pad (white) a side shorter than `min_side` up to it, keeping the pixels at their size.
+
+    RapidOCR scales an image up until its shorter side reaches its `min_side_len`, whatever that does
+    to the longer side: the 1024x1 analysis copy of a 4000x3 strip became 30720x30, letterboxed to
+    30720x7680, about 2 s of OCR for an image that cannot hold a line of text. Padded, it is OCR'd as
+    what it is (1024x30: ~10 ms of detection). Images with both sides >= `min_side` are unchanged.
+    """
+    h, w = rgb.shape[:2]
+    if h >= min_side and w >= min_side:
+        return rgb
+    out = np.full((max(h, min_side), max(w, min_side), 3), 255, dtype=np.uint8)
+    out[:h, :w] = rgb
+    return out
+
+
 @dataclass
 class Analysis:
     safety_labels: list[SafetyLabel] = field(default_factory=list)
@@ -190,6 +206,7 @@ class _TextReader:
         self._min_confidence = min_confidence
 
     def __call__(self, rgb: np.ndarray) -> str:
+        rgb = pad_short_side(rgb, self._ocr.min_side_len)
         result, _ = self._ocr(np.ascontiguousarray(rgb[:, :, ::-1]))  # BGR like cv2
         if not result:
             return ""

@@ -1,9 +1,11 @@
 """The ingest flow: a stream of images in, one acknowledgement per item out.
 
-Per item, concurrently up to `max_in_flight`: validate -> sha256 -> (same id, same bytes, same
-metadata: UNCHANGED, no write) -> duplicate lookup by content hash (FindByContentHash) -> decode +
-safety + OCR (threads) alongside encoding (micro-batched EncodeImages) -> upsert (micro-batched
-UpsertAssets) -> acknowledge only after the search service confirmed the write.
+Per item, concurrently up to `max_in_flight`: cheap checks (fields, byte cap) -> sha256 -> (same id,
+same bytes, same metadata: UNCHANGED, no write) -> duplicate lookup by content hash
+(FindByContentHash) -> image header check (format, pixel cap) -> decode + safety + OCR (threads)
+alongside encoding (micro-batched EncodeImages) -> upsert (micro-batched UpsertAssets) -> acknowledge
+only after the search service confirmed the write. Nothing looks at the pixels before the duplicate
+lookup has said the bytes are new.
 
 A DUPLICATE names only a holder the caller may see (the visibility rules of GetAsset): a holder hidden
 from the caller (licence not allowed, expired, unsafe) is treated as absent, so the item is stored as
@@ -198,6 +200,10 @@ class IngestFlow:
         # query); the contract says non-negative.
         if not math.isfinite(item.popularity) or item.popularity < 0:
             raise InvalidArgument(f"popularity must be a finite number >= 0, got {item.popularity}")
+        if not item.image:
+            raise InvalidArgument(
+                "image is empty: send the encoded file bytes (JPEG, PNG, WebP, GIF, BMP, TIFF)"
+            )
         if len(item.image) > self.cfg.max_bytes:
             raise InvalidArgument(
                 f"image is {len(item.image)} bytes, above the {self.cfg.max_bytes}-byte cap"
@@ -257,13 +263,16 @@ class IngestFlow:
         self._sha_claims[key] = fut
         stored_as: Asset | None = None
         try:
-            inspected = check_image(item.image, self.cfg.max_bytes, self.cfg.max_pixels)
             with self._stage("dedupe"):
                 holders = await self._hash_checks(tenant).submit(_HashProbe(item.asset_id, sha))
             holder = next((h for h in holders if self._may_see(principal, vis, h)), None)
             if holder is not None:
                 stored_as = holder
                 return _duplicate(item, sha, holder.asset_id)
+            # The image work comes only now: bytes a stored asset already holds were valid when it
+            # was stored (same bytes, same header, same pixels), so a DUPLICATE needs none of it.
+            with self._stage("inspect"):
+                inspected = check_image(item.image, self.cfg.max_bytes, self.cfg.max_pixels)
             with self._stage("analyse+encode"):
                 analysis, (encoded, model) = await asyncio.gather(
                     self._analyse(item.image), self._encodes.submit(item.image)

@@ -12,7 +12,15 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from services.common.errors import InvalidArgument, ResourceExhausted
-from services.gateway.analysis import UNSAFE_LABELS, ImageAnalyzer, _SafetyDetector, check_image, decode_rgb
+from services.gateway.analysis import (
+    UNSAFE_LABELS,
+    ImageAnalyzer,
+    _SafetyDetector,
+    _TextReader,
+    check_image,
+    decode_rgb,
+    pad_short_side,
+)
 from services.gateway.settings import AnalysisSettings
 
 DEFAULTS = AnalysisSettings()
@@ -100,6 +108,29 @@ async def test_ocr_reads_text_inside_an_image(analyzer: ImageAnalyzer) -> None:
     assert "EXIT 42" in result.ocr_text.upper()
     blank = await analyzer.analyze(np.full((64, 64, 3), 255, dtype=np.uint8))
     assert blank.ocr_text == "" and blank.safety_score == 0.0
+
+
+@pytest.mark.parametrize("size", [(4000, 3), (3, 4000), (4000, 1), (5, 5)])
+def test_a_degenerate_strip_is_ocrd_at_its_own_size(size: tuple[int, int]) -> None:
+    """P3: RapidOCR scales an image up until its short side reaches its minimum, so a 4000x3 strip
+    (1024x1 after decode) was OCR'd as 30720x30, letterboxed to 30720x7680 (~2 s); padded, the work is
+    that of a 1024x30 image."""
+    reader = _TextReader(DEFAULTS.ocr_max_side, DEFAULTS.ocr_min_confidence)
+    seen: list[tuple[int, ...]] = []
+    preprocess = reader._ocr.preprocess
+
+    def spy(img: np.ndarray) -> tuple[np.ndarray, float, float]:
+        out = preprocess(img)
+        seen.append(out[0].shape)
+        return out  # type: ignore[no-any-return]
+
+    reader._ocr.preprocess = spy
+    rgb = decode_rgb(encode(Image.new("RGB", size, (40, 40, 40))))
+    assert reader(rgb) == ""
+    assert seen and max(seen[0][:2]) <= max(1024, reader._ocr.min_side_len), seen
+    assert pad_short_side(rgb, 30).shape[:2] == (max(rgb.shape[0], 30), max(rgb.shape[1], 30))
+    square = np.zeros((64, 64, 3), dtype=np.uint8)
+    assert pad_short_side(square, 30) is square
 
 
 def test_safety_detector_runs_the_real_model_and_scores_unsafe_labels_only() -> None:

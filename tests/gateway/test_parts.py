@@ -87,6 +87,25 @@ def test_backend_statuses_become_domain_errors() -> None:
     assert other.code == grpc.StatusCode.INVALID_ARGUMENT and other.message == "search: why"
 
 
+async def test_a_duplicate_does_no_image_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """P3: bytes a stored asset already holds were valid when stored; the duplicate lookup comes
+    before the header check, the decode, the analysis and the encoder."""
+    from services.gateway import ingest_flow
+
+    calls: list[str] = []
+    for name in ("check_image", "decode_rgb"):
+        real = getattr(ingest_flow, name)
+        monkeypatch.setattr(ingest_flow, name, lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
+    w = World()
+    await run_ingest(w, [item("orig", "cat")])
+    assert calls == ["check_image", "decode_rgb"] and len(w.encoder.image_calls) == 1
+    acks = await run_ingest(w, [item(f"copy{i}", "cat") for i in range(3)])
+    assert {a.outcome.name for a in acks.values()} == {"DUPLICATE"}
+    assert (
+        calls == ["check_image", "decode_rgb"] and len(w.encoder.image_calls) == 1 and w.analyzer.calls == 1
+    )
+
+
 async def test_ingest_finds_duplicates_by_content_hash_and_releases_its_per_item_state() -> None:
     w = World()
     await run_ingest(w, [item("orig", "cat")])
