@@ -53,7 +53,9 @@ class PageTokens:
         if not token:
             return 0
         payload, _, mac = token.partition(".")
-        if not mac or not hmac.compare_digest(mac, self._mac(payload)):
+        # Compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, which
+        # reached the caller as INTERNAL for a token it had typed by hand).
+        if not mac or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
             raise InvalidArgument("page_token is invalid or was altered; start again without a page_token")
         try:
             data = json.loads(_b64d(payload))

@@ -285,3 +285,6 @@ def test_page_tokens_roundtrip_and_binding() -> None:
         PageTokens(b"other" * 8).offset(t, b1)
     with pytest.raises(InvalidArgument):
         tokens.offset("garbage", b1)
+    for hostile in ("é.é", f"{payload}.{mac}\u00e9", "\x00.\x00", "a" * 10_000 + "." + "ü"):
+        with pytest.raises(InvalidArgument, match="page_token"):  # never a TypeError (INTERNAL)
+            tokens.offset(hostile, b1)
