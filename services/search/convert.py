@@ -1,7 +1,8 @@
 """Proto <-> domain mapping for the search service, both directions; nothing else converts messages.
 
-Wire-level problems of one batch item (an embedding whose bytes are not float32) are returned as that
-item's `ItemFailure`, so the core can fail the item alone; a malformed request raises InvalidArgument.
+Wire-level problems of one batch item (an embedding whose bytes are not float32, a timestamp outside
+google.protobuf.Timestamp's range) are returned as that item's `ItemFailure`, so the core can fail the
+item alone; a malformed request raises InvalidArgument.
 """
 
 from __future__ import annotations
@@ -48,15 +49,33 @@ _FUSIONS = {
     search_pb2.FUSION_TYPE_RANKED: Fusion.RANKED,
 }
 _MAX_FILTER_DEPTH = 32
+# google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+# Outside it a Timestamp has no datetime (protobuf raises ValueError), so it is refused up front.
+TIMESTAMP_MIN_SECONDS = -62_135_596_800
+TIMESTAMP_MAX_SECONDS = 253_402_300_799
+_MAX_NANOS = 999_999_999
 
 
 # ---- proto -> domain ---------------------------------------------------------------------------------
 
 
-def _ts(msg: common_pb2.Asset | common_pb2.License, field: str) -> datetime | None:
-    if not msg.HasField(field):
-        return None
-    return getattr(msg, field).ToDatetime(tzinfo=UTC)
+def timestamp(t: Timestamp, path: str) -> datetime:
+    """A Timestamp as an aware UTC datetime; InvalidArgument naming `path` when it is not a valid one."""
+    if not TIMESTAMP_MIN_SECONDS <= t.seconds <= TIMESTAMP_MAX_SECONDS:
+        raise InvalidArgument(
+            f"{path}.seconds is {t.seconds}: a timestamp must lie between 0001-01-01T00:00:00Z and "
+            f"9999-12-31T23:59:59Z (seconds {TIMESTAMP_MIN_SECONDS} to {TIMESTAMP_MAX_SECONDS})"
+        )
+    if not 0 <= t.nanos <= _MAX_NANOS:
+        raise InvalidArgument(
+            f"{path}.nanos is {t.nanos}: nanos must be in 0..{_MAX_NANOS} "
+            "(a time before 1970 has negative seconds and non-negative nanos)"
+        )
+    return t.ToDatetime(tzinfo=UTC)
+
+
+def _optional_ts(msg: common_pb2.Asset | common_pb2.License, field: str, path: str) -> datetime | None:
+    return timestamp(getattr(msg, field), path) if msg.HasField(field) else None
 
 
 def _model(m: common_pb2.ModelRef) -> ModelRef | None:
@@ -69,9 +88,23 @@ def decode_vector(e: common_pb2.Embedding, what: str) -> np.ndarray:
     return np.frombuffer(e.values, dtype="<f4").astype(np.float32)
 
 
+def _failure(exc: InvalidArgument) -> ItemFailure:
+    return ItemFailure(status_number(exc.code), exc.message)
+
+
 def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailure | None]:
-    """The domain record, and the wire-level problem of this item if any (reported as its item error)."""
+    """The domain record, and the wire-level problem of this item if any (reported as its item error).
+
+    Paths in the problem's message are relative to the AssetRecord (the item), e.g. `asset.created_at`.
+    """
     a = r.asset
+    problem = None
+    try:
+        license_expires_at = _optional_ts(a.license, "expires_at", "asset.license.expires_at")
+        created_at = _optional_ts(a, "created_at", "asset.created_at")
+    except InvalidArgument as exc:  # one bad field fails this item only (the core never writes it)
+        license_expires_at = created_at = None
+        problem = _failure(exc)
     doc = AssetDoc(
         asset_id=a.asset_id,
         uri=a.uri,
@@ -80,12 +113,12 @@ def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailu
         ocr_text=a.ocr_text,
         owner=a.owner,
         license_name=a.license.name,
-        license_expires_at=_ts(a.license, "expires_at"),
+        license_expires_at=license_expires_at,
         safety_labels=tuple(SafetyLabel(s.label, float(s.score)) for s in a.safety_labels),
         safety_score=float(a.safety_score),
         source=a.source,
-        created_at=_ts(a, "created_at"),
-        updated_at=None,
+        created_at=created_at,
+        updated_at=None,  # always set by the service (the time of this write)
         width=int(a.width),
         height=int(a.height),
         content_sha256=a.content_sha256,
@@ -93,12 +126,11 @@ def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailu
         popularity=float(a.popularity),
     )
     vector = None
-    problem = None
-    if r.HasField("image_embedding") and r.image_embedding.values:
+    if problem is None and r.HasField("image_embedding") and r.image_embedding.values:
         try:
             vector = decode_vector(r.image_embedding, "image_embedding")
         except InvalidArgument as exc:
-            problem = ItemFailure(status_number(exc.code), exc.message)
+            problem = _failure(exc)
     return AssetRecord(doc, vector), problem
 
 

@@ -1,0 +1,46 @@
+"""The search service's proto -> domain conversion: field paths in every message, timestamps checked
+against google.protobuf.Timestamp's range, and size caps applied before anything is built per value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common.errors import InvalidArgument
+from services.search import convert
+from tests.search.helpers import record, unit
+
+MAX, MIN = convert.TIMESTAMP_MAX_SECONDS, convert.TIMESTAMP_MIN_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "fragment"),
+    [
+        (MAX + 1, 0, "x.seconds is 253402300800: a timestamp must lie between 0001-01-01T00:00:00Z and"),
+        (MIN - 1, 0, "x.seconds is -62135596801"),
+        (-(2**63), 0, "x.seconds is -9223372036854775808"),
+        (0, 10**9, "x.nanos is 1000000000: nanos must be in 0..999999999"),
+        (0, -1, "x.nanos is -1"),
+    ],
+)
+def test_invalid_timestamps_name_the_field(seconds: int, nanos: int, fragment: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        convert.timestamp(Timestamp(seconds=seconds, nanos=nanos), "x")
+    assert info.value.message.startswith(fragment), info.value.message
+
+
+def test_the_ends_of_the_timestamp_range_convert() -> None:
+    assert convert.timestamp(Timestamp(seconds=MIN), "x").year == 1
+    last = convert.timestamp(Timestamp(seconds=MAX, nanos=999_999_999), "x")
+    assert (last.year, last.microsecond) == (9999, 999_999)
+
+
+def test_a_bad_asset_timestamp_is_the_item_problem_not_an_exception() -> None:
+    r = record("a", unit(np.random.default_rng(1)), caption="kept")
+    r.asset.license.expires_at.seconds = MAX + 1
+    rec, problem = convert.record_from_proto(r)
+    assert problem is not None and problem.code == 3
+    assert problem.message.startswith("asset.license.expires_at.seconds is 253402300800")
+    assert rec.doc.asset_id == "a" and rec.doc.caption == "kept"
+    assert rec.vector is None  # nothing of a failed item is prepared for writing

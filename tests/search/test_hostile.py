@@ -1,0 +1,123 @@
+"""Hostile and out-of-range input against the real search service, on both backends (issue 17): every
+client mistake gets INVALID_ARGUMENT naming the field path (never INTERNAL or UNKNOWN), one bad item of
+a batch fails that item only, and no message names an exception class."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+
+import grpc
+import numpy as np
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from imagesearch.v1 import search_pb2
+
+from services.search.convert import TIMESTAMP_MAX_SECONDS, TIMESTAMP_MIN_SECONDS
+from tests.search.conftest import Service
+from tests.search.helpers import record, unit
+
+RNG = np.random.default_rng(17)
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+# An exception class name in a message (DecodeError, ValueError, OSError, WeaviateQueryError...).
+CLASS_NAME = re.compile(r"[A-Z]\w*(Error|Exception)\b|<class |Traceback")
+
+
+def _error_codes(resp: search_pb2.UpsertAssetsResponse) -> list[int]:
+    return [r.error.code if r.HasField("error") else 0 for r in resp.results]
+
+
+def _stored(svc: Service, tenant: str, ids: list[str]) -> list[str]:
+    got = svc.stub.GetAssets(search_pb2.GetAssetsRequest(tenant=tenant, asset_ids=ids))
+    return [a.asset.asset_id for a in got.assets]
+
+
+def _ts(seconds: int, nanos: int = 0) -> Timestamp:
+    return Timestamp(seconds=seconds, nanos=nanos)
+
+
+@pytest.fixture(scope="module")
+def tenant(search_service: Service) -> str:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    resp = search_service.stub.UpsertAssets(
+        search_pb2.UpsertAssetsRequest(tenant=name, assets=[record("seed", unit(RNG), caption="seed")])
+    )
+    assert _error_codes(resp) == [0]
+    return name
+
+
+# ---- W4: out-of-range timestamps of an asset fail that item only -----------------------------------------
+
+
+def _timestamp_items() -> list[tuple[str, search_pb2.AssetRecord, str]]:
+    """(asset id, record, the field path its error must name; "" = valid)."""
+    out = []
+
+    def rec(asset_id: str, where: str, ts: Timestamp) -> search_pb2.AssetRecord:
+        r = record(asset_id, unit(RNG), license_name="CC0")
+        target = r.asset.license.expires_at if where == "expires" else r.asset.created_at
+        target.CopyFrom(ts)
+        return r
+
+    out.append(("ok-1", record("ok-1", unit(RNG)), ""))
+    out.append(
+        (
+            "late-expiry",
+            rec("late-expiry", "expires", _ts(TIMESTAMP_MAX_SECONDS + 1)),
+            "asset.license.expires_at.seconds",
+        )
+    )
+    out.append(
+        (
+            "early-created",
+            rec("early-created", "created", _ts(TIMESTAMP_MIN_SECONDS - 1)),
+            "asset.created_at.seconds",
+        )
+    )
+    out.append(
+        ("big-nanos", rec("big-nanos", "expires", _ts(0, 1_000_000_000)), "asset.license.expires_at.nanos")
+    )
+    out.append(("negative-nanos", rec("negative-nanos", "created", _ts(0, -1)), "asset.created_at.nanos"))
+    out.append(("ok-2", record("ok-2", unit(RNG)), ""))
+    # The ends of Timestamp's range are valid and survive a round trip on both backends.
+    out.append(("last-instant", rec("last-instant", "expires", _ts(TIMESTAMP_MAX_SECONDS, 999_999_999)), ""))
+    out.append(("first-instant", rec("first-instant", "created", _ts(TIMESTAMP_MIN_SECONDS)), ""))
+    return out
+
+
+def test_an_out_of_range_timestamp_fails_only_its_item(search_service: Service) -> None:
+    t = f"t{uuid.uuid4().hex[:10]}"
+    items = _timestamp_items()
+    resp = search_service.stub.UpsertAssets(
+        search_pb2.UpsertAssetsRequest(tenant=t, assets=[r for _, r, _ in items])
+    )
+    assert [r.asset_id for r in resp.results] == [i for i, _, _ in items]
+    for (asset_id, _, path), result in zip(items, resp.results, strict=True):
+        if path:
+            assert result.error.code == INVALID.value[0], (asset_id, result.error.message)
+            assert result.error.message.startswith(path), result.error.message
+        else:
+            assert not result.HasField("error"), (asset_id, result.error.message)
+    good = [i for i, _, p in items if not p]
+    assert _stored(search_service, t, [i for i, _, _ in items]) == good
+    got = search_service.stub.GetAssets(
+        search_pb2.GetAssetsRequest(tenant=t, asset_ids=["last-instant", "first-instant"])
+    )
+    last, first = (a.asset for a in got.assets)
+    assert last.license.expires_at.ToDatetime(tzinfo=UTC) == datetime(9999, 12, 31, 23, 59, 59, 999999, UTC)
+    assert first.created_at.ToDatetime(tzinfo=UTC) == datetime(1, 1, 1, tzinfo=UTC)
+
+
+def test_an_out_of_range_timestamp_fails_only_its_item_in_a_stream(search_service: Service) -> None:
+    t = f"t{uuid.uuid4().hex[:10]}"
+    bad = record("bad", unit(RNG), license_name="CC0")
+    bad.asset.license.expires_at.CopyFrom(_ts(TIMESTAMP_MAX_SECONDS + 1))
+    reqs = [
+        search_pb2.StreamUpsertAssetsRequest(tenant=t, asset=r)
+        for r in (record("ok-1", unit(RNG)), bad, record("ok-2", unit(RNG)))
+    ]
+    out = list(search_service.stub.StreamUpsertAssets(iter(reqs)))
+    assert [(o.result.asset_id, o.result.error.code) for o in out] == [("ok-1", 0), ("bad", 3), ("ok-2", 0)]
+    assert "asset.license.expires_at.seconds" in out[1].result.error.message
+    assert _stored(search_service, t, ["ok-1", "bad", "ok-2"]) == ["ok-1", "ok-2"]
