@@ -3,12 +3,16 @@ against google.protobuf.Timestamp's range, and size caps applied before anything
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.errors import InvalidArgument
 from services.search import convert
+from services.search.domain import Fusion
+from services.search.fusion import fuse
 from tests.search.helpers import record, unit
 
 MAX, MIN = convert.TIMESTAMP_MAX_SECONDS, convert.TIMESTAMP_MIN_SECONDS
@@ -44,3 +48,17 @@ def test_a_bad_asset_timestamp_is_the_item_problem_not_an_exception() -> None:
     assert problem.message.startswith("asset.license.expires_at.seconds is 253402300800")
     assert rec.doc.asset_id == "a" and rec.doc.caption == "kept"
     assert rec.vector is None  # nothing of a failed item is prepared for writing
+
+
+def test_fusion_never_ranks_a_non_finite_score_first() -> None:
+    nan, inf = math.nan, math.inf
+    for fusion in Fusion:
+        kw = [("nan", nan), ("a", 3.0), ("inf", inf), ("b", 1.0)]
+        out = fuse(kw, [("nan", nan), ("a", 0.9)], 0.5, fusion)
+        assert out[0].key == "a", [(f.key, f.fused) for f in out]
+        assert all(not math.isnan(f.fused) for f in out)
+    # Relative scores: the finite ones keep their min-max normalisation.
+    rel = {
+        f.key: f.keyword for f in fuse([("a", 3.0), ("x", nan), ("b", 1.0)], [], 0.0, Fusion.RELATIVE_SCORE)
+    }
+    assert rel == {"a": 1.0, "x": 0.0, "b": 0.0}

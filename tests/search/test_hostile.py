@@ -121,3 +121,34 @@ def test_an_out_of_range_timestamp_fails_only_its_item_in_a_stream(search_servic
     assert [(o.result.asset_id, o.result.error.code) for o in out] == [("ok-1", 0), ("bad", 3), ("ok-2", 0)]
     assert "asset.license.expires_at.seconds" in out[1].result.error.message
     assert _stored(search_service, t, ["ok-1", "bad", "ok-2"]) == ["ok-1", "ok-2"]
+
+
+# ---- W5: numbers outside their documented ranges fail that item only -------------------------------------
+
+
+def test_out_of_range_scores_fail_only_their_item(search_service: Service) -> None:
+    t = f"t{uuid.uuid4().hex[:10]}"
+    nan, inf = float("nan"), float("inf")
+    items = [
+        ("ok-1", dict(popularity=1e300, safety_score=1.0, safety_labels=[("FACE", 0.0)]), ""),
+        ("popularity-nan", dict(popularity=nan), "asset.popularity"),
+        ("popularity-inf", dict(popularity=inf), "asset.popularity"),
+        ("popularity-negative", dict(popularity=-1.0), "asset.popularity"),
+        ("safety-2", dict(safety_score=2.0), "asset.safety_score"),
+        ("safety-negative", dict(safety_score=-0.1), "asset.safety_score"),
+        ("safety-nan", dict(safety_score=nan), "asset.safety_score"),
+        ("label-score", dict(safety_labels=[("FACE", 0.5), ("X", 1.5)]), "asset.safety_labels[1].score"),
+        ("ok-2", dict(popularity=0.0, safety_score=0.0), ""),
+    ]
+    resp = search_service.stub.UpsertAssets(
+        search_pb2.UpsertAssetsRequest(
+            tenant=t, assets=[record(i, unit(RNG), **fields) for i, fields, _ in items]
+        )
+    )
+    for (asset_id, _, path), result in zip(items, resp.results, strict=True):
+        if path:
+            assert result.error.code == INVALID.value[0], (asset_id, result.error.message)
+            assert result.error.message.startswith(path), result.error.message
+        else:
+            assert not result.HasField("error"), (asset_id, result.error.message)
+    assert _stored(search_service, t, [i for i, _, _ in items]) == ["ok-1", "ok-2"]
