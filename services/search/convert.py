@@ -2,7 +2,7 @@
 
 Wire-level problems of one batch item (an embedding whose bytes are not float32, a timestamp outside
 google.protobuf.Timestamp's range) are returned as that item's `ItemFailure`, so the core can fail the
-item alone; a malformed request raises InvalidArgument.
+item alone; a malformed request raises InvalidArgument naming the field path.
 """
 
 from __future__ import annotations
@@ -134,30 +134,63 @@ def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailu
     return AssetRecord(doc, vector), problem
 
 
-def _typed(v: common_pb2.Value) -> flt.TypedValue:
+def _typed(v: common_pb2.Value, path: str) -> flt.TypedValue:
     kind = v.WhichOneof("kind") or ""
     if kind == "timestamp_value":
-        return flt.TypedValue(kind, v.timestamp_value.ToDatetime(tzinfo=UTC))
+        return flt.TypedValue(kind, timestamp(v.timestamp_value, f"{path}.timestamp_value"))
     return flt.TypedValue(kind, getattr(v, kind) if kind else "")
 
 
-def filter_from_proto(f: common_pb2.Filter, depth: int = 0) -> flt.FilterNode:
-    if depth > _MAX_FILTER_DEPTH:
-        raise InvalidArgument(f"the filter nests deeper than {_MAX_FILTER_DEPTH} levels")
-    which = f.WhichOneof("expr")
-    if which == "condition":
-        c = f.condition
+_OPERATOR_NAMES = ", ".join(op.name for op in flt.Op)
+
+
+class _FilterReader:
+    """One filter's proto -> domain conversion. Every message names the field path, e.g.
+    `filter.all_of.filters[2].condition.value.timestamp_value.seconds`.
+    """
+
+    def node(self, f: common_pb2.Filter, path: str, depth: int) -> flt.FilterNode:
+        if depth > _MAX_FILTER_DEPTH:
+            raise InvalidArgument(f"{path}: the filter nests deeper than {_MAX_FILTER_DEPTH} levels")
+        which = f.WhichOneof("expr")
+        if which == "condition":
+            return self.condition(f.condition, f"{path}.condition")
+        if which == "all_of" or which == "any_of":
+            members = getattr(f, which).filters
+            children = [
+                self.node(x, f"{path}.{which}.filters[{i}]", depth + 1) for i, x in enumerate(members)
+            ]
+            try:
+                return flt.all_of(children) if which == "all_of" else flt.any_of(children)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"{path}.{which}: {exc.message}") from None
+        if which == "negate":
+            return flt.negate(self.node(f.negate, f"{path}.negate", depth + 1))
+        raise InvalidArgument(f"{path}: a filter node has none of condition, all_of, any_of, negate set")
+
+    def condition(self, c: common_pb2.Condition, path: str) -> flt.FilterNode:
+        op = _OPS.get(c.operator)
+        if op is None and c.operator != common_pb2.FILTER_OPERATOR_UNSPECIFIED:
+            # An enum number this server does not know (proto3 enums are open): not an operator.
+            raise InvalidArgument(
+                f"{path}.operator is {c.operator}, which is not a FilterOperator; "
+                f"use one of {_OPERATOR_NAMES}"
+            )
         operand = c.WhichOneof("operand")
-        value = _typed(c.value) if operand == "value" else None
-        values = [_typed(v) for v in c.values.values] if operand == "values" else None
-        return flt.condition(c.field, _OPS.get(c.operator), value, values)
-    if which == "all_of":
-        return flt.all_of([filter_from_proto(x, depth + 1) for x in f.all_of.filters])
-    if which == "any_of":
-        return flt.any_of([filter_from_proto(x, depth + 1) for x in f.any_of.filters])
-    if which == "negate":
-        return flt.negate(filter_from_proto(f.negate, depth + 1))
-    raise InvalidArgument("a filter node has none of condition, all_of, any_of, negate set")
+        value = values = None
+        if operand == "value":
+            value = _typed(c.value, f"{path}.value")
+        elif operand == "values":
+            values = [_typed(v, f"{path}.values.values[{i}]") for i, v in enumerate(c.values.values)]
+        try:
+            return flt.condition(c.field, op, value, values)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{path}: {exc.message}") from None
+
+
+def filter_from_proto(f: common_pb2.Filter, *, path: str = "filter") -> flt.FilterNode:
+    """The domain filter of a proto Filter; InvalidArgument naming the field path of the first problem."""
+    return _FilterReader().node(f, path, 0)
 
 
 # ---- domain -> proto ---------------------------------------------------------------------------------

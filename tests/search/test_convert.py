@@ -8,12 +8,13 @@ import math
 import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from imagesearch.v1 import common_pb2
 
 from services.common.errors import InvalidArgument
 from services.search import convert
 from services.search.domain import Fusion
 from services.search.fusion import fuse
-from tests.search.helpers import record, unit
+from tests.search.helpers import all_of, cond, record, unit
 
 MAX, MIN = convert.TIMESTAMP_MAX_SECONDS, convert.TIMESTAMP_MIN_SECONDS
 
@@ -48,6 +49,18 @@ def test_a_bad_asset_timestamp_is_the_item_problem_not_an_exception() -> None:
     assert problem.message.startswith("asset.license.expires_at.seconds is 253402300800")
     assert rec.doc.asset_id == "a" and rec.doc.caption == "kept"
     assert rec.vector is None  # nothing of a failed item is prepared for writing
+
+
+def test_unknown_operator_numbers_are_named() -> None:
+    c = common_pb2.Condition(field="width", operator=77)  # type: ignore[arg-type]
+    c.value.int_value = 3
+    with pytest.raises(InvalidArgument) as info:
+        convert.filter_from_proto(all_of(cond("owner", "eq", "x"), common_pb2.Filter(condition=c)))
+    message = info.value.message
+    assert message.startswith(
+        "filter.all_of.filters[1].condition.operator is 77, which is not a FilterOperator"
+    )
+    assert "EQUAL" in message and "IS_NULL" in message
 
 
 def test_fusion_never_ranks_a_non_finite_score_first() -> None:

@@ -12,11 +12,11 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from imagesearch.v1 import search_pb2
+from imagesearch.v1 import common_pb2, search_pb2
 
 from services.search.convert import TIMESTAMP_MAX_SECONDS, TIMESTAMP_MIN_SECONDS
 from tests.search.conftest import Service
-from tests.search.helpers import record, unit
+from tests.search.helpers import all_of, cond, negate, record, unit
 
 RNG = np.random.default_rng(17)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -152,3 +152,73 @@ def test_out_of_range_scores_fail_only_their_item(search_service: Service) -> No
         else:
             assert not result.HasField("error"), (asset_id, result.error.message)
     assert _stored(search_service, t, [i for i, _, _ in items]) == ["ok-1", "ok-2"]
+
+
+# ---- W2/W3: filter timestamps, nanos and operators -------------------------------------------------------
+
+
+def _ts_cond(field: str, ts: Timestamp) -> common_pb2.Filter:
+    c = common_pb2.Condition(field=field, operator=common_pb2.FILTER_OPERATOR_GREATER_THAN)
+    c.value.timestamp_value.CopyFrom(ts)
+    return common_pb2.Filter(condition=c)
+
+
+def _op_cond(operator: int) -> common_pb2.Filter:
+    c = common_pb2.Condition(field="owner", operator=operator)  # type: ignore[arg-type]
+    c.value.string_value = "ann"
+    return common_pb2.Filter(condition=c)
+
+
+BAD_FILTERS = [
+    (
+        "seconds beyond year 9999",
+        _ts_cond("created_at", _ts(TIMESTAMP_MAX_SECONDS + 1)),
+        "filter.condition.value.timestamp_value.seconds",
+    ),
+    (
+        "seconds before year 1",
+        _ts_cond("license_expires_at", _ts(-(2**62))),
+        "filter.condition.value.timestamp_value.seconds",
+    ),
+    (
+        "nanos too large",
+        _ts_cond("updated_at", _ts(0, 10**9)),
+        "filter.condition.value.timestamp_value.nanos",
+    ),
+    ("negative nanos", _ts_cond("created_at", _ts(5, -1)), "filter.condition.value.timestamp_value.nanos"),
+    (
+        "nested bad timestamp",
+        all_of(cond("owner", "eq", "ann"), negate(_ts_cond("created_at", _ts(2**62)))),
+        "filter.all_of.filters[1].negate.condition.value.timestamp_value.seconds",
+    ),
+    ("unknown operator", _op_cond(99), "filter.condition.operator is 99"),
+    ("negative operator", _op_cond(-3), "filter.condition.operator is -3"),
+    (
+        "nested unknown operator",
+        all_of(cond("owner", "eq", "ann"), _op_cond(12)),
+        "filter.all_of.filters[1].condition.operator is 12",
+    ),
+    ("unset operator", _op_cond(0), "filter.condition: filter on 'owner': operator is unset"),
+]
+
+
+@pytest.mark.parametrize(("name", "f", "path"), BAD_FILTERS, ids=[c[0] for c in BAD_FILTERS])
+def test_bad_filter_values_are_invalid_argument_naming_the_path(
+    search_service: Service, tenant: str, name: str, f: common_pb2.Filter, path: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        search_service.stub.Query(search_pb2.QueryRequest(tenant=tenant, text="seed", filter=f), timeout=30)
+    assert err.value.code() == INVALID, err.value.details()
+    assert err.value.details().startswith(path), err.value.details()
+
+
+def test_valid_extreme_filter_timestamps_are_served(search_service: Service, tenant: str) -> None:
+    f = all_of(
+        _ts_cond("created_at", _ts(TIMESTAMP_MIN_SECONDS)),
+        negate(_ts_cond("created_at", _ts(TIMESTAMP_MAX_SECONDS, 999_999_999))),
+    )
+    resp = search_service.stub.Query(search_pb2.QueryRequest(tenant=tenant, text="seed", filter=f))
+    if search_service.kind == "embedded":
+        assert [h.asset.asset_id for h in resp.hits] == ["seed"]
+    # On Weaviate the call is served too, but this filter matches nothing: its date filters do not
+    # compare dates this far from 1970 correctly (left open in issue 17's notes).
