@@ -145,9 +145,26 @@ _OPERATOR_NAMES = ", ".join(op.name for op in flt.Op)
 
 
 class _FilterReader:
-    """One filter's proto -> domain conversion. Every message names the field path, e.g.
+    """One filter's proto -> domain conversion, with its budgets.
+
+    Each limit is checked when the node (or list) is first reached, before anything is built for it:
+    a filter of 100,000 conditions or an IN list of 100,000 values is refused after reading one count,
+    not after converting and validating every member. Every message names the field path, e.g.
     `filter.all_of.filters[2].condition.value.timestamp_value.seconds`.
     """
+
+    def __init__(self, max_nodes: int) -> None:
+        self.max_nodes = max_nodes
+        self.nodes = 0
+        self.values = 0
+
+    def _count_nodes(self, n: int) -> None:
+        self.nodes += n
+        if self.nodes > self.max_nodes:
+            raise InvalidArgument(
+                f"the filter has more than {self.max_nodes} nodes (conditions, all_of, any_of and negate "
+                "count one each); combine conditions, e.g. one IN list instead of many EQUAL conditions"
+            )
 
     def node(self, f: common_pb2.Filter, path: str, depth: int) -> flt.FilterNode:
         if depth > _MAX_FILTER_DEPTH:
@@ -157,6 +174,7 @@ class _FilterReader:
             return self.condition(f.condition, f"{path}.condition")
         if which == "all_of" or which == "any_of":
             members = getattr(f, which).filters
+            self._count_nodes(len(members))  # the members, before any of them is converted
             children = [
                 self.node(x, f"{path}.{which}.filters[{i}]", depth + 1) for i, x in enumerate(members)
             ]
@@ -165,6 +183,7 @@ class _FilterReader:
             except InvalidArgument as exc:
                 raise InvalidArgument(f"{path}.{which}: {exc.message}") from None
         if which == "negate":
+            self._count_nodes(1)
             return flt.negate(self.node(f.negate, f"{path}.negate", depth + 1))
         raise InvalidArgument(f"{path}: a filter node has none of condition, all_of, any_of, negate set")
 
@@ -181,16 +200,30 @@ class _FilterReader:
         if operand == "value":
             value = _typed(c.value, f"{path}.value")
         elif operand == "values":
-            values = [_typed(v, f"{path}.values.values[{i}]") for i, v in enumerate(c.values.values)]
+            items = c.values.values
+            if len(items) > flt.MAX_LIST_VALUES:
+                raise InvalidArgument(
+                    f"{path}.values: filter on '{c.field}' has {len(items)} values; a list takes at most "
+                    f"{flt.MAX_LIST_VALUES}"
+                )
+            self.values += len(items)
+            if self.values > flt.MAX_FILTER_VALUES:
+                raise InvalidArgument(
+                    f"{path}.values: the filter's lists hold more than {flt.MAX_FILTER_VALUES} values in all"
+                )
+            values = [_typed(v, f"{path}.values.values[{i}]") for i, v in enumerate(items)]
         try:
             return flt.condition(c.field, op, value, values)
         except InvalidArgument as exc:
             raise InvalidArgument(f"{path}: {exc.message}") from None
 
 
-def filter_from_proto(f: common_pb2.Filter, *, path: str = "filter") -> flt.FilterNode:
-    """The domain filter of a proto Filter; InvalidArgument naming the field path of the first problem."""
-    return _FilterReader().node(f, path, 0)
+def filter_from_proto(f: common_pb2.Filter, *, max_nodes: int, path: str = "filter") -> flt.FilterNode:
+    """The domain filter of a proto Filter; InvalidArgument naming the field path of the first problem,
+    or when the filter has more than `max_nodes` nodes."""
+    reader = _FilterReader(max_nodes)
+    reader._count_nodes(1)  # the root
+    return reader.node(f, path, 0)
 
 
 # ---- domain -> proto ---------------------------------------------------------------------------------
@@ -261,8 +294,10 @@ def _item_error(code: int, message: str) -> common_pb2.ItemError:
     return common_pb2.ItemError(code=code, message=message)
 
 
-def query_from_proto(request: search_pb2.QueryRequest) -> dict[str, Any]:
-    """The keyword arguments of `SearchCore.plan` (which validates them and fills in the defaults)."""
+def query_from_proto(request: search_pb2.QueryRequest, *, max_filter_nodes: int) -> dict[str, Any]:
+    """The keyword arguments of `SearchCore.plan` (which validates them and fills in the defaults).
+
+    The filter is checked against `max_filter_nodes` while it is read (see _FilterReader)."""
     vector = None
     vector_model = None
     if request.HasField("vector") and (request.vector.values or request.vector.model.name):
@@ -277,7 +312,9 @@ def query_from_proto(request: search_pb2.QueryRequest) -> dict[str, Any]:
         vector_model=vector_model,
         alpha=request.alpha if request.HasField("alpha") else None,
         fusion=fusion,
-        filter=filter_from_proto(request.filter) if request.HasField("filter") else None,
+        filter=filter_from_proto(request.filter, max_nodes=max_filter_nodes)
+        if request.HasField("filter")
+        else None,
         limit=request.limit,
         offset=request.offset,
         window=request.candidate_window,

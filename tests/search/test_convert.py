@@ -12,6 +12,7 @@ from imagesearch.v1 import common_pb2
 
 from services.common.errors import InvalidArgument
 from services.search import convert
+from services.search import filters as flt
 from services.search.domain import Fusion
 from services.search.fusion import fuse
 from tests.search.helpers import all_of, cond, record, unit
@@ -51,11 +52,66 @@ def test_a_bad_asset_timestamp_is_the_item_problem_not_an_exception() -> None:
     assert rec.vector is None  # nothing of a failed item is prepared for writing
 
 
+def test_list_cap_applies_before_any_value_is_converted(monkeypatch: pytest.MonkeyPatch) -> None:
+    converted = 0
+    real = convert._typed
+
+    def counting(v: common_pb2.Value, path: str) -> flt.TypedValue:
+        nonlocal converted
+        converted += 1
+        return real(v, path)
+
+    monkeypatch.setattr(convert, "_typed", counting)
+    f = cond("owner", "in", [f"u{i}" for i in range(100_000)])
+    with pytest.raises(InvalidArgument, match="has 100000 values; a list takes at most 1024"):
+        convert.filter_from_proto(f, max_nodes=256)
+    assert converted == 0
+    # At the cap, every value is converted once.
+    convert.filter_from_proto(cond("owner", "in", [f"u{i}" for i in range(1024)]), max_nodes=256)
+    assert converted == 1024
+
+
+def test_node_cap_applies_before_any_member_is_converted(monkeypatch: pytest.MonkeyPatch) -> None:
+    built = 0
+    real = flt.condition
+
+    def counting(*args: object) -> flt.FilterNode:
+        nonlocal built
+        built += 1
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(flt, "condition", counting)
+    f = common_pb2.Filter(
+        all_of=common_pb2.FilterList(filters=[cond("owner", "eq", f"u{i}") for i in range(100_000)])
+    )
+    with pytest.raises(InvalidArgument, match="the filter has more than 256 nodes"):
+        convert.filter_from_proto(f, max_nodes=256)
+    assert built == 0
+    # 1 root + 255 members is exactly the cap.
+    ok = common_pb2.Filter(
+        all_of=common_pb2.FilterList(filters=[cond("owner", "eq", f"u{i}") for i in range(255)])
+    )
+    convert.filter_from_proto(ok, max_nodes=256)
+    with pytest.raises(InvalidArgument, match="more than 255 nodes"):
+        convert.filter_from_proto(ok, max_nodes=255)
+
+
+def test_total_list_values_are_capped() -> None:
+    lists = [cond("owner", "in", [f"{k}-{i}" for i in range(1024)]) for k in range(9)]
+    convert.filter_from_proto(all_of(*lists[:8]), max_nodes=256)
+    with pytest.raises(
+        InvalidArgument, match=r"filter.all_of.filters\[8\].condition.values: .* more than 8192"
+    ):
+        convert.filter_from_proto(all_of(*lists), max_nodes=256)
+
+
 def test_unknown_operator_numbers_are_named() -> None:
     c = common_pb2.Condition(field="width", operator=77)  # type: ignore[arg-type]
     c.value.int_value = 3
     with pytest.raises(InvalidArgument) as info:
-        convert.filter_from_proto(all_of(cond("owner", "eq", "x"), common_pb2.Filter(condition=c)))
+        convert.filter_from_proto(
+            all_of(cond("owner", "eq", "x"), common_pb2.Filter(condition=c)), max_nodes=256
+        )
     message = info.value.message
     assert message.startswith(
         "filter.all_of.filters[1].condition.operator is 77, which is not a FilterOperator"

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from imagesearch.v1 import common_pb2, search_pb2
 
 from services.search.convert import TIMESTAMP_MAX_SECONDS, TIMESTAMP_MIN_SECONDS
+from services.search.settings import SearchSettings
 from tests.search.conftest import Service
 from tests.search.helpers import all_of, cond, negate, record, unit
 
@@ -222,3 +223,31 @@ def test_valid_extreme_filter_timestamps_are_served(search_service: Service, ten
         assert [h.asset.asset_id for h in resp.hits] == ["seed"]
     # On Weaviate the call is served too, but this filter matches nothing: its date filters do not
     # compare dates this far from 1970 correctly (left open in issue 17's notes).
+
+
+# ---- P1: size caps apply before anything is built per value or node --------------------------------------
+
+
+def test_oversized_lists_and_filters_are_refused(search_service: Service, tenant: str) -> None:
+    huge_in = cond("owner", "in", [f"user-{i}" for i in range(100_000)])
+    many_nodes = common_pb2.Filter(
+        all_of=common_pb2.FilterList(filters=[cond("owner", "eq", f"u{i}") for i in range(100_000)])
+    )
+    many_lists = all_of(*(cond("owner", "in", [f"u{k}-{i}" for i in range(1024)]) for k in range(9)))
+    cases = [
+        (huge_in, "filter.condition.values: filter on 'owner' has 100000 values; a list takes at most 1024"),
+        (many_nodes, f"the filter has more than {SearchSettings().max_filter_nodes} nodes"),
+        (many_lists, "filter.all_of.filters[8].condition.values: the filter's lists hold more than 8192"),
+    ]
+    for f, message in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            search_service.stub.Query(
+                search_pb2.QueryRequest(tenant=tenant, text="seed", filter=f), timeout=30
+            )
+        assert err.value.code() == INVALID and err.value.details().startswith(message), err.value.details()
+    # The caps themselves are allowed.
+    at_cap = cond("owner", "in", [f"user-{i}" for i in range(1024)])
+    assert (
+        search_service.stub.Query(search_pb2.QueryRequest(tenant=tenant, text="seed", filter=at_cap)).hits
+        == []
+    )
