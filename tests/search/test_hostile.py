@@ -16,8 +16,8 @@ from imagesearch.v1 import common_pb2, search_pb2
 
 from services.search.convert import TIMESTAMP_MAX_SECONDS, TIMESTAMP_MIN_SECONDS
 from services.search.settings import SearchSettings
-from tests.search.conftest import Service
-from tests.search.helpers import all_of, cond, negate, record, unit
+from tests.search.conftest import REPO_ROOT, Service
+from tests.search.helpers import all_of, cond, embedding, negate, record, unit
 
 RNG = np.random.default_rng(17)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -251,3 +251,30 @@ def test_oversized_lists_and_filters_are_refused(search_service: Service, tenant
         search_service.stub.Query(search_pb2.QueryRequest(tenant=tenant, text="seed", filter=at_cap)).hits
         == []
     )
+
+
+# ---- W7: the deepest page the contract documents ---------------------------------------------------------
+
+
+def test_offset_plus_limit_is_capped_as_documented(search_service: Service, tenant: str) -> None:
+    cap = SearchSettings().max_candidate_window
+    deepest = search_service.stub.Query(
+        search_pb2.QueryRequest(
+            tenant=tenant, text="seed", vector=embedding(unit(RNG)), offset=cap - 1000, limit=1000
+        )
+    )
+    assert deepest.hits == []  # served (the tenant has one asset), on Weaviate too
+    with pytest.raises(grpc.RpcError) as err:
+        search_service.stub.Query(
+            search_pb2.QueryRequest(tenant=tenant, text="seed", offset=10_000, limit=1000)
+        )
+    assert err.value.code() == INVALID
+    assert err.value.details().startswith(f"offset + limit must be at most {cap}"), err.value.details()
+    assert "10000 + 1000 = 11000" in err.value.details()
+
+
+def test_the_contract_documents_the_offset_plus_limit_cap() -> None:
+    proto = (REPO_ROOT / "protos" / "imagesearch" / "v1" / "search.proto").read_text()
+    offset_doc = proto[: proto.index("int32 offset = 8;")].rsplit(";", 1)[1]
+    cap = SearchSettings().max_candidate_window
+    assert f"offset + limit at most {cap}" in " ".join(offset_doc.split()), offset_doc
