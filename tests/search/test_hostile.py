@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import grpc
@@ -278,3 +279,85 @@ def test_the_contract_documents_the_offset_plus_limit_cap() -> None:
     offset_doc = proto[: proto.index("int32 offset = 8;")].rsplit(";", 1)[1]
     cap = SearchSettings().max_candidate_window
     assert f"offset + limit at most {cap}" in " ".join(offset_doc.split()), offset_doc
+
+
+# ---- W1: undecodable requests ----------------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (strings, bytes, messages)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _nested_filter_query(tenant: str, depth: int) -> bytes:
+    """QueryRequest bytes with a filter of `depth` nested negations (built by hand: the encoder has its
+    own depth limit)."""
+    f = common_pb2.Filter(condition=common_pb2.Condition(field="owner", operator=1)).SerializeToString()
+    for _ in range(depth):
+        f = _field(4, f)  # Filter.negate
+    return _field(1, tenant.encode()) + _field(2, b"seed") + _field(6, f)
+
+
+def undecodable_queries(tenant: str) -> list[tuple[str, bytes]]:
+    valid = search_pb2.QueryRequest(tenant=tenant, text="seed").SerializeToString()
+    return [
+        ("invalid UTF-8 in text", _field(1, tenant.encode()) + _field(2, b"\xff\xfe car")),
+        ("truncated", valid[:-2]),
+        ("length beyond the end", valid + _field(2, b"x")[:1] + _varint(1000)),
+        ("filter nested 150 deep", _nested_filter_query(tenant, 150)),
+    ]
+
+
+@pytest.fixture
+def raw_query(search_service: Service) -> Iterator[grpc.UnaryUnaryMultiCallable]:
+    yield search_service.channel.unary_unary(
+        "/imagesearch.v1.SearchService/Query",
+        request_serializer=None,  # bytes go out as they are
+        response_deserializer=search_pb2.QueryResponse.FromString,
+    )
+
+
+def test_undecodable_requests_are_invalid_argument(
+    search_service: Service, tenant: str, raw_query: grpc.UnaryUnaryMultiCallable
+) -> None:
+    for name, raw in undecodable_queries(tenant):
+        with pytest.raises(grpc.RpcError) as err:
+            raw_query(raw, timeout=30)
+        assert err.value.code() == INVALID, (name, err.value.code(), err.value.details())
+        details = err.value.details()
+        assert details.startswith(
+            "the request could not be decoded as imagesearch.v1.QueryRequest: "
+        ), details
+        assert not CLASS_NAME.search(details), details
+    # Nested deep, but within protobuf's limit: decoded, then refused by the service's own depth cap.
+    with pytest.raises(grpc.RpcError) as err:
+        raw_query(_nested_filter_query(tenant, 60), timeout=30)
+    assert err.value.code() == INVALID and "nests deeper than 32 levels" in err.value.details()
+    # The service is fine afterwards.
+    assert raw_query(search_pb2.QueryRequest(tenant=tenant, text="seed").SerializeToString()).hits
+
+
+def test_an_undecodable_stream_item_ends_the_stream_with_invalid_argument(search_service: Service) -> None:
+    t = f"t{uuid.uuid4().hex[:10]}"
+    call = search_service.channel.stream_stream(
+        "/imagesearch.v1.SearchService/StreamUpsertAssets",
+        request_serializer=None,
+        response_deserializer=search_pb2.StreamUpsertAssetsResponse.FromString,
+    )
+    good = search_pb2.StreamUpsertAssetsRequest(tenant=t, asset=record("ok", unit(RNG))).SerializeToString()
+    responses = call(iter([good, good[:-3]]), timeout=30)
+    with pytest.raises(grpc.RpcError) as err:
+        list(responses)
+    assert err.value.code() == INVALID, err.value.details()
+    assert err.value.details().startswith(
+        "the request could not be decoded as imagesearch.v1.StreamUpsertAssetsRequest: "
+    )
