@@ -1,18 +1,23 @@
-"""Hostile input against the encoder (issue 17): undecodable requests get a precise status whose message
-says what to do, never an exception class name."""
+"""Hostile input against the encoder (issue 17): damaged images of every supported format and undecodable
+requests get a precise status whose message says what to do, never an exception class name or Pillow's
+own words."""
 
 from __future__ import annotations
 
 import io
 import re
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from imagesearch.v1 import encoder_pb2
+from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc
 from PIL import Image
 
+from services.common.errors import DomainError
+from services.encoder.preprocess import decode_image
+from tests.encoder import parity_images
 from tests.service_process import ServiceProcess
 
 CAP = 40_000_000
@@ -29,6 +34,37 @@ def _save(fmt: str, mode: str = "RGB", size: tuple[int, int] = (64, 48)) -> byte
     return buf.getvalue()
 
 
+def damaged_images() -> list[tuple[str, bytes]]:
+    jpeg = parity_images.case_bytes("rgb_jpeg")
+    png = parity_images.case_bytes("rgb_landscape_png")
+    corrupt_png = bytearray(png)
+    corrupt_png[100:400] = b"\xff" * 300
+    out = [
+        ("jpeg-half", jpeg[: len(jpeg) // 2]),
+        ("jpeg-header-only", jpeg[:200]),
+        ("jpeg-soi-garbage", b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + b"\x13" * 64),
+        ("png-third", png[: len(png) // 3]),
+        ("png-corrupt-data", bytes(corrupt_png)),
+        ("png-bad-ihdr", b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + b"\xff" * 17),
+        ("png-signature-only", b"\x89PNG\r\n\x1a\n"),
+        ("gif-truncated", _save("GIF")[:20]),
+        ("bmp-truncated", _save("BMP")[:60]),
+        ("bmp-bad-header", b"BM" + b"\xff" * 60),
+        ("tiff-bad-ifd", b"II*\x00" + struct.pack("<I", 10**6) + b"\x00" * 16),
+        ("tiff-truncated", _save("TIFF")[:300]),
+        ("webp-garbage", b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\x07" * 24),
+    ]
+    return out
+
+
+@pytest.mark.parametrize(("name", "data"), damaged_images(), ids=[n for n, _ in damaged_images()])
+def test_damaged_images_are_described_without_internals(name: str, data: bytes) -> None:
+    with pytest.raises(DomainError) as info:
+        decode_image(data, 224, CAP)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT, info.value.message
+    assert not INTERNALS.search(info.value.message), info.value.message
+
+
 @pytest.fixture(scope="module")
 def service(model_repository: Path) -> Iterator[ServiceProcess]:
     env = {
@@ -40,6 +76,21 @@ def service(model_repository: Path) -> Iterator[ServiceProcess]:
         yield svc
     finally:
         svc.stop()
+
+
+def test_damaged_images_fail_per_item_without_internals(service: ServiceProcess) -> None:
+    items = [("good", parity_images.case_bytes("rgb_jpeg")), *damaged_images()]
+    with grpc.insecure_channel(service.address) as channel:
+        stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+        response = stub.EncodeImages(
+            encoder_pb2.EncodeImagesRequest(images=[encoder_pb2.ImageInput(id=i, data=d) for i, d in items]),
+            timeout=60,
+        )
+    assert [r.id for r in response.results] == [i for i, _ in items]
+    assert response.results[0].HasField("embedding")
+    for r in response.results[1:]:
+        assert r.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0], (r.id, r.error.message)
+        assert not INTERNALS.search(r.error.message), (r.id, r.error.message)
 
 
 def test_undecodable_requests_are_invalid_argument(service: ServiceProcess) -> None:

@@ -18,7 +18,7 @@ from imagesearch.v1 import common_pb2, search_pb2
 from services.search.convert import TIMESTAMP_MAX_SECONDS, TIMESTAMP_MIN_SECONDS
 from services.search.settings import SearchSettings
 from tests.search.conftest import REPO_ROOT, Service
-from tests.search.helpers import all_of, cond, embedding, negate, record, unit
+from tests.search.helpers import MODEL, all_of, cond, embedding, negate, record, unit
 
 RNG = np.random.default_rng(17)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -361,3 +361,54 @@ def test_an_undecodable_stream_item_ends_the_stream_with_invalid_argument(search
     assert err.value.details().startswith(
         "the request could not be decoded as imagesearch.v1.StreamUpsertAssetsRequest: "
     )
+
+
+# ---- S4: no message names an exception class -------------------------------------------------------------
+
+
+def test_no_error_message_names_an_exception_class(
+    search_service: Service, tenant: str, raw_query: grpc.UnaryUnaryMultiCallable
+) -> None:
+    stub = search_service.stub
+    messages: list[str] = []
+
+    def expect_failure(fn, *args) -> None:  # type: ignore[no-untyped-def]
+        with pytest.raises(grpc.RpcError) as err:
+            fn(*args, timeout=30)
+        assert err.value.code() not in (
+            grpc.StatusCode.INTERNAL,
+            grpc.StatusCode.UNKNOWN,
+        ), err.value.details()
+        messages.append(err.value.details() or "")
+
+    for _, raw in undecodable_queries(tenant):
+        expect_failure(raw_query, raw)
+    for _, f, _ in BAD_FILTERS:
+        expect_failure(stub.Query, search_pb2.QueryRequest(tenant=tenant, text="seed", filter=f))
+    v = embedding(unit(RNG))
+    for q in (
+        search_pb2.QueryRequest(tenant=tenant),
+        search_pb2.QueryRequest(tenant=tenant, text="x", alpha=float("nan")),
+        search_pb2.QueryRequest(
+            tenant=tenant, vector=common_pb2.Embedding(values=b"\x00" * 7, model=v.model)
+        ),
+        search_pb2.QueryRequest(tenant=tenant, vector=embedding(unit(RNG), (MODEL[0], "other"))),
+        search_pb2.QueryRequest(tenant=tenant, text="x", fusion=42),  # type: ignore[arg-type]
+        search_pb2.QueryRequest(tenant=tenant, text="x", offset=10_000, limit=1000),
+        search_pb2.QueryRequest(tenant="bad tenant", text="x"),
+        search_pb2.QueryRequest(tenant=f"nobody{uuid.uuid4().hex[:6]}", text="x"),
+    ):
+        expect_failure(stub.Query, q)
+    expect_failure(
+        stub.FindByContentHash, search_pb2.FindByContentHashRequest(tenant=tenant, content_sha256=["x"])
+    )
+    expect_failure(stub.GetAssets, search_pb2.GetAssetsRequest(tenant=tenant, asset_ids=[""]))
+    items = [r for _, r, _ in _timestamp_items()] + [
+        record("nan-popularity", unit(RNG), popularity=float("nan")),
+        search_pb2.AssetRecord(asset=common_pb2.Asset(asset_id="no-vector")),
+    ]
+    resp = stub.UpsertAssets(search_pb2.UpsertAssetsRequest(tenant=tenant, assets=items))
+    messages += [r.error.message for r in resp.results if r.HasField("error")]
+    assert len(messages) > 25
+    for message in messages:
+        assert message and not CLASS_NAME.search(message), message

@@ -28,7 +28,7 @@ from weaviate.exceptions import (
     WeaviateTimeoutError,
 )
 
-from services.common.context import remaining
+from services.common.context import remaining, request_id
 from services.common.errors import NotFound, Unavailable
 from services.search.backends.weaviate.query import run_query
 from services.search.backends.weaviate.schema import (
@@ -60,6 +60,26 @@ _UNREACHABLE = re.compile(
 _HASH_PAGE = 1000
 
 T = TypeVar("T")
+
+
+def _unreachable(what: str, exc: BaseException) -> Unavailable:
+    """UNAVAILABLE for a call Weaviate could not take; the client's own words (exception types, gRPC
+    status prefixes, addresses) are logged, not sent to the caller."""
+    log.warning("weaviate unreachable", what=what, error=repr(exc)[:500])
+    return Unavailable(f"weaviate is unreachable ({what}); retry later")
+
+
+def _rejected(reason: str, asset_id: str = "") -> ItemFailure:
+    """One object Weaviate refused. Input it calls invalid is the caller's to fix; anything else is
+    worth a retry. Weaviate's message (its class and property names) is logged with the request id."""
+    log.warning("weaviate rejected an object", asset_id=asset_id, reason=reason[:500])
+    if "invalid" in reason.lower():
+        return ItemFailure(
+            3,
+            "the index refused one of the asset's values; check them against common.proto "
+            f"(details in the search service log, request id {request_id()})",
+        )
+    return ItemFailure(14, "the index could not store the asset now; retry")
 
 
 class WeaviateBackend:
@@ -148,13 +168,13 @@ class WeaviateBackend:
             WeaviateClosedClientError,
             OSError,
         ) as exc:
-            raise Unavailable(f"weaviate is unreachable ({what}): {exc}") from exc
+            raise _unreachable(what, exc) from exc
         except (WeaviateQueryError, UnexpectedStatusCodeError, WeaviateBaseError) as exc:
             text = str(exc)
             if _TENANT_MISSING.search(text):
                 raise NotFound("tenant has no assets (it is created by its first upsert)") from exc
             if _UNREACHABLE.search(text):
-                raise Unavailable(f"weaviate is unreachable ({what}): {text[:300]}") from exc
+                raise _unreachable(what, exc) from exc
             raise
 
     async def _ensure_collection(self) -> None:
@@ -310,14 +330,11 @@ class WeaviateBackend:
             text = str(result)
             if _TENANT_MISSING.search(text):
                 raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
-            code = 3 if "invalid" in text.lower() else 14
-            return [ItemFailure(code, f"weaviate rejected the asset: {text[:500]}")] * len(records)
+            return [_rejected(text)] * len(records)
         out: list[ItemFailure | None] = [None] * len(records)
         for index, err in result.errors.items():
-            # A rejected object is not written (Weaviate validates an object before storing it). Input
-            # Weaviate calls invalid is the caller's to fix; anything else is worth a retry.
-            code = 3 if "invalid" in err.message.lower() else 14
-            out[index] = ItemFailure(code, f"weaviate rejected the asset: {err.message}")
+            # A rejected object is not written (Weaviate validates an object before storing it).
+            out[index] = _rejected(err.message, records[index].doc.asset_id)
         return out
 
     async def delete(self, tenant: str, asset_ids: list[str]) -> list[bool]:
