@@ -1,5 +1,5 @@
-"""Failure handling with real components: Redis going away (the cache is bypassed, never an error)
-and Weaviate unreachable (UNAVAILABLE)."""
+"""Failure handling with real components: Redis going away (the cache is bypassed, never an error),
+Redis restarting empty (generations keep growing), and Weaviate unreachable (UNAVAILABLE)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from imagesearch.v1 import search_pb2, search_pb2_grpc
 
+from devstack import Stack, StackInfo
+from tests.search.conftest import REPO_ROOT
 from tests.search.helpers import embedding, record, unit
 from tests.service_process import ServiceProcess, free_port
 
@@ -147,3 +149,60 @@ def test_weaviate_unreachable_is_unavailable() -> None:
             with pytest.raises(grpc.RpcError) as err:
                 fn(req, timeout=20)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE, (fn, err.value.details())
+
+
+# ---- Redis restarts: generations never repeat (issue 17, F2) ---------------------------------------------
+
+
+@pytest.mark.integration
+def test_generations_keep_growing_across_a_redis_restart(search_stack: StackInfo, tmp_path: Path) -> None:
+    """A gateway page cached at generation N must never match again: after Redis (no persistence, as in
+    the stack) restarts empty, a quiet tenant's generation continues above N instead of from 0."""
+    assert search_stack.redis_url
+    env = {
+        "IMAGESEARCH_SEARCH_DATA_DIR": str(tmp_path / "data"),
+        "IMAGESEARCH_SEARCH_CACHE": "redis",
+        "IMAGESEARCH_SEARCH_REDIS_URL": search_stack.redis_url,
+        "IMAGESEARCH_SEARCH_CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:8]}:",
+        "IMAGESEARCH_SEARCH_HEALTH_INTERVAL_S": "0.2",
+        "IMAGESEARCH_SEARCH_REDIS_RETRY_AFTER_S": "0.2",
+    }
+    manager = Stack(REPO_ROOT)
+    with ServiceProcess("services.search", env=env) as svc, grpc.insecure_channel(svc.address) as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        t = f"t{uuid.uuid4().hex[:8]}"
+        gen_req = search_pb2.GetIndexGenerationRequest(tenant=t)
+        seen = {stub.GetIndexGeneration(gen_req).index_generation}
+        for i in range(3):
+            w = stub.UpsertAssets(
+                search_pb2.UpsertAssetsRequest(tenant=t, assets=[record(f"r{i}", unit(RNG))])
+            )
+            seen.add(w.index_generation)
+        before = stub.GetIndexGeneration(gen_req)
+        assert before.consistent and before.index_generation == max(seen)
+
+        manager.stop("redis")
+        try:
+            _wait_health(channel, "backend:redis", health_pb2.HealthCheckResponse.NOT_SERVING)
+        finally:
+            manager.start("redis")  # same port, empty
+        _wait_health(channel, "backend:redis", health_pb2.HealthCheckResponse.SERVING)
+        deadline = time.monotonic() + 10
+        after = stub.GetIndexGeneration(gen_req)
+        while not after.consistent and time.monotonic() < deadline:
+            time.sleep(0.1)
+            after = stub.GetIndexGeneration(gen_req)
+        assert after.consistent
+        assert after.index_generation > before.index_generation
+        # The writes that follow climb from there, never onto a number handed out before the restart.
+        last = after.index_generation
+        for i in range(3):
+            w = stub.UpsertAssets(
+                search_pb2.UpsertAssetsRequest(tenant=t, assets=[record(f"s{i}", unit(RNG))])
+            )
+            assert w.index_generation > last and w.index_generation not in seen
+            last = w.index_generation
+        req = search_pb2.QueryRequest(tenant=t, vector=embedding(unit(RNG)), limit=10)
+        first = stub.Query(req)
+        assert first.index_generation == last and len(first.hits) == 6
+        assert stub.Query(req).cached
