@@ -16,7 +16,7 @@ import grpc
 import structlog
 
 from services.common import context
-from services.common.errors import DomainError
+from services.common.errors import DomainError, InvalidArgument
 from services.common.metrics import GRPC_HANDLED, GRPC_LATENCY, GRPC_STARTED
 
 log = structlog.get_logger("rpc")
@@ -106,8 +106,58 @@ def _context_details(ctx: grpc.aio.ServicerContext) -> str:
         return ""
 
 
+class Undecodable:
+    """Stands in for a request message whose bytes could not be decoded.
+
+    grpc.aio runs a handler's request deserializer outside the handler, so an exception raised there
+    (protobuf's DecodeError: truncated bytes, invalid UTF-8 in a string field, nesting beyond
+    protobuf's recursion limit) never reaches the error mapping and the caller gets UNKNOWN with the
+    exception's class name. The wrapped deserializer returns this marker instead; the wrapped behaviour
+    turns it into INVALID_ARGUMENT inside the call's bookkeeping (metrics, access log, request id).
+    """
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _message_name(deserializer: Callable[[bytes], Any]) -> str:
+    """`imagesearch.v1.QueryRequest` for a generated `QueryRequest.FromString`."""
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "") or "the request message")
+
+
+def _decoding(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    name = _message_name(deserializer)
+
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as exc:  # whatever the parser raises, the bytes were not a valid message
+            log.info("undecodable request", message_type=name, size=len(raw), error=repr(exc))
+            return Undecodable(
+                f"the request could not be decoded as {name}: its {len(raw)} bytes are not a valid "
+                "serialized message (truncated, a string field that is not valid UTF-8, or messages "
+                "nested deeper than protobuf's limit of 100 levels)"
+            )
+
+    return deserialize
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream whose undecodable message ends the call with INVALID_ARGUMENT."""
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            raise InvalidArgument(request.message)
+        yield request
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler with request-id/deadline context, metrics, access log and error mapping."""
+    """Wraps every handler with request-id/deadline context, metrics, access log and error mapping,
+    and its request deserializer so an undecodable request is INVALID_ARGUMENT (see Undecodable)."""
 
     async def intercept_service(
         self,
@@ -118,36 +168,49 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        deserializer = _decoding(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(method, handler.unary_unary, streaming_request=False),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(method, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(method, handler.stream_unary, streaming_request=True),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                _wrap_stream(method, handler.unary_stream, streaming_request=False),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(method, handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
+            _wrap_stream(method, handler.stream_stream, streaming_request=True),
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
 
 
-def _wrap_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+def _request(request: Any, streaming_request: bool) -> Any:
+    """The request as the servicer gets it: an undecodable unary request fails the call here; a
+    stream's items are checked as the servicer reads them."""
+    if streaming_request:
+        return _checked(request)
+    if isinstance(request, Undecodable):
+        raise InvalidArgument(request.message)
+    return request
+
+
+def _wrap_unary(
+    method: str, behavior: Callable[..., Any], streaming_request: bool
+) -> Callable[..., Awaitable[Any]]:
     async def wrapped(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
         call = _Call(method, ctx)
         try:
-            return await behavior(request, ctx)
+            return await behavior(_request(request, streaming_request), ctx)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -158,11 +221,13 @@ def _wrap_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Awai
     return wrapped
 
 
-def _wrap_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(
+    method: str, behavior: Callable[..., Any], streaming_request: bool
+) -> Callable[..., AsyncIterator[Any]]:
     async def wrapped(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = _Call(method, ctx)
         try:
-            result = behavior(request, ctx)
+            result = behavior(_request(request, streaming_request), ctx)
             if inspect.isasyncgen(result):
                 async for item in result:
                     yield item

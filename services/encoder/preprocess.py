@@ -39,9 +39,12 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import structlog
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from services.common.errors import InvalidArgument, ResourceExhausted
+
+log = structlog.get_logger("encoder.preprocess")
 
 # Pillow plugin names; MPO is the multi-picture JPEG many cameras write. Image.init() registers every
 # plugin up front (Image.open(formats=...) looks the names up in the registry).
@@ -165,7 +168,13 @@ def decode_image(data: bytes, size: int, max_pixels: int, color_mode: str = "cli
             f"send {ALLOWED_FORMATS_TEXT} ({len(data)} bytes received)"
         ) from None
     except Exception as exc:  # Pillow raises many types for malformed headers
-        raise InvalidArgument(f"image header is corrupt: {type(exc).__name__}: {exc}") from None
+        # Pillow's own words (exception types, its internals) stay in the log: the caller is told
+        # what to do about it.
+        log.info("image header unreadable", size=len(data), error=repr(exc))
+        raise InvalidArgument(
+            f"image header is corrupt or unreadable ({len(data)} bytes received); "
+            f"send a complete {ALLOWED_FORMATS_TEXT} file"
+        ) from None
 
     fmt = opened.format or "image"
     w, h = opened.size
@@ -180,8 +189,10 @@ def decode_image(data: bytes, size: int, max_pixels: int, color_mode: str = "cli
     except MemoryError:
         raise ResourceExhausted(f"not enough memory to decode this {w}x{h} {fmt}") from None
     except Exception as exc:
+        log.info("image data unreadable", format=fmt, size=len(data), error=repr(exc))
         raise InvalidArgument(
-            f"{fmt} data is corrupt or truncated ({len(data)} bytes): {type(exc).__name__}: {exc}"
+            f"{fmt} data is corrupt or truncated ({len(data)} bytes received); "
+            "send the complete file (re-encode it if it was damaged)"
         ) from None
     im: Image.Image = opened
     try:
@@ -200,7 +211,9 @@ def decode_image(data: bytes, size: int, max_pixels: int, color_mode: str = "cli
     except MemoryError:
         raise ResourceExhausted(f"not enough memory to resize this {w}x{h} {fmt}") from None
     except Exception as exc:
+        log.info("image not convertible to RGB", format=fmt, mode=im.mode, error=repr(exc))
         raise InvalidArgument(
-            f"{fmt} ({im.mode}, {w}x{h}) cannot be converted to RGB: {type(exc).__name__}: {exc}"
+            f"{fmt} ({w}x{h}) has a pixel format that cannot be converted to RGB; "
+            "re-encode it as 8-bit RGB or grayscale"
         ) from None
     return pixels

@@ -1,9 +1,10 @@
 """Result caches: Redis (shared by replicas), in-process memory (single replica), or none.
 
 Invalidation is by generation, not by deleting keys: every tenant has an index generation stored in
-the cache backend (Redis INCR), bumped by every write; a result is stored under a key that contains the
-generation it was computed at, so after a write the next query computes a new key and misses; stale
-entries simply age out (TTL). `lookup` reads the generation and the entry in one Redis round trip (a
+the cache backend (Redis INCR, from a clock-based floor so that a restarted Redis never repeats a
+number: see _INIT), bumped by every write; a result is stored under a key that contains the generation
+it was computed at, so after a write the next query computes a new key and misses; stale entries
+simply age out (TTL). `lookup` reads the generation and the entry in one Redis round trip (a
 small Lua script).
 
 Failure policy: the cache never fails a query. A Redis error or timeout marks the cache unavailable
@@ -132,12 +133,29 @@ class MemoryCache(_InProcessGenerations):
         self._entries.clear()
 
 
-# KEYS[1] = generation key; ARGV[1] = entry key prefix (ends with ':'), ARGV[2] = digest.
-_LOOKUP_LUA = """
-local gen = redis.call('GET', KEYS[1]) or '0'
-local val = redis.call('GET', ARGV[1] .. gen .. ':' .. ARGV[2])
+# Generations must never repeat, or a result (or a gateway page) cached at generation N is served again
+# when the counter climbs back to N: Redis without persistence forgets its counters when it restarts.
+# So a counter that does not exist is created at a floor from the clock (microseconds since the epoch)
+# before it is read or incremented: a new Redis lifetime starts above every value an earlier lifetime
+# reached (each write adds 1, and nothing writes a tenant a million times a second), so the numbers only
+# ever grow. A tenant's first value is therefore this floor, not 0, when Redis holds the generations.
+# KEYS[1] = generation key; ARGV[1] = floor.
+_INIT = "redis.call('SET', KEYS[1], ARGV[1], 'NX')\n"
+_GENERATION_LUA = _INIT + "return redis.call('GET', KEYS[1])\n"
+_BUMP_LUA = _INIT + "return redis.call('INCR', KEYS[1])\n"
+# KEYS[1] = generation key; ARGV[1] = floor, ARGV[2] = entry key prefix (ends with ':'), ARGV[3] = digest.
+_LOOKUP_LUA = (
+    _INIT
+    + """local gen = redis.call('GET', KEYS[1])
+local val = redis.call('GET', ARGV[2] .. gen .. ':' .. ARGV[3])
 return {gen, val}
 """
+)
+
+
+def generation_floor() -> int:
+    """Where a generation counter that Redis does not hold starts: the time in microseconds."""
+    return time.time_ns() // 1000
 
 
 class RedisCache:
@@ -157,6 +175,8 @@ class RedisCache:
             health_check_interval=0,
         )
         self._lookup = self._redis.register_script(_LOOKUP_LUA)
+        self._read_gen = self._redis.register_script(_GENERATION_LUA)
+        self._incr_gen = self._redis.register_script(_BUMP_LUA)
         self._down_until = 0.0
         self._dirty: set[str] = set()
         self._last_gen: dict[str, int] = {}
@@ -194,7 +214,7 @@ class RedisCache:
         start = time.perf_counter()
         try:
             gen_raw, value = await self._lookup(
-                keys=[self._gen_key(tenant)], args=[self._entry_prefix(tenant), digest]
+                keys=[self._gen_key(tenant)], args=[generation_floor(), self._entry_prefix(tenant), digest]
             )
         except Exception as exc:
             self._failed("lookup", exc)
@@ -220,7 +240,7 @@ class RedisCache:
     async def bump(self, tenant: str) -> int | None:
         start = time.perf_counter()
         try:
-            gen = int(await self._redis.incr(self._gen_key(tenant)))
+            gen = int(await self._incr_gen(keys=[self._gen_key(tenant)], args=[generation_floor()]))
         except Exception as exc:
             self._dirty.add(tenant)
             self._failed("bump", exc)
@@ -237,11 +257,11 @@ class RedisCache:
         if not self._usable():
             return self._last_gen.get(tenant)
         try:
-            raw = await self._redis.get(self._gen_key(tenant))
+            raw = await self._read_gen(keys=[self._gen_key(tenant)], args=[generation_floor()])
         except Exception as exc:
             self._failed("generation", exc)
             return self._last_gen.get(tenant)
-        gen = int(raw or 0)
+        gen = int(raw)
         self._last_gen[tenant] = gen
         return gen
 
@@ -249,12 +269,12 @@ class RedisCache:
         if not self._usable() or not await self._retry_dirty(tenant):
             return None
         try:
-            raw = await self._redis.get(self._gen_key(tenant))
+            raw = await self._read_gen(keys=[self._gen_key(tenant)], args=[generation_floor()])
         except Exception as exc:
             self._failed("generation", exc)
             return None
         self._ok()
-        gen = int(raw or 0)
+        gen = int(raw)
         self._last_gen[tenant] = gen
         return gen
 

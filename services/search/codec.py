@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from services.search.domain import AssetDoc, Hit, ModelRef, SafetyLabel, Scores
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
 
+
+# Integer arithmetic, not float seconds: a float has too few digits for microseconds near the ends of
+# the timestamp range (9999-12-31T23:59:59.999999 would round up to year 10000 and fail to load).
 def ts_us(dt: datetime | None) -> int | None:
-    return None if dt is None else round(dt.timestamp() * 1_000_000)
+    return None if dt is None else (dt - _EPOCH) // _US
 
 
 def from_us(us: int | None) -> datetime | None:
-    return None if us is None else datetime.fromtimestamp(us / 1_000_000, UTC)
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
 
 
 def doc_to_dict(doc: AssetDoc) -> dict[str, Any]:

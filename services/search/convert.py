@@ -1,7 +1,8 @@
 """Proto <-> domain mapping for the search service, both directions; nothing else converts messages.
 
-Wire-level problems of one batch item (an embedding whose bytes are not float32) are returned as that
-item's `ItemFailure`, so the core can fail the item alone; a malformed request raises InvalidArgument.
+Wire-level problems of one batch item (an embedding whose bytes are not float32, a timestamp outside
+google.protobuf.Timestamp's range) are returned as that item's `ItemFailure`, so the core can fail the
+item alone; a malformed request raises InvalidArgument naming the field path.
 """
 
 from __future__ import annotations
@@ -48,15 +49,33 @@ _FUSIONS = {
     search_pb2.FUSION_TYPE_RANKED: Fusion.RANKED,
 }
 _MAX_FILTER_DEPTH = 32
+# google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+# Outside it a Timestamp has no datetime (protobuf raises ValueError), so it is refused up front.
+TIMESTAMP_MIN_SECONDS = -62_135_596_800
+TIMESTAMP_MAX_SECONDS = 253_402_300_799
+_MAX_NANOS = 999_999_999
 
 
 # ---- proto -> domain ---------------------------------------------------------------------------------
 
 
-def _ts(msg: common_pb2.Asset | common_pb2.License, field: str) -> datetime | None:
-    if not msg.HasField(field):
-        return None
-    return getattr(msg, field).ToDatetime(tzinfo=UTC)
+def timestamp(t: Timestamp, path: str) -> datetime:
+    """A Timestamp as an aware UTC datetime; InvalidArgument naming `path` when it is not a valid one."""
+    if not TIMESTAMP_MIN_SECONDS <= t.seconds <= TIMESTAMP_MAX_SECONDS:
+        raise InvalidArgument(
+            f"{path}.seconds is {t.seconds}: a timestamp must lie between 0001-01-01T00:00:00Z and "
+            f"9999-12-31T23:59:59Z (seconds {TIMESTAMP_MIN_SECONDS} to {TIMESTAMP_MAX_SECONDS})"
+        )
+    if not 0 <= t.nanos <= _MAX_NANOS:
+        raise InvalidArgument(
+            f"{path}.nanos is {t.nanos}: nanos must be in 0..{_MAX_NANOS} "
+            "(a time before 1970 has negative seconds and non-negative nanos)"
+        )
+    return t.ToDatetime(tzinfo=UTC)
+
+
+def _optional_ts(msg: common_pb2.Asset | common_pb2.License, field: str, path: str) -> datetime | None:
+    return timestamp(getattr(msg, field), path) if msg.HasField(field) else None
 
 
 def _model(m: common_pb2.ModelRef) -> ModelRef | None:
@@ -69,9 +88,23 @@ def decode_vector(e: common_pb2.Embedding, what: str) -> np.ndarray:
     return np.frombuffer(e.values, dtype="<f4").astype(np.float32)
 
 
+def _failure(exc: InvalidArgument) -> ItemFailure:
+    return ItemFailure(status_number(exc.code), exc.message)
+
+
 def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailure | None]:
-    """The domain record, and the wire-level problem of this item if any (reported as its item error)."""
+    """The domain record, and the wire-level problem of this item if any (reported as its item error).
+
+    Paths in the problem's message are relative to the AssetRecord (the item), e.g. `asset.created_at`.
+    """
     a = r.asset
+    problem = None
+    try:
+        license_expires_at = _optional_ts(a.license, "expires_at", "asset.license.expires_at")
+        created_at = _optional_ts(a, "created_at", "asset.created_at")
+    except InvalidArgument as exc:  # one bad field fails this item only (the core never writes it)
+        license_expires_at = created_at = None
+        problem = _failure(exc)
     doc = AssetDoc(
         asset_id=a.asset_id,
         uri=a.uri,
@@ -80,12 +113,12 @@ def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailu
         ocr_text=a.ocr_text,
         owner=a.owner,
         license_name=a.license.name,
-        license_expires_at=_ts(a.license, "expires_at"),
+        license_expires_at=license_expires_at,
         safety_labels=tuple(SafetyLabel(s.label, float(s.score)) for s in a.safety_labels),
         safety_score=float(a.safety_score),
         source=a.source,
-        created_at=_ts(a, "created_at"),
-        updated_at=None,
+        created_at=created_at,
+        updated_at=None,  # always set by the service (the time of this write)
         width=int(a.width),
         height=int(a.height),
         content_sha256=a.content_sha256,
@@ -93,39 +126,104 @@ def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailu
         popularity=float(a.popularity),
     )
     vector = None
-    problem = None
-    if r.HasField("image_embedding") and r.image_embedding.values:
+    if problem is None and r.HasField("image_embedding") and r.image_embedding.values:
         try:
             vector = decode_vector(r.image_embedding, "image_embedding")
         except InvalidArgument as exc:
-            problem = ItemFailure(status_number(exc.code), exc.message)
+            problem = _failure(exc)
     return AssetRecord(doc, vector), problem
 
 
-def _typed(v: common_pb2.Value) -> flt.TypedValue:
+def _typed(v: common_pb2.Value, path: str) -> flt.TypedValue:
     kind = v.WhichOneof("kind") or ""
     if kind == "timestamp_value":
-        return flt.TypedValue(kind, v.timestamp_value.ToDatetime(tzinfo=UTC))
+        return flt.TypedValue(kind, timestamp(v.timestamp_value, f"{path}.timestamp_value"))
     return flt.TypedValue(kind, getattr(v, kind) if kind else "")
 
 
-def filter_from_proto(f: common_pb2.Filter, depth: int = 0) -> flt.FilterNode:
-    if depth > _MAX_FILTER_DEPTH:
-        raise InvalidArgument(f"the filter nests deeper than {_MAX_FILTER_DEPTH} levels")
-    which = f.WhichOneof("expr")
-    if which == "condition":
-        c = f.condition
+_OPERATOR_NAMES = ", ".join(op.name for op in flt.Op)
+
+
+class _FilterReader:
+    """One filter's proto -> domain conversion, with its budgets.
+
+    Each limit is checked when the node (or list) is first reached, before anything is built for it:
+    a filter of 100,000 conditions or an IN list of 100,000 values is refused after reading one count,
+    not after converting and validating every member. Every message names the field path, e.g.
+    `filter.all_of.filters[2].condition.value.timestamp_value.seconds`.
+    """
+
+    def __init__(self, max_nodes: int) -> None:
+        self.max_nodes = max_nodes
+        self.nodes = 0
+        self.values = 0
+
+    def _count_nodes(self, n: int) -> None:
+        self.nodes += n
+        if self.nodes > self.max_nodes:
+            raise InvalidArgument(
+                f"the filter has more than {self.max_nodes} nodes (conditions, all_of, any_of and negate "
+                "count one each); combine conditions, e.g. one IN list instead of many EQUAL conditions"
+            )
+
+    def node(self, f: common_pb2.Filter, path: str, depth: int) -> flt.FilterNode:
+        if depth > _MAX_FILTER_DEPTH:
+            raise InvalidArgument(f"{path}: the filter nests deeper than {_MAX_FILTER_DEPTH} levels")
+        which = f.WhichOneof("expr")
+        if which == "condition":
+            return self.condition(f.condition, f"{path}.condition")
+        if which == "all_of" or which == "any_of":
+            members = getattr(f, which).filters
+            self._count_nodes(len(members))  # the members, before any of them is converted
+            children = [
+                self.node(x, f"{path}.{which}.filters[{i}]", depth + 1) for i, x in enumerate(members)
+            ]
+            try:
+                return flt.all_of(children) if which == "all_of" else flt.any_of(children)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"{path}.{which}: {exc.message}") from None
+        if which == "negate":
+            self._count_nodes(1)
+            return flt.negate(self.node(f.negate, f"{path}.negate", depth + 1))
+        raise InvalidArgument(f"{path}: a filter node has none of condition, all_of, any_of, negate set")
+
+    def condition(self, c: common_pb2.Condition, path: str) -> flt.FilterNode:
+        op = _OPS.get(c.operator)
+        if op is None and c.operator != common_pb2.FILTER_OPERATOR_UNSPECIFIED:
+            # An enum number this server does not know (proto3 enums are open): not an operator.
+            raise InvalidArgument(
+                f"{path}.operator is {c.operator}, which is not a FilterOperator; "
+                f"use one of {_OPERATOR_NAMES}"
+            )
         operand = c.WhichOneof("operand")
-        value = _typed(c.value) if operand == "value" else None
-        values = [_typed(v) for v in c.values.values] if operand == "values" else None
-        return flt.condition(c.field, _OPS.get(c.operator), value, values)
-    if which == "all_of":
-        return flt.all_of([filter_from_proto(x, depth + 1) for x in f.all_of.filters])
-    if which == "any_of":
-        return flt.any_of([filter_from_proto(x, depth + 1) for x in f.any_of.filters])
-    if which == "negate":
-        return flt.negate(filter_from_proto(f.negate, depth + 1))
-    raise InvalidArgument("a filter node has none of condition, all_of, any_of, negate set")
+        value = values = None
+        if operand == "value":
+            value = _typed(c.value, f"{path}.value")
+        elif operand == "values":
+            items = c.values.values
+            if len(items) > flt.MAX_LIST_VALUES:
+                raise InvalidArgument(
+                    f"{path}.values: filter on '{c.field}' has {len(items)} values; a list takes at most "
+                    f"{flt.MAX_LIST_VALUES}"
+                )
+            self.values += len(items)
+            if self.values > flt.MAX_FILTER_VALUES:
+                raise InvalidArgument(
+                    f"{path}.values: the filter's lists hold more than {flt.MAX_FILTER_VALUES} values in all"
+                )
+            values = [_typed(v, f"{path}.values.values[{i}]") for i, v in enumerate(items)]
+        try:
+            return flt.condition(c.field, op, value, values)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{path}: {exc.message}") from None
+
+
+def filter_from_proto(f: common_pb2.Filter, *, max_nodes: int, path: str = "filter") -> flt.FilterNode:
+    """The domain filter of a proto Filter; InvalidArgument naming the field path of the first problem,
+    or when the filter has more than `max_nodes` nodes."""
+    reader = _FilterReader(max_nodes)
+    reader._count_nodes(1)  # the root
+    return reader.node(f, path, 0)
 
 
 # ---- domain -> proto ---------------------------------------------------------------------------------
@@ -196,8 +294,10 @@ def _item_error(code: int, message: str) -> common_pb2.ItemError:
     return common_pb2.ItemError(code=code, message=message)
 
 
-def query_from_proto(request: search_pb2.QueryRequest) -> dict[str, Any]:
-    """The keyword arguments of `SearchCore.plan` (which validates them and fills in the defaults)."""
+def query_from_proto(request: search_pb2.QueryRequest, *, max_filter_nodes: int) -> dict[str, Any]:
+    """The keyword arguments of `SearchCore.plan` (which validates them and fills in the defaults).
+
+    The filter is checked against `max_filter_nodes` while it is read (see _FilterReader)."""
     vector = None
     vector_model = None
     if request.HasField("vector") and (request.vector.values or request.vector.model.name):
@@ -212,7 +312,9 @@ def query_from_proto(request: search_pb2.QueryRequest) -> dict[str, Any]:
         vector_model=vector_model,
         alpha=request.alpha if request.HasField("alpha") else None,
         fusion=fusion,
-        filter=filter_from_proto(request.filter) if request.HasField("filter") else None,
+        filter=filter_from_proto(request.filter, max_nodes=max_filter_nodes)
+        if request.HasField("filter")
+        else None,
         limit=request.limit,
         offset=request.offset,
         window=request.candidate_window,

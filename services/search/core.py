@@ -7,6 +7,7 @@ and the cache (Redis, memory, none) are chosen by settings and injected.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -30,6 +31,7 @@ from services.search.domain import (
     MAX_ASSET_ID_CHARS,
     SHA256_HEX_RE,
     TENANT_RE,
+    AssetDoc,
     AssetRecord,
     ContentHashMatch,
     Hit,
@@ -111,6 +113,9 @@ class SearchCore:
             return ItemFailure(
                 _INVALID, f"asset_id must be 1-{MAX_ASSET_ID_CHARS} characters, got {len(aid)}"
             )
+        bad_value = _value_problem(rec.doc)
+        if bad_value is not None:
+            return ItemFailure(_INVALID, bad_value)
         if rec.vector is None:
             return ItemFailure(_INVALID, "image_embedding is required")
         m = rec.doc.embedding_model
@@ -343,6 +348,23 @@ class SearchCore:
         """The tenant's generation for validating derived caches (None: do not trust it now)."""
         validate_tenant(tenant)
         return await self.cache.consistent_generation(tenant)
+
+
+def _value_problem(doc: AssetDoc) -> str | None:
+    """What is wrong with an asset's numbers (the ranges common.proto documents), or None.
+
+    Scores and boosts are computed from these; a NaN or an infinity would poison every ranking that
+    reads the asset (a NaN compares false with everything, so it can sort first), so it is refused
+    at the door instead. `not 0 <= x <= 1` is also true for NaN.
+    """
+    if not math.isfinite(doc.popularity) or doc.popularity < 0:
+        return f"asset.popularity must be a finite number >= 0, got {doc.popularity}"
+    if not 0.0 <= doc.safety_score <= 1.0:
+        return f"asset.safety_score must be in [0, 1], got {doc.safety_score}"
+    for i, label in enumerate(doc.safety_labels):
+        if not 0.0 <= label.score <= 1.0:
+            return f"asset.safety_labels[{i}].score must be in [0, 1], got {label.score}"
+    return None
 
 
 def _failed(asset_id: str, exc: DomainError) -> UpsertOutcome:

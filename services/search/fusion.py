@@ -12,6 +12,7 @@ test):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -31,11 +32,22 @@ class Fused:
 
 
 def _normalise(scores: Sequence[float]) -> list[float]:
-    hi, lo = max(scores), min(scores)
+    # A non-finite score (never produced from validated input, but a ranking must not depend on that)
+    # normalises to 0, the leg's worst, and is left out of the leg's min and max.
+    finite = [s for s in scores if math.isfinite(s)]
+    if not finite:
+        return [0.0] * len(scores)
+    hi, lo = max(finite), min(finite)
     if hi == lo:
-        return [1.0] * len(scores)
+        return [1.0 if math.isfinite(s) else 0.0 for s in scores]
     span = hi - lo
-    return [(s - lo) / span for s in scores]
+    return [(s - lo) / span if math.isfinite(s) else 0.0 for s in scores]
+
+
+def _rank_key(f: Fused) -> float:
+    # NaN compares false with everything, so sorting on it puts it anywhere (first, for reverse=True
+    # with the NaN leading): it ranks last instead.
+    return f.fused if not math.isnan(f.fused) else -math.inf
 
 
 def fuse(
@@ -54,6 +66,10 @@ def fuse(
     for cands, weight, leg in legs:
         if not cands or weight <= 0.0:
             continue
+        if not all(math.isfinite(s) for _, s in cands):
+            # A candidate without a finite score goes behind the others (ranked fusion trusts the
+            # leg's order; relative fusion normalises it to 0 in _normalise).
+            cands = [c for c in cands if math.isfinite(c[1])] + [c for c in cands if not math.isfinite(c[1])]
         if fusion is Fusion.RELATIVE_SCORE:
             parts = [n * weight for n in _normalise([s for _, s in cands])]
         else:
@@ -70,5 +86,5 @@ def fuse(
                 f.cosine = raw
             f.fused = f.keyword + f.vector
     fused = list(out.values())
-    fused.sort(key=lambda f: f.fused, reverse=True)  # stable: ties keep first-seen order
+    fused.sort(key=_rank_key, reverse=True)  # stable: ties keep first-seen order
     return fused

@@ -80,8 +80,12 @@ async def plan_query(
     if offset < 0 or offset > s.max_offset:
         raise InvalidArgument(f"offset must be in [0, {s.max_offset}], got {offset}")
     if offset + limit > s.max_candidate_window:
+        # No backend reaches deeper than max_candidate_window results (Weaviate's QUERY_MAXIMUM_RESULTS
+        # bounds offset + limit of every query), so neither does the contract (search.proto, offset).
         raise InvalidArgument(
-            f"offset + limit = {offset + limit} exceeds the {s.max_candidate_window}-result window"
+            f"offset + limit must be at most {s.max_candidate_window} (no query reaches deeper than "
+            f"result {s.max_candidate_window}), got {offset} + {limit} = {offset + limit}; "
+            "narrow the query (e.g. with a filter) to reach later results"
         )
     if window < 0 or window > s.max_candidate_window:
         raise InvalidArgument(f"candidate_window must be in [0, {s.max_candidate_window}], got {window}")

@@ -75,7 +75,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         self, request: search_pb2.QueryRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.QueryResponse:
         validate_tenant(request.tenant)  # before the query's own problems: a bad tenant is the first to fix
-        plan = await self.core.plan(**convert.query_from_proto(request))
+        query = convert.query_from_proto(request, max_filter_nodes=self.core.settings.max_filter_nodes)
+        plan = await self.core.plan(**query)
         result = await self.core.query(request.tenant, plan, skip_cache=request.skip_cache)
         return search_pb2.QueryResponse(
             hits=[convert.hit_to_proto(h, request.tenant) for h in result.hits],

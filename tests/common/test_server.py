@@ -8,7 +8,7 @@ import urllib.request
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from imagesearch.v1 import search_pb2, search_pb2_grpc
+from imagesearch.v1 import common_pb2, search_pb2, search_pb2_grpc
 
 from services.common import context
 from services.common.errors import InvalidArgument
@@ -37,6 +37,12 @@ class _Servicer(search_pb2_grpc.SearchServiceServicer):
 
     async def Query(self, request, context_):  # type: ignore[no-untyped-def]
         raise InvalidArgument("alpha must be in [0, 1], got 2")
+
+    async def StreamUpsertAssets(self, request_iterator, context_):  # type: ignore[no-untyped-def]
+        async for request in request_iterator:  # echoes each asset id
+            yield search_pb2.StreamUpsertAssetsResponse(
+                result=search_pb2.UpsertResult(asset_id=request.asset.asset.asset_id)
+            )
 
 
 class _Running:
@@ -154,3 +160,44 @@ async def test_shutdown_drains_in_flight_calls() -> None:
         srv.servicer.release.set()
         response = await asyncio.wait_for(in_flight, 5)
         assert response.backend  # completed normally during the grace period
+
+
+async def test_undecodable_requests_are_invalid_argument_and_counted() -> None:
+    """Bytes that are not the method's request message: INVALID_ARGUMENT naming the message type, from
+    the same error mapping as every other client mistake (never UNKNOWN with a class name)."""
+    async with _Running([]) as srv:
+        query = srv.channel.unary_unary(
+            "/imagesearch.v1.SearchService/Query",
+            request_serializer=None,
+            response_deserializer=search_pb2.QueryResponse.FromString,
+        )
+        bad_utf8 = b"\x0a\x02t1\x12\x02\xff\xfe"  # tenant "t1", text: invalid UTF-8
+        truncated = search_pb2.QueryRequest(tenant="t1", text="car").SerializeToString()[:-1]
+        for raw in (bad_utf8, truncated):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await query(raw)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details().startswith(
+                "the request could not be decoded as imagesearch.v1.QueryRequest: "
+            ), info.value.details()
+            assert "Error" not in info.value.details()
+            assert any(k == "x-request-id" for k, _ in info.value.trailing_metadata() or ())
+        # Stream items are decoded as the servicer reads them: the good ones are answered first.
+        upsert = srv.channel.stream_stream(
+            "/imagesearch.v1.SearchService/StreamUpsertAssets",
+            request_serializer=None,
+            response_deserializer=search_pb2.StreamUpsertAssetsResponse.FromString,
+        )
+        good = search_pb2.StreamUpsertAssetsRequest(
+            asset=search_pb2.AssetRecord(asset=common_pb2.Asset(asset_id="a1"))
+        ).SerializeToString()
+        call = upsert(iter([good, good[:-1]]))
+        first = await call.read()
+        assert first.result.asset_id == "a1"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.read()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "imagesearch.v1.StreamUpsertAssetsRequest" in info.value.details()
+        metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{srv.metrics_port}/metrics")
+        assert 'grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",grpc_method="Query"' in metrics
+        assert 'grpc_code="INVALID_ARGUMENT",grpc_method="StreamUpsertAssets"' in metrics

@@ -29,8 +29,12 @@ def read_config(path: Path) -> model_config_pb2.ModelConfig:
     config = model_config_pb2.ModelConfig()
     try:
         text_format.Parse(path.read_text(), config)
-    except (OSError, text_format.ParseError) as exc:
-        raise FailedPrecondition(f"cannot read the model configuration {path}: {exc}") from None
+    except OSError as exc:  # the OS's reason, not the exception's repr
+        raise FailedPrecondition(
+            f"cannot read the model configuration {path}: {exc.strerror or 'unreadable'}"
+        ) from None
+    except text_format.ParseError as exc:  # its text is the line and column of the mistake
+        raise FailedPrecondition(f"the model configuration {path} is not valid: {exc}") from None
     return config
 
 

@@ -16,11 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import structlog
 
 from services.common.batching import MicroBatcher
 from services.common.errors import FailedPrecondition
 from services.encoder.backends import model_repository
 from services.encoder.backends.base import TowerSpec
+
+log = structlog.get_logger("encoder.onnxruntime")
 
 _ORT_TYPES = {
     "tensor(uint8)": "uint8",
@@ -112,8 +115,12 @@ def _load_tower(
             session_options(intra_op_threads, allow_spinning),
             providers=["CPUExecutionProvider"],
         )
-    except Exception as exc:
-        raise FailedPrecondition(f"ONNX Runtime cannot load {onnx_path}: {exc}") from None
+    except Exception as exc:  # ONNX Runtime's own message ("[ONNXRuntimeError] : 7 : ...") is logged
+        log.error("onnx model not loadable", path=str(onnx_path), error=repr(exc))
+        raise FailedPrecondition(
+            f"ONNX Runtime cannot load {onnx_path}: it is not a valid ONNX model for this runtime "
+            "(details in the encoder log)"
+        ) from None
 
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import structlog
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
@@ -26,6 +27,8 @@ from tritonclient.utils import InferenceServerException
 from services.common.errors import DeadlineExceeded, DomainError, FailedPrecondition, Unavailable
 from services.encoder.backends import model_repository
 from services.encoder.backends.base import TowerSpec
+
+log = structlog.get_logger("encoder.triton")
 
 _TRITON_DTYPES = {"uint8": "UINT8", "int64": "INT64", "int32": "INT32", "float32": "FP32", "float16": "FP16"}
 # Reconnect quickly after Triton restarts (gRPC's default backoff grows to two minutes).
@@ -62,16 +65,17 @@ class TritonBackend:
     def _error(self, exc: InferenceServerException, what: str) -> DomainError | RuntimeError:
         status, message = str(exc.status() or ""), str(exc.message() or "")
         lowered = message.lower()
+        # Triton's and gRPC's own words (status prefixes, socket errors) go to the log; callers get
+        # what happened and what to do.
+        log.warning("triton call failed", what=what, status=status, error=message)
         if "DEADLINE_EXCEEDED" in status or "timeout expired" in lowered:
-            return DeadlineExceeded(
-                f"Triton at {self._url} did not finish {what} within the deadline ({message})"
-            )
+            return DeadlineExceeded(f"Triton at {self._url} did not finish {what} within the deadline")
         if "UNAVAILABLE" in status or "CANCELLED" in status:
-            return Unavailable(f"Triton at {self._url} is unavailable for {what}: {message}")
+            return Unavailable(f"Triton at {self._url} is unavailable for {what}; retry later")
         if "NOT_FOUND" in status or "unknown model" in lowered or "is not ready" in lowered:
             self._specs = None  # re-discover what is served once it is back
-            return Unavailable(f"Triton at {self._url} does not serve what {what} needs: {message}")
-        return RuntimeError(f"Triton at {self._url} failed {what}: {status} {message}")
+            return Unavailable(f"Triton at {self._url} does not serve what {what} needs; retry later")
+        return RuntimeError(f"Triton at {self._url} failed {what}: {status} {message}")  # logged only
 
     async def _describe_tower(self, name: str) -> TowerSpec:
         client = self._get_client()

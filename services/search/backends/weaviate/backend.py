@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import grpc
 import numpy as np
 import structlog
 import weaviate
@@ -16,7 +18,7 @@ import weaviate.classes as wvc
 from weaviate.classes.config import Configure, VectorDistances
 from weaviate.classes.query import Filter
 from weaviate.classes.tenants import Tenant
-from weaviate.config import AdditionalConfig, Timeout
+from weaviate.config import AdditionalConfig, GrpcConfig, Timeout
 from weaviate.exceptions import (
     UnexpectedStatusCodeError,
     WeaviateBaseError,
@@ -28,7 +30,7 @@ from weaviate.exceptions import (
     WeaviateTimeoutError,
 )
 
-from services.common.context import remaining
+from services.common.context import remaining, request_id
 from services.common.errors import NotFound, Unavailable
 from services.search.backends.weaviate.query import run_query
 from services.search.backends.weaviate.schema import (
@@ -56,10 +58,41 @@ _TENANT_MISSING = re.compile(r"tenant not found|tenant .* not found|no tenant fo
 _UNREACHABLE = re.compile(
     r"UNAVAILABLE|connect|Connection refused|DEADLINE_EXCEEDED|timed? ?out|Socket closed", re.IGNORECASE
 )
+# Reconnect quickly once Weaviate is back (gRPC's default reconnect backoff grows to two minutes, and
+# while it waits every call fails UNAVAILABLE at once).
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
 # Objects per page of a content-hash lookup.
 _HASH_PAGE = 1000
 
 T = TypeVar("T")
+
+
+class _ConnectionRefused(Exception):
+    """The gRPC connection to Weaviate failed while a call was waiting on it."""
+
+
+def _unreachable(what: str, exc: BaseException) -> Unavailable:
+    """UNAVAILABLE for a call Weaviate could not take; the client's own words (exception types, gRPC
+    status prefixes, addresses) are logged, not sent to the caller."""
+    log.warning("weaviate unreachable", what=what, error=repr(exc)[:500])
+    return Unavailable(f"weaviate is unreachable ({what}); retry later")
+
+
+def _rejected(reason: str, asset_id: str = "") -> ItemFailure:
+    """One object Weaviate refused. Input it calls invalid is the caller's to fix; anything else is
+    worth a retry. Weaviate's message (its class and property names) is logged with the request id."""
+    log.warning("weaviate rejected an object", asset_id=asset_id, reason=reason[:500])
+    if "invalid" in reason.lower():
+        return ItemFailure(
+            3,
+            "the index refused one of the asset's values; check them against common.proto "
+            f"(details in the search service log, request id {request_id()})",
+        )
+    return ItemFailure(14, "the index could not store the asset now; retry")
 
 
 class WeaviateBackend:
@@ -102,7 +135,8 @@ class WeaviateBackend:
             grpc_port=self._grpc_port,
             grpc_secure=False,
             additional_config=AdditionalConfig(
-                timeout=Timeout(init=t, query=t, insert=max(t, int(self._write_timeout_s)))
+                timeout=Timeout(init=t, query=t, insert=max(t, int(self._write_timeout_s))),
+                grpc_config=GrpcConfig(channel_options=_CHANNEL_OPTIONS),
             ),
             skip_init_checks=True,
         )
@@ -139,7 +173,9 @@ class WeaviateBackend:
         try:
             if not self._client.is_connected():
                 await asyncio.wait_for(self._client.connect(), timeout)
-            return await asyncio.wait_for(fn(), timeout)
+            return await self._unless_refused(fn(), timeout)
+        except _ConnectionRefused as exc:
+            raise _unreachable(what, exc) from exc
         except (TimeoutError, WeaviateTimeoutError) as exc:
             raise Unavailable(f"weaviate did not answer {what} within {timeout:.1f}s") from exc
         except (
@@ -148,14 +184,50 @@ class WeaviateBackend:
             WeaviateClosedClientError,
             OSError,
         ) as exc:
-            raise Unavailable(f"weaviate is unreachable ({what}): {exc}") from exc
+            raise _unreachable(what, exc) from exc
         except (WeaviateQueryError, UnexpectedStatusCodeError, WeaviateBaseError) as exc:
             text = str(exc)
             if _TENANT_MISSING.search(text):
                 raise NotFound("tenant has no assets (it is created by its first upsert)") from exc
             if _UNREACHABLE.search(text):
-                raise Unavailable(f"weaviate is unreachable ({what}): {text[:300]}") from exc
+                raise _unreachable(what, exc) from exc
             raise
+
+    async def _unless_refused(self, call: Awaitable[T], limit_s: float) -> T:
+        """Await `call` for at most `limit_s`, but give up at once when the gRPC connection fails.
+
+        The client retries a gRPC call that failed UNAVAILABLE after 1, 2, 4... seconds, with no
+        setting to turn that off, so a refused connection would only surface as a timeout at the
+        caller's deadline (DEADLINE_EXCEEDED, and no time left for the caller to retry elsewhere).
+        The channel's connectivity state says it first: TRANSIENT_FAILURE is a failed connection
+        attempt (refused, reset, unreachable), not a slow answer.
+        """
+        task = asyncio.ensure_future(call)
+        refused = asyncio.ensure_future(self._connection_failed())
+        try:
+            done, _ = await asyncio.wait({task, refused}, timeout=limit_s, return_when=FIRST_COMPLETED)
+        finally:
+            for waiter in (task, refused):
+                if not waiter.done():
+                    waiter.cancel()
+            await asyncio.gather(task, refused, return_exceptions=True)
+        if task in done:
+            return task.result()
+        if refused in done:
+            raise _ConnectionRefused("the gRPC channel to weaviate is in TRANSIENT_FAILURE")
+        raise TimeoutError
+
+    async def _connection_failed(self) -> None:
+        """Return when the client's gRPC channel reports a failed connection (never, if it has none)."""
+        # The client does not expose its channel; it is only read here, for its connectivity state.
+        channel = getattr(getattr(self._client, "_connection", None), "_grpc_channel", None)
+        if not isinstance(channel, grpc.aio.Channel):
+            await asyncio.Event().wait()
+            return
+        state = channel.get_state(try_to_connect=False)
+        while state is not grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=False)
 
     async def _ensure_collection(self) -> None:
         async with self._schema_lock:
@@ -310,14 +382,11 @@ class WeaviateBackend:
             text = str(result)
             if _TENANT_MISSING.search(text):
                 raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
-            code = 3 if "invalid" in text.lower() else 14
-            return [ItemFailure(code, f"weaviate rejected the asset: {text[:500]}")] * len(records)
+            return [_rejected(text)] * len(records)
         out: list[ItemFailure | None] = [None] * len(records)
         for index, err in result.errors.items():
-            # A rejected object is not written (Weaviate validates an object before storing it). Input
-            # Weaviate calls invalid is the caller's to fix; anything else is worth a retry.
-            code = 3 if "invalid" in err.message.lower() else 14
-            out[index] = ItemFailure(code, f"weaviate rejected the asset: {err.message}")
+            # A rejected object is not written (Weaviate validates an object before storing it).
+            out[index] = _rejected(err.message, records[index].doc.asset_id)
         return out
 
     async def delete(self, tenant: str, asset_ids: list[str]) -> list[bool]:
