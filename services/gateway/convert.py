@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,7 +18,7 @@ from imagesearch.v1 import common_pb2, encoder_pb2, gateway_pb2, search_pb2
 
 from services.common.errors import InvalidArgument
 from services.gateway import domain as m
-from services.gateway.limits import MAX_FILTER_NODES, MAX_LIST_VALUES
+from services.gateway.limits import MAX_FILTER_NODES, MAX_FILTER_VALUES, MAX_LIST_VALUES
 
 # Value fields that must carry a timestamp / int / double (the rest are strings).
 _TIMESTAMP_FIELDS = {"created_at", "updated_at", "license_expires_at"}
@@ -174,20 +175,28 @@ def filter_from_pb(f: common_pb2.Filter) -> m.Filter:
     nesting depth, values present and timestamps valid. Field names and value types are validated by
     the search service (which knows its schema). The search service's size caps (nodes, list lengths)
     are checked as the tree is read, so refusing an oversized filter costs no more than the cap."""
-    return _filter(f, 0, [MAX_FILTER_NODES])
+    return _filter(f, 0, _FilterBudget(MAX_FILTER_NODES, MAX_FILTER_VALUES))
 
 
-def _filter(f: common_pb2.Filter, depth: int, budget: list[int]) -> m.Filter:
+@dataclass
+class _FilterBudget:
+    """What is left of the caps as the tree is read."""
+
+    nodes: int
+    values: int
+
+
+def _filter(f: common_pb2.Filter, depth: int, budget: _FilterBudget) -> m.Filter:
     if depth > _MAX_FILTER_DEPTH:
         raise InvalidArgument(f"filter nesting is deeper than {_MAX_FILTER_DEPTH}")
-    budget[0] -= 1
-    if budget[0] < 0:
+    budget.nodes -= 1
+    if budget.nodes < 0:
         raise InvalidArgument(f"the filter has more than {MAX_FILTER_NODES} nodes")
     which = f.WhichOneof("expr")
     if which is None:
         raise InvalidArgument("a filter node has none of condition, all_of, any_of, negate set")
     if which == "condition":
-        return _condition(f.condition)
+        return _condition(f.condition, budget)
     if which in ("all_of", "any_of"):
         members = tuple(_filter(g, depth + 1, budget) for g in getattr(f, which).filters)
         if not members:
@@ -199,7 +208,7 @@ def _filter(f: common_pb2.Filter, depth: int, budget: list[int]) -> m.Filter:
 _OPERATORS = ", ".join(op.name for op in m.Op)
 
 
-def _condition(c: common_pb2.Condition) -> m.Condition:
+def _condition(c: common_pb2.Condition, budget: _FilterBudget) -> m.Condition:
     if not c.field:
         raise InvalidArgument("filter condition has no field name")
     if c.operator == common_pb2.FILTER_OPERATOR_UNSPECIFIED:
@@ -217,6 +226,9 @@ def _condition(c: common_pb2.Condition) -> m.Condition:
                 f"filter on '{c.field}': {op.name} takes at most {MAX_LIST_VALUES} values, "
                 f"got {len(c.values.values)}"
             )
+        budget.values -= len(c.values.values)
+        if budget.values < 0:
+            raise InvalidArgument(f"the filter's lists hold more than {MAX_FILTER_VALUES} values in all")
         values = tuple(_value(v, c.field) for v in c.values.values)
         if not values:
             raise InvalidArgument(f"filter condition on {c.field!r}: the value list is empty")

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from imagesearch.v1 import common_pb2, search_pb2
 
 from services.common.errors import InvalidArgument, status_number
+from services.common.limits import MAX_FILTER_VALUES, MAX_LIST_VALUES
 from services.search import filters as flt
 from services.search.domain import (
     AssetDoc,
@@ -201,15 +202,15 @@ class _FilterReader:
             value = _typed(c.value, f"{path}.value")
         elif operand == "values":
             items = c.values.values
-            if len(items) > flt.MAX_LIST_VALUES:
+            if len(items) > MAX_LIST_VALUES:
                 raise InvalidArgument(
                     f"{path}.values: filter on '{c.field}' has {len(items)} values; a list takes at most "
-                    f"{flt.MAX_LIST_VALUES}"
+                    f"{MAX_LIST_VALUES}"
                 )
             self.values += len(items)
-            if self.values > flt.MAX_FILTER_VALUES:
+            if self.values > MAX_FILTER_VALUES:
                 raise InvalidArgument(
-                    f"{path}.values: the filter's lists hold more than {flt.MAX_FILTER_VALUES} values in all"
+                    f"{path}.values: the filter's lists hold more than {MAX_FILTER_VALUES} values in all"
                 )
             values = [_typed(v, f"{path}.values.values[{i}]") for i, v in enumerate(items)]
         try:

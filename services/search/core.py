@@ -24,11 +24,11 @@ from services.common.errors import (
     NotFound,
     status_number,
 )
+from services.common.limits import MAX_ASSET_ID_CHARS
 from services.search.backends.base import SearchBackend
 from services.search.cache import ResultCache
 from services.search.codec import hits_from_bytes, hits_to_bytes
 from services.search.domain import (
-    MAX_ASSET_ID_CHARS,
     SHA256_HEX_RE,
     TENANT_RE,
     AssetDoc,

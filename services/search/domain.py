@@ -16,7 +16,6 @@ from services.common.errors import InvalidArgument
 from services.search.filters import FilterNode
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MAX_ASSET_ID_CHARS = 256
 # A content hash as stored and looked up: the SHA-256 of the original image bytes, lowercase hex.
 SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 

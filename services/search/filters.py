@@ -26,10 +26,7 @@ from enum import Enum
 from typing import Any
 
 from services.common.errors import InvalidArgument
-
-# Values in one list operand (IN, CONTAINS_ANY, CONTAINS_ALL), and in all of one filter's lists.
-MAX_LIST_VALUES = 1024
-MAX_FILTER_VALUES = 8 * MAX_LIST_VALUES
+from services.common.limits import MAX_LIST_VALUES
 
 
 class FieldType(Enum):

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.common.limits import MAX_FILTER_NODES, MAX_QUERY_DEPTH, MAX_QUERY_LIMIT
 from services.common.settings import ServiceSettings
 
 
@@ -110,16 +111,18 @@ class SearchSettings(ServiceSettings):
 
     # ---- limits ----------------------------------------------------------------------------------
     max_batch: int = Field(1000, ge=1, description="Most assets (or ids) in one upsert, delete or get.")
-    max_limit: int = Field(1000, ge=1, description="Largest `limit` of a query.")
+    max_limit: int = Field(MAX_QUERY_LIMIT, ge=1, description="Largest `limit` of a query.")
     max_offset: int = Field(10_000, ge=0, description="Largest `offset` of a query.")
     max_candidate_window: int = Field(
-        10_000,
+        MAX_QUERY_DEPTH,
         ge=100,
         description="Largest candidate window (candidates per leg); offset + limit must fit in it "
         "(Weaviate's QUERY_MAXIMUM_RESULTS defaults to 10000).",
     )
     max_query_chars: int = Field(2048, ge=1, description="Longest keyword query text.")
-    max_filter_nodes: int = Field(256, ge=1, description="Most nodes (conditions + operators) in one filter.")
+    max_filter_nodes: int = Field(
+        MAX_FILTER_NODES, ge=1, description="Most nodes (conditions + operators) in one filter."
+    )
 
     @model_validator(mode="after")
     def _model_pair(self) -> SearchSettings:

@@ -322,7 +322,7 @@ def _all_of(n: int) -> common_pb2.Filter:
 
 
 async def test_every_size_cap_applies_at_the_gateway_before_any_backend_call() -> None:
-    from services.gateway.limits import MAX_FILTER_NODES, MAX_LIST_VALUES
+    from services.gateway.limits import MAX_FILTER_NODES, MAX_FILTER_VALUES, MAX_LIST_VALUES
 
     w = World(ingest_max_bytes=1000)
     w.add("cat", "cat")
@@ -330,6 +330,12 @@ async def test_every_size_cap_applies_at_the_gateway_before_any_backend_call() -
     with pytest.raises(InvalidArgument, match=f"takes at most {MAX_LIST_VALUES} values, got 100000"):
         convert.filter_from_pb(_in_list(100_000))
     assert convert.filter_from_pb(_in_list(MAX_LIST_VALUES)) is not None
+    # all of a filter's lists together
+    full_lists = common_pb2.Filter(all_of=common_pb2.FilterList(filters=[_in_list(MAX_LIST_VALUES)] * 8))
+    assert convert.filter_from_pb(full_lists) is not None
+    full_lists.all_of.filters.append(_in_list(1))
+    with pytest.raises(InvalidArgument, match=f"more than {MAX_FILTER_VALUES} values in all"):
+        convert.filter_from_pb(full_lists)
     # node count: the caller's filter, then with the policy's own conditions added
     with pytest.raises(InvalidArgument, match=f"more than {MAX_FILTER_NODES} nodes"):
         convert.filter_from_pb(_all_of(MAX_FILTER_NODES + 1))
