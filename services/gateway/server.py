@@ -13,7 +13,7 @@ from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.errors import Unauthenticated
 from services.common.server import App, Probe
 from services.gateway import convert, paging
-from services.gateway.auth import Authenticator, Keyring, Principal, TokenVerifier
+from services.gateway.auth import Authenticator, JwksKeys, Keyring, Principal, TokenVerifier
 from services.gateway.backends import make_backends
 from services.gateway.backends.errors import BackendError
 from services.gateway.core import Gateway
@@ -147,12 +147,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 async def build(settings: GatewaySettings) -> App:
     keyring = Keyring.load(settings.api_keys_file, settings.api_keys_json, settings.default_safety_threshold)
     tokens = None
-    if settings.token_secret is not None:
+    if settings.token_secret is not None or settings.token_jwks_file is not None:
         tokens = TokenVerifier(
-            settings.token_secret.get_secret_value().encode(),
+            settings.token_secret.get_secret_value().encode() if settings.token_secret else None,
             settings.token_audience,
             settings.token_leeway_s,
             keyring,
+            JwksKeys.load(settings.token_jwks_file) if settings.token_jwks_file else None,
         )
     if not len(keyring) and tokens is None:
         log.warning(

@@ -63,7 +63,8 @@ class PolicySettings(BaseModel):
     api_keys_file: Path | None = Field(
         None,
         description="JSON or YAML keyring: {tenants: {name: {safety_threshold, allowed_licenses}}, "
-        "api_keys: {key: {tenant, roles, subject, allowed_licenses?, safety_threshold?}}}.",
+        "api_keys: {key id: {hash, tenant, roles, subject, not_after?, revoked_at?, allowed_licenses?, "
+        "safety_threshold?}}}; `python -m services.gateway.keys` manages it (docs/GATEWAY.md).",
     )
     api_keys_json: str | None = Field(
         None,
@@ -71,6 +72,11 @@ class PolicySettings(BaseModel):
     )
     token_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 secret for signed bearer tokens (JWT HS256); unset disables tokens."
+    )
+    token_jwks_file: Path | None = Field(
+        None,
+        description="JWKS file of public keys (RSA for RS256, EC P-256 for ES256) that verify signed bearer "
+        "tokens, chosen by the token's `kid`; unset accepts no RS256/ES256 tokens.",
     )
     token_audience: str = Field("imagesearch", description="Required `aud` claim of signed tokens.")
     token_leeway_s: float = Field(
