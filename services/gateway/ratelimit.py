@@ -30,12 +30,23 @@ from typing import Protocol
 import redis.asyncio as aioredis
 import structlog
 from cachetools import LRUCache
+from prometheus_client import Counter
 
 from services.common.errors import ResourceExhausted
 
 log = structlog.get_logger("gateway.ratelimit")
 
 RETRY_AFTER_HEADER = "retry-after-ms"
+
+RATE_LIMITED = Counter(
+    "gateway_rate_limited_total",
+    "Searches and ingest items refused by a rate limit, by kind and by whose bucket was short.",
+    ["kind", "scope"],
+)
+FAILED_OPEN = Counter(
+    "gateway_rate_limit_failed_open_total",
+    "Calls let through unchecked because the rate limiter's Redis failed or was being skipped.",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +216,10 @@ class RedisLimiter:
         self._down_until = 0.0
 
     async def acquire(self, buckets: Sequence[Bucket], cost: float = 1.0) -> Decision:
-        if not buckets or time.monotonic() < self._down_until:
+        if not buckets:
+            return Decision(True)
+        if time.monotonic() < self._down_until:
+            FAILED_OPEN.inc()
             return Decision(True)
         args: list[float] = [cost]
         for b in buckets:
@@ -216,6 +230,7 @@ class RedisLimiter:
             )
         except Exception as exc:  # any Redis failure: fail open
             self._failed("acquire", exc)
+            FAILED_OPEN.inc()
             return Decision(True)
         self._ok()
         if int(allowed):
@@ -283,12 +298,14 @@ class RateLimits:
     async def _check(
         self, kind: str, tenant: str, caller: str, per_tenant: Rate | None, per_caller: Rate | None
     ) -> None:
-        buckets, whose = [], []
+        buckets, scopes, whose = [], [], []
         if per_tenant is not None:
             buckets.append(Bucket(f"{kind}:t:{tenant}", per_tenant))
+            scopes.append("tenant")
             whose.append(f"tenant {tenant!r}")
         if per_caller is not None:
             buckets.append(Bucket(f"{kind}:c:{tenant}:{caller}", per_caller))
+            scopes.append("caller")
             whose.append(f"caller {caller!r} of tenant {tenant!r}")
         if not buckets:
             return
@@ -296,6 +313,7 @@ class RateLimits:
         if decision.allowed:
             return
         rate = buckets[decision.denied].rate
+        RATE_LIMITED.labels(kind, scopes[decision.denied]).inc()
         wait = math.ceil(decision.retry_after_s * 1000) / 1000
         raise RateLimited(
             f"rate limit of {_fmt(rate.per_second)} {_WHAT[kind]}/s (burst {_fmt(rate.burst)}) for "

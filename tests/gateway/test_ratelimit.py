@@ -12,6 +12,7 @@ import json
 import grpc
 import pytest
 from imagesearch.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from prometheus_client import REGISTRY
 
 from services.common.errors import status_number
 from services.gateway.ratelimit import (
@@ -118,6 +119,11 @@ def test_the_gate_says_whose_limit_how_much_and_when_to_retry() -> None:
         Limits(search_tenant=Rate(4, 1), search_caller=Rate(100, 100), ingest_caller=Rate(2, 1)),
     )
 
+    def refused(kind: str, scope: str) -> float:
+        return REGISTRY.get_sample_value("gateway_rate_limited_total", {"kind": kind, "scope": scope}) or 0.0
+
+    before = refused("search", "tenant")
+
     async def go() -> None:
         await gate.search("acme", "alice")
         with pytest.raises(RateLimited) as e:
@@ -136,6 +142,7 @@ def test_the_gate_says_whose_limit_how_much_and_when_to_retry() -> None:
         await gate.ingest_item("acme", "alice")
 
     run(go())
+    assert refused("search", "tenant") == before + 1
 
 
 def test_unlimited_by_default_never_asks_the_limiter() -> None:

@@ -19,6 +19,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
+from prometheus_client import REGISTRY
 
 from devstack import Stack, StackInfo
 from services.gateway.ratelimit import (
@@ -124,6 +125,8 @@ def test_redis_down_fails_open_and_reports_unhealthy() -> None:
     lim = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", _prefix(), 0.2, 60.0)
     bucket = [Bucket("k", Rate(per_second=0.001, burst=1))]
 
+    before = REGISTRY.get_sample_value("gateway_rate_limit_failed_open_total") or 0.0
+
     async def go() -> None:
         try:
             for _ in range(5):  # far over the limit: let through
@@ -133,6 +136,7 @@ def test_redis_down_fails_open_and_reports_unhealthy() -> None:
             await lim.close()
 
     asyncio.run(go())
+    assert REGISTRY.get_sample_value("gateway_rate_limit_failed_open_total") == before + 5
 
 
 # ---- through gateway processes ------------------------------------------------------------------
