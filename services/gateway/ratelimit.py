@@ -148,6 +148,7 @@ class MemoryLimiter:
 # KEYS = bucket keys; ARGV[1] = cost, then per bucket: per_second, burst.
 # Returns {allowed (0/1), wait in seconds (a string: Lua numbers come back truncated to integers),
 # denied bucket (1-based)}.
+# tostring keeps 14 significant digits: a stored timestamp is exact to 0.1 ms, which is plenty.
 _ACQUIRE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
