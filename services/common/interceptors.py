@@ -39,7 +39,7 @@ _CLIENT_CODES = {
 class _Call:
     """Bookkeeping for one RPC: context variables in, metrics and access log out."""
 
-    __slots__ = ("code", "deadline_token", "method", "rid_token", "service", "start")
+    __slots__ = ("code", "deadline_token", "method", "rid", "rid_token", "service", "start")
 
     def __init__(self, full_method: str, ctx: grpc.aio.ServicerContext) -> None:
         _, self.service, self.method = full_method.split("/", 2)
@@ -53,6 +53,7 @@ class _Call:
         self.deadline_token = context.set_deadline(ctx.time_remaining())
         structlog.contextvars.bind_contextvars(request_id=rid, method=self.method)
         ctx.set_trailing_metadata(((context.REQUEST_ID_HEADER, rid),))
+        self.rid = rid
         self.code = grpc.StatusCode.OK
         self.start = time.perf_counter()
         GRPC_STARTED.labels(self.service, self.method).inc()
@@ -61,6 +62,11 @@ class _Call:
         """Map an exception to a status and abort the call (always raises)."""
         if isinstance(exc, DomainError):
             self.code = exc.code
+            # An error may carry trailing metadata of its own (e.g. `retry-after-ms` on a rate limit);
+            # it goes out with the request id.
+            extra = tuple(getattr(exc, "trailing_metadata", ()))
+            if extra:
+                ctx.set_trailing_metadata(((context.REQUEST_ID_HEADER, self.rid), *extra))
             await ctx.abort(exc.code, exc.message)
         if isinstance(exc, NotImplementedError):  # generated base servicers raise it
             self.code = grpc.StatusCode.UNIMPLEMENTED

@@ -1,7 +1,8 @@
 """The gateway domain service (what the servicer calls): the search flow, the ingest flow, and the two
 single-asset calls, over one shared read layer.
 
-    Gateway ─┬─ SearchFlow  (search_flow.py: page cache, query vectors, visibility, rerank)
+    Gateway ─┬─ RateLimits  (ratelimit.py: per-tenant and per-caller token buckets, before any work)
+             ├─ SearchFlow  (search_flow.py: page cache, query vectors, visibility, rerank)
              ├─ IngestFlow  (ingest_flow.py: batchers, id locks, hash claims, duplicates, upserts)
              └─ Reads       (reads.py: query, get by id, visibility check; used by both)
 """
@@ -18,6 +19,7 @@ from services.gateway.ingest_flow import IngestConfig, IngestFlow
 from services.gateway.limits import MAX_ASSET_ID_CHARS
 from services.gateway.paging import PageTokens
 from services.gateway.policy import Policy
+from services.gateway.ratelimit import RateLimits
 from services.gateway.reads import Reads
 from services.gateway.search_flow import SearchConfig, SearchFlow
 from services.gateway.settings import GatewaySettings
@@ -32,8 +34,10 @@ class Gateway:
         policy: Policy,
         page_tokens: PageTokens,
         settings: GatewaySettings,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.policy = policy
+        self.rate_limits = rate_limits
         self._search = search
         self.reads = Reads(search, policy)
         self.search_flow = SearchFlow(
@@ -47,12 +51,23 @@ class Gateway:
             policy,
             IngestConfig.from_settings(settings),
             on_model=self.search_flow.vectors.note_model,
+            admit=self._admit_ingest_item if rate_limits is not None else None,
         )
 
+    async def _admit_ingest_item(self, principal: Principal) -> None:
+        if self.rate_limits is not None:
+            await self.rate_limits.ingest_item(principal.tenant, principal.subject)
+
+    async def _admit_search(self, principal: Principal) -> None:
+        if self.rate_limits is not None:
+            await self.rate_limits.search(principal.tenant, principal.subject)
+
     async def search(self, principal: Principal, q: SearchQuery) -> SearchPage:
+        await self._admit_search(principal)
         return await self.search_flow.search(principal, q)
 
     async def search_similar(self, principal: Principal, q: SearchQuery) -> SearchPage:
+        await self._admit_search(principal)
         return await self.search_flow.search_similar(principal, q)
 
     def ingest(self, principal: Principal, items: AsyncIterator[IngestItem]) -> AsyncIterator[IngestAck]:

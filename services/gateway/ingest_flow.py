@@ -26,7 +26,7 @@ import functools
 import hashlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +113,10 @@ class IngestFlow:
         policy: Policy,
         config: IngestConfig,
         on_model: Callable[[ModelRef | None], None],
+        admit: Callable[[Principal], Awaitable[None]] | None = None,
     ) -> None:
         self.cfg = config
+        self._admit = admit  # rate limits: raises (that item fails) when the caller is over its limit
         self._encoder = encoder
         self._search = search
         self._reads = reads
@@ -171,6 +173,8 @@ class IngestFlow:
 
     async def ingest_one(self, principal: Principal, item: IngestItem) -> IngestAck:
         try:
+            if self._admit is not None:
+                await self._admit(principal)
             return await self._ingest_one(principal, item)
         except ItemFailed as exc:
             return IngestAck(item.asset_id, IngestOutcome.FAILED, exc.number, exc.message)

@@ -19,6 +19,7 @@ from services.gateway.backends.errors import BackendError
 from services.gateway.core import Gateway
 from services.gateway.domain import IngestItem, SearchPage, SearchQuery
 from services.gateway.policy import AuditLog, Policy
+from services.gateway.ratelimit import Limits, Rate, RateLimits, make_limiter
 from services.gateway.settings import GatewaySettings
 
 SERVICE_NAME = "imagesearch.v1.GatewayService"
@@ -144,6 +145,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.DeleteAssetResponse()
 
 
+def limits_from_settings(s: GatewaySettings) -> Limits:
+    return Limits(
+        search_tenant=Rate.of(s.search_rate_per_tenant, s.search_burst_per_tenant),
+        search_caller=Rate.of(s.search_rate_per_caller, s.search_burst_per_caller),
+        ingest_tenant=Rate.of(s.ingest_rate_per_tenant, s.ingest_burst_per_tenant),
+        ingest_caller=Rate.of(s.ingest_rate_per_caller, s.ingest_burst_per_caller),
+    )
+
+
 async def build(settings: GatewaySettings) -> App:
     keyring = Keyring.load(settings.api_keys_file, settings.api_keys_json, settings.default_safety_threshold)
     tokens = None
@@ -165,9 +175,36 @@ async def build(settings: GatewaySettings) -> App:
     audit = AuditLog()
     policy = Policy(audit, settings.license_time_granularity_s)
     secret = settings.page_token_secret.get_secret_value().encode() if settings.page_token_secret else None
-    gateway = Gateway(
-        backends.encoder, backends.search, backends.analyzer, policy, paging.PageTokens(secret), settings
+    limiter = make_limiter(
+        settings.rate_limit_backend,
+        settings.rate_limit_redis_url,
+        settings.rate_limit_key_prefix,
+        settings.rate_limit_redis_timeout_s,
+        settings.rate_limit_redis_retry_after_s,
+        settings.rate_limit_max_buckets,
     )
+    rate_limits = RateLimits(limiter, limits_from_settings(settings))
+    gateway = Gateway(
+        backends.encoder,
+        backends.search,
+        backends.analyzer,
+        policy,
+        paging.PageTokens(secret),
+        settings,
+        rate_limits,
+    )
+    probes = [
+        Probe("search", backends.search.ready, required=True),
+        Probe("encoder", backends.encoder.ready, required=False),
+    ]
+    if limiter.name == "redis":
+        # Optional: while Redis is down the limiter fails open and the gateway stays SERVING.
+        probes.append(Probe("ratelimit", limiter.healthy, required=False))
+
+    async def stop() -> None:
+        await backends.close()
+        await limiter.close()
+
     return App(
         name="gateway",
         services=[
@@ -178,9 +215,6 @@ async def build(settings: GatewaySettings) -> App:
             )
         ],
         # Search is required (nothing works without it); the encoder only degrades text search.
-        probes=[
-            Probe("search", backends.search.ready, required=True),
-            Probe("encoder", backends.encoder.ready, required=False),
-        ],
-        on_stop=backends.close,
+        probes=probes,
+        on_stop=stop,
     )

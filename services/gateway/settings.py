@@ -12,6 +12,7 @@ read the top-level fields by those names.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -188,10 +189,71 @@ class AnalysisSettings(BaseModel):
     )
 
 
+class RateLimitSettings(BaseModel):
+    """Rate limits: token buckets per tenant and per caller (API key subject or token `sub`), one pair for
+    searches and one for ingest items. A rate of 0 means unlimited (the default)."""
+
+    rate_limit_backend: Literal["memory", "redis"] = Field(
+        "memory",
+        description="Where buckets live: memory (this process; each replica allows the full rate) or redis "
+        "(shared by every replica, Redis's clock).",
+    )
+    rate_limit_redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis rate limiter: connection URL."
+    )
+    rate_limit_redis_timeout_s: float = Field(
+        0.1, gt=0, description="Redis rate limiter: per-call timeout; slower means the call is let through."
+    )
+    rate_limit_redis_retry_after_s: float = Field(
+        1.0,
+        ge=0,
+        description="Redis rate limiter: after a failure, how long limits are not enforced (fail open) "
+        "before Redis is tried again.",
+    )
+    rate_limit_key_prefix: str = Field(
+        "imagesearch:ratelimit:", description="Redis rate limiter: prefix of every bucket key."
+    )
+    rate_limit_max_buckets: int = Field(
+        65536,
+        ge=1,
+        description="Memory rate limiter: buckets kept (LRU; a forgotten bucket comes back full).",
+    )
+    search_rate_per_tenant: float = Field(
+        0.0, ge=0, description="Searches (Search, SearchSimilar) per second per tenant; 0 = unlimited."
+    )
+    search_burst_per_tenant: float = Field(
+        0.0, ge=0, description="Searches a tenant may make at once (bucket size); 0 = one second's worth."
+    )
+    search_rate_per_caller: float = Field(
+        0.0, ge=0, description="Searches per second per caller (key subject / token sub); 0 = unlimited."
+    )
+    search_burst_per_caller: float = Field(
+        0.0, ge=0, description="Searches a caller may make at once; 0 = one second's worth."
+    )
+    ingest_rate_per_tenant: float = Field(
+        0.0, ge=0, description="Ingest items per second per tenant (one token per item); 0 = unlimited."
+    )
+    ingest_burst_per_tenant: float = Field(
+        0.0, ge=0, description="Ingest items a tenant may send at once; 0 = one second's worth."
+    )
+    ingest_rate_per_caller: float = Field(
+        0.0, ge=0, description="Ingest items per second per caller; 0 = unlimited."
+    )
+    ingest_burst_per_caller: float = Field(
+        0.0, ge=0, description="Ingest items a caller may send at once; 0 = one second's worth."
+    )
+
+
 # Sections are listed last-first: pydantic collects inherited fields in reverse method-resolution
 # order, and the README reference shows them in that order (backends first).
 class GatewaySettings(
-    ServiceSettings, AnalysisSettings, IngestSettings, SearchFlowSettings, PolicySettings, BackendSettings
+    ServiceSettings,
+    RateLimitSettings,
+    AnalysisSettings,
+    IngestSettings,
+    SearchFlowSettings,
+    PolicySettings,
+    BackendSettings,
 ):
     model_config = SettingsConfigDict(
         env_prefix="IMAGESEARCH_GATEWAY_", extra="ignore", validate_default=True
