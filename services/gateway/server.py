@@ -53,14 +53,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._auth = authenticator
         self._audit = audit
 
-    def _principal(self, ctx: grpc.aio.ServicerContext, action: str) -> Principal:
+    async def _principal(self, ctx: grpc.aio.ServicerContext, action: str) -> Principal:
         authorization = None
         for key, value in ctx.invocation_metadata() or ():
             if key == "authorization":
                 authorization = value if isinstance(value, str) else value.decode()
                 break
         try:
-            return self._auth.authenticate(authorization)
+            return await self._auth.authenticate_async(authorization)
         except Unauthenticated as exc:
             self._audit.record(None, action, "deny", exc.message, stage="authenticate")
             raise
@@ -78,7 +78,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def Search(
         self, request: gateway_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SearchResponse:
-        principal = self._principal(context, "search")
+        principal = await self._principal(context, "search")
         query = SearchQuery(
             text=request.text,
             image=request.image,
@@ -101,7 +101,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def SearchSimilar(
         self, request: gateway_pb2.SearchSimilarRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SearchSimilarResponse:
-        principal = self._principal(context, "search_similar")
+        principal = await self._principal(context, "search_similar")
         query = SearchQuery(
             similar_to=request.asset_id,
             filter=convert.filter_from_pb(request.filter) if request.HasField("filter") else None,
@@ -116,7 +116,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def Ingest(
         self, request_iterator: AsyncIterator[gateway_pb2.IngestRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.IngestResponse]:
-        principal = self._principal(context, "ingest")
+        principal = await self._principal(context, "ingest")
 
         async def items() -> AsyncIterator[IngestItem]:
             async for req in request_iterator:
@@ -132,7 +132,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def GetAsset(
         self, request: gateway_pb2.GetAssetRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetAssetResponse:
-        principal = self._principal(context, "get_asset")
+        principal = await self._principal(context, "get_asset")
         asset, _reasons = await self._gw.get_asset(principal, request.asset_id)
         return gateway_pb2.GetAssetResponse(asset=convert.asset_pb(asset))
 
@@ -140,7 +140,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def DeleteAsset(
         self, request: gateway_pb2.DeleteAssetRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DeleteAssetResponse:
-        principal = self._principal(context, "delete_asset")
+        principal = await self._principal(context, "delete_asset")
         await self._gw.delete_asset(principal, request.asset_id)
         return gateway_pb2.DeleteAssetResponse()
 

@@ -131,6 +131,35 @@ def test_verified_keys_skip_scrypt_and_wrong_secrets_never_hit_the_cache(
     assert len(calls) == 2
 
 
+async def test_a_keys_scrypt_check_runs_off_the_event_loop(
+    ring: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    threads: list[threading.Thread] = []
+    real = _ScryptHash.matches
+
+    def recording(self: _ScryptHash, secret: str) -> bool:
+        threads.append(threading.current_thread())
+        return real(self, secret)
+
+    monkeypatch.setattr(_ScryptHash, "matches", recording)
+    auth = Authenticator(ring, None)
+    good = present_key("aaaa0001", "s3cret-one")
+    assert ring.needs_hashing(good)
+    assert (await auth.authenticate_async(f"Bearer {good}")).subject == "alice"
+    assert threads and threads[0] is not threading.main_thread()
+    assert not ring.needs_hashing(good)  # memoised: the next call is checked inline
+    assert (await auth.authenticate_async(f"Bearer {good}")).subject == "alice"
+    assert len(threads) == 1
+    wrong = present_key("aaaa0001", "s3cret-onf")
+    with pytest.raises(Unauthenticated, match=INVALID_KEY):
+        await auth.authenticate_async(f"Bearer {wrong}")
+    assert threads[1] is not threading.main_thread()
+    assert not ring.needs_hashing(wrong)  # the same wrong secret is refused from memory
+    assert not ring.needs_hashing(present_key("ffff0000", "x"))  # unknown id: no hash to run
+
+
 def test_rotation_two_keys_for_one_subject_both_work() -> None:
     ring = Keyring(
         {
