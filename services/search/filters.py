@@ -252,16 +252,24 @@ def canonical(node: FilterNode | None) -> Any:
     return [tag, sorted(members)]
 
 
-def like_to_regex(pattern: str) -> str:
-    """Translate a LIKE pattern (`*`, `?`) to an anchored regular expression."""
-    import re
+def like_matches(pattern: str, text: str) -> bool:
+    """Does `text` match the LIKE pattern as a whole (`*` any run, `?` one character)?
 
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "?":
-            out.append(".")
+    A linear scan that remembers only the last `*`, never a backtracking regex: a pattern like
+    `*a*a*a*a*b` against a long run of `a`s costs O(len(pattern) * len(text)), not exponential time.
+    """
+    p = t = 0
+    star, star_t = -1, 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] == "*":
+            star, star_t = p, t
+            p += 1
+        elif p < len(pattern) and (pattern[p] == "?" or pattern[p] == text[t]):
+            p += 1
+            t += 1
+        elif star >= 0:  # let the last `*` swallow one more character and retry after it
+            star_t += 1
+            p, t = star + 1, star_t
         else:
-            out.append(re.escape(ch))
-    return "^" + "".join(out) + "$"
+            return False
+    return all(ch == "*" for ch in pattern[p:])

@@ -12,7 +12,7 @@ import numpy as np
 
 from services.search.codec import ts_us
 from services.search.domain import KEYWORD_FIELDS, AssetDoc
-from services.search.filters import AllOf, AnyOf, Condition, FieldType, FilterNode, Not, Op, like_to_regex
+from services.search.filters import AllOf, AnyOf, Condition, FieldType, FilterNode, Not, Op, like_matches
 
 _TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -197,8 +197,8 @@ class Columns:
                     out &= self._union(c.field, [str(v)])
                 return out
             if c.op is Op.LIKE:
-                rx = re.compile(like_to_regex(str(c.value)), re.DOTALL)
-                return self._union(c.field, [v for v in self.values[c.field] if rx.match(v)])
+                pattern = str(c.value)
+                return self._union(c.field, [v for v in self.values[c.field] if like_matches(pattern, v)])
             raise AssertionError(c.op)
         col: np.ndarray
         if ft is FieldType.TIMESTAMP:
