@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,24 +13,11 @@ from imagesearch.v1 import gateway_pb2, search_pb2
 
 from tests.gateway.suite import Suite
 from tests.hostile import corpus
-from tests.hostile.corpus import CASES, LAST_CASES, Case
+from tests.hostile.corpus import CASES, LAST_CASES, Case, assert_no_leak
 
 GATEWAY = "/imagesearch.v1.GatewayService/"
-# An exception class name, a traceback, or a library's name in a message the caller reads. (Protobuf is
-# not on the list: it is the contract's own wire format, which the caller speaks.)
-CLASS_NAME = re.compile(r"[A-Z][a-z]+(Error|Exception)|Traceback|<class ")
-LIBRARY = re.compile(
-    r"\b(Pillow|PIL|grpc|grpcio|weaviate|tantivy|usearch|sqlite3?|numpy|onnxruntime|structlog|redis|"
-    r"cachetools|nudenet|rapidocr)\b",
-    re.IGNORECASE,
-)
 # Status codes that are never the answer to a client's mistake.
 IMPRECISE = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
-
-
-def assert_no_leak(message: str, where: str) -> None:
-    hit = CLASS_NAME.search(message) or LIBRARY.search(message)
-    assert hit is None, f"{where}: message names {hit.group(0)!r}: {message!r}"
 
 
 class Ledger:
