@@ -1213,6 +1213,39 @@ add(
         ),
     )
 )
+_triple = [ingest("st-triple"), ingest("st-triple", image=b"junk"), ingest("st-triple")]
+add(
+    Case(
+        "stream-same-id-good-bad-good",
+        "streams",
+        "Ingest",
+        _triple,
+        items=(
+            Item("st-triple", CREATED),
+            Item("st-triple", FAILED, (C_INVALID,)),
+            Item("st-triple", UPDATED),
+        ),
+    )
+)
+add(
+    Case(
+        "stream-same-id-bad-then-good",
+        "streams",
+        "Ingest",
+        [ingest("st-bad-good", image=b"\x89PNG"), ingest("st-bad-good")],
+        items=(Item("st-bad-good", FAILED, (C_INVALID,)), Item("st-bad-good", CREATED)),
+    )
+)
+_many = [ingest(f"st-many-{i}") for i in range(24)]
+add(
+    Case(
+        "stream-24-in-flight",
+        "streams",
+        "Ingest",
+        _many,
+        items=tuple(Item(r.asset_id, CREATED) for r in _many),
+    )
+)
 _undecodable = _field(1, b"st-raw") + _field(4, b"caption \xff")
 add(Case("stream-undecodable-item", "streams", "raw:Ingest", [_undecodable], codes=(INVALID,)))
 add(
