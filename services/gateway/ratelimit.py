@@ -27,12 +27,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis.asyncio as aioredis
 import structlog
 from cachetools import LRUCache
 from prometheus_client import Counter
 
 from services.common.errors import ResourceExhausted
+from services.common.redis import fail_fast_client
 
 log = structlog.get_logger("gateway.ratelimit")
 
@@ -188,13 +188,7 @@ class RedisLimiter:
     def __init__(self, url: str, prefix: str, timeout_s: float, retry_after_s: float) -> None:
         self._prefix = prefix
         self._retry_after = retry_after_s
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self._redis = fail_fast_client(url, timeout_s)
         self._acquire = self._redis.register_script(_ACQUIRE_LUA)
         self._down_until = 0.0
         self._down = False

@@ -21,9 +21,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 import structlog
 
+from services.common.redis import fail_fast_client
 from services.search.metrics import CACHE_AVAILABLE, CACHE_LATENCY
 from services.search.settings import SearchSettings
 
@@ -167,13 +167,7 @@ class RedisCache:
         self._ttl = ttl_s
         self._prefix = prefix
         self._retry_after = retry_after_s
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self._redis = fail_fast_client(url, timeout_s)
         self._lookup = self._redis.register_script(_LOOKUP_LUA)
         self._read_gen = self._redis.register_script(_GENERATION_LUA)
         self._incr_gen = self._redis.register_script(_BUMP_LUA)
