@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimagesearch/v1/common.proto\x12\x0eimagesearch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x01(\x0c\x12\'\n\x05model\x18\x02 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"G\n\x07License\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x0bSafetyLabel\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xd8\x03\n\x05\x41sset\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x10\n\x08ocr_text\x18\x06 \x01(\t\x12\r\n\x05owner\x18\x07 \x01(\t\x12(\n\x07license\x18\x08 \x01(\x0b\x32\x17.imagesearch.v1.License\x12\x32\n\rsafety_labels\x18\t \x03(\x0b\x32\x1b.imagesearch.v1.SafetyLabel\x12\x14\n\x0csafety_score\x18\n \x01(\x02\x12\x0e\n\x06source\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05width\x18\x0e \x01(\x05\x12\x0e\n\x06height\x18\x0f \x01(\x05\x12\x16\n\x0e\x63ontent_sha256\x18\x10 \x01(\t\x12\x31\n\x0f\x65mbedding_model\x18\x11 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\x12\x12\n\npopularity\x18\x12 \x01(\x01\"\xc6\x01\n\x06\x46ilter\x12.\n\tcondition\x18\x01 \x01(\x0b\x32\x19.imagesearch.v1.ConditionH\x00\x12,\n\x06\x61ll_of\x18\x02 \x01(\x0b\x32\x1a.imagesearch.v1.FilterListH\x00\x12,\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32\x1a.imagesearch.v1.FilterListH\x00\x12(\n\x06negate\x18\x04 \x01(\x0b\x32\x16.imagesearch.v1.FilterH\x00\x42\x06\n\x04\x65xpr\"5\n\nFilterList\x12\'\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x16.imagesearch.v1.Filter\"\xac\x01\n\tCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x30\n\x08operator\x18\x02 \x01(\x0e\x32\x1e.imagesearch.v1.FilterOperator\x12&\n\x05value\x18\x03 \x01(\x0b\x32\x15.imagesearch.v1.ValueH\x00\x12+\n\x06values\x18\x04 \x01(\x0b\x32\x19.imagesearch.v1.ValueListH\x00\x42\t\n\x07operand\"\xa1\x01\n\x05Value\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x35\n\x0ftimestamp_value\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x06\n\x04kind\"2\n\tValueList\x12%\n\x06values\x18\x01 \x03(\x0b\x32\x15.imagesearch.v1.Value*\x92\x03\n\x0e\x46ilterOperator\x12\x1f\n\x1b\x46ILTER_OPERATOR_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46ILTER_OPERATOR_EQUAL\x10\x01\x12\x1d\n\x19\x46ILTER_OPERATOR_NOT_EQUAL\x10\x02\x12 \n\x1c\x46ILTER_OPERATOR_GREATER_THAN\x10\x03\x12)\n%FILTER_OPERATOR_GREATER_THAN_OR_EQUAL\x10\x04\x12\x1d\n\x19\x46ILTER_OPERATOR_LESS_THAN\x10\x05\x12&\n\"FILTER_OPERATOR_LESS_THAN_OR_EQUAL\x10\x06\x12\x16\n\x12\x46ILTER_OPERATOR_IN\x10\x07\x12 \n\x1c\x46ILTER_OPERATOR_CONTAINS_ANY\x10\x08\x12 \n\x1c\x46ILTER_OPERATOR_CONTAINS_ALL\x10\t\x12\x18\n\x14\x46ILTER_OPERATOR_LIKE\x10\n\x12\x1b\n\x17\x46ILTER_OPERATOR_IS_NULL\x10\x0b\x42^\n\x12\x64\x65v.imagesearch.v1P\x01ZFgithub.com/imagesearch/imagesearch/gen/go/imagesearch/v1;imagesearchv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimagesearch/v1/common.proto\x12\x0eimagesearch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x01(\x0c\x12\'\n\x05model\x18\x02 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\x12\x13\n\x0bvector_name\x18\x03 \x01(\t\"z\n\nVectorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\x11\n\tfrom_text\x18\x03 \x01(\x08\x12\x12\n\nfrom_image\x18\x04 \x01(\x08\x12\x0f\n\x07primary\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"G\n\x07License\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x0bSafetyLabel\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xd8\x03\n\x05\x41sset\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\x10\n\x08ocr_text\x18\x06 \x01(\t\x12\r\n\x05owner\x18\x07 \x01(\t\x12(\n\x07license\x18\x08 \x01(\x0b\x32\x17.imagesearch.v1.License\x12\x32\n\rsafety_labels\x18\t \x03(\x0b\x32\x1b.imagesearch.v1.SafetyLabel\x12\x14\n\x0csafety_score\x18\n \x01(\x02\x12\x0e\n\x06source\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05width\x18\x0e \x01(\x05\x12\x0e\n\x06height\x18\x0f \x01(\x05\x12\x16\n\x0e\x63ontent_sha256\x18\x10 \x01(\t\x12\x31\n\x0f\x65mbedding_model\x18\x11 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\x12\x12\n\npopularity\x18\x12 \x01(\x01\"\xc6\x01\n\x06\x46ilter\x12.\n\tcondition\x18\x01 \x01(\x0b\x32\x19.imagesearch.v1.ConditionH\x00\x12,\n\x06\x61ll_of\x18\x02 \x01(\x0b\x32\x1a.imagesearch.v1.FilterListH\x00\x12,\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32\x1a.imagesearch.v1.FilterListH\x00\x12(\n\x06negate\x18\x04 \x01(\x0b\x32\x16.imagesearch.v1.FilterH\x00\x42\x06\n\x04\x65xpr\"5\n\nFilterList\x12\'\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x16.imagesearch.v1.Filter\"\xac\x01\n\tCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x30\n\x08operator\x18\x02 \x01(\x0e\x32\x1e.imagesearch.v1.FilterOperator\x12&\n\x05value\x18\x03 \x01(\x0b\x32\x15.imagesearch.v1.ValueH\x00\x12+\n\x06values\x18\x04 \x01(\x0b\x32\x19.imagesearch.v1.ValueListH\x00\x42\t\n\x07operand\"\xa1\x01\n\x05Value\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x35\n\x0ftimestamp_value\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x06\n\x04kind\"2\n\tValueList\x12%\n\x06values\x18\x01 \x03(\x0b\x32\x15.imagesearch.v1.Value*\x92\x03\n\x0e\x46ilterOperator\x12\x1f\n\x1b\x46ILTER_OPERATOR_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46ILTER_OPERATOR_EQUAL\x10\x01\x12\x1d\n\x19\x46ILTER_OPERATOR_NOT_EQUAL\x10\x02\x12 \n\x1c\x46ILTER_OPERATOR_GREATER_THAN\x10\x03\x12)\n%FILTER_OPERATOR_GREATER_THAN_OR_EQUAL\x10\x04\x12\x1d\n\x19\x46ILTER_OPERATOR_LESS_THAN\x10\x05\x12&\n\"FILTER_OPERATOR_LESS_THAN_OR_EQUAL\x10\x06\x12\x16\n\x12\x46ILTER_OPERATOR_IN\x10\x07\x12 \n\x1c\x46ILTER_OPERATOR_CONTAINS_ANY\x10\x08\x12 \n\x1c\x46ILTER_OPERATOR_CONTAINS_ALL\x10\t\x12\x18\n\x14\x46ILTER_OPERATOR_LIKE\x10\n\x12\x1b\n\x17\x46ILTER_OPERATOR_IS_NULL\x10\x0b\x42^\n\x12\x64\x65v.imagesearch.v1P\x01ZFgithub.com/imagesearch/imagesearch/gen/go/imagesearch/v1;imagesearchv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,28 +33,30 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imagesearch.v1.common_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.imagesearch.v1P\001ZFgithub.com/imagesearch/imagesearch/gen/go/imagesearch/v1;imagesearchv1'
-  _globals['_FILTEROPERATOR']._serialized_start=1478
-  _globals['_FILTEROPERATOR']._serialized_end=1880
+  _globals['_FILTEROPERATOR']._serialized_start=1623
+  _globals['_FILTEROPERATOR']._serialized_end=2025
   _globals['_EMBEDDING']._serialized_start=80
-  _globals['_EMBEDDING']._serialized_end=148
-  _globals['_MODELREF']._serialized_start=150
-  _globals['_MODELREF']._serialized_end=191
-  _globals['_ITEMERROR']._serialized_start=193
-  _globals['_ITEMERROR']._serialized_end=235
-  _globals['_LICENSE']._serialized_start=237
-  _globals['_LICENSE']._serialized_end=308
-  _globals['_SAFETYLABEL']._serialized_start=310
-  _globals['_SAFETYLABEL']._serialized_end=353
-  _globals['_ASSET']._serialized_start=356
-  _globals['_ASSET']._serialized_end=828
-  _globals['_FILTER']._serialized_start=831
-  _globals['_FILTER']._serialized_end=1029
-  _globals['_FILTERLIST']._serialized_start=1031
-  _globals['_FILTERLIST']._serialized_end=1084
-  _globals['_CONDITION']._serialized_start=1087
-  _globals['_CONDITION']._serialized_end=1259
-  _globals['_VALUE']._serialized_start=1262
-  _globals['_VALUE']._serialized_end=1423
-  _globals['_VALUELIST']._serialized_start=1425
-  _globals['_VALUELIST']._serialized_end=1475
+  _globals['_EMBEDDING']._serialized_end=169
+  _globals['_VECTORSPEC']._serialized_start=171
+  _globals['_VECTORSPEC']._serialized_end=293
+  _globals['_MODELREF']._serialized_start=295
+  _globals['_MODELREF']._serialized_end=336
+  _globals['_ITEMERROR']._serialized_start=338
+  _globals['_ITEMERROR']._serialized_end=380
+  _globals['_LICENSE']._serialized_start=382
+  _globals['_LICENSE']._serialized_end=453
+  _globals['_SAFETYLABEL']._serialized_start=455
+  _globals['_SAFETYLABEL']._serialized_end=498
+  _globals['_ASSET']._serialized_start=501
+  _globals['_ASSET']._serialized_end=973
+  _globals['_FILTER']._serialized_start=976
+  _globals['_FILTER']._serialized_end=1174
+  _globals['_FILTERLIST']._serialized_start=1176
+  _globals['_FILTERLIST']._serialized_end=1229
+  _globals['_CONDITION']._serialized_start=1232
+  _globals['_CONDITION']._serialized_end=1404
+  _globals['_VALUE']._serialized_start=1407
+  _globals['_VALUE']._serialized_end=1568
+  _globals['_VALUELIST']._serialized_start=1570
+  _globals['_VALUELIST']._serialized_end=1620
 # @@protoc_insertion_point(module_scope)

@@ -35,12 +35,30 @@ FILTER_OPERATOR_LIKE: FilterOperator
 FILTER_OPERATOR_IS_NULL: FilterOperator
 
 class Embedding(_message.Message):
-    __slots__ = ("values", "model")
+    __slots__ = ("values", "model", "vector_name")
     VALUES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_NAME_FIELD_NUMBER: _ClassVar[int]
     values: bytes
     model: ModelRef
-    def __init__(self, values: _Optional[bytes] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
+    vector_name: str
+    def __init__(self, values: _Optional[bytes] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., vector_name: _Optional[str] = ...) -> None: ...
+
+class VectorSpec(_message.Message):
+    __slots__ = ("name", "dimension", "from_text", "from_image", "primary", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    FROM_TEXT_FIELD_NUMBER: _ClassVar[int]
+    FROM_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dimension: int
+    from_text: bool
+    from_image: bool
+    primary: bool
+    description: str
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., from_text: bool = ..., from_image: bool = ..., primary: bool = ..., description: _Optional[str] = ...) -> None: ...
 
 class ModelRef(_message.Message):
     __slots__ = ("name", "version")

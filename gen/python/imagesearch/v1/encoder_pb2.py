@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from imagesearch.v1 import common_pb2 as imagesearch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cimagesearch/v1/encoder.proto\x12\x0eimagesearch.v1\x1a\x1bimagesearch/v1/common.proto\"&\n\nImageInput\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"%\n\tTextInput\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x94\x01\n\x0c\x45ncodeResult\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\tembedding\x18\x02 \x01(\x0b\x32\x19.imagesearch.v1.EmbeddingH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.imagesearch.v1.ItemErrorH\x00\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x42\t\n\x07outcome\"A\n\x13\x45ncodeImagesRequest\x12*\n\x06images\x18\x01 \x03(\x0b\x32\x1a.imagesearch.v1.ImageInput\"n\n\x14\x45ncodeImagesResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.EncodeResult\x12\'\n\x05model\x18\x02 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\">\n\x12\x45ncodeTextsRequest\x12(\n\x05texts\x18\x01 \x03(\x0b\x32\x19.imagesearch.v1.TextInput\"m\n\x13\x45ncodeTextsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.EncodeResult\x12\'\n\x05model\x18\x02 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\"F\n\x19StreamEncodeImagesRequest\x12)\n\x05image\x18\x01 \x01(\x0b\x32\x1a.imagesearch.v1.ImageInput\"s\n\x1aStreamEncodeImagesResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1c.imagesearch.v1.EncodeResult\x12\'\n\x05model\x18\x02 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\"\x15\n\x13GetModelInfoRequest\"\xb0\x02\n\x14GetModelInfoResponse\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12?\n\x13image_preprocessing\x18\x03 \x01(\x0b\x32\".imagesearch.v1.ImagePreprocessing\x12=\n\x12text_preprocessing\x18\x04 \x01(\x0b\x32!.imagesearch.v1.TextPreprocessing\x12\x0f\n\x07runtime\x18\x05 \x01(\t\x12\x18\n\x10max_batch_images\x18\x06 \x01(\x05\x12\x17\n\x0fmax_batch_texts\x18\x07 \x01(\x05\x12\x18\n\x10max_image_pixels\x18\x08 \x01(\x03\"\x9f\x01\n\x12ImagePreprocessing\x12\x0c\n\x04size\x18\x01 \x01(\x05\x12/\n\x0bresize_mode\x18\x02 \x01(\x0e\x32\x1a.imagesearch.v1.ResizeMode\x12\x15\n\rinterpolation\x18\x03 \x01(\t\x12\x0c\n\x04mean\x18\x04 \x03(\x02\x12\x0b\n\x03std\x18\x05 \x03(\x02\x12\x18\n\x10\x63olor_conversion\x18\x06 \x01(\t\"i\n\x11TextPreprocessing\x12\x11\n\ttokenizer\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x02 \x01(\x05\x12\x11\n\tlowercase\x18\x03 \x01(\x08\x12\x16\n\x0emax_text_chars\x18\x04 \x01(\x05*l\n\nResizeMode\x12\x1b\n\x17RESIZE_MODE_UNSPECIFIED\x10\x00\x12)\n%RESIZE_MODE_SHORTEST_SIDE_CENTER_CROP\x10\x01\x12\x16\n\x12RESIZE_MODE_SQUASH\x10\x02\x32\x94\x03\n\x0e\x45ncoderService\x12Y\n\x0c\x45ncodeImages\x12#.imagesearch.v1.EncodeImagesRequest\x1a$.imagesearch.v1.EncodeImagesResponse\x12V\n\x0b\x45ncodeTexts\x12\".imagesearch.v1.EncodeTextsRequest\x1a#.imagesearch.v1.EncodeTextsResponse\x12t\n\x12StreamEncodeImages\x12).imagesearch.v1.StreamEncodeImagesRequest\x1a*.imagesearch.v1.StreamEncodeImagesResponse\"\x03\x88\x02\x01(\x01\x30\x01\x12Y\n\x0cGetModelInfo\x12#.imagesearch.v1.GetModelInfoRequest\x1a$.imagesearch.v1.GetModelInfoResponseB^\n\x12\x64\x65v.imagesearch.v1P\x01ZFgithub.com/imagesearch/imagesearch/gen/go/imagesearch/v1;imagesearchv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cimagesearch/v1/encoder.proto\x12\x0eimagesearch.v1\x1a\x1bimagesearch/v1/common.proto\"&\n\nImageInput\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"%\n\tTextInput\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xc0\x01\n\x0c\x45ncodeResult\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\tembedding\x18\x02 \x01(\x0b\x32\x19.imagesearch.v1.EmbeddingH\x00\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.imagesearch.v1.ItemErrorH\x00\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12*\n\x07vectors\x18\x05 \x03(\x0b\x32\x19.imagesearch.v1.EmbeddingB\t\n\x07outcome\"A\n\x13\x45ncodeImagesRequest\x12*\n\x06images\x18\x01 \x03(\x0b\x32\x1a.imagesearch.v1.ImageInput\"n\n\x14\x45ncodeImagesResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.EncodeResult\x12\'\n\x05model\x18\x02 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\">\n\x12\x45ncodeTextsRequest\x12(\n\x05texts\x18\x01 \x03(\x0b\x32\x19.imagesearch.v1.TextInput\"m\n\x13\x45ncodeTextsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.EncodeResult\x12\'\n\x05model\x18\x02 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\"F\n\x19StreamEncodeImagesRequest\x12)\n\x05image\x18\x01 \x01(\x0b\x32\x1a.imagesearch.v1.ImageInput\"s\n\x1aStreamEncodeImagesResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1c.imagesearch.v1.EncodeResult\x12\'\n\x05model\x18\x02 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\"\x15\n\x13GetModelInfoRequest\"\xdd\x02\n\x14GetModelInfoResponse\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12?\n\x13image_preprocessing\x18\x03 \x01(\x0b\x32\".imagesearch.v1.ImagePreprocessing\x12=\n\x12text_preprocessing\x18\x04 \x01(\x0b\x32!.imagesearch.v1.TextPreprocessing\x12\x0f\n\x07runtime\x18\x05 \x01(\t\x12\x18\n\x10max_batch_images\x18\x06 \x01(\x05\x12\x17\n\x0fmax_batch_texts\x18\x07 \x01(\x05\x12\x18\n\x10max_image_pixels\x18\x08 \x01(\x03\x12+\n\x07vectors\x18\t \x03(\x0b\x32\x1a.imagesearch.v1.VectorSpec\"\x9f\x01\n\x12ImagePreprocessing\x12\x0c\n\x04size\x18\x01 \x01(\x05\x12/\n\x0bresize_mode\x18\x02 \x01(\x0e\x32\x1a.imagesearch.v1.ResizeMode\x12\x15\n\rinterpolation\x18\x03 \x01(\t\x12\x0c\n\x04mean\x18\x04 \x03(\x02\x12\x0b\n\x03std\x18\x05 \x03(\x02\x12\x18\n\x10\x63olor_conversion\x18\x06 \x01(\t\"i\n\x11TextPreprocessing\x12\x11\n\ttokenizer\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x02 \x01(\x05\x12\x11\n\tlowercase\x18\x03 \x01(\x08\x12\x16\n\x0emax_text_chars\x18\x04 \x01(\x05*l\n\nResizeMode\x12\x1b\n\x17RESIZE_MODE_UNSPECIFIED\x10\x00\x12)\n%RESIZE_MODE_SHORTEST_SIDE_CENTER_CROP\x10\x01\x12\x16\n\x12RESIZE_MODE_SQUASH\x10\x02\x32\x94\x03\n\x0e\x45ncoderService\x12Y\n\x0c\x45ncodeImages\x12#.imagesearch.v1.EncodeImagesRequest\x1a$.imagesearch.v1.EncodeImagesResponse\x12V\n\x0b\x45ncodeTexts\x12\".imagesearch.v1.EncodeTextsRequest\x1a#.imagesearch.v1.EncodeTextsResponse\x12t\n\x12StreamEncodeImages\x12).imagesearch.v1.StreamEncodeImagesRequest\x1a*.imagesearch.v1.StreamEncodeImagesResponse\"\x03\x88\x02\x01(\x01\x30\x01\x12Y\n\x0cGetModelInfo\x12#.imagesearch.v1.GetModelInfoRequest\x1a$.imagesearch.v1.GetModelInfoResponseB^\n\x12\x64\x65v.imagesearch.v1P\x01ZFgithub.com/imagesearch/imagesearch/gen/go/imagesearch/v1;imagesearchv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,34 +35,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.imagesearch.v1P\001ZFgithub.com/imagesearch/imagesearch/gen/go/imagesearch/v1;imagesearchv1'
   _globals['_ENCODERSERVICE'].methods_by_name['StreamEncodeImages']._loaded_options = None
   _globals['_ENCODERSERVICE'].methods_by_name['StreamEncodeImages']._serialized_options = b'\210\002\001'
-  _globals['_RESIZEMODE']._serialized_start=1449
-  _globals['_RESIZEMODE']._serialized_end=1557
+  _globals['_RESIZEMODE']._serialized_start=1538
+  _globals['_RESIZEMODE']._serialized_end=1646
   _globals['_IMAGEINPUT']._serialized_start=77
   _globals['_IMAGEINPUT']._serialized_end=115
   _globals['_TEXTINPUT']._serialized_start=117
   _globals['_TEXTINPUT']._serialized_end=154
   _globals['_ENCODERESULT']._serialized_start=157
-  _globals['_ENCODERESULT']._serialized_end=305
-  _globals['_ENCODEIMAGESREQUEST']._serialized_start=307
-  _globals['_ENCODEIMAGESREQUEST']._serialized_end=372
-  _globals['_ENCODEIMAGESRESPONSE']._serialized_start=374
-  _globals['_ENCODEIMAGESRESPONSE']._serialized_end=484
-  _globals['_ENCODETEXTSREQUEST']._serialized_start=486
-  _globals['_ENCODETEXTSREQUEST']._serialized_end=548
-  _globals['_ENCODETEXTSRESPONSE']._serialized_start=550
-  _globals['_ENCODETEXTSRESPONSE']._serialized_end=659
-  _globals['_STREAMENCODEIMAGESREQUEST']._serialized_start=661
-  _globals['_STREAMENCODEIMAGESREQUEST']._serialized_end=731
-  _globals['_STREAMENCODEIMAGESRESPONSE']._serialized_start=733
-  _globals['_STREAMENCODEIMAGESRESPONSE']._serialized_end=848
-  _globals['_GETMODELINFOREQUEST']._serialized_start=850
-  _globals['_GETMODELINFOREQUEST']._serialized_end=871
-  _globals['_GETMODELINFORESPONSE']._serialized_start=874
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1178
-  _globals['_IMAGEPREPROCESSING']._serialized_start=1181
-  _globals['_IMAGEPREPROCESSING']._serialized_end=1340
-  _globals['_TEXTPREPROCESSING']._serialized_start=1342
-  _globals['_TEXTPREPROCESSING']._serialized_end=1447
-  _globals['_ENCODERSERVICE']._serialized_start=1560
-  _globals['_ENCODERSERVICE']._serialized_end=1964
+  _globals['_ENCODERESULT']._serialized_end=349
+  _globals['_ENCODEIMAGESREQUEST']._serialized_start=351
+  _globals['_ENCODEIMAGESREQUEST']._serialized_end=416
+  _globals['_ENCODEIMAGESRESPONSE']._serialized_start=418
+  _globals['_ENCODEIMAGESRESPONSE']._serialized_end=528
+  _globals['_ENCODETEXTSREQUEST']._serialized_start=530
+  _globals['_ENCODETEXTSREQUEST']._serialized_end=592
+  _globals['_ENCODETEXTSRESPONSE']._serialized_start=594
+  _globals['_ENCODETEXTSRESPONSE']._serialized_end=703
+  _globals['_STREAMENCODEIMAGESREQUEST']._serialized_start=705
+  _globals['_STREAMENCODEIMAGESREQUEST']._serialized_end=775
+  _globals['_STREAMENCODEIMAGESRESPONSE']._serialized_start=777
+  _globals['_STREAMENCODEIMAGESRESPONSE']._serialized_end=892
+  _globals['_GETMODELINFOREQUEST']._serialized_start=894
+  _globals['_GETMODELINFOREQUEST']._serialized_end=915
+  _globals['_GETMODELINFORESPONSE']._serialized_start=918
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1267
+  _globals['_IMAGEPREPROCESSING']._serialized_start=1270
+  _globals['_IMAGEPREPROCESSING']._serialized_end=1429
+  _globals['_TEXTPREPROCESSING']._serialized_start=1431
+  _globals['_TEXTPREPROCESSING']._serialized_end=1536
+  _globals['_ENCODERSERVICE']._serialized_start=1649
+  _globals['_ENCODERSERVICE']._serialized_end=2053
 # @@protoc_insertion_point(module_scope)

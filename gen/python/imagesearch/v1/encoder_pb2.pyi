@@ -33,16 +33,18 @@ class TextInput(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class EncodeResult(_message.Message):
-    __slots__ = ("id", "embedding", "error", "truncated")
+    __slots__ = ("id", "embedding", "error", "truncated", "vectors")
     ID_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
     id: str
     embedding: _common_pb2.Embedding
     error: _common_pb2.ItemError
     truncated: bool
-    def __init__(self, id: _Optional[str] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ..., truncated: bool = ...) -> None: ...
+    vectors: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
+    def __init__(self, id: _Optional[str] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ..., truncated: bool = ..., vectors: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ...) -> None: ...
 
 class EncodeImagesRequest(_message.Message):
     __slots__ = ("images",)
@@ -91,7 +93,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model", "dimension", "image_preprocessing", "text_preprocessing", "runtime", "max_batch_images", "max_batch_texts", "max_image_pixels")
+    __slots__ = ("model", "dimension", "image_preprocessing", "text_preprocessing", "runtime", "max_batch_images", "max_batch_texts", "max_image_pixels", "vectors")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,7 @@ class GetModelInfoResponse(_message.Message):
     MAX_BATCH_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_TEXTS_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
     model: _common_pb2.ModelRef
     dimension: int
     image_preprocessing: ImagePreprocessing
@@ -108,7 +111,8 @@ class GetModelInfoResponse(_message.Message):
     max_batch_images: int
     max_batch_texts: int
     max_image_pixels: int
-    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., dimension: _Optional[int] = ..., image_preprocessing: _Optional[_Union[ImagePreprocessing, _Mapping]] = ..., text_preprocessing: _Optional[_Union[TextPreprocessing, _Mapping]] = ..., runtime: _Optional[str] = ..., max_batch_images: _Optional[int] = ..., max_batch_texts: _Optional[int] = ..., max_image_pixels: _Optional[int] = ...) -> None: ...
+    vectors: _containers.RepeatedCompositeFieldContainer[_common_pb2.VectorSpec]
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., dimension: _Optional[int] = ..., image_preprocessing: _Optional[_Union[ImagePreprocessing, _Mapping]] = ..., text_preprocessing: _Optional[_Union[TextPreprocessing, _Mapping]] = ..., runtime: _Optional[str] = ..., max_batch_images: _Optional[int] = ..., max_batch_texts: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., vectors: _Optional[_Iterable[_Union[_common_pb2.VectorSpec, _Mapping]]] = ...) -> None: ...
 
 class ImagePreprocessing(_message.Message):
     __slots__ = ("size", "resize_mode", "interpolation", "mean", "std", "color_conversion")

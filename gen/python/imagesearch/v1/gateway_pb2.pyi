@@ -15,12 +15,14 @@ class IngestOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INGEST_OUTCOME_UNCHANGED: _ClassVar[IngestOutcome]
     INGEST_OUTCOME_DUPLICATE: _ClassVar[IngestOutcome]
     INGEST_OUTCOME_FAILED: _ClassVar[IngestOutcome]
+    INGEST_OUTCOME_UNCERTAIN: _ClassVar[IngestOutcome]
 INGEST_OUTCOME_UNSPECIFIED: IngestOutcome
 INGEST_OUTCOME_CREATED: IngestOutcome
 INGEST_OUTCOME_UPDATED: IngestOutcome
 INGEST_OUTCOME_UNCHANGED: IngestOutcome
 INGEST_OUTCOME_DUPLICATE: IngestOutcome
 INGEST_OUTCOME_FAILED: IngestOutcome
+INGEST_OUTCOME_UNCERTAIN: IngestOutcome
 
 class RerankOptions(_message.Message):
     __slots__ = ("disable", "candidate_window", "text_weight", "mmr_lambda", "duplicate_threshold", "freshness_weight", "popularity_weight")
@@ -63,7 +65,7 @@ class SearchRequest(_message.Message):
     def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., alpha: _Optional[float] = ..., rerank: _Optional[_Union[RerankOptions, _Mapping]] = ..., include_unsafe: bool = ..., licenses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StageScores(_message.Message):
-    __slots__ = ("keyword", "vector", "fused", "text_cosine", "image_cosine", "rerank", "boost", "final", "first_stage_rank")
+    __slots__ = ("keyword", "vector", "fused", "text_cosine", "image_cosine", "rerank", "boost", "final", "first_stage_rank", "vector_name")
     KEYWORD_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     FUSED_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +75,7 @@ class StageScores(_message.Message):
     BOOST_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
     FIRST_STAGE_RANK_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_NAME_FIELD_NUMBER: _ClassVar[int]
     keyword: float
     vector: float
     fused: float
@@ -82,7 +85,8 @@ class StageScores(_message.Message):
     boost: float
     final: float
     first_stage_rank: int
-    def __init__(self, keyword: _Optional[float] = ..., vector: _Optional[float] = ..., fused: _Optional[float] = ..., text_cosine: _Optional[float] = ..., image_cosine: _Optional[float] = ..., rerank: _Optional[float] = ..., boost: _Optional[float] = ..., final: _Optional[float] = ..., first_stage_rank: _Optional[int] = ...) -> None: ...
+    vector_name: str
+    def __init__(self, keyword: _Optional[float] = ..., vector: _Optional[float] = ..., fused: _Optional[float] = ..., text_cosine: _Optional[float] = ..., image_cosine: _Optional[float] = ..., rerank: _Optional[float] = ..., boost: _Optional[float] = ..., final: _Optional[float] = ..., first_stage_rank: _Optional[int] = ..., vector_name: _Optional[str] = ...) -> None: ...
 
 class PolicyVerdict(_message.Message):
     __slots__ = ("reasons",)

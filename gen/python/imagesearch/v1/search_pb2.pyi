@@ -17,12 +17,14 @@ FUSION_TYPE_RELATIVE_SCORE: FusionType
 FUSION_TYPE_RANKED: FusionType
 
 class AssetRecord(_message.Message):
-    __slots__ = ("asset", "image_embedding")
+    __slots__ = ("asset", "image_embedding", "vectors")
     ASSET_FIELD_NUMBER: _ClassVar[int]
     IMAGE_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
     asset: _common_pb2.Asset
     image_embedding: _common_pb2.Embedding
-    def __init__(self, asset: _Optional[_Union[_common_pb2.Asset, _Mapping]] = ..., image_embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ...) -> None: ...
+    vectors: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
+    def __init__(self, asset: _Optional[_Union[_common_pb2.Asset, _Mapping]] = ..., image_embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., vectors: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ...) -> None: ...
 
 class UpsertAssetsRequest(_message.Message):
     __slots__ = ("tenant", "assets")
@@ -163,18 +165,20 @@ class QueryRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., text: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., alpha: _Optional[float] = ..., fusion: _Optional[_Union[FusionType, str]] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., candidate_window: _Optional[int] = ..., keyword_fields: _Optional[_Iterable[_Union[KeywordField, _Mapping]]] = ..., include_vectors: bool = ..., skip_cache: bool = ...) -> None: ...
 
 class ScoreBreakdown(_message.Message):
-    __slots__ = ("fused", "keyword_contribution", "vector_contribution", "bm25", "cosine_similarity")
+    __slots__ = ("fused", "keyword_contribution", "vector_contribution", "bm25", "cosine_similarity", "vector_name")
     FUSED_FIELD_NUMBER: _ClassVar[int]
     KEYWORD_CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     VECTOR_CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     BM25_FIELD_NUMBER: _ClassVar[int]
     COSINE_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_NAME_FIELD_NUMBER: _ClassVar[int]
     fused: float
     keyword_contribution: float
     vector_contribution: float
     bm25: float
     cosine_similarity: float
-    def __init__(self, fused: _Optional[float] = ..., keyword_contribution: _Optional[float] = ..., vector_contribution: _Optional[float] = ..., bm25: _Optional[float] = ..., cosine_similarity: _Optional[float] = ...) -> None: ...
+    vector_name: str
+    def __init__(self, fused: _Optional[float] = ..., keyword_contribution: _Optional[float] = ..., vector_contribution: _Optional[float] = ..., bm25: _Optional[float] = ..., cosine_similarity: _Optional[float] = ..., vector_name: _Optional[str] = ...) -> None: ...
 
 class QueryHit(_message.Message):
     __slots__ = ("asset", "scores", "image_embedding")
@@ -203,20 +207,22 @@ class GetStatsRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("asset_count", "index_generation", "backend", "model", "dimension", "cache")
+    __slots__ = ("asset_count", "index_generation", "backend", "model", "dimension", "cache", "vectors")
     ASSET_COUNT_FIELD_NUMBER: _ClassVar[int]
     INDEX_GENERATION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
     asset_count: int
     index_generation: int
     backend: str
     model: _common_pb2.ModelRef
     dimension: int
     cache: str
-    def __init__(self, asset_count: _Optional[int] = ..., index_generation: _Optional[int] = ..., backend: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., dimension: _Optional[int] = ..., cache: _Optional[str] = ...) -> None: ...
+    vectors: _containers.RepeatedCompositeFieldContainer[_common_pb2.VectorSpec]
+    def __init__(self, asset_count: _Optional[int] = ..., index_generation: _Optional[int] = ..., backend: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., dimension: _Optional[int] = ..., cache: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[_common_pb2.VectorSpec, _Mapping]]] = ...) -> None: ...
 
 class GetIndexGenerationRequest(_message.Message):
     __slots__ = ("tenant",)
