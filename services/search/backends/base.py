@@ -38,6 +38,10 @@ class SearchBackend(Protocol):
         """Record the collection's model on the first write; returns what is recorded afterwards
         (which may be another writer's model if it won the race)."""
 
+    async def add_named_vectors(self, dimensions: dict[str, int]) -> CollectionInfo:
+        """Record named vectors not stored yet (name -> dimension; names already recorded keep theirs)
+        and make them writable and searchable; returns what is recorded afterwards."""
+
     async def tenant_exists(self, tenant: str) -> bool: ...
 
     async def upsert(self, tenant: str, records: list[AssetRecord]) -> list[ItemFailure | None]:
