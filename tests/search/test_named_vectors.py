@@ -4,12 +4,18 @@ stored, searched by name, read back, listed in stats; bad named vectors fail the
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from imagesearch.v1 import common_pb2, search_pb2
 
+from services.search.backends.embedded import EmbeddedBackend, HnswParams
+from services.search.cache import MemoryCache
+from services.search.core import SearchCore
+from services.search.domain import AssetDoc, AssetRecord, Fusion, ModelRef
+from services.search.settings import SearchSettings
 from tests.search.conftest import Service
 from tests.search.helpers import DIM, MODEL, embedding, record, unit
 
@@ -177,3 +183,66 @@ def test_an_asset_without_the_visual_vector_is_found_by_semantic_only(
     assert not resp.results[0].HasField("error")
     vis = query(search_service, tenant, vector=named(VISUAL["n5"], "visual"), limit=100)
     assert "n5" not in {h.asset.asset_id for h in vis.hits}
+
+
+# ---- the embedded backend's named vectors across restarts (in process) ---------------------------
+
+
+async def test_embedded_named_vectors_survive_restart_and_join_an_older_collection(tmp_path: Path) -> None:
+    """A collection first written with the primary alone takes "visual" at a later write; the visual
+    graph is saved on shutdown, rebuilt from the records after a crash, and searched by name."""
+    rng = np.random.default_rng(11)
+    model = ModelRef("m", "1")
+    settings = SearchSettings(data_dir=str(tmp_path))
+    sem = rng.standard_normal((300, 8)).astype(np.float32)
+    vis = rng.standard_normal((300, 12)).astype(np.float32)
+    sem /= np.linalg.norm(sem, axis=1, keepdims=True)
+    vis /= np.linalg.norm(vis, axis=1, keepdims=True)
+
+    async def open_core() -> SearchCore:
+        backend = EmbeddedBackend(tmp_path, HnswParams(16, 64, 64, 10, "i8"))
+        await backend.start()
+        return SearchCore(settings, backend, MemoryCache(60, 10))
+
+    def rec(i: int, with_visual: bool) -> AssetRecord:
+        doc = AssetDoc(asset_id=f"p{i}", embedding_model=model)
+        return AssetRecord(doc, sem[i], {"visual": vis[i]} if with_visual else {})
+
+    core = await open_core()
+    await core.upsert("t", [rec(i, False) for i in range(100)])  # the older, one-vector collection
+    assert [s.name for s in (await core.stats("t"))[0].vectors] == ["semantic"]
+    summary = await core.upsert("t", [rec(i, True) for i in range(100, 300)])
+    assert all(o.error is None for o in summary.outcomes)
+    plan = await core.plan(**_plan(vis[150], "visual"))  # type: ignore[arg-type]
+
+    async def visual_ids() -> list[str]:
+        return [h.doc.asset_id for h in (await core.query("t", plan, skip_cache=True)).hits]
+
+    before = await visual_ids()
+    assert before[0] == "p150" and all(int(a[1:]) >= 100 for a in before)  # only assets with "visual"
+    await core.backend.close()
+    core = await open_core()
+    assert await visual_ids() == before
+    specs = {(s.name, s.dimension) for s in (await core.stats("t"))[0].vectors}
+    assert specs == {("semantic", 8), ("visual", 12)}
+    got = await core.get("t", ["p150", "p5"], include_vectors=True)
+    assert got[0] is not None and np.allclose(got[0].named["visual"], vis[150], atol=1e-6)
+    assert got[1] is not None and got[1].named == {}
+    # A stale snapshot (as after a crash): the visual graph is rebuilt from the records.
+    await core.upsert("t", [rec(7, True)])
+    await core.backend.close()
+    (tmp_path / "tenants" / "t" / "vectors.visual.seq").unlink()
+    core = await open_core()
+    plan7 = await core.plan(**_plan(vis[7], "visual"))  # type: ignore[arg-type]
+    assert (await core.query("t", plan7, skip_cache=True)).hits[0].doc.asset_id == "p7"
+    with_visual = [7, *range(100, 300)]  # p7 joined the "visual" assets with its rewrite
+    exact = sorted(with_visual, key=lambda i: -float(vis[i] @ vis[150]))[:10]
+    assert await visual_ids() == [f"p{i}" for i in exact]
+
+
+def _plan(vector: np.ndarray, name: str) -> dict[str, object]:
+    return dict(
+        text="", vector=vector, vector_model=ModelRef("m", "1"), vector_name=name, alpha=None,
+        fusion=Fusion.RELATIVE_SCORE, filter=None, limit=10, offset=0, window=0, keyword_fields=[],
+        include_vectors=False,
+    )  # fmt: skip
