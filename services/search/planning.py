@@ -30,7 +30,7 @@ MIN_WINDOW = 100  # Weaviate's hybrid legs fetch at least 100 candidates
 
 async def plan_query(
     settings: SearchSettings,
-    collection_info: Callable[[], Awaitable[CollectionInfo]],
+    collection_info: Callable[[bool], Awaitable[CollectionInfo]],
     *,
     text: str,
     vector: np.ndarray | None,
@@ -54,10 +54,13 @@ async def plan_query(
         if vector_model is None or not vector_model.name or not vector_model.version:
             raise InvalidArgument("vector.model needs a name and a version")
         vector = validate_vector(vector, "vector")
-        info = await collection_info()
+        vector_name = vector_name or PRIMARY_VECTOR
+        info = await collection_info(False)
+        if info.model is None or not info.dimension_of(vector_name):
+            # Another replica may have recorded the model or this vector name since this one looked.
+            info = await collection_info(True)
         if info.model is None:
             raise NotFound("no asset has been stored yet, so there is nothing to search")
-        vector_name = vector_name or PRIMARY_VECTOR
         dimension = info.dimension_of(vector_name)
         if not dimension:
             known = ", ".join(s.name for s in info.specs())

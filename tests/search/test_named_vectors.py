@@ -10,14 +10,17 @@ import grpc
 import numpy as np
 import pytest
 from imagesearch.v1 import common_pb2, search_pb2
+from imagesearch.v1.search_pb2_grpc import SearchServiceStub
 
+from devstack import StackInfo
 from services.search.backends.embedded import EmbeddedBackend, HnswParams
 from services.search.cache import MemoryCache
 from services.search.core import SearchCore
 from services.search.domain import AssetDoc, AssetRecord, Fusion, ModelRef
 from services.search.settings import SearchSettings
-from tests.search.conftest import Service
+from tests.search.conftest import Service, weaviate_env
 from tests.search.helpers import DIM, MODEL, embedding, record, unit
+from tests.service_process import ServiceProcess
 
 VISUAL_DIM = 24
 RNG = np.random.default_rng(7)
@@ -246,3 +249,23 @@ def _plan(vector: np.ndarray, name: str) -> dict[str, object]:
         fusion=Fusion.RELATIVE_SCORE, filter=None, limit=10, offset=0, window=0, keyword_fields=[],
         include_vectors=False,
     )  # fmt: skip
+
+
+def test_a_replica_sees_a_vector_name_another_replica_added(search_stack: StackInfo) -> None:
+    """Two search services on one Weaviate collection: the one that never wrote still serves the model
+    and the "visual" vector the other recorded (it re-reads the collection for an unknown name)."""
+    env = {**weaviate_env(search_stack, f"Test{uuid.uuid4().hex[:12]}"), "IMAGESEARCH_SEARCH_CACHE": "none"}
+    with (
+        ServiceProcess("services.search", env=env) as writer,
+        ServiceProcess("services.search", env=env) as reader,
+        grpc.insecure_channel(writer.address) as w_channel,
+        grpc.insecure_channel(reader.address) as r_channel,
+    ):
+        w_stub, r_stub = SearchServiceStub(w_channel), SearchServiceStub(r_channel)
+        r_stub.GetStats(search_pb2.GetStatsRequest())  # the reader has looked at the empty collection
+        resp = w_stub.UpsertAssets(
+            search_pb2.UpsertAssetsRequest(tenant="t", assets=[two_vector_record(a) for a in SEMANTIC])
+        )
+        assert not any(r.HasField("error") for r in resp.results)
+        hits = r_stub.Query(search_pb2.QueryRequest(tenant="t", vector=named(VISUAL["n2"], "visual"))).hits
+        assert hits[0].asset.asset_id == "n2" and hits[0].scores.vector_name == "visual"

@@ -74,8 +74,8 @@ class EmbeddedBackend:
     async def ready(self) -> bool:
         return (self.root / "tenants").is_dir()
 
-    async def collection_info(self) -> CollectionInfo:
-        return self._info
+    async def collection_info(self, refresh: bool = False) -> CollectionInfo:
+        return self._info  # one process owns the directory: nothing else records a model
 
     async def set_collection_model(self, model: ModelRef, dimension: int) -> CollectionInfo:
         if self._info.model is None:

@@ -313,9 +313,11 @@ class WeaviateBackend:
 
     # ---- collection model ------------------------------------------------------------------------
 
-    async def collection_info(self) -> CollectionInfo:
+    async def collection_info(self, refresh: bool = False) -> CollectionInfo:
         if not self._collection_ready:
             await self._ensure_collection()
+        elif refresh:
+            await self._call(self._load_info, "collection info")
         return self._info
 
     async def set_collection_model(self, model: ModelRef, dimension: int) -> CollectionInfo:
