@@ -69,8 +69,20 @@ def vector(e: common_pb2.Embedding) -> m.Vector | None:
     return np.frombuffer(e.values, dtype="<f4").astype(np.float32, copy=False)
 
 
-def embedding_pb(v: m.Vector, ref: m.ModelRef | None) -> common_pb2.Embedding:
-    return common_pb2.Embedding(values=np.asarray(v, dtype="<f4").tobytes(), model=model_ref_pb(ref))
+def embedding_pb(v: m.Vector, ref: m.ModelRef | None, name: str = "") -> common_pb2.Embedding:
+    return common_pb2.Embedding(
+        values=np.asarray(v, dtype="<f4").tobytes(), model=model_ref_pb(ref), vector_name=name
+    )
+
+
+def named_vectors(embeddings: Sequence[common_pb2.Embedding]) -> dict[str, m.Vector]:
+    """The non-primary named vectors of a list that may also hold the primary (EncodeResult.vectors)."""
+    out: dict[str, m.Vector] = {}
+    for e in embeddings:
+        v = vector(e)
+        if e.vector_name not in ("", m.PRIMARY_VECTOR) and v is not None:
+            out[e.vector_name] = v
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,6 +325,7 @@ def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
             boost=s.boost,
             final=s.final,
             first_stage_rank=s.first_stage_rank,
+            vector_name=s.vector_name,
         ),
         rerank_notes=r.rerank_notes,
         policy=gateway_pb2.PolicyVerdict(reasons=r.policy_reasons),
@@ -383,7 +396,9 @@ def encoded_batch(
     items = []
     for r in resp.results:
         if r.WhichOneof("outcome") == "embedding":
-            items.append(m.Encoded(vector(r.embedding), truncated=r.truncated))
+            items.append(
+                m.Encoded(vector(r.embedding), truncated=r.truncated, named=named_vectors(r.vectors))
+            )
         else:
             items.append(m.Encoded(None, r.error.code or 2, r.error.message or "encoding failed"))
     return m.EncodedBatch(model_ref(resp.model), items)
@@ -404,7 +419,7 @@ def query_request(spec: m.QuerySpec) -> search_pb2.QueryRequest:
         skip_cache=spec.skip_cache,
     )
     if spec.vector is not None:
-        req.vector.CopyFrom(embedding_pb(spec.vector, spec.model))
+        req.vector.CopyFrom(embedding_pb(spec.vector, spec.model, spec.vector_name))
     if spec.alpha is not None:
         req.alpha = spec.alpha
     f = filter_pb(spec.filter)
@@ -438,7 +453,11 @@ def query_result(resp: search_pb2.QueryResponse) -> m.QueryResult:
 
 def stored_assets(resp: search_pb2.GetAssetsResponse) -> list[m.StoredAsset]:
     return [
-        m.StoredAsset(asset(r.asset), vector(r.image_embedding) if r.HasField("image_embedding") else None)
+        m.StoredAsset(
+            asset(r.asset),
+            vector(r.image_embedding) if r.HasField("image_embedding") else None,
+            named_vectors(r.vectors),
+        )
         for r in resp.assets
     ]
 
@@ -447,7 +466,11 @@ def upsert_request(tenant: str, records: Sequence[m.UpsertRecord]) -> search_pb2
     return search_pb2.UpsertAssetsRequest(
         tenant=tenant,
         assets=[
-            search_pb2.AssetRecord(asset=asset_pb(r.asset), image_embedding=embedding_pb(r.vector, r.model))
+            search_pb2.AssetRecord(
+                asset=asset_pb(r.asset),
+                image_embedding=embedding_pb(r.vector, r.model),
+                vectors=[embedding_pb(v, r.model, name) for name, v in sorted(r.named.items())],
+            )
             for r in records
         ],
     )

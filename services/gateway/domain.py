@@ -17,6 +17,13 @@ import numpy.typing as npt
 
 Vector = npt.NDArray[np.float32]
 
+# Named vectors (common.proto VectorSpec): every model's primary vector, shared by its text and image
+# towers, is "semantic"; a model may add "visual" (images only), the better one for image-to-image
+# similarity. Text queries search "semantic"; an example image and "more like this" search "visual"
+# when the model has it.
+PRIMARY_VECTOR = "semantic"
+VISUAL_VECTOR = "visual"
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -173,6 +180,8 @@ class QuerySpec:
     candidate_window: int = 0
     include_vectors: bool = False
     skip_cache: bool = False
+    # The stored named vector `vector` is compared with ("" = the primary, "semantic").
+    vector_name: str = ""
 
 
 @dataclass
@@ -210,6 +219,8 @@ class StoredAsset:
 
     asset: Asset
     vector: Vector | None = None
+    # The other named vectors (e.g. "visual") when vectors were asked for.
+    named: dict[str, Vector] = field(default_factory=dict)
 
 
 @dataclass
@@ -263,6 +274,8 @@ class StageScores:
     boost: float = 0.0
     final: float = 0.0
     first_stage_rank: int = 0
+    # The named vector the first stage's vector leg searched ("" when it was keyword-only).
+    vector_name: str = ""
 
 
 @dataclass(eq=False)  # compared by identity: convert.result_pb remembers each result's message
@@ -345,6 +358,8 @@ class Encoded:
     error_code: int = 0
     error_message: str = ""
     truncated: bool = False
+    # The model's other named vectors for this item (e.g. "visual"), never the primary.
+    named: dict[str, Vector] = field(default_factory=dict)
 
 
 @dataclass
@@ -358,3 +373,5 @@ class UpsertRecord:
     asset: Asset
     vector: Vector
     model: ModelRef | None
+    # The model's other named vectors (e.g. "visual"), stored beside the primary `vector`.
+    named: dict[str, Vector] = field(default_factory=dict)

@@ -248,7 +248,7 @@ class IngestFlow:
             old.safety_score,
             old.ocr_text,
         )
-        await self._store(tenant, asset, existing.vector, old.embedding_model)
+        await self._store(tenant, asset, existing.vector, old.embedding_model, existing.named)
         return _ack(IngestOutcome.UPDATED, asset)
 
     async def _new_bytes(
@@ -294,7 +294,7 @@ class IngestFlow:
             )
             asset.embedding_model = model
             with self._stage("store"):
-                await self._store(tenant, asset, encoded.vector, model)
+                await self._store(tenant, asset, encoded.vector, model, encoded.named)
             stored_as = asset
             return _ack(IngestOutcome.UPDATED if existing is not None else IngestOutcome.CREATED, asset)
         finally:
@@ -319,8 +319,12 @@ class IngestFlow:
         rgb = await asyncio.to_thread(decode_rgb, image)
         return await self._analyzer.analyze(rgb)
 
-    async def _store(self, tenant: str, asset: Asset, vector: Vector, model: ModelRef | None) -> None:
-        outcome: UpsertOutcome = await self._upserts(tenant).submit(UpsertRecord(asset, vector, model))
+    async def _store(
+        self, tenant: str, asset: Asset, vector: Vector, model: ModelRef | None, named: dict[str, Vector]
+    ) -> None:
+        """Store the asset with every vector the model gave it (the primary and e.g. "visual")."""
+        record = UpsertRecord(asset, vector, model, named)
+        outcome: UpsertOutcome = await self._upserts(tenant).submit(record)
         if outcome.error_code:
             raise ItemFailed(
                 outcome.error_code, f"search service did not store it: {caller_safe(outcome.error_message)}"

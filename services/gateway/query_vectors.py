@@ -21,6 +21,8 @@ from services.gateway.domain import EncodedBatch, ModelRef, Vector
 log = structlog.get_logger("search")
 
 Embedding = tuple[Vector, ModelRef | None]
+# An image's primary vector, its model, and the model's other named vectors for it (e.g. "visual").
+ImageEmbedding = tuple[Vector, ModelRef | None, dict[str, Vector]]
 
 
 class QueryVectors:
@@ -29,7 +31,7 @@ class QueryVectors:
     ) -> None:
         self._encoder = encoder
         self._texts: TTLCache[str, Embedding] = TTLCache(entries, ttl_s)
-        self._images: TTLCache[str, Embedding] = TTLCache(max(1, entries // 4), ttl_s)
+        self._images: TTLCache[str, ImageEmbedding] = TTLCache(max(1, entries // 4), ttl_s)
         self._max_image_bytes = max_image_bytes
         self._max_image_pixels = max_image_pixels
         self._model: ModelRef | None = None
@@ -42,14 +44,16 @@ class QueryVectors:
         self._texts[text] = value
         return value
 
-    async def image(self, image: bytes) -> Embedding:
+    async def image(self, image: bytes) -> ImageEmbedding:
         check_size(image, self._max_image_bytes)  # before hashing it
         key = hashlib.sha256(image).hexdigest()
         cached = self._images.get(key)
         if cached is not None:
             return cached
         check_image(image, self._max_image_bytes, self._max_image_pixels)
-        value = self._first(await self._encoder.encode_images([image]), "query image")
+        batch = await self._encoder.encode_images([image])
+        primary, model = self._first(batch, "query image")
+        value = (primary, model, dict(batch.items[0].named))
         self._images[key] = value
         return value
 

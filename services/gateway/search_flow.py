@@ -23,6 +23,8 @@ from services.gateway.auth import Principal
 from services.gateway.backends.base import EncoderClient, SearchClient
 from services.gateway.backends.errors import BackendDeadlineExceeded, BackendUnavailable, public_message
 from services.gateway.domain import (
+    PRIMARY_VECTOR,
+    VISUAL_VECTOR,
     Condition,
     Filter,
     Hit,
@@ -105,6 +107,8 @@ class _QueryVectors:
     image: Vector | None = None
     model: ModelRef | None = None
     degraded: tuple[str, ...] = ()
+    # The image's "visual" vector, when the model has one.
+    image_visual: Vector | None = None
 
 
 def _unit(v: Vector) -> Vector:
@@ -204,8 +208,17 @@ class SearchFlow:
 
         vectors = await self._encode_query(text, q.image)
         query_vec: Vector | None
+        vector_name = PRIMARY_VECTOR
+        image_vec = vectors.image
         if vectors.text is not None and vectors.image is not None:
+            # Text + image: one "semantic" vector (only it is shared by both towers). The rerank's
+            # image_cosine stays on "semantic" too: it reads the candidates' vectors the first stage
+            # returned, and the "visual" ones would cost a second read of the whole window.
             query_vec = _unit(cfg.text_weight * vectors.text + (1 - cfg.text_weight) * vectors.image)
+        elif vectors.image is not None and vectors.image_visual is not None:
+            # Image only: the "visual" vector finds look-alikes better than the semantic one.
+            query_vec = image_vec = vectors.image_visual
+            vector_name = VISUAL_VECTOR
         else:
             query_vec = vectors.text if vectors.text is not None else vectors.image
         if query_vec is None:
@@ -220,8 +233,9 @@ class SearchFlow:
             model=vectors.model,
             alpha=first_alpha,
             filter=first_stage_filter,
+            vector_name=vector_name,
         )
-        page = await self._page(ask, spec, cfg, window, text_vec=vectors.text, image_vec=vectors.image)
+        page = await self._page(ask, spec, cfg, window, text_vec=vectors.text, image_vec=image_vec)
         page.degraded_reasons = list(vectors.degraded)
         page.model = vectors.model
         self.pages.keep(ask, generation, page, source=None)
@@ -251,19 +265,25 @@ class SearchFlow:
         source = await self.reads.visible_asset(principal, action, vis, q.similar_to, include_vector=True)
         if source.vector is None:
             raise FailedPrecondition(f"asset {q.similar_to!r} has no stored embedding to compare with")
+        # More like this compares images: on the "visual" vector when the asset has one.
+        visual = source.named.get(VISUAL_VECTOR)
+        source_vec, vector_name = (
+            (visual, VISUAL_VECTOR) if visual is not None else (source.vector, PRIMARY_VECTOR)
+        )
         caption = source.asset.caption.strip()[:MAX_TEXT_CHARS]
         alpha = self.cfg.default_alpha if caption else 1.0
         cfg, window = self._rerank_config(q.rerank, alpha)
         spec = QuerySpec(
             tenant=principal.tenant,
             text=caption,
-            vector=source.vector,
+            vector=source_vec,
             model=source.asset.embedding_model,
             alpha=alpha,
             filter=first_stage_filter,
+            vector_name=vector_name,
         )
         page = await self._page(
-            ask, spec, cfg, window, text_vec=None, image_vec=source.vector, exclude=q.similar_to
+            ask, spec, cfg, window, text_vec=None, image_vec=source_vec, exclude=q.similar_to
         )
         self.pages.keep(ask, generation, page, source=source.asset)
         return page
@@ -310,7 +330,8 @@ class SearchFlow:
             elif kind == "text":
                 out.text, out.model = outcome
             else:
-                out.image, out.model = outcome
+                out.image, out.model, named = outcome
+                out.image_visual = named.get(VISUAL_VECTOR)
         if degraded:
             return _QueryVectors(model=out.model, degraded=tuple(degraded))
         return out
@@ -371,6 +392,7 @@ class SearchFlow:
         results = [
             _first_stage_result(hits[i], offset + i + 1, self._reasons(ask, hits[i])) for i in admitted
         ]
+        _name_vector(results, spec)
         token = self.tokens.issue(ask.bound, offset + page_size) if more else ""
         return SearchPage(results, token, cached=result.cached)
 
@@ -404,12 +426,20 @@ class SearchFlow:
         results = [
             _reranked_result(r, self._reasons(ask, r.hit)) for r in ranked[offset : offset + page_size]
         ]
+        _name_vector(results, spec)
         more = offset + page_size < len(ranked)
         token = self.tokens.issue(ask.bound, offset + page_size) if more else ""
         return SearchPage(results, token, cached=result.cached)
 
     def _reasons(self, ask: PageRequest, hit: Hit) -> list[str]:
         return self.policy.reasons(ask.vis, hit.asset)
+
+
+def _name_vector(results: list[SearchResult], spec: QuerySpec) -> None:
+    """StageScores.vector_name: the named vector the first stage's vector leg searched, if it ran."""
+    if spec.vector is not None and spec.alpha != 0.0:
+        for r in results:
+            r.scores.vector_name = spec.vector_name or PRIMARY_VECTOR
 
 
 def _first_stage_result(hit: Hit, rank: int, reasons: list[str]) -> SearchResult:

@@ -18,6 +18,8 @@ from services.common.errors import InvalidArgument, status_number
 from services.common.limits import MAX_FILTER_VALUES, MAX_LIST_VALUES
 from services.search import filters as flt
 from services.search.domain import (
+    PRIMARY_VECTOR,
+    VECTOR_NAME_RE,
     AssetDoc,
     AssetRecord,
     ContentHashMatch,
@@ -127,12 +129,48 @@ def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailu
         popularity=float(a.popularity),
     )
     vector = None
-    if problem is None and r.HasField("image_embedding") and r.image_embedding.values:
-        try:
+    named: dict[str, np.ndarray] = {}
+    try:
+        if problem is None and r.HasField("image_embedding") and r.image_embedding.values:
+            primary_name = r.image_embedding.vector_name
+            if primary_name not in ("", PRIMARY_VECTOR):
+                raise InvalidArgument(
+                    f"image_embedding.vector_name is {primary_name[:40]!r}: image_embedding holds the "
+                    f"primary vector (name empty or {PRIMARY_VECTOR!r}); send other vectors in `vectors`"
+                )
             vector = decode_vector(r.image_embedding, "image_embedding")
-        except InvalidArgument as exc:
-            problem = _failure(exc)
-    return AssetRecord(doc, vector), problem
+        if problem is None:
+            named = _named_vectors(r)
+    except InvalidArgument as exc:  # fails this item only
+        problem = _failure(exc)
+    return AssetRecord(doc, vector, named), problem
+
+
+def _named_vectors(r: search_pb2.AssetRecord) -> dict[str, np.ndarray]:
+    """The record's non-primary vectors by name; InvalidArgument naming the first bad one."""
+    out: dict[str, np.ndarray] = {}
+    primary_model = _model(r.image_embedding.model)
+    for i, e in enumerate(r.vectors):
+        path = f"vectors[{i}]"
+        name = e.vector_name
+        if not VECTOR_NAME_RE.match(name):
+            raise InvalidArgument(
+                f"{path}.vector_name is {name[:40]!r}: a vector name is 1-32 characters, lowercase letters, "
+                "digits and '_', starting with a letter (e.g. 'visual')"
+            )
+        if name == PRIMARY_VECTOR:
+            raise InvalidArgument(
+                f"{path}.vector_name is {name!r}, the primary vector: send it as image_embedding"
+            )
+        if name in out:
+            raise InvalidArgument(f"{path}.vector_name {name!r} repeats: each vector name at most once")
+        if _model(e.model) != primary_model:
+            raise InvalidArgument(
+                f"{path} ({name!r}) comes from model {_model(e.model)}; image_embedding's is {primary_model} "
+                "(every vector of an asset must come from the same model)"
+            )
+        out[name] = decode_vector(e, path)
+    return out
 
 
 def _typed(v: common_pb2.Value, path: str) -> flt.TypedValue:
@@ -267,8 +305,8 @@ def asset_to_proto(doc: AssetDoc, tenant: str) -> common_pb2.Asset:
     return a
 
 
-def _embedding(vec: np.ndarray, model: ModelRef | None) -> common_pb2.Embedding:
-    e = common_pb2.Embedding(values=vec.astype("<f4").tobytes())
+def _embedding(vec: np.ndarray, model: ModelRef | None, name: str = "") -> common_pb2.Embedding:
+    e = common_pb2.Embedding(values=vec.astype("<f4").tobytes(), vector_name=name)
     if model:
         e.model.name, e.model.version = model.name, model.version
     return e
@@ -284,10 +322,11 @@ def hit_to_proto(h: Hit, tenant: str) -> search_pb2.QueryHit:
             vector_contribution=s.vector_contribution,
             bm25=s.bm25,
             cosine_similarity=s.cosine_similarity,
+            vector_name=s.vector_name,
         ),
     )
     if h.vector is not None:
-        out.image_embedding.CopyFrom(_embedding(h.vector, h.doc.embedding_model))
+        out.image_embedding.CopyFrom(_embedding(h.vector, h.doc.embedding_model, s.vector_name))
     return out
 
 
@@ -304,6 +343,7 @@ def query_from_proto(request: search_pb2.QueryRequest, *, max_filter_nodes: int)
     if request.HasField("vector") and (request.vector.values or request.vector.model.name):
         vector = decode_vector(request.vector, "vector")
         vector_model = _model(request.vector.model)
+    vector_name = request.vector.vector_name if request.HasField("vector") else ""
     fusion = _FUSIONS.get(request.fusion)
     if fusion is None:
         raise InvalidArgument(f"unknown fusion type {request.fusion}")
@@ -311,6 +351,7 @@ def query_from_proto(request: search_pb2.QueryRequest, *, max_filter_nodes: int)
         text=request.text,
         vector=vector,
         vector_model=vector_model,
+        vector_name=vector_name,
         alpha=request.alpha if request.HasField("alpha") else None,
         fusion=fusion,
         filter=filter_from_proto(request.filter, max_nodes=max_filter_nodes)
@@ -339,7 +380,9 @@ def upsert_result(outcome: UpsertOutcome) -> search_pb2.UpsertResult:
 def asset_record_to_proto(record: AssetRecord, tenant: str) -> search_pb2.AssetRecord:
     out = search_pb2.AssetRecord(asset=asset_to_proto(record.doc, tenant))
     if record.vector is not None:
-        out.image_embedding.CopyFrom(_embedding(record.vector, record.doc.embedding_model))
+        out.image_embedding.CopyFrom(_embedding(record.vector, record.doc.embedding_model, PRIMARY_VECTOR))
+    for name, vec in sorted(record.named.items()):
+        out.vectors.append(_embedding(vec, record.doc.embedding_model, name))
     return out
 
 
@@ -362,4 +405,10 @@ def stats_to_proto(stats: Stats, generation: int, backend: str, cache: str) -> s
     )
     if stats.model is not None:
         out.model.name, out.model.version = stats.model.name, stats.model.version
+    for v in stats.vectors:
+        out.vectors.append(
+            common_pb2.VectorSpec(
+                name=v.name, dimension=v.dimension, from_text=v.primary, from_image=True, primary=v.primary
+            )
+        )
     return out

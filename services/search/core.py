@@ -107,6 +107,21 @@ class SearchCore:
                     log.info("collection model recorded", model=str(info.model), dimension=info.dimension)
         return info.model, info.dimension
 
+    async def _named_dimensions(self, records: list[AssetRecord]) -> dict[str, int]:
+        """Each named vector's stored dimension; a name first written here is fixed at the dimension
+        of its first valid item."""
+        info = await self.backend.collection_info()
+        new: dict[str, int] = {}
+        for r in records:
+            for name, vec in r.named.items():
+                if name not in info.named:
+                    new.setdefault(name, len(vec))
+        if new:
+            async with self._model_lock:
+                info = await self.backend.add_named_vectors(new)
+                log.info("named vectors recorded", vectors=info.named)
+        return info.named
+
     def _item_error(self, rec: AssetRecord) -> ItemFailure | None:
         aid = rec.doc.asset_id
         if not aid or len(aid) > MAX_ASSET_ID_CHARS:
@@ -123,6 +138,8 @@ class SearchCore:
             return ItemFailure(_INVALID, "image_embedding.model needs a name and a version")
         try:
             rec.vector = validate_vector(rec.vector, "image_embedding")
+            for name, vec in rec.named.items():
+                rec.named[name] = validate_vector(vec, f"vector {name!r}")
         except InvalidArgument as exc:
             return ItemFailure(_INVALID, exc.message)
         return None
@@ -165,6 +182,16 @@ class SearchCore:
                     _PRECONDITION,
                     f"image_embedding comes from model {r.doc.embedding_model}; the collection holds {model} "
                     "(re-embed the asset with that model, or re-index the collection)",
+                )
+        named_dims = await self._named_dimensions(
+            [r for r, e in zip(records, errors, strict=True) if e is None]
+        )
+        for i, r in enumerate(records):
+            wrong = [(n, len(v)) for n, v in r.named.items() if len(v) != named_dims.get(n, len(v))]
+            if errors[i] is None and wrong:
+                name, got = wrong[0]
+                errors[i] = ItemFailure(
+                    _INVALID, f"vector {name!r} has dimension {got}; the collection's is {named_dims[name]}"
                 )
         valid = [i for i, e in enumerate(errors) if e is None]
         if valid:
@@ -302,6 +329,7 @@ class SearchCore:
             CACHE_REQUESTS.labels(cache_name, "hit").inc()
             value = found.value
             hits = hits_from_bytes(value) if isinstance(value, bytes) else _copy_hits(value)
+            _mark_vector_name(hits, plan)  # the byte codec does not carry it
             QUERY_LATENCY.labels(self.backend.name, "true").observe(time.perf_counter() - start)
             return QueryResult(hits, True, found.generation)
         CACHE_REQUESTS.labels(cache_name, "miss" if found.available else "bypass").inc()
@@ -333,16 +361,21 @@ class SearchCore:
     async def _run(self, tenant: str, plan: QueryPlan) -> list[Hit]:
         start = time.perf_counter()
         try:
-            return await self.backend.query(tenant, plan)
+            hits = await self.backend.query(tenant, plan)
         finally:
             BACKEND_LATENCY.labels(self.backend.name, "query").observe(time.perf_counter() - start)
+        _mark_vector_name(hits, plan)
+        return hits
 
     async def stats(self, tenant: str) -> tuple[Stats, int]:
         if tenant:
             validate_tenant(tenant)
             st = await self.backend.stats(tenant)
-            return st, (await self.cache.generation(tenant) or 0)
-        return await self.backend.stats(None), 0
+            return await self._with_specs(st), (await self.cache.generation(tenant) or 0)
+        return await self._with_specs(await self.backend.stats(None)), 0
+
+    async def _with_specs(self, stats: Stats) -> Stats:
+        return replace(stats, vectors=(await self.backend.collection_info()).specs())
 
     async def index_generation(self, tenant: str) -> int | None:
         """The tenant's generation for validating derived caches (None: do not trust it now)."""
@@ -385,6 +418,12 @@ def _rounds(indexes: list[int], asset_id: Callable[[int], str]) -> list[list[int
         rounds[n].append(i)
         written[n].add(aid)
     return rounds
+
+
+def _mark_vector_name(hits: list[Hit], plan: QueryPlan) -> None:
+    if plan.uses_vector:
+        for h in hits:
+            h.scores.vector_name = plan.vector_name
 
 
 def _copy_hits(hits: list[Hit]) -> list[Hit]:

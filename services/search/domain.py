@@ -25,6 +25,10 @@ DEFAULT_KEYWORD_FIELDS: tuple[tuple[str, float], ...] = (("caption", 2.0), ("tag
 # BM25 parameters of the keyword leg (Weaviate's defaults); both backends score with them.
 BM25_K1 = 1.2
 BM25_B = 0.75
+# The name of every model's primary vector (the one its text and image towers share); an empty
+# Embedding.vector_name means it. Other named vectors (e.g. "visual") are stored beside it.
+PRIMARY_VECTOR = "semantic"
+VECTOR_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +72,12 @@ class AssetDoc:
 
 @dataclass(slots=True)
 class AssetRecord:
-    """An asset with its image embedding (None only when read back without vectors)."""
+    """An asset with its image embedding (None only when read back without vectors) and its other
+    named vectors (name -> vector; never the primary)."""
 
     doc: AssetDoc
     vector: np.ndarray | None = None
+    named: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +90,31 @@ class ItemFailure:
 
 @dataclass(frozen=True, slots=True)
 class CollectionInfo:
-    """What the collection holds: its embedding model and dimension (None/0 until the first write)."""
+    """What the collection holds: its embedding model and the primary's dimension (None/0 until the
+    first write), and the dimension of each other named vector (fixed when the name is first written)."""
 
     model: ModelRef | None
     dimension: int
+    named: dict[str, int] = field(default_factory=dict)
+
+    def dimension_of(self, name: str) -> int:
+        """The stored dimension of a vector name (0 when the collection has no such vector)."""
+        return self.dimension if name == PRIMARY_VECTOR else self.named.get(name, 0)
+
+    def specs(self) -> tuple[VectorSpec, ...]:
+        if self.model is None:
+            return ()
+        primary = VectorSpec(PRIMARY_VECTOR, self.dimension, primary=True)
+        return (primary, *(VectorSpec(n, d) for n, d in sorted(self.named.items())))
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSpec:
+    """One named vector stored per asset (all are image vectors; the primary is also the text one)."""
+
+    name: str
+    dimension: int
+    primary: bool = False
 
 
 class Fusion(Enum):
@@ -113,6 +140,8 @@ class QueryPlan:
     window: int
     keyword_fields: tuple[tuple[str, float], ...]
     include_vectors: bool
+    # The stored named vector the vector leg searches (PRIMARY_VECTOR unless another was asked for).
+    vector_name: str = PRIMARY_VECTOR
 
     @property
     def uses_keyword(self) -> bool:
@@ -130,6 +159,8 @@ class Scores:
     vector_contribution: float = 0.0
     bm25: float = 0.0
     cosine_similarity: float = 0.0
+    # The named vector the vector leg searched ("" when the query had no vector leg).
+    vector_name: str = ""
 
 
 @dataclass(slots=True)
@@ -151,6 +182,7 @@ class Stats:
     asset_count: int
     model: ModelRef | None
     dimension: int
+    vectors: tuple[VectorSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.search.domain import (
     DEFAULT_KEYWORD_FIELDS,
     KEYWORD_FIELDS,
+    PRIMARY_VECTOR,
     CollectionInfo,
     Fusion,
     ModelRef,
@@ -29,11 +30,12 @@ MIN_WINDOW = 100  # Weaviate's hybrid legs fetch at least 100 candidates
 
 async def plan_query(
     settings: SearchSettings,
-    collection_info: Callable[[], Awaitable[CollectionInfo]],
+    collection_info: Callable[[bool], Awaitable[CollectionInfo]],
     *,
     text: str,
     vector: np.ndarray | None,
     vector_model: ModelRef | None,
+    vector_name: str = "",
     alpha: float | None,
     fusion: Fusion,
     filter: FilterNode | None,
@@ -52,11 +54,24 @@ async def plan_query(
         if vector_model is None or not vector_model.name or not vector_model.version:
             raise InvalidArgument("vector.model needs a name and a version")
         vector = validate_vector(vector, "vector")
-        info = await collection_info()
+        vector_name = vector_name or PRIMARY_VECTOR
+        info = await collection_info(False)
+        if info.model is None or not info.dimension_of(vector_name):
+            # Another replica may have recorded the model or this vector name since this one looked.
+            info = await collection_info(True)
         if info.model is None:
             raise NotFound("no asset has been stored yet, so there is nothing to search")
-        if len(vector) != info.dimension:
-            raise InvalidArgument(f"vector has dimension {len(vector)}; the collection's is {info.dimension}")
+        dimension = info.dimension_of(vector_name)
+        if not dimension:
+            known = ", ".join(s.name for s in info.specs())
+            raise InvalidArgument(
+                f"vector.vector_name {vector_name[:40]!r} is not stored in this collection; "
+                f"stored vectors: {known}"
+            )
+        if len(vector) != dimension:
+            raise InvalidArgument(
+                f"vector has dimension {len(vector)}; the collection's {vector_name!r} vector has {dimension}"
+            )
         if vector_model != info.model:
             raise FailedPrecondition(
                 f"vector comes from model {vector_model}; the collection holds {info.model} "
@@ -104,6 +119,7 @@ async def plan_query(
         window=window,
         keyword_fields=fields,
         include_vectors=include_vectors,
+        vector_name=vector_name or PRIMARY_VECTOR,
     )
 
 
@@ -134,6 +150,7 @@ def plan_digest(tenant: str, plan: QueryPlan) -> str:
         "tenant": tenant,
         "text": plan.text,
         "vector": vec,
+        "vector_name": plan.vector_name,
         "alpha": repr(plan.alpha),
         "fusion": plan.fusion.value,
         "filter": canonical(plan.filter),

@@ -44,6 +44,7 @@ from services.gateway.domain import (
 
 MODEL = ModelRef("fake-clip", "1")
 DIM = 16
+VISUAL_DIM = 24
 
 
 def unit(v: np.ndarray) -> Vector:
@@ -75,11 +76,24 @@ def _concepts(data: bytes) -> str | None:
         return None
 
 
+def visual(words: str) -> Vector:
+    """The fake two-vector model's "visual" vector of an image with these concepts (VISUAL_DIM)."""
+    return unit(sum(_visual_concept(w) for w in words.split()))
+
+
+def _visual_concept(name: str) -> Vector:
+    seed = int.from_bytes(hashlib.sha256(f"visual {name}".encode()).digest()[:4], "little")
+    return unit(np.random.default_rng(seed).normal(size=VISUAL_DIM))
+
+
 class FakeEncoder:
     """Texts and images map to the mean of their concept vectors (an image's concepts are in its
-    PNG `concepts` text chunk, see `png`); other bytes fail that item with INVALID_ARGUMENT."""
+    PNG `concepts` text chunk, see `png`); other bytes fail that item with INVALID_ARGUMENT.
 
-    def __init__(self) -> None:
+    `two_vectors=True` is a two-vector model: images also get a "visual" vector (see `visual`)."""
+
+    def __init__(self, two_vectors: bool = False) -> None:
+        self.two_vectors = two_vectors
         self.available = True
         self.text_calls = 0
         self.image_calls: list[int] = []  # batch sizes
@@ -101,7 +115,8 @@ class FakeEncoder:
         for data in images:
             words = _concepts(data)
             if words is not None:
-                items.append(Encoded(self._vec(words.split())))
+                named = {"visual": visual(words)} if self.two_vectors else {}
+                items.append(Encoded(self._vec(words.split()), named=named))
             else:
                 items.append(Encoded(None, 3, "not an image"))
         return EncodedBatch(MODEL, items)
@@ -160,6 +175,7 @@ def matches(f: object, asset: Asset) -> bool:
 class Stored:
     asset: Asset
     vector: Vector
+    named: dict[str, Vector] = field(default_factory=dict)
 
 
 @dataclass
@@ -176,8 +192,8 @@ class FakeSearch:
     hash_lookups: list[int] = field(default_factory=list)  # digests per FindByContentHash call
     generation: int = 0
 
-    def put(self, asset: Asset, vector: Vector) -> None:
-        self.store[(asset.tenant, asset.asset_id)] = Stored(copy.deepcopy(asset), vector)
+    def put(self, asset: Asset, vector: Vector, named: dict[str, Vector] | None = None) -> None:
+        self.store[(asset.tenant, asset.asset_id)] = Stored(copy.deepcopy(asset), vector, dict(named or {}))
         self.generation += 1
 
     async def index_generation(self, tenant: str) -> int | None:
@@ -197,7 +213,10 @@ class FakeSearch:
                 continue
             text = " ".join([s.asset.caption, *s.asset.tags, s.asset.ocr_text]).lower().split()
             kw = len(words & set(text)) / len(words) if words else 0.0
-            cos = float(s.vector @ spec.vector) if spec.vector is not None else 0.0
+            stored = s.vector if spec.vector_name in ("", "semantic") else s.named.get(spec.vector_name)
+            if stored is None:  # the asset has no vector of that name: the vector leg cannot find it
+                continue
+            cos = float(stored @ spec.vector) if spec.vector is not None else 0.0
             if kw == 0 and (spec.vector is None or alpha == 0):
                 continue
             fused = alpha * max(cos, 0.0) + (1 - alpha) * kw
@@ -211,7 +230,7 @@ class FakeSearch:
                         bm25=kw * 3,
                         cosine=cos,
                     ),
-                    vector=s.vector.copy() if spec.include_vectors else None,
+                    vector=stored.copy() if spec.include_vectors else None,
                 )
             )
         scored.sort(key=lambda h: -h.scores.fused)
@@ -229,7 +248,7 @@ class FakeSearch:
             a = copy.deepcopy(r.asset)
             a.tenant = tenant
             a.embedding_model = r.model
-            self.put(a, r.vector)  # bumps the generation
+            self.put(a, r.vector, r.named)  # bumps the generation
             out.append(UpsertOutcome(r.asset.asset_id))
         return out
 
@@ -243,7 +262,11 @@ class FakeSearch:
                 missing.append(aid)
             else:
                 found.append(
-                    StoredAsset(copy.deepcopy(s.asset), s.vector.copy() if include_vectors else None)
+                    StoredAsset(
+                        copy.deepcopy(s.asset),
+                        s.vector.copy() if include_vectors else None,
+                        {n: v.copy() for n, v in s.named.items()} if include_vectors else {},
+                    )
                 )
         return found, missing
 

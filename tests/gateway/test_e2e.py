@@ -272,6 +272,25 @@ def test_more_like_this(world: World) -> None:
         assert siblings & set(ids(resp)[:5]), (item.asset_id, ids(resp))
 
 
+def test_each_search_names_the_vector_it_searched(world: World) -> None:
+    """Text searches "semantic"; an example image and more-like-this search "visual" when the model
+    stores one (the encoder's model decides: a one-vector model has only "semantic")."""
+    stats = world.suite.search_stub().GetStats(search_pb2.GetStatsRequest(tenant="acme"))
+    stored = {v.name for v in stats.vectors}
+    assert "semantic" in stored and [v.name for v in stats.vectors if v.primary] == ["semantic"]
+    for_images = "visual" if "visual" in stored else "semantic"
+    item = world.allowed[3]
+    by_image = search(world.gw, image=item.data, page_size=5)
+    assert ids(by_image)[0] == item.asset_id
+    assert {r.scores.vector_name for r in by_image.results} == {for_images}
+    by_text = search(world.gw, text=item.caption, page_size=5)
+    assert {r.scores.vector_name for r in by_text.results} == {"semantic"}
+    both = search(world.gw, text=item.caption, image=item.data, page_size=5)
+    assert {r.scores.vector_name for r in both.results} == {"semantic"}
+    similar = world.gw.SearchSimilar(gateway_pb2.SearchSimilarRequest(asset_id=item.asset_id), metadata=ALICE)
+    assert similar.results and {r.scores.vector_name for r in similar.results} == {for_images}
+
+
 def test_pagination_walks_the_window_once(world: World) -> None:
     seen: list[str] = []
     token = ""

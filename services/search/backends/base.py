@@ -31,12 +31,17 @@ class SearchBackend(Protocol):
     async def ready(self) -> bool:
         """True when the store answers (readiness probe)."""
 
-    async def collection_info(self) -> CollectionInfo:
-        """The collection's model and dimension (None / 0 before the first write)."""
+    async def collection_info(self, refresh: bool = False) -> CollectionInfo:
+        """The collection's model and vector dimensions (None / 0 before the first write); `refresh`
+        re-reads what another replica may have recorded since."""
 
     async def set_collection_model(self, model: ModelRef, dimension: int) -> CollectionInfo:
         """Record the collection's model on the first write; returns what is recorded afterwards
         (which may be another writer's model if it won the race)."""
+
+    async def add_named_vectors(self, dimensions: dict[str, int]) -> CollectionInfo:
+        """Record named vectors not stored yet (name -> dimension; names already recorded keep theirs)
+        and make them writable and searchable; returns what is recorded afterwards."""
 
     async def tenant_exists(self, tenant: str) -> bool: ...
 

@@ -10,13 +10,17 @@ import json
 import math
 import os
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.search.backends.embedded import ranking
 from services.search.backends.embedded.columns import tokenize
 from services.search.backends.embedded.tenant import HnswParams, TenantIndex
 from services.search.domain import (
+    PRIMARY_VECTOR,
     AssetRecord,
     CollectionInfo,
     Hit,
@@ -54,7 +58,9 @@ class EmbeddedBackend:
         if meta.exists():
             d = json.loads(meta.read_text())
             self._info = CollectionInfo(
-                ModelRef(d["model"]["name"], d["model"]["version"]), int(d["dimension"])
+                ModelRef(d["model"]["name"], d["model"]["version"]),
+                int(d["dimension"]),
+                {str(n): int(dim) for n, dim in d.get("named", {}).items()},
             )
         model, dim = self._expected
         if model is not None and dim and self._info.model is None:
@@ -68,18 +74,40 @@ class EmbeddedBackend:
     async def ready(self) -> bool:
         return (self.root / "tenants").is_dir()
 
-    async def collection_info(self) -> CollectionInfo:
-        return self._info
+    async def collection_info(self, refresh: bool = False) -> CollectionInfo:
+        return self._info  # one process owns the directory: nothing else records a model
 
     async def set_collection_model(self, model: ModelRef, dimension: int) -> CollectionInfo:
         if self._info.model is None:
-            self._info = CollectionInfo(model, dimension)
-            tmp = self.root / "collection.json.tmp"
-            tmp.write_text(
-                json.dumps({"model": {"name": model.name, "version": model.version}, "dimension": dimension})
-            )
-            tmp.replace(self.root / "collection.json")
+            self._save_info(CollectionInfo(model, dimension))
         return self._info
+
+    async def add_named_vectors(self, dimensions: dict[str, int]) -> CollectionInfo:
+        new = {n: d for n, d in dimensions.items() if n not in self._info.named}
+        if new:
+            self._save_info(replace(self._info, named={**self._info.named, **new}))
+            for t in self._tenants.values():
+                async with t.write_lock:
+                    for name, dim in new.items():
+                        t.add_space(name, dim)
+        return self._info
+
+    def _save_info(self, info: CollectionInfo) -> None:
+        """collection.json: the model, the primary's dimension and the other named vectors' ones (a file
+        written before named vectors has no "named": such a collection simply has none yet)."""
+        assert info.model is not None
+        tmp = self.root / "collection.json.tmp"
+        tmp.write_text(
+            json.dumps(
+                {
+                    "model": {"name": info.model.name, "version": info.model.version},
+                    "dimension": info.dimension,
+                    "named": info.named,
+                }
+            )
+        )
+        tmp.replace(self.root / "collection.json")
+        self._info = info
 
     def _tenant_dir(self, tenant: str) -> Path:
         return self.root / "tenants" / tenant
@@ -100,7 +128,7 @@ class EmbeddedBackend:
             if not self._info.dimension:
                 raise FailedPrecondition("the collection has no embedding model yet (no asset was written)")
             t = await asyncio.to_thread(
-                TenantIndex, self._tenant_dir(tenant), self._info.dimension, self.hnsw
+                TenantIndex, self._tenant_dir(tenant), self._info.dimension, self.hnsw, self._info.named
             )
             self._tenants[tenant] = t
             return t
@@ -131,7 +159,12 @@ class EmbeddedBackend:
                 out.append(None)
             else:
                 vec = t.vectors[slot].copy() if include_vectors else None
-                out.append(AssetRecord(t.docs[slot], vec))
+                named = (
+                    {n: sp.vectors[slot].copy() for n, sp in t.named.items() if sp.has[slot]}
+                    if include_vectors
+                    else {}
+                )
+                out.append(AssetRecord(t.docs[slot], vec, named))
         return out
 
     async def find_by_content_hash(self, tenant: str, digests: list[str]) -> dict[str, set[str]]:
@@ -146,10 +179,15 @@ class EmbeddedBackend:
 
     async def query(self, tenant: str, plan: QueryPlan) -> list[Hit]:
         t = await self._tenant(tenant)
-        if plan.vector is not None and len(plan.vector) != t.dim:
-            raise InvalidArgument(
-                f"query vector has dimension {len(plan.vector)}; the collection's is {t.dim}"
-            )
+        if plan.vector is not None:
+            space_of_name = t.named.get(plan.vector_name)
+            dim = t.dim if plan.vector_name == PRIMARY_VECTOR else (space_of_name.dim if space_of_name else 0)
+            if not dim:
+                raise InvalidArgument(f"vector name {plan.vector_name!r} is not stored in this collection")
+            if len(plan.vector) != dim:
+                raise InvalidArgument(
+                    f"query vector has dimension {len(plan.vector)}; the collection's is {dim}"
+                )
         allowed = t.columns.mask(plan.filter)
         n_allowed = int(allowed.sum())
         kw: list[tuple[int, float]] = []
@@ -160,21 +198,32 @@ class EmbeddedBackend:
             )
         if plan.uses_vector:
             assert plan.vector is not None
-            vec = ranking.vector_leg(t, plan.vector, allowed, n_allowed, plan.window)
+            vec = ranking.vector_leg(t, plan.vector_name, plan.vector, allowed, n_allowed, plan.window)
         fused = fuse(kw, vec, plan.alpha, plan.fusion)[plan.offset : plan.offset + plan.limit]
+        space = t.named.get(plan.vector_name)
+
+        def stored_vector(slot: int) -> np.ndarray | None:
+            """The hit's stored vector of the searched name (None: the asset has none of that name)."""
+            if space is None:
+                return t.vectors[slot]
+            return space.vectors[slot] if slot < len(space.has) and space.has[slot] else None
+
         hits = []
         for f in fused:
             slot = int(f.key)  # type: ignore[call-overload]
             doc = t.docs.get(slot)
             if doc is None:  # retired while we ranked
                 continue
+            stored = stored_vector(slot)
             cos = f.cosine
-            if cos is None and plan.vector is not None:
-                cos = float(t.vectors[slot] @ plan.vector)
+            if cos is None and plan.vector is not None and stored is not None:
+                cos = float(stored @ plan.vector)
             scores = Scores(
                 f.fused, f.keyword, f.vector, f.bm25, 0.0 if cos is None or math.isnan(cos) else cos
             )
-            hits.append(Hit(doc, scores, t.vectors[slot].copy() if plan.include_vectors else None))
+            hits.append(
+                Hit(doc, scores, stored.copy() if plan.include_vectors and stored is not None else None)
+            )
         return hits
 
     async def stats(self, tenant: str | None) -> Stats:

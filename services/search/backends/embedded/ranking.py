@@ -16,26 +16,36 @@ import tantivy
 
 from services.search.backends.embedded.columns import _FIELD_INDEX
 from services.search.backends.embedded.tenant import TenantIndex
-from services.search.domain import BM25_B, BM25_K1
+from services.search.domain import BM25_B, BM25_K1, PRIMARY_VECTOR
 
 # Below this many allowed slots, the keyword leg restricts tantivy to them with a term-set query.
 _KEYWORD_TERMSET_MAX = 4096
 
 
 def vector_leg(
-    t: TenantIndex, q: np.ndarray, allowed: np.ndarray, n_allowed: int, k: int
+    t: TenantIndex, name: str, q: np.ndarray, allowed: np.ndarray, n_allowed: int, k: int
 ) -> list[tuple[int, float]]:
+    """The `k` allowed slots nearest to `q` on the named vector `name` (PRIMARY_VECTOR or a stored
+    other one; an asset without that vector is never a candidate)."""
+    vectors, graph, live = t.vectors, t.graph, t.columns.live
+    if name != PRIMARY_VECTOR:
+        space = t.named[name]
+        assert space.graph is not None
+        has = space.has[: len(allowed)]
+        allowed = allowed[: len(has)] & has
+        n_allowed = int(allowed.sum())
+        vectors, graph, live = space.vectors, space.graph, len(space.graph)
     if n_allowed == 0:
         return []
     if n_allowed <= t.hnsw.exact_cutoff or n_allowed <= k:
-        return _exact(t, q, allowed, k)
+        return _exact(vectors, q, allowed, k)
     # Graph search, over-fetching in proportion to the filter's selectivity; a filter the graph
     # cannot satisfy within 16x over-fetching is answered exactly.
-    live = max(t.columns.live, 1)
+    live = max(live, 1)
     fetch = min(live, max(k, int(k * live / n_allowed * 1.2) + 10))
     while fetch <= 16 * max(k, t.hnsw.ef_search):
-        t.graph.expansion_search = max(t.hnsw.ef_search, fetch)  # type: ignore[misc]
-        m = t.graph.search(q, fetch)
+        graph.expansion_search = max(t.hnsw.ef_search, fetch)  # type: ignore[misc]
+        m = graph.search(q, fetch)
         keys = m.keys.astype(np.int64)
         ok = (keys < len(allowed)) & allowed[np.minimum(keys, len(allowed) - 1)]
         if ok.sum() >= k or fetch >= live:
@@ -43,16 +53,16 @@ def vector_leg(
             # allowed candidate (a few hundred dot products), so scores are exact whatever the
             # graph's dtype and the order does not suffer from its quantisation.
             keys = keys[ok]
-            sims = t.vectors[keys] @ q
+            sims = vectors[keys] @ q
             order = np.argsort(-sims, kind="stable")[:k]
             return [(int(keys[i]), float(sims[i])) for i in order]
         fetch = min(live, fetch * 4)
-    return _exact(t, q, allowed, k)
+    return _exact(vectors, q, allowed, k)
 
 
-def _exact(t: TenantIndex, q: np.ndarray, allowed: np.ndarray, k: int) -> list[tuple[int, float]]:
+def _exact(vectors: np.ndarray, q: np.ndarray, allowed: np.ndarray, k: int) -> list[tuple[int, float]]:
     idx = np.flatnonzero(allowed)
-    sims = t.vectors[idx] @ q
+    sims = vectors[idx] @ q
     top = min(k, len(idx))
     part = np.argpartition(-sims, top - 1)[:top] if top < len(idx) else np.arange(len(idx))
     order = part[np.argsort(-sims[part], kind="stable")]

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +40,34 @@ class HnswParams:
     graph_dtype: str
 
 
-class TenantIndex:
-    """One tenant's records, vector graph, inverted index and filter columns."""
+@dataclass(slots=True)
+class NamedSpace:
+    """One non-primary named vector of the tenant: slot-indexed vectors, which slots have one, and its
+    graph (files `vectors.<name>.usearch` / `.seq`, kept fresh like the primary's)."""
 
-    def __init__(self, root: Path, dimension: int, hnsw: HnswParams) -> None:
+    dim: int
+    vectors: np.ndarray
+    has: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    graph: Index | None = None
+
+    def grow(self, need: int) -> None:
+        if need > len(self.vectors):
+            cap = max(need, 2 * len(self.vectors), 1024)
+            grown = np.zeros((cap, self.dim), dtype=np.float32)
+            grown[: len(self.vectors)] = self.vectors
+            self.vectors = grown
+            has = np.zeros(cap, dtype=bool)
+            has[: len(self.has)] = self.has
+            self.has = has
+
+
+class TenantIndex:
+    """One tenant's records, vector graphs (the primary's and one per other named vector), inverted
+    index and filter columns."""
+
+    def __init__(
+        self, root: Path, dimension: int, hnsw: HnswParams, named: dict[str, int] | None = None
+    ) -> None:
         self.root = root
         self.dim = dimension
         self.hnsw = hnsw
@@ -58,16 +82,24 @@ class TenantIndex:
             "CREATE TABLE IF NOT EXISTS assets (slot INTEGER PRIMARY KEY, asset_id TEXT NOT NULL UNIQUE,"
             " doc TEXT NOT NULL, vector BLOB NOT NULL)"
         )
+        # The non-primary named vectors, one row per (slot, name); rows go with their slot's version.
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS named_vectors (slot INTEGER NOT NULL, name TEXT NOT NULL,"
+            " vector BLOB NOT NULL, PRIMARY KEY (slot, name))"
+        )
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self.db_lock = threading.Lock()
         self.columns = Columns()
         self.docs: dict[int, AssetDoc] = {}
         self.slot_of: dict[str, int] = {}
         self.vectors = np.zeros((0, dimension), dtype=np.float32)
+        self.named = {n: NamedSpace(d, np.zeros((0, d), dtype=np.float32)) for n, d in (named or {}).items()}
         self.next_slot = int(self._meta("next_slot", "0"))
         self.seq = int(self._meta("seq", "0"))
         self._load_records()
         self.graph = self._open_graph()
+        for name in self.named:
+            self._open_named_graph(name)
         self.schema = self._schema()
         self.keyword = self._open_keyword()
         self.writer = self.keyword.writer(heap_size=64_000_000, num_threads=1)
@@ -94,10 +126,25 @@ class TenantIndex:
             self.slot_of[doc.asset_id] = slot
             self.columns.add(slot, doc)
             self.vectors[slot] = np.frombuffer(blob, dtype="<f4")
+        for space in self.named.values():
+            space.grow(self.next_slot)
+        for slot, name, blob in self.db.execute("SELECT slot, name, vector FROM named_vectors"):
+            space_ = self.named.get(name)
+            if space_ is not None and slot in self.docs:
+                space_.vectors[slot] = np.frombuffer(blob, dtype="<f4")
+                space_.has[slot] = True
 
-    def _new_graph(self) -> Index:
+    def add_space(self, name: str, dimension: int) -> None:
+        """Start storing a named vector the collection has just recorded (no asset has it yet)."""
+        if name not in self.named:
+            space = NamedSpace(dimension, np.zeros((0, dimension), dtype=np.float32))
+            space.grow(self.next_slot)
+            space.graph = self._new_graph(dimension)
+            self.named[name] = space
+
+    def _new_graph(self, dimension: int = 0) -> Index:
         return Index(
-            ndim=self.dim,
+            ndim=dimension or self.dim,
             metric="cos",
             dtype=self.hnsw.graph_dtype,
             connectivity=self.hnsw.connectivity,
@@ -106,27 +153,45 @@ class TenantIndex:
         )
 
     def _open_graph(self) -> Index:
-        path = self.root / "vectors.usearch"
-        stamp = self.root / "vectors.seq"
-        graph = self._new_graph()
+        keys = np.fromiter(self.docs.keys(), dtype=np.uint64, count=len(self.docs))
+        return self._load_or_build("vectors", self.dim, keys, self.vectors)
+
+    def _open_named_graph(self, name: str) -> None:
+        space = self.named[name]
+        keys = np.flatnonzero(space.has).astype(np.uint64)
+        space.graph = self._load_or_build(f"vectors.{name}", space.dim, keys, space.vectors)
+
+    def _load_or_build(self, stem: str, dimension: int, keys: np.ndarray, vectors: np.ndarray) -> Index:
+        """The graph snapshot `<stem>.usearch` when it is as fresh as the records, else rebuilt."""
+        path = self.root / f"{stem}.usearch"
+        stamp = self.root / f"{stem}.seq"
+        graph = self._new_graph(dimension)
         if path.exists() and stamp.exists() and stamp.read_text().strip() == str(self.seq):
             graph.load(str(path))  # takes the snapshot's dtype and degree
             graph.expansion_search = self.hnsw.ef_search  # type: ignore[misc]
-            fresh = self._new_graph()
+            fresh = self._new_graph(dimension)
             same_shape = graph.dtype == fresh.dtype and graph.connectivity == fresh.connectivity
-            if len(graph) == len(self.docs) and same_shape:
+            if len(graph) == len(keys) and same_shape:
                 return graph
             graph = fresh
-        if self.docs:
-            log.info("rebuilding vector graph from records", tenant_dir=str(self.root), count=len(self.docs))
-            keys = np.fromiter(self.docs.keys(), dtype=np.uint64, count=len(self.docs))
-            graph.add(keys, self.vectors[keys.astype(np.int64)])
+        if len(keys):
+            log.info(
+                "rebuilding vector graph from records", tenant_dir=str(self.root), graph=stem, count=len(keys)
+            )
+            graph.add(keys, vectors[keys.astype(np.int64)])
         stamp.unlink(missing_ok=True)
         return graph
 
+    def _graph_stems(self) -> list[str]:
+        return ["vectors", *(f"vectors.{n}" for n in self.named)]
+
     def save_graph(self) -> None:
         self.graph.save(str(self.root / "vectors.usearch"))
-        (self.root / "vectors.seq").write_text(str(self.seq))
+        for name, space in self.named.items():
+            assert space.graph is not None
+            space.graph.save(str(self.root / f"vectors.{name}.usearch"))
+        for stem in self._graph_stems():
+            (self.root / f"{stem}.seq").write_text(str(self.seq))
 
     def _schema(self) -> tantivy.Schema:
         sb = tantivy.SchemaBuilder()
@@ -181,6 +246,7 @@ class TenantIndex:
         with self.db_lock:
             placed = []
             retired = [self.slot_of[a] for a in deletes if a in self.slot_of]
+            replaced = [self.slot_of[r.doc.asset_id] for r in records if r.doc.asset_id in self.slot_of]
             slot = self.next_slot
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -190,10 +256,18 @@ class TenantIndex:
                         "INSERT OR REPLACE INTO assets (slot, asset_id, doc, vector) VALUES (?, ?, ?, ?)",
                         (slot, rec.doc.asset_id, doc_to_json(rec.doc), rec.vector.astype("<f4").tobytes()),
                     )
+                    self.db.executemany(
+                        "INSERT OR REPLACE INTO named_vectors (slot, name, vector) VALUES (?, ?, ?)",
+                        [(slot, n, v.astype("<f4").tobytes()) for n, v in rec.named.items()],
+                    )
                     placed.append((slot, rec))
                     slot += 1
                 if deletes:
                     self.db.executemany("DELETE FROM assets WHERE asset_id = ?", [(a,) for a in deletes])
+                if retired or replaced:
+                    self.db.executemany(
+                        "DELETE FROM named_vectors WHERE slot = ?", [(s,) for s in retired + replaced]
+                    )
                 seq = self.seq + 1
                 self.db.executemany(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
@@ -204,7 +278,8 @@ class TenantIndex:
                 self.db.execute("ROLLBACK")
                 raise
             # Durable from here: the indexes below are derived and rebuilt from SQLite if we crash.
-            (self.root / "vectors.seq").unlink(missing_ok=True)
+            for stem in self._graph_stems():
+                (self.root / f"{stem}.seq").unlink(missing_ok=True)
             (self.root / "keyword.seq").unlink(missing_ok=True)
             self.next_slot = slot
             self.seq = seq
@@ -214,6 +289,16 @@ class TenantIndex:
                 vecs = np.stack([r.vector for _, r in placed]).astype(np.float32)  # type: ignore[misc]
                 self.vectors[keys.astype(np.int64)] = vecs
                 self.graph.add(keys, vecs)
+                for name, space in self.named.items():
+                    space.grow(slot)
+                    with_name = [(s, r.named[name]) for s, r in placed if name in r.named]
+                    if with_name:
+                        nkeys = np.asarray([s for s, _ in with_name], dtype=np.uint64)
+                        nvecs = np.stack([v for _, v in with_name]).astype(np.float32)
+                        space.vectors[nkeys.astype(np.int64)] = nvecs
+                        space.has[nkeys.astype(np.int64)] = True
+                        assert space.graph is not None
+                        space.graph.add(nkeys, nvecs)
                 for s, rec in placed:
                     self.writer.add_document(self._tdoc(s, rec.doc))
             old = retired + [
@@ -247,6 +332,12 @@ class TenantIndex:
         self.columns.remove(slot, doc)
         with contextlib.suppress(Exception):  # already gone is fine
             self.graph.remove(slot)
+        for space in self.named.values():
+            if slot < len(space.has) and space.has[slot]:
+                space.has[slot] = False
+                with contextlib.suppress(Exception):
+                    assert space.graph is not None
+                    space.graph.remove(slot)
 
     # -- reads (event-loop thread) --
 

@@ -8,6 +8,7 @@ import json
 import re
 from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -26,6 +27,7 @@ from weaviate.exceptions import (
     WeaviateConnectionError,
     WeaviateGRPCUnavailableError,
     WeaviateInsertManyAllFailedError,
+    WeaviateInvalidInputError,
     WeaviateQueryError,
     WeaviateTimeoutError,
 )
@@ -39,6 +41,7 @@ from services.search.backends.weaviate.schema import (
     doc_to_properties,
     object_uuid,
     properties_to_doc,
+    weaviate_vector,
 )
 from services.search.domain import (
     BM25_B,
@@ -243,17 +246,7 @@ class WeaviateBackend:
                             self._name,
                             description=json.dumps({"imagesearch": {}}),
                             properties=collection_properties(),
-                            vector_config=[
-                                Configure.Vectors.self_provided(
-                                    name=VECTOR_NAME,
-                                    vector_index_config=Configure.VectorIndex.hnsw(
-                                        distance_metric=VectorDistances.COSINE,
-                                        max_connections=self._hnsw["max_connections"],
-                                        ef_construction=self._hnsw["ef_construction"],
-                                        ef=self._hnsw["ef"],
-                                    ),
-                                )
-                            ],
+                            vector_config=[self._vector_config(VECTOR_NAME)],
                             multi_tenancy_config=Configure.multi_tenancy(
                                 enabled=True, auto_tenant_creation=False, auto_tenant_activation=True
                             ),
@@ -284,8 +277,35 @@ class WeaviateBackend:
             meta = {}
         if meta.get("model"):
             self._info = CollectionInfo(
-                ModelRef(meta["model"]["name"], meta["model"]["version"]), int(meta["dimension"])
+                ModelRef(meta["model"]["name"], meta["model"]["version"]),
+                int(meta["dimension"]),
+                {str(n): int(d) for n, d in meta.get("named", {}).items()},
             )
+
+    def _vector_config(self, name: str) -> Any:
+        return Configure.Vectors.self_provided(
+            name=name,
+            vector_index_config=Configure.VectorIndex.hnsw(
+                distance_metric=VectorDistances.COSINE,
+                max_connections=self._hnsw["max_connections"],
+                ef_construction=self._hnsw["ef_construction"],
+                ef=self._hnsw["ef"],
+            ),
+        )
+
+    async def _write_info(self, info: CollectionInfo) -> None:
+        """The collection's description records the model, the primary's dimension and the other named
+        vectors' dimensions (a description written before named vectors has none)."""
+        assert self._client is not None and info.model is not None
+        desc = {
+            "imagesearch": {
+                "model": {"name": info.model.name, "version": info.model.version},
+                "dimension": info.dimension,
+                "named": info.named,
+            }
+        }
+        await self._client.collections.get(self._name).config.update(description=json.dumps(desc))
+        await self._load_info()
 
     def _collection(self, tenant: str) -> Any:
         assert self._client is not None
@@ -293,29 +313,44 @@ class WeaviateBackend:
 
     # ---- collection model ------------------------------------------------------------------------
 
-    async def collection_info(self) -> CollectionInfo:
+    async def collection_info(self, refresh: bool = False) -> CollectionInfo:
         if not self._collection_ready:
             await self._ensure_collection()
+        elif refresh:
+            await self._call(self._load_info, "collection info")
         return self._info
 
     async def set_collection_model(self, model: ModelRef, dimension: int) -> CollectionInfo:
-        assert self._client is not None
-        client = self._client
-
         async def update() -> None:
             await self._load_info()  # another replica may have recorded one meanwhile
             if self._info.model is None:
-                desc = {
-                    "imagesearch": {
-                        "model": {"name": model.name, "version": model.version},
-                        "dimension": dimension,
-                    }
-                }
-                await client.collections.get(self._name).config.update(description=json.dumps(desc))
-                await self._load_info()
+                await self._write_info(CollectionInfo(model, dimension))
 
         async with self._schema_lock:
             await self._call(update, "collection model update")
+        return self._info
+
+    async def add_named_vectors(self, dimensions: dict[str, int]) -> CollectionInfo:
+        assert self._client is not None
+        col = self._client.collections.get(self._name)
+
+        async def update() -> None:
+            await self._load_info()  # another replica may have added some meanwhile
+            new = {n: d for n, d in dimensions.items() if n not in self._info.named}
+            if not new:
+                return
+            existing = set((await col.config.get()).vector_config or {})
+            for name in new:
+                if weaviate_vector(name) not in existing:
+                    try:
+                        await col.config.add_vector(vector_config=self._vector_config(weaviate_vector(name)))
+                    except (UnexpectedStatusCodeError, WeaviateInvalidInputError) as exc:
+                        if "already exists" not in str(exc):
+                            raise
+            await self._write_info(replace(self._info, named={**self._info.named, **new}))
+
+        async with self._schema_lock:
+            await self._call(update, "named vector setup")
         return self._info
 
     # ---- tenants ---------------------------------------------------------------------------------
@@ -361,7 +396,10 @@ class WeaviateBackend:
         objects = [
             wvc.data.DataObject(
                 properties=doc_to_properties(r.doc),
-                vector={VECTOR_NAME: r.vector.astype(np.float32).tolist()},  # type: ignore[union-attr]
+                vector={
+                    VECTOR_NAME: r.vector.astype(np.float32).tolist(),  # type: ignore[union-attr]
+                    **{weaviate_vector(n): v.astype(np.float32).tolist() for n, v in r.named.items()},
+                },
                 uuid=object_uuid(tenant, r.doc.asset_id),
             )
             for r in records
@@ -405,11 +443,13 @@ class WeaviateBackend:
     async def get(self, tenant: str, asset_ids: list[str], include_vectors: bool) -> list[AssetRecord | None]:
         col = self._collection(tenant)
         ids = [object_uuid(tenant, a) for a in asset_ids]
+        named = list((await self.collection_info()).named)
+        names = [VECTOR_NAME, *(weaviate_vector(n) for n in named)]
         res = await self._call(
             lambda: col.query.fetch_objects(
                 filters=Filter.by_id().contains_any(ids),
                 limit=len(ids),
-                include_vector=[VECTOR_NAME] if include_vectors else False,
+                include_vector=names if include_vectors else False,
             ),
             "get",
         )
@@ -421,7 +461,13 @@ class WeaviateBackend:
                 out.append(None)
                 continue
             vec = np.asarray(o.vector[VECTOR_NAME], dtype=np.float32) if include_vectors else None
-            out.append(AssetRecord(properties_to_doc(o.properties), vec))
+            stored = (o.vector or {}) if include_vectors else {}
+            others = {
+                n: np.asarray(stored[weaviate_vector(n)], dtype=np.float32)
+                for n in named
+                if weaviate_vector(n) in stored
+            }
+            out.append(AssetRecord(properties_to_doc(o.properties), vec, others))
         return out
 
     async def find_by_content_hash(self, tenant: str, digests: list[str]) -> dict[str, set[str]]:

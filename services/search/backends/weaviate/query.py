@@ -12,7 +12,7 @@ import numpy as np
 from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
 from weaviate.collections.classes.filters import _Filters
 
-from services.search.backends.weaviate.schema import VECTOR_NAME, properties_to_doc
+from services.search.backends.weaviate.schema import properties_to_doc, weaviate_vector
 from services.search.domain import Fusion, Hit, QueryPlan, Scores
 from services.search.filters import AllOf, AnyOf, Condition, FieldType, FilterNode, Not, Op
 from services.search.fusion import fuse
@@ -95,7 +95,8 @@ async def run_query(call: Call, col: Any, plan: QueryPlan) -> list[Hit]:
     filters = compile_filter(plan.filter) if plan.filter is not None else None
     props = [f"{name}^{boost:g}" for name, boost in plan.keyword_fields]
     want_vectors = plan.include_vectors or plan.vector is not None
-    include_vector: list[str] | bool = [VECTOR_NAME] if want_vectors else False
+    target = weaviate_vector(plan.vector_name)
+    include_vector: list[str] | bool = [target] if want_vectors else False
     # Each hybrid leg fetches max(100, limit) candidates (checked on v1.39: limit 10 and limit 100 give
     # the same top 10, limit 300 does not). Asking for offset + limit results from offset 0 therefore
     # makes each leg contribute the default window; a larger window is requested explicitly (and
@@ -113,7 +114,7 @@ async def run_query(call: Call, col: Any, plan: QueryPlan) -> list[Hit]:
             lambda: col.query.hybrid(
                 query=plan.text,
                 vector=vector,
-                target_vector=VECTOR_NAME,
+                target_vector=target,
                 alpha=plan.alpha,
                 fusion_type=HybridFusion.RANKED
                 if plan.fusion is Fusion.RANKED
@@ -145,7 +146,7 @@ async def run_query(call: Call, col: Any, plan: QueryPlan) -> list[Hit]:
         res = await call(
             lambda: col.query.near_vector(
                 near_vector=vector,
-                target_vector=VECTOR_NAME,
+                target_vector=target,
                 filters=filters,
                 limit=plan.window,
                 return_properties=leg_properties,
@@ -182,7 +183,7 @@ async def run_query(call: Call, col: Any, plan: QueryPlan) -> list[Hit]:
         o = by_id.get(f.key)
         if o is None:  # deleted between the leg and the page fetch
             continue
-        vec = _vector(o)
+        vec = _vector(o, target)
         cos = f.cosine if f.cosine is not None else _cosine(vec, plan)
         hits.append(
             Hit(
@@ -194,8 +195,8 @@ async def run_query(call: Call, col: Any, plan: QueryPlan) -> list[Hit]:
     return hits
 
 
-def _vector(o: Any) -> np.ndarray | None:
-    v = (o.vector or {}).get(VECTOR_NAME)
+def _vector(o: Any, target: str) -> np.ndarray | None:
+    v = (o.vector or {}).get(target)
     return None if v is None else np.asarray(v, dtype=np.float32)
 
 
@@ -225,7 +226,7 @@ def _hybrid_hit(ranked: Any, o: Any, plan: QueryPlan) -> Hit:
     legs = parse_explain(ranked.metadata.explain_score)
     kw_raw, kw_part = legs.get("keyword", (None, 0.0))
     vec_raw, vec_part = legs.get("vector", (None, 0.0))
-    vec = _vector(o)
+    vec = _vector(o, weaviate_vector(plan.vector_name))
     cos = vec_raw if vec_raw is not None else _cosine(vec, plan)
     scores = Scores(
         fused=float(ranked.metadata.score or 0.0),

@@ -23,10 +23,12 @@ Collection schema (one collection, default name `ImagesearchAsset`):
 | embedding_model_name, embedding_model_version | text | field | the vector's model                      |
 | popularity          | number      |              | filter (range)                                 |
 
-Named vector `image`: self-provided (no vectorizer module), HNSW with cosine distance. The inverted index
-uses BM25_K1 / BM25_B (services.search.domain), no stopword removal (the embedded backend matches it)
-and indexes null state (IS_NULL filters). Text used for BM25 (word tokenization) and for exact filters (field
-tokenization) are separate properties, because one Weaviate property has one tokenization.
+Named vector `image` (the model's primary vector) and one `named_<name>` per other named vector (added
+when the name is first written): self-provided (no vectorizer module), HNSW with cosine distance.
+The inverted index uses BM25_K1 / BM25_B (services.search.domain), no stopword removal (the embedded
+backend matches it) and indexes null state (IS_NULL filters). Text used for BM25 (word tokenization)
+and for exact filters (field tokenization) are separate properties, because one Weaviate property has
+one tokenization.
 """
 
 from __future__ import annotations
@@ -38,9 +40,20 @@ from typing import Any
 
 from weaviate.classes.config import DataType, Property, Tokenization
 
-from services.search.domain import AssetDoc, ModelRef, SafetyLabel
+from services.search.domain import PRIMARY_VECTOR, AssetDoc, ModelRef, SafetyLabel
 
 VECTOR_NAME = "image"
+# Other named vectors live in Weaviate vectors `named_<name>` (e.g. `named_visual`), added to the
+# collection when a name is first written, so a collection made before named vectors keeps its
+# primary vector `image` unchanged and needs no migration.
+_NAMED_PREFIX = "named_"
+
+
+def weaviate_vector(name: str) -> str:
+    """The Weaviate vector holding one of the model's named vectors."""
+    return VECTOR_NAME if name == PRIMARY_VECTOR else _NAMED_PREFIX + name
+
+
 # Fixed namespace for object ids: uuid5(NAMESPACE, "<tenant>/<asset_id>").
 UUID_NAMESPACE = uuid.UUID("6f1c4b9e-5d0a-5f43-9a53-2f3c7e1d8b10")
 # Filter field -> Weaviate property (fields not listed keep their name).
