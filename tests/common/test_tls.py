@@ -18,7 +18,7 @@ from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc, gateway_pb2, search_pb2, search_pb2_grpc
 
-from services.common import certs
+from services.common import certs, healthcheck
 from services.common.authz import CallerPolicy
 from services.common.errors import PermissionDenied, Unauthenticated
 from services.common.settings import DEFAULT_ALLOWED_CALLERS
@@ -214,3 +214,10 @@ def test_a_rotated_server_certificate_is_used_without_a_restart(tmp_path: Path) 
             assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
         assert svc.proc is not None and svc.proc.pid == pid and svc.proc.poll() is None
         assert "TLS certificate files changed" in svc.logs()
+
+
+def test_the_container_health_probe_speaks_mutual_tls(tls_suite: Suite, cert_dir: Path) -> None:
+    assert tls_suite.search is not None
+    port = str(tls_suite.search.port)
+    assert healthcheck.main(["healthcheck", "--tls-dir", str(cert_dir), port]) == 0
+    assert healthcheck.main(["healthcheck", port]) == 1  # plaintext: refused
