@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc, gateway_pb2, search_pb2, search_pb2_grpc
 
+from devstack.redis import ensure_redis_server
 from services.common import certs, healthcheck
 from services.common.authz import CallerPolicy
 from services.common.errors import PermissionDenied, Unauthenticated
@@ -25,7 +28,7 @@ from services.common.settings import DEFAULT_ALLOWED_CALLERS
 from services.common.tls import CertFiles, client_credentials, peer_identity
 from tests.gateway.suite import MODEL_FILES, Suite
 from tests.hostile import corpus
-from tests.service_process import ServiceProcess
+from tests.service_process import ServiceProcess, free_port
 
 # ---- the certificate tool and the policy (pure logic) ----------------------------------------------
 
@@ -221,3 +224,65 @@ def test_the_container_health_probe_speaks_mutual_tls(tls_suite: Suite, cert_dir
     port = str(tls_suite.search.port)
     assert healthcheck.main(["healthcheck", "--tls-dir", str(cert_dir), port]) == 0
     assert healthcheck.main(["healthcheck", port]) == 1  # plaintext: refused
+
+
+def test_search_reaches_redis_over_mutual_tls(cert_dir: Path, tmp_path: Path) -> None:
+    """Redis's own TLS (`--tls-port`, client certificates required) with the suite's certificates; the
+    search service needs only a `rediss://` URL naming its files (docs/SECURITY.md)."""
+    port = free_port()
+    redis = subprocess.Popen(
+        [
+            str(ensure_redis_server()),
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(cert_dir / "operator.crt"),
+            "--tls-key-file",
+            str(cert_dir / "operator.key"),
+            "--tls-ca-cert-file",
+            str(cert_dir / "ca.crt"),
+            "--tls-auth-clients",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+            "--logfile",
+            "",
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+    )
+    files = CertFiles.in_dir(cert_dir, "search")
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={files.ca}&ssl_certfile={files.cert}&ssl_keyfile={files.key}"
+    env = {
+        "IMAGESEARCH_SEARCH_DATA_DIR": str(tmp_path / "data"),
+        "IMAGESEARCH_SEARCH_CACHE": "redis",
+        "IMAGESEARCH_SEARCH_REDIS_URL": url,
+    }
+    try:
+        with (
+            ServiceProcess("services.search", env, tls_dir=cert_dir) as svc,
+            svc.channel("gateway") as channel,
+        ):
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 20
+            while True:  # the first readiness round may run before redis-server listens
+                reply = health.Check(health_pb2.HealthCheckRequest(service="backend:redis"), timeout=5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, svc.logs()
+            # the per-tenant generation lives in Redis: consistent means Redis answered over TLS
+            gen = search_pb2_grpc.SearchServiceStub(channel).GetIndexGeneration(
+                search_pb2.GetIndexGenerationRequest(tenant="acme"), timeout=5
+            )
+            assert gen.consistent
+    finally:
+        redis.terminate()
+        redis.wait(10)
