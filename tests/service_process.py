@@ -67,11 +67,16 @@ class ServiceProcess:
 
     def channel(self, identity: str = "operator") -> grpc.Channel:
         """A channel to this service: plaintext, or presenting `identity`'s suite certificate when the
-        service runs with TLS (a gateway's public port is plaintext either way)."""
-        if self.tls_dir is None or self.name == "gateway":
+        service runs with TLS (a gateway's public port: plaintext, or one-way TLS when configured)."""
+        if self.tls_dir is None:
             return grpc.insecure_channel(self.address)
         from services.common.tls import CertFiles, client_credentials
 
+        if self.name == "gateway":  # one-way TLS when its public certificate (from the suite CA) is set
+            if not self.env.get(f"{self.prefix}PUBLIC_TLS_CERT_FILE"):
+                return grpc.insecure_channel(self.address)
+            ca = (self.tls_dir / "ca.crt").read_bytes()
+            return grpc.secure_channel(self.address, grpc.ssl_channel_credentials(root_certificates=ca))
         return grpc.secure_channel(self.address, client_credentials(CertFiles.in_dir(self.tls_dir, identity)))
 
     def start(self, timeout_s: float = 60.0) -> ServiceProcess:

@@ -286,3 +286,21 @@ def test_search_reaches_redis_over_mutual_tls(cert_dir: Path, tmp_path: Path) ->
     finally:
         redis.terminate()
         redis.wait(10)
+
+
+def test_the_gateway_public_port_serves_one_way_tls_when_configured(cert_dir: Path) -> None:
+    public = certs.issue(cert_dir, "public")  # any CA its clients trust; the suite's here
+    env = {
+        "IMAGESEARCH_GATEWAY_PUBLIC_TLS_CERT_FILE": str(public),
+        "IMAGESEARCH_GATEWAY_PUBLIC_TLS_KEY_FILE": str(cert_dir / "public.key"),
+    }
+    # Its backends are absent: only the port's transport is under test.
+    with ServiceProcess("services.gateway", env, wait_serving=False, tls_dir=cert_dir) as gw:
+        with gw.channel() as channel:  # TLS, no client certificate
+            assert _health(channel) in (
+                health_pb2.HealthCheckResponse.SERVING,
+                health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
+        with grpc.insecure_channel(gw.address) as channel, pytest.raises(grpc.RpcError) as err:
+            _health(channel)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
