@@ -24,6 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from imagesearch.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, gateway_pb2, search_pb2
 from PIL import Image, ImageDraw, ImageFont
 
+from services.common import certs
 from services.gateway.auth import sign_token
 from tests.gateway.suite import (
     ACME_LICENSES,
@@ -101,12 +102,14 @@ def ids(resp: Any) -> list[str]:
 
 
 @pytest.fixture(scope="module", params=["embedded", pytest.param("stack", marks=pytest.mark.integration)])
-def suite(request: pytest.FixtureRequest) -> Iterator[Suite]:
+def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     why = missing_prerequisites()
     if why:
         pytest.skip(why)
     stack = request.getfixturevalue("stack") if request.param == "stack" else None
-    s = Suite(request.param, stack).start()
+    tls_dir = tmp_path_factory.mktemp("certs")  # internal hops over mutual TLS, as `make run` runs them
+    certs.init(tls_dir)
+    s = Suite(request.param, stack, tls_dir=tls_dir).start()
     try:
         yield s
     finally:

@@ -1,5 +1,6 @@
-"""One embedded suite (encoder, search, gateway as real processes) for the whole tests/hostile package,
-seeded with acme's seed assets and globex's secret (tests/hostile/corpus.py)."""
+"""One embedded suite (encoder, search, gateway as real processes, internal hops over mutual TLS as
+`make run` runs them) for the whole tests/hostile package, seeded with acme's seed assets and globex's
+secret (tests/hostile/corpus.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ from collections.abc import Iterator
 import pytest
 from imagesearch.v1 import gateway_pb2
 
+from services.common import certs
 from tests.gateway.suite import MODEL_FILES, Suite
 from tests.hostile import corpus
 
 
 @pytest.fixture(scope="session")
-def hostile_suite() -> Iterator[Suite]:
+def hostile_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     absent = [str(p) for p in MODEL_FILES if not p.exists()]
     if absent:
         pytest.fail(f"the demo model is not built ({', '.join(absent)}); see tools/models/README.md")
-    suite = Suite("embedded").start()
+    tls_dir = tmp_path_factory.mktemp("certs")
+    certs.init(tls_dir)
+    suite = Suite("embedded", tls_dir=tls_dir).start()
     try:
         gw = suite.gateway_stub()
         acks = list(gw.Ingest(iter(corpus.SEEDS), metadata=corpus.ALICE, timeout=120))
