@@ -15,6 +15,8 @@ from pathlib import Path
 
 import grpc
 import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from services.common.settings import PublicTlsSettings, ServiceSettings
 
@@ -57,7 +59,7 @@ def cert_files(settings: ServiceSettings, service_name: str) -> CertFiles | None
     return CertFiles.in_dir(settings.tls_dir, settings.tls_identity or service_name)
 
 
-class _ReloadingConfig:
+class ReloadingServerConfig:
     """The fetcher behind `grpc.dynamic_ssl_server_credentials`: gRPC calls it before each handshake;
     it returns a new configuration when the files changed, else None (keep the current one). A file
     caught mid-rotation (unreadable, or a key that does not match) keeps the previous configuration."""
@@ -81,17 +83,29 @@ class _ReloadingConfig:
                 if stamp == self._stamp:
                     return None
                 cert, key, ca = self._files.read()
-            except (OSError, RuntimeError) as exc:
-                log.warning("TLS files unreadable; keeping the current certificate", error=str(exc))
+                _check_pair(cert, key)
+            except (OSError, RuntimeError, ValueError) as exc:
+                # Mid-rotation (the key written, the certificate not yet) or damaged: the next
+                # handshake looks again.
+                log.warning("TLS files unusable; keeping the current certificate", error=str(exc))
                 return None
             self._stamp = stamp
             log.info("TLS certificate files changed; new handshakes use them", cert=str(self._files.cert))
             return self._configuration(cert, key, ca)
 
 
+def _check_pair(cert_pem: bytes, key_pem: bytes) -> None:
+    """ValueError unless the PEM key is the private half of the PEM certificate."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    public = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(*public) != key.public_key().public_bytes(*public):
+        raise ValueError("the private key does not match the certificate")
+
+
 def mutual_server_credentials(files: CertFiles) -> grpc.ServerCredentials:
     """Server credentials that refuse any handshake without a client certificate from the suite CA."""
-    fetcher = _ReloadingConfig(files)
+    fetcher = ReloadingServerConfig(files)
     return grpc.dynamic_ssl_server_credentials(fetcher.initial(), fetcher, require_client_authentication=True)
 
 

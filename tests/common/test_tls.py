@@ -25,7 +25,7 @@ from services.common import certs, healthcheck
 from services.common.authz import CallerPolicy
 from services.common.errors import PermissionDenied, Unauthenticated
 from services.common.settings import DEFAULT_ALLOWED_CALLERS
-from services.common.tls import CertFiles, client_credentials, peer_identity
+from services.common.tls import CertFiles, ReloadingServerConfig, client_credentials, peer_identity
 from tests.gateway.suite import MODEL_FILES, Suite
 from tests.hostile import corpus
 from tests.service_process import ServiceProcess, free_port
@@ -304,3 +304,18 @@ def test_the_gateway_public_port_serves_one_way_tls_when_configured(cert_dir: Pa
         with grpc.insecure_channel(gw.address) as channel, pytest.raises(grpc.RpcError) as err:
             _health(channel)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_reload_waits_for_a_matching_key_and_certificate(tmp_path: Path) -> None:
+    certs.init(tmp_path)
+    files = CertFiles.in_dir(tmp_path, "search")
+    fetcher = ReloadingServerConfig(files)
+    assert fetcher() is None  # unchanged
+    old_cert = files.cert.read_bytes()
+    certs.issue(tmp_path, "search")
+    new_cert = files.cert.read_bytes()
+    files.cert.write_bytes(old_cert)  # mid-rotation: the new key next to the old certificate
+    assert fetcher() is None
+    files.cert.write_bytes(new_cert)
+    assert fetcher() is not None  # the complete new pair
+    assert fetcher() is None
