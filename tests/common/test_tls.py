@@ -87,10 +87,8 @@ def test_peer_identity_prefers_the_spiffe_uri() -> None:
 
 
 @pytest.fixture(scope="module")
-def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("certs")
-    certs.init(directory)
-    return directory
+def cert_dir(suite_certs: Path) -> Path:
+    return suite_certs
 
 
 @pytest.fixture(scope="module")

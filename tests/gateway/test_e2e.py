@@ -24,7 +24,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from imagesearch.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, gateway_pb2, search_pb2
 from PIL import Image, ImageDraw, ImageFont
 
-from services.common import certs
 from services.gateway.auth import sign_token
 from tests.gateway.suite import (
     ACME_LICENSES,
@@ -102,14 +101,13 @@ def ids(resp: Any) -> list[str]:
 
 
 @pytest.fixture(scope="module", params=["embedded", pytest.param("stack", marks=pytest.mark.integration)])
-def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+def suite(request: pytest.FixtureRequest, suite_certs: Path) -> Iterator[Suite]:
     why = missing_prerequisites()
     if why:
         pytest.skip(why)
     stack = request.getfixturevalue("stack") if request.param == "stack" else None
-    tls_dir = tmp_path_factory.mktemp("certs")  # internal hops over mutual TLS, as `make run` runs them
-    certs.init(tls_dir)
-    s = Suite(request.param, stack, tls_dir=tls_dir).start()
+    # internal hops over mutual TLS, as `make run` runs them
+    s = Suite(request.param, stack, tls_dir=suite_certs).start()
     try:
         yield s
     finally:

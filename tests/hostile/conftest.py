@@ -5,23 +5,21 @@ secret (tests/hostile/corpus.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from imagesearch.v1 import gateway_pb2
 
-from services.common import certs
 from tests.gateway.suite import MODEL_FILES, Suite
 from tests.hostile import corpus
 
 
 @pytest.fixture(scope="session")
-def hostile_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+def hostile_suite(suite_certs: Path) -> Iterator[Suite]:
     absent = [str(p) for p in MODEL_FILES if not p.exists()]
     if absent:
         pytest.fail(f"the demo model is not built ({', '.join(absent)}); see tools/models/README.md")
-    tls_dir = tmp_path_factory.mktemp("certs")
-    certs.init(tls_dir)
-    suite = Suite("embedded", tls_dir=tls_dir).start()
+    suite = Suite("embedded", tls_dir=suite_certs).start()
     try:
         gw = suite.gateway_stub()
         acks = list(gw.Ingest(iter(corpus.SEEDS), metadata=corpus.ALICE, timeout=120))
