@@ -139,9 +139,7 @@ async def serve(app: App, settings: ServiceSettings, stop: asyncio.Event | None 
         port=port,
         metrics_port=metrics_port,
         services=names[2:],
-        tls="off"
-        if credentials is None
-        else ("public" if isinstance(settings, PublicTlsSettings) else "mutual"),
+        tls=_tls_mode(settings, credentials),
     )
     monitor_task = asyncio.create_task(monitor.run_forever())
 
@@ -170,6 +168,12 @@ def _security(
         return None, interceptors
     interceptors.append(AuthorizationInterceptor(CallerPolicy(settings.allowed_callers)))
     return tls.mutual_server_credentials(files), interceptors
+
+
+def _tls_mode(settings: ServiceSettings, credentials: grpc.ServerCredentials | None) -> str:
+    if credentials is None:
+        return "off"
+    return "one-way" if isinstance(settings, PublicTlsSettings) else "mutual"
 
 
 S = TypeVar("S", bound=ServiceSettings)
