@@ -10,7 +10,7 @@ COPY pyproject.toml README.md ./
 COPY gen/python gen/python
 COPY services services
 COPY triton_models triton_models
-RUN pip install . && useradd --system --uid 10001 imagesearch && mkdir -p /data && chown imagesearch /data
+RUN pip install . && useradd --system --uid 10001 imagesearch && mkdir -p /data /certs && chown imagesearch /data /certs
 USER imagesearch
 # Overridden per service in docker-compose.yml.
 CMD ["python", "-m", "services.gateway"]

@@ -57,7 +57,7 @@ stack-status: $(VPY) ## Show the real backends' state and addresses
 	$(VPY) -m devstack status
 
 .PHONY: run
-run: $(VPY) ## Set up and start the whole suite on its embedded defaults (Ctrl-C stops it)
+run: $(VPY) ## Set up and start the whole suite on its embedded defaults, internal hops over mTLS (certs made once in .data/certs; Ctrl-C stops it)
 	$(VPY) -m services.suite
 
 .PHONY: test

@@ -5,6 +5,10 @@ and the gateway as three processes, exactly as they run in production, wired to 
 loopback. Nothing else needs to be installed. Environment variables already set (any
 IMAGESEARCH_* setting) win over these defaults, so the same launcher can point at a real stack.
 Ctrl-C (or SIGTERM) stops all three gracefully.
+
+The internal hops (gateway -> encoder, gateway -> search) run over mutual TLS with certificates made
+once under IMAGESEARCH_SUITE_TLS_DIR (default .data/certs; docs/SECURITY.md); set it empty for
+plaintext. The gateway's public port stays plaintext unless IMAGESEARCH_GATEWAY_PUBLIC_TLS_* are set.
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import certs
+from services.common.tls import CertFiles, client_credentials
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = os.environ.get("IMAGESEARCH_SUITE_HOST", "127.0.0.1")
+TLS_DIR = os.environ.get("IMAGESEARCH_SUITE_TLS_DIR", str(REPO_ROOT / ".data" / "certs"))
 
 # name -> (module, gRPC port, metrics port)
 SERVICES = {
@@ -39,6 +47,8 @@ def _env_for(name: str) -> dict[str, str]:
         f"{prefix}METRICS_PORT": str(metrics),
         f"{prefix}LOG_FORMAT": "console",
     }
+    if TLS_DIR:
+        defaults[f"{prefix}TLS_DIR"] = TLS_DIR
     if name == "search":
         defaults[f"{prefix}DATA_DIR"] = str(REPO_ROOT / ".data" / "search")
     if name == "gateway":
@@ -53,9 +63,19 @@ def _port(name: str, env: dict[str, str]) -> str:
     return env[f"IMAGESEARCH_{name.upper()}_PORT"]
 
 
-def _wait_serving(name: str, address: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+def _health_channel(name: str, address: str, env: dict[str, str]) -> grpc.Channel:
+    """Health is open to any suite identity: the launcher asks as `operator`."""
+    tls_dir = env.get(f"IMAGESEARCH_{name.upper()}_TLS_DIR")
+    if name == "gateway" or not tls_dir:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, client_credentials(CertFiles.in_dir(Path(tls_dir), "operator")))
+
+
+def _wait_serving(
+    name: str, address: str, proc: subprocess.Popen[bytes], env: dict[str, str], timeout_s: float = 120
+) -> None:
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    with _health_channel(name, address, env) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -80,11 +100,18 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
     try:
+        if TLS_DIR:
+            issued = certs.init(Path(TLS_DIR))  # once: valid certificates are kept
+            print(
+                f"suite: internal hops over mutual TLS, certificates in {TLS_DIR}"
+                + (f" (issued {', '.join(issued)})" if issued else ""),
+                flush=True,
+            )
         for name in ("encoder", "search", "gateway"):  # the gateway needs the other two
             env = _env_for(name)
             module = SERVICES[name][0]
             procs[name] = subprocess.Popen([sys.executable, "-m", module], cwd=REPO_ROOT, env=env)
-            _wait_serving(name, f"{HOST}:{_port(name, env)}", procs[name])
+            _wait_serving(name, f"{HOST}:{_port(name, env)}", procs[name], env)
             print(f"suite: {name} ready on {HOST}:{_port(name, env)}", flush=True)
         gateway = f"{HOST}:{_port('gateway', _env_for('gateway'))}"
         print(

@@ -1,6 +1,8 @@
 """Shared pytest fixtures.
 
 The `stack` fixture: the real local backend stack (Redis, Weaviate, Triton) started by devstack.
+The `suite_certs` fixture: a suite certificate directory (CA + gateway, search, encoder, operator) for
+services started with mutual TLS (`ServiceProcess(..., tls_dir=suite_certs)`, `Suite(..., tls_dir=...)`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from devstack import Stack, StackInfo
+from services.common import certs
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +24,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "stack" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def suite_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Made once per session by the suite's own certificate tool."""
+    directory = tmp_path_factory.mktemp("suite-certs")
+    certs.init(directory)
+    return directory
 
 
 @pytest.fixture(scope="session")

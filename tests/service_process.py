@@ -3,6 +3,9 @@
     with ServiceProcess("services.search", env={...}) as svc:
         channel = grpc.insecure_channel(svc.address)
 
+    with ServiceProcess("services.search", tls_dir=certs) as svc:   # mutual TLS (certs: a suite cert dir)
+        channel = svc.channel("gateway")                              # presents gateway.crt
+
 The service gets a free loopback port through its own settings (IMAGESEARCH_<NAME>_PORT), logs to a
 file that is shown when startup fails, and is stopped with SIGTERM (graceful drain) on exit.
 """
@@ -33,8 +36,15 @@ def free_port() -> int:
 class ServiceProcess:
     """One service process. `module` is e.g. "services.encoder"; its env prefix is derived from it."""
 
-    def __init__(self, module: str, env: dict[str, str] | None = None, wait_serving: bool = True) -> None:
+    def __init__(
+        self,
+        module: str,
+        env: dict[str, str] | None = None,
+        wait_serving: bool = True,
+        tls_dir: Path | None = None,
+    ) -> None:
         self.module = module
+        self.tls_dir = tls_dir
         self.name = module.rsplit(".", 1)[-1]
         self.prefix = f"IMAGESEARCH_{self.name.upper()}_"
         self.port = free_port()
@@ -45,6 +55,7 @@ class ServiceProcess:
             f"{self.prefix}PORT": str(self.port),
             f"{self.prefix}METRICS_PORT": str(self.metrics_port),
             f"{self.prefix}LOG_LEVEL": "debug",
+            **({f"{self.prefix}TLS_DIR": str(tls_dir)} if tls_dir is not None else {}),
             **(env or {}),
         }
         self.log_path = Path(tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")[1])
@@ -53,6 +64,20 @@ class ServiceProcess:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def channel(self, identity: str = "operator") -> grpc.Channel:
+        """A channel to this service: plaintext, or presenting `identity`'s suite certificate when the
+        service runs with TLS (a gateway's public port: plaintext, or one-way TLS when configured)."""
+        if self.tls_dir is None:
+            return grpc.insecure_channel(self.address)
+        from services.common.tls import CertFiles, client_credentials
+
+        if self.name == "gateway":  # one-way TLS when its public certificate (from the suite CA) is set
+            if not self.env.get(f"{self.prefix}PUBLIC_TLS_CERT_FILE"):
+                return grpc.insecure_channel(self.address)
+            ca = (self.tls_dir / "ca.crt").read_bytes()
+            return grpc.secure_channel(self.address, grpc.ssl_channel_credentials(root_certificates=ca))
+        return grpc.secure_channel(self.address, client_credentials(CertFiles.in_dir(self.tls_dir, identity)))
 
     def start(self, timeout_s: float = 60.0) -> ServiceProcess:
         log = self.log_path.open("wb")
@@ -64,7 +89,7 @@ class ServiceProcess:
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(self.address) as channel:
+        with self.channel() as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 assert self.proc is not None

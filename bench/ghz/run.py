@@ -2,7 +2,8 @@
 """Run a ghz load suite (suite.json by default) against running imagesearch services on loopback.
 
     .venv/bin/python -m bench.ghz.run --gateway 127.0.0.1:50070 --api-key demo-key \\
-        --encoder 127.0.0.1:50071 --search 127.0.0.1:50072 [--profile smoke|full] [--only 'search.*'] \\
+        --encoder 127.0.0.1:50071 --search 127.0.0.1:50072 [--tls-dir .data/certs] [--profile smoke|full] \\
+        [--only 'search.*'] \\
         [--out bench/results/ghz-<time>] [--synthetic-vectors] [--keep-data] [--budget-s 900] \\
         [--echo 127.0.0.1:P] [--echo-asyncio 127.0.0.1:P] [--suite bench/ghz/perf_suite.json] \\
         [--ghz-cpu-list 1] [--watch-pid gateway=PID ...] [--note TEXT]
@@ -118,12 +119,45 @@ def build_protosets(out: Path) -> tuple[Path, Path]:
     return ours, health
 
 
+# Internal services that run mutual TLS (`--tls-dir`): address -> the certificate files to present.
+INTERNAL_TLS: dict[str, Any] = {}
+
+
+def open_channel(addr: str, options: list[tuple[str, Any]] | None = None) -> Any:
+    """A channel to `addr`: mutual TLS where --tls-dir put its address in INTERNAL_TLS, else plaintext."""
+    import grpc
+
+    files = INTERNAL_TLS.get(addr)
+    if files is None:
+        return grpc.insecure_channel(addr, options=options)
+    from services.common.tls import client_credentials
+
+    return grpc.secure_channel(addr, client_credentials(files), options=options)
+
+
+def ghz_transport(addr: str) -> list[str]:
+    """ghz's transport flags for `addr` (see open_channel)."""
+    files = INTERNAL_TLS.get(addr)
+    if files is None:
+        return ["--insecure"]
+    return [
+        "--cacert",
+        str(files.ca),
+        "--cert",
+        str(files.cert),
+        "--key",
+        str(files.key),
+        "--cname",
+        "localhost",
+    ]
+
+
 def healthy(addr: str) -> str | None:
     """None when the server answers a health check (any status), else why not."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(addr) as channel:
+    with open_channel(addr) as channel:
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         except grpc.RpcError as err:
@@ -148,10 +182,9 @@ class Vectors:
 
 
 def encoder_vectors(addr: str, images: list[workload.SampleImage], queries: list[str]) -> Vectors:
-    import grpc
     from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc
 
-    with grpc.insecure_channel(addr, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
+    with open_channel(addr, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
         stub = encoder_pb2_grpc.EncoderServiceStub(channel)
         info = stub.GetModelInfo(encoder_pb2.GetModelInfoRequest(), timeout=30)
 
@@ -444,7 +477,7 @@ def run_ghz(
     cmd = ["taskset", "-c", cpu_list] if cpu_list else []
     cmd += [
         ghz,
-        "--insecure",
+        *ghz_transport(addr),
         "--protoset",
         str(protoset),
         "--call",
@@ -545,7 +578,7 @@ def cleanup(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
                     pass
         result["gateway_deleted"] = deleted
     if ctx.upserted_ids and args.search:
-        with grpc.insecure_channel(args.search) as channel:
+        with open_channel(args.search) as channel:
             stub = search_pb2_grpc.SearchServiceStub(channel)
             deleted = 0
             for i in range(0, len(ctx.upserted_ids), 500):
@@ -607,6 +640,18 @@ def main(argv: list[str] | None = None) -> int:
         "(only for a scratch search service: the store learns its model from the first write)",
     )
     ap.add_argument("--keep-data", action="store_true", help="do not delete what write scenarios stored")
+    ap.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="suite certificate directory: call the encoder and search over mutual TLS (as `make run` "
+        "serves them; .data/certs there), presenting --tls-identity's certificate",
+    )
+    ap.add_argument(
+        "--tls-identity",
+        default="gateway",
+        help="identity presented to encoder and search (default gateway: the only one their default "
+        "policy lets call data methods; docs/SECURITY.md)",
+    )
     ap.add_argument("--keep-request-data", action="store_true", help="keep ghz's request data in OUT/data")
     args = ap.parse_args(argv)
 
@@ -617,6 +662,12 @@ def main(argv: list[str] | None = None) -> int:
         "echo": args.echo,
         "echo_asyncio": args.echo_asyncio,
     }
+    if args.tls_dir is not None:
+        from services.common.tls import CertFiles
+
+        for addr in (args.encoder, args.search):
+            if addr:
+                INTERNAL_TLS[addr] = CertFiles.in_dir(args.tls_dir, args.tls_identity)
     watched = parse_watch(args.watch_pid)
     for addr in targets.values():
         if addr:

@@ -20,10 +20,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.common import tls
+from services.common.authz import AuthorizationInterceptor, CallerPolicy
 from services.common.interceptors import ServerInterceptor
 from services.common.logging import configure_logging
 from services.common.metrics import BACKEND_READY, start_metrics_server
-from services.common.settings import ServiceSettings
+from services.common.settings import PublicTlsSettings, ServiceSettings
 
 log = structlog.get_logger("server")
 
@@ -106,7 +108,8 @@ async def serve(app: App, settings: ServiceSettings, stop: asyncio.Event | None 
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
-    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=options)
+    credentials, interceptors = _security(app, settings)
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
@@ -114,7 +117,12 @@ async def serve(app: App, settings: ServiceSettings, stop: asyncio.Event | None 
         add(servicer, server)
         names.append(service_name)
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    port = (
+        server.add_insecure_port(address)
+        if credentials is None
+        else server.add_secure_port(address, credentials)
+    )
     if port == 0:
         raise RuntimeError(f"cannot bind {settings.host}:{settings.port}")
 
@@ -125,7 +133,14 @@ async def serve(app: App, settings: ServiceSettings, stop: asyncio.Event | None 
     monitor = ReadinessMonitor(health, app, settings.health_interval_s)
     await monitor.check_once()  # health is accurate before the first call can arrive
     await server.start()
-    log.info("listening", host=settings.host, port=port, metrics_port=metrics_port, services=names[2:])
+    log.info(
+        "listening",
+        host=settings.host,
+        port=port,
+        metrics_port=metrics_port,
+        services=names[2:],
+        tls=_tls_mode(settings, credentials),
+    )
     monitor_task = asyncio.create_task(monitor.run_forever())
 
     await stop.wait()
@@ -137,6 +152,28 @@ async def serve(app: App, settings: ServiceSettings, stop: asyncio.Event | None 
     if app.on_stop is not None:
         await app.on_stop()
     log.info("stopped")
+
+
+def _security(
+    app: App, settings: ServiceSettings
+) -> tuple[grpc.ServerCredentials | None, list[grpc.aio.ServerInterceptor]]:
+    """How the port is served. A client-facing service (its settings include PublicTlsSettings: the
+    gateway) authenticates callers itself and serves plaintext or one-way TLS. An internal service
+    serves mutual TLS when `tls_dir` is set and authorises each caller's identity per method."""
+    interceptors: list[grpc.aio.ServerInterceptor] = [ServerInterceptor()]
+    if isinstance(settings, PublicTlsSettings):
+        return tls.public_server_credentials(settings), interceptors
+    files = tls.cert_files(settings, app.name)
+    if files is None:
+        return None, interceptors
+    interceptors.append(AuthorizationInterceptor(CallerPolicy(settings.allowed_callers)))
+    return tls.mutual_server_credentials(files), interceptors
+
+
+def _tls_mode(settings: ServiceSettings, credentials: grpc.ServerCredentials | None) -> str:
+    if credentials is None:
+        return "off"
+    return "one-way" if isinstance(settings, PublicTlsSettings) else "mutual"
 
 
 S = TypeVar("S", bound=ServiceSettings)

@@ -6,9 +6,11 @@ Each service subclasses `ServiceSettings` and sets its own prefix, e.g. `IMAGESE
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +38,39 @@ class ServiceSettings(BaseSettings):
         30.0, gt=0, description="Deadline applied to backend calls when the caller set none."
     )
     use_uvloop: bool = Field(True, description="Run the event loop on uvloop (faster) when installed.")
+    tls_dir: Path | None = Field(
+        None,
+        description="Suite certificate directory (`python -m services.common.certs init`). Set: internal "
+        "services serve only mutual TLS and the gateway calls them over it; unset: plaintext internal hops.",
+    )
+    tls_identity: str = Field(
+        "", description="Identity whose <tls_dir>/<identity>.crt/.key this service presents; empty: its name."
+    )
+    allowed_callers: dict[str, list[str]] = Field(
+        default_factory=lambda: dict(DEFAULT_ALLOWED_CALLERS),
+        description='With TLS: which caller identities may call what, as {"package.Service/Method" or '
+        '"package.Service/*": [identities]}; "*" is any suite identity; an unlisted method is denied.',
+    )
+
+
+# Only the gateway acts for tenants: it alone may read, write or encode. Health and reflection reveal
+# nothing a tenant owns, so any holder of a suite certificate (an operator, a probe) may use them.
+DEFAULT_ALLOWED_CALLERS: dict[str, list[str]] = {
+    "imagesearch.v1.SearchService/*": ["gateway"],
+    "imagesearch.v1.EncoderService/*": ["gateway"],
+    "grpc.health.v1.Health/*": ["*"],
+    "grpc.reflection.v1alpha.ServerReflection/*": ["*"],
+}
+
+
+class PublicTlsSettings(BaseModel):
+    """TLS on a port that faces clients (the gateway's). Off by default so existing clients and ghz
+    keep working over plaintext on loopback; clients need no certificate of their own either way."""
+
+    public_tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain of the public port; set together with the key: serve TLS."
+    )
+    public_tls_key_file: Path | None = Field(None, description="PEM private key of the public port.")
 
 
 def describe_settings(cls: type[BaseSettings]) -> list[tuple[str, str, str]]:
@@ -44,6 +79,13 @@ def describe_settings(cls: type[BaseSettings]) -> list[tuple[str, str, str]]:
     rows = []
     for name, field in cls.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        shown = "" if default is None else str(default)
+        # Complex defaults as JSON: that is how pydantic-settings reads them from the environment.
+        shown = (
+            ""
+            if default is None
+            else json.dumps(default)
+            if isinstance(default, dict | list)
+            else str(default)
+        )
         rows.append((f"{prefix}{name}".upper(), shown, field.description or ""))
     return rows

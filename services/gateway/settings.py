@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
+from services.common.settings import PublicTlsSettings, ServiceSettings
 from services.gateway.limits import MAX_QUERY_LIMIT
 
 
@@ -248,6 +248,7 @@ class RateLimitSettings(BaseModel):
 # order, and the README reference shows them in that order (backends first).
 class GatewaySettings(
     ServiceSettings,
+    PublicTlsSettings,
     RateLimitSettings,
     AnalysisSettings,
     IngestSettings,

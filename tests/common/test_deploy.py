@@ -18,9 +18,27 @@ OURS = {name: spec for name, spec in COMPOSE["services"].items() if name in SETT
 
 
 def test_compose_declares_every_component_with_a_health_check() -> None:
-    assert set(COMPOSE["services"]) == {"triton", "weaviate", "redis", "encoder", "search", "gateway"}
+    assert set(COMPOSE["services"]) == {
+        "certs",
+        "triton",
+        "weaviate",
+        "redis",
+        "encoder",
+        "search",
+        "gateway",
+    }
     for name, spec in COMPOSE["services"].items():
-        assert "healthcheck" in spec, f"{name} has no health check"
+        if name != "certs":  # a one-shot job, not a server
+            assert "healthcheck" in spec, f"{name} has no health check"
+
+
+def test_compose_runs_the_internal_hops_over_mutual_tls() -> None:
+    assert COMPOSE["services"]["certs"]["command"][:1] == ["init"]
+    for name, spec in OURS.items():
+        assert spec["environment"][f"IMAGESEARCH_{name.upper()}_TLS_DIR"] == "/certs", name
+        assert "certs:/certs:ro" in spec["volumes"], name
+        if name != "gateway":  # internal: the health probe needs a suite certificate too
+            assert spec["healthcheck"]["test"][-3:-1] == ["--tls-dir", "/certs"], name
 
 
 @pytest.mark.parametrize("service", sorted(OURS))

@@ -1,23 +1,31 @@
-"""`make run` (python -m services.suite) brings up all three services wired together, and stops
-them all cleanly on SIGTERM."""
+"""`make run` (python -m services.suite) brings up all three services wired together over mutual TLS
+(certificates made on first start), and stops them all cleanly on SIGTERM."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.tls import CertFiles, client_credentials
 from tests.service_process import REPO_ROOT, free_port
 
 
 def test_suite_starts_all_services_and_stops_cleanly(tmp_path) -> None:  # type: ignore[no-untyped-def]
     ports = {name: free_port() for name in ("ENCODER", "SEARCH", "GATEWAY")}
-    env = {**os.environ, "IMAGESEARCH_SEARCH_DATA_DIR": str(tmp_path / "search")}
+    certs = tmp_path / "certs"
+    env = {
+        **os.environ,
+        "IMAGESEARCH_SEARCH_DATA_DIR": str(tmp_path / "search"),
+        "IMAGESEARCH_SUITE_TLS_DIR": str(certs),
+    }
     for name, port in ports.items():
         env[f"IMAGESEARCH_{name}_PORT"] = str(port)
         env[f"IMAGESEARCH_{name}_METRICS_PORT"] = "0"
@@ -34,18 +42,26 @@ def test_suite_starts_all_services_and_stops_cleanly(tmp_path) -> None:  # type:
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
+        assert (certs / "ca.crt").exists() and (certs / "gateway.key").exists()
+        operator = client_credentials(CertFiles.in_dir(certs, "operator"))
         for name, port in ports.items():
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            address = f"127.0.0.1:{port}"
+            # The gateway's public port is plaintext; the internal ones take only suite certificates.
+            public = name == "GATEWAY"
+            channel = grpc.insecure_channel(address) if public else grpc.secure_channel(address, operator)
+            with channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+            if name != "GATEWAY":
+                with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as err:
+                    health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE, name
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
     assert code == 0, log.read_text()
     for name, port in ports.items():  # nothing left listening
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            try:
-                grpc.channel_ready_future(channel).result(timeout=0.5)
-                raise AssertionError(f"{name} still listening after the suite stopped")
-            except grpc.FutureTimeoutError:
-                pass
+        with socket.socket() as probe:
+            assert (
+                probe.connect_ex(("127.0.0.1", port)) != 0
+            ), f"{name} still listening after the suite stopped"

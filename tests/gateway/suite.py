@@ -105,8 +105,16 @@ def open_data_sample(groups: int = 12, extra: int = 12, seed: int = 7) -> list[S
 class Suite:
     """encoder + search + gateway processes. `stack` is a StackInfo for mode "stack"."""
 
-    def __init__(self, mode: str, stack: Any = None, gateway_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        stack: Any = None,
+        gateway_env: dict[str, str] | None = None,
+        tls_dir: Path | None = None,
+    ) -> None:
+        """`tls_dir`: a suite certificate directory; set, the internal hops run over mutual TLS."""
         self.mode = mode
+        self.tls_dir = tls_dir
         self.stack = stack
         self.tmp = Path(tempfile.mkdtemp(prefix="imagesearch-e2e-"))
         self.gateway_env = gateway_env or {}
@@ -144,8 +152,12 @@ class Suite:
 
     def start(self) -> Suite:
         try:
-            self.encoder = ServiceProcess("services.encoder", self.encoder_env()).start(timeout_s=120)
-            self.search = ServiceProcess("services.search", self.search_env()).start(timeout_s=120)
+            self.encoder = ServiceProcess("services.encoder", self.encoder_env(), tls_dir=self.tls_dir).start(
+                timeout_s=120
+            )
+            self.search = ServiceProcess("services.search", self.search_env(), tls_dir=self.tls_dir).start(
+                timeout_s=120
+            )
             self.gateway = ServiceProcess(
                 "services.gateway",
                 {
@@ -157,6 +169,7 @@ class Suite:
                     "IMAGESEARCH_GATEWAY_LOG_LEVEL": "info",
                     **self.gateway_env,
                 },
+                tls_dir=self.tls_dir,
             ).start(timeout_s=120)
         except BaseException:
             self.stop()
@@ -167,19 +180,25 @@ class Suite:
         assert self.encoder is not None
         port = self.encoder.port
         self.encoder = ServiceProcess(
-            "services.encoder", {**self.encoder_env(), "IMAGESEARCH_ENCODER_PORT": str(port)}
+            "services.encoder",
+            {**self.encoder_env(), "IMAGESEARCH_ENCODER_PORT": str(port)},
+            tls_dir=self.tls_dir,
         )
         self.encoder.port = port
         self.encoder.start(timeout_s=120)
 
-    def channel(self, address: str) -> grpc.Channel:
-        ch = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_send_message_length", 64 << 20),
-                ("grpc.max_receive_message_length", 64 << 20),
-            ],
-        )
+    def channel(self, address: str, identity: str = "gateway") -> grpc.Channel:
+        """A channel to one of the suite's processes; to an internal one under TLS, as `identity` (the
+        tests inspect the search service as the gateway would)."""
+        options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+        internal = self.gateway is None or address != self.gateway.address
+        if self.tls_dir is not None and internal:
+            from services.common.tls import CertFiles, client_credentials
+
+            creds = client_credentials(CertFiles.in_dir(self.tls_dir, identity))
+            ch = grpc.secure_channel(address, creds, options=options)
+        else:
+            ch = grpc.insecure_channel(address, options=options)
         self._channels.append(ch)
         return ch
 

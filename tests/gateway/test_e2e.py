@@ -101,12 +101,13 @@ def ids(resp: Any) -> list[str]:
 
 
 @pytest.fixture(scope="module", params=["embedded", pytest.param("stack", marks=pytest.mark.integration)])
-def suite(request: pytest.FixtureRequest) -> Iterator[Suite]:
+def suite(request: pytest.FixtureRequest, suite_certs: Path) -> Iterator[Suite]:
     why = missing_prerequisites()
     if why:
         pytest.skip(why)
     stack = request.getfixturevalue("stack") if request.param == "stack" else None
-    s = Suite(request.param, stack).start()
+    # internal hops over mutual TLS, as `make run` runs them
+    s = Suite(request.param, stack, tls_dir=suite_certs).start()
     try:
         yield s
     finally:

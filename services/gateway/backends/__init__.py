@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from services.common import tls
 from services.gateway.analysis import ImageAnalyzer
 from services.gateway.backends.calls import CircuitBreaker, RetryPolicy, channel
 from services.gateway.backends.encoder import GrpcEncoderClient
@@ -38,10 +39,15 @@ def make_backends(settings: GatewaySettings) -> Backends:
     def breaker(name: str) -> CircuitBreaker:
         return CircuitBreaker(name, settings.breaker_failure_threshold, settings.breaker_reset_s)
 
+    # With tls_dir set, both hops are mutual TLS and the gateway presents its own certificate.
+    files = tls.cert_files(settings, "gateway")
+    creds = None if files is None else tls.client_credentials(files)
     encoder_channel = channel(
-        settings.encoder_address, settings.default_deadline_s, settings.max_message_bytes
+        settings.encoder_address, settings.default_deadline_s, settings.max_message_bytes, creds
     )
-    search_channel = channel(settings.search_address, settings.default_deadline_s, settings.max_message_bytes)
+    search_channel = channel(
+        settings.search_address, settings.default_deadline_s, settings.max_message_bytes, creds
+    )
     return Backends(
         encoder=GrpcEncoderClient(
             encoder_channel,

@@ -239,16 +239,22 @@ class BackendCalls:
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
 
-def channel(address: str, default_timeout_s: float, max_message_bytes: int) -> grpc.aio.Channel:
+def channel(
+    address: str,
+    default_timeout_s: float,
+    max_message_bytes: int,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> grpc.aio.Channel:
+    """A channel to another suite service; over mutual TLS when `credentials` are given."""
     from services.common.interceptors import client_interceptors
 
-    return grpc.aio.insecure_channel(
-        address,
-        interceptors=client_interceptors(default_timeout_s),
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.enable_retries", 0),  # retries are ours (idempotent calls only)
-        ],
-    )
+    interceptors = client_interceptors(default_timeout_s)
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.enable_retries", 0),  # retries are ours (idempotent calls only)
+    ]
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, interceptors=interceptors, options=options)
+    return grpc.aio.secure_channel(address, credentials, interceptors=interceptors, options=options)
