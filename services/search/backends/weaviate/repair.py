@@ -137,8 +137,7 @@ class VectorIndexRepairer:
             missing = await self._unfindable(col, page.objects)
             if missing:
                 report.missing += [str(o.uuid) for o in missing]
-                await self._reinsert(col, missing)
-                report.repaired += [str(o.uuid) for o in missing]
+                report.repaired += await self._reinsert(col, [o.uuid for o in missing])
                 log.warning(
                     "re-indexed objects the vector index had lost",
                     tenant=tenant,
@@ -167,8 +166,19 @@ class VectorIndexRepairer:
                     bad[str(o.uuid)] = o
         return list(bad.values())
 
-    async def _reinsert(self, col: Any, objects: Sequence[Any]) -> None:
-        """Delete and insert again: an update with an unchanged vector would keep the lost graph node."""
+    async def _reinsert(self, col: Any, ids: Sequence[Any]) -> list[str]:
+        """Delete and insert again (an update with an unchanged vector would keep the lost graph node);
+        the ids re-inserted.
+
+        The objects are read again first and checked once more, so that a client write or delete
+        since the page was read wins: a deleted asset is not brought back, one re-written with a new
+        vector is findable already, and the one left is written back as it is now."""
+        res = await col.query.fetch_objects(
+            filters=Filter.by_id().contains_any(list(ids)), limit=len(ids), include_vector=True
+        )
+        objects = await self._unfindable(col, res.objects)
+        if not objects:
+            return []
         await col.data.delete_many(where=Filter.by_id().contains_any([o.uuid for o in objects]))
         result = await col.data.insert_many(
             [wvc.data.DataObject(properties=o.properties, vector=o.vector, uuid=o.uuid) for o in objects]
@@ -176,6 +186,7 @@ class VectorIndexRepairer:
         if result.errors:
             first = next(iter(result.errors.values()))
             raise RuntimeError(f"re-insert of {len(result.errors)} objects failed: {first.message}")
+        return [str(o.uuid) for o in objects]
 
     async def watch(self, interval_s: float) -> None:
         """Run a full pass at start and after each Weaviate restart; retry a failed pass every interval."""
