@@ -15,6 +15,7 @@ import argparse
 import concurrent.futures as cf
 import os
 import signal
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -57,10 +58,36 @@ def _write(address: str, tenant: str, vectors: dict[str, np.ndarray]) -> list[st
         ]
 
 
-def _kill_and_restart(stack: Stack) -> StackInfo:
+def hnsw_wal_node_ids(data: bytes) -> set[int]:
+    """Node ids with an AddNode record in a raw HNSW commit log of Weaviate 1.39
+    (record layouts: vector/hnsw/compact/wal_writer.go). Raises on a torn or unknown record."""
+    fixed = {0: 11, 1: 11, 2: 19, 4: 9, 5: 9, 6: 9, 7: 9, 8: 1, 9: 11}  # by commit type
+    ids: set[int] = set()
+    i = 0
+    while i < len(data):
+        kind = data[i]
+        if kind == 0:
+            ids.add(struct.unpack_from("<Q", data, i + 1)[0])
+        if kind in fixed:
+            size = fixed[kind]
+        elif kind in (3, 10):  # ReplaceLinksAtLevel, AddLinksAtLevel: a uint16 count of uint64 targets
+            size = 13 + 8 * struct.unpack_from("<H", data, i + 11)[0]
+        else:
+            raise ValueError(f"unknown record type {kind} at byte {i}")
+        if i + size > len(data):
+            raise ValueError(f"torn record at byte {i}")
+        i += size
+    return ids
+
+
+def _kill(stack: Stack) -> None:
     pid = stack.status()["weaviate"].pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
+
+
+def _kill_and_restart(stack: Stack) -> StackInfo:
+    _kill(stack)
     stack.stop("weaviate")  # records the dead process as stopped; keeps the ports for start()
     return stack.start("weaviate")
 
@@ -130,6 +157,14 @@ def test_every_acknowledged_asset_is_findable_after_weaviate_kill9(search_stack:
     ), f"{len(missing)} of {acked} acknowledged assets not findable {FINDABLE_WITHIN_S}s after restart"
 
 
+def test_hnsw_wal_parser_reads_node_records_and_rejects_a_torn_tail() -> None:
+    add_node = bytes([0]) + struct.pack("<QH", 7, 0)
+    links = bytes([3]) + struct.pack("<QHH", 7, 0, 2) + struct.pack("<QQ", 1, 2)
+    assert hnsw_wal_node_ids(add_node + links + bytes([1]) + struct.pack("<QH", 7, 0)) == {7}
+    with pytest.raises(ValueError, match="torn"):
+        hnsw_wal_node_ids(add_node + links[:-3])
+
+
 def test_raft_lifetime_changes_with_the_term() -> None:
     def stats(term: str, first: int) -> dict[str, object]:
         return {"statistics": [{"name": "node1", "initialLastAppliedIndex": first, "raft": {"term": term}}]}
@@ -140,14 +175,50 @@ def test_raft_lifetime_changes_with_the_term() -> None:
     assert raft_lifetime({}) is None
 
 
+def inspect_wal(stack: Stack, info: StackInfo) -> None:
+    """Write, SIGKILL, and count AddNode records in the shard's HNSW commit log before any restart."""
+    collection = f"Kill{uuid.uuid4().hex[:12]}"
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    vectors = {f"asset-{i}": unit(np.random.default_rng()) for i in range(N_ASSETS)}
+    env = {
+        **weaviate_env(info, collection),
+        "IMAGESEARCH_SEARCH_CACHE": "memory",
+        "IMAGESEARCH_SEARCH_WEAVIATE_REPAIR_INTERVAL_S": "0",
+    }
+    with ServiceProcess("services.search", env=env) as svc:
+        acked = _write(svc.address, tenant, vectors)
+        _kill(stack)
+    wal_dir = (
+        REPO_ROOT / ".stack/data/weaviate" / collection.lower() / tenant / "vectors_image.hnsw.commitlog.d"
+    )
+    ids: set[int] = set()
+    for f in sorted(wal_dir.iterdir()):
+        if f.name.isdigit():  # raw files; snapshots and compacted segments have suffixes
+            ids |= hnsw_wal_node_ids(f.read_bytes())
+    print(
+        f"acknowledged {len(acked)}; AddNode records on disk after SIGKILL: {len(ids)} "
+        f"(highest node id {max(ids, default=-1)})"
+    )
+    stack.stop("weaviate")
+    stack.start("weaviate")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-repair", action="store_true", help="turn the service's repair watcher off")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--wait-s", type=float, default=FINDABLE_WITHIN_S)
+    parser.add_argument(
+        "--inspect-wal", action="store_true", help="count the HNSW commit log's node records after SIGKILL"
+    )
     args = parser.parse_args()
     stack = Stack(REPO_ROOT)
     info = stack.up(only="redis,weaviate")
+    if args.inspect_wal:
+        for _ in range(args.runs):
+            inspect_wal(stack, info)
+            info = stack.info(only="redis,weaviate")
+        return
     for run in range(args.runs):
         acked, first, missing, took = run_kill(stack, info, repair=not args.no_repair, wait_s=args.wait_s)
         info = stack.info(only="redis,weaviate")

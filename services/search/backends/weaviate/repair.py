@@ -1,7 +1,8 @@
 """Verify-and-repair of Weaviate's vector index after Weaviate restarts.
 
-Why: after a kill -9, Weaviate 1.39 (single node, synchronous indexing) can come back with objects
-that its object store holds but its HNSW graph lost; no startup pass of Weaviate's puts them back
+Why: Weaviate 1.39's batch write acknowledges before its HNSW commit-log records reach the OS (it
+flushes before its insert workers finish), so after a kill -9 it can come back with objects that its
+object store holds but its HNSW graph lost; no startup pass of Weaviate's puts them back
 (its own repair, `RepairIndex`, runs only with ASYNC_INDEXING, which acknowledges before indexing).
 Such an object is returned by filters and BM25 but never by vector search, and re-sending it does
 not help: Weaviate skips the vector index when an update leaves the vector unchanged.
