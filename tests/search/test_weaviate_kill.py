@@ -12,6 +12,7 @@ Run as a script to measure without the repair watcher (the "before" figure):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures as cf
 import os
 import signal
@@ -28,7 +29,7 @@ from imagesearch.v1 import search_pb2, search_pb2_grpc
 from weaviate.classes.query import Filter
 
 from devstack import Stack, StackInfo
-from services.search.backends.weaviate.repair import raft_lifetime
+from services.search.backends.weaviate.repair import VectorIndexRepairer, raft_lifetime
 from services.search.backends.weaviate.schema import VECTOR_NAME, object_uuid
 from tests.search.conftest import weaviate_env
 from tests.search.helpers import record, unit
@@ -203,6 +204,36 @@ def inspect_wal(stack: Stack, info: StackInfo) -> None:
     stack.start("weaviate")
 
 
+def measure_pass(info: StackInfo, n: int, dim: int = 256) -> None:
+    """Time one repair pass over a collection of n assets (nothing to repair: the checking cost)."""
+    collection = f"Cost{uuid.uuid4().hex[:12]}"
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng()
+    env = {
+        **weaviate_env(info, collection),
+        "IMAGESEARCH_SEARCH_CACHE": "memory",
+        "IMAGESEARCH_SEARCH_WEAVIATE_REPAIR_INTERVAL_S": "0",
+    }
+    with ServiceProcess("services.search", env=env) as svc:
+        stub = search_pb2_grpc.SearchServiceStub(grpc.insecure_channel(svc.address))
+        for i in range(0, n, 200):
+            batch = [record(f"asset-{j}", unit(rng, dim)) for j in range(i, min(n, i + 200))]
+            stub.UpsertAssets(search_pb2.UpsertAssetsRequest(tenant=tenant, assets=batch), timeout=120)
+
+    async def one_pass() -> tuple[int, float]:
+        repairer = VectorIndexRepairer(
+            info.host, info.weaviate_http_port or 0, info.weaviate_grpc_port or 0, collection, 500, 30.0
+        )
+        start = time.perf_counter()
+        report = await repairer.repair_all()
+        took = time.perf_counter() - start
+        await repairer.close()
+        return report.checked, took
+
+    checked, took = asyncio.run(one_pass())
+    print(f"repair pass over {checked} assets of {dim} dimensions: {took:.1f}s ({checked / took:.0f}/s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-repair", action="store_true", help="turn the service's repair watcher off")
@@ -211,9 +242,13 @@ def main() -> None:
     parser.add_argument(
         "--inspect-wal", action="store_true", help="count the HNSW commit log's node records after SIGKILL"
     )
+    parser.add_argument("--pass-cost", type=int, default=0, help="time one repair pass over this many assets")
     args = parser.parse_args()
     stack = Stack(REPO_ROOT)
     info = stack.up(only="redis,weaviate")
+    if args.pass_cost:
+        measure_pass(info, args.pass_cost)
+        return
     if args.inspect_wal:
         for _ in range(args.runs):
             inspect_wal(stack, info)
