@@ -42,6 +42,11 @@ OUTCOMES = {
 }
 
 
+# Acknowledgements that do not confirm the item is stored: FAILED (it is not) and UNCERTAIN (the index
+# did not confirm the write). Both make the command exit non-zero.
+_UNCONFIRMED_OUTCOMES = frozenset({gateway_pb2.INGEST_OUTCOME_FAILED, gateway_pb2.INGEST_OUTCOME_UNCERTAIN})
+
+
 def _channel(address: str) -> grpc.Channel:
     limit = 64 * 1024 * 1024
     return grpc.insecure_channel(
@@ -134,12 +139,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             for ack in stub.Ingest(requests(), metadata=_metadata(args), timeout=args.timeout):
                 outcome = OUTCOMES.get(ack.outcome, "unknown")
                 counts[outcome] += 1
-                if ack.outcome == gateway_pb2.INGEST_OUTCOME_FAILED:
+                if ack.outcome in _UNCONFIRMED_OUTCOMES:
                     code = grpc.StatusCode.UNKNOWN
                     for c in grpc.StatusCode:
                         if c.value[0] == ack.error.code:
                             code = c
-                    failures.append((ack.asset_id, f"{code.name}: {ack.error.message}"))
+                    failures.append((ack.asset_id, f"{outcome} {code.name}: {ack.error.message}"))
                 bar.update(1)
                 bar.set_postfix({k: v for k, v in counts.items()}, refresh=False)
         except grpc.RpcError as exc:
@@ -152,13 +157,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         f"ingested {done}/{len(paths)} images from {root} in {elapsed:.1f}s "
         f"({done / max(elapsed, 1e-9):.1f} img/s): "
         + ", ".join(
-            f"{k} {counts.get(k, 0)}" for k in ("created", "updated", "unchanged", "duplicate", "failed")
+            f"{k} {counts.get(k, 0)}"
+            for k in ("created", "updated", "unchanged", "duplicate", "failed", "uncertain")
         )
     )
     for asset_id, why in failures[:20]:
-        print(f"  failed {asset_id}: {why}")
+        print(f"  {asset_id}: {why}")
     if len(failures) > 20:
-        print(f"  … and {len(failures) - 20} more failures")
+        print(f"  … and {len(failures) - 20} more failed or uncertain")
+    if counts.get("uncertain"):
+        print("  uncertain items may or may not be stored; running the same ingest again is safe")
     return 1 if failures else 0
 
 

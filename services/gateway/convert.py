@@ -369,7 +369,7 @@ def ingest_ack_pb(a: m.IngestAck) -> gateway_pb2.IngestResponse:
         ocr_text=a.ocr_text,
         duplicate_of=a.duplicate_of,
     )
-    if a.outcome is m.IngestOutcome.FAILED:
+    if a.outcome in (m.IngestOutcome.FAILED, m.IngestOutcome.UNCERTAIN):
         out.error.CopyFrom(common_pb2.ItemError(code=a.error_code, message=a.error_message))
     return out
 

@@ -308,7 +308,10 @@ class IngestOutcome(enum.Enum):
     UPDATED = 2
     UNCHANGED = 3
     DUPLICATE = 4
+    # Nothing of the item was stored.
     FAILED = 5
+    # The store did not confirm the write before it became unreachable: stored or not; re-sending is safe.
+    UNCERTAIN = 6
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import structlog
 
 from services.common.batching import BatchStats, MicroBatcher, submit_stream
-from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, status_number
+from services.common.errors import (
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    status_number,
+)
 from services.gateway.analysis import Analysis, check_image, decode_rgb
 from services.gateway.auth import Principal
 from services.gateway.backends.base import Analyzer, EncoderClient, SearchClient
@@ -178,6 +187,8 @@ class IngestFlow:
             return await self._ingest_one(principal, item)
         except ItemFailed as exc:
             return IngestAck(item.asset_id, IngestOutcome.FAILED, exc.number, exc.message)
+        except WriteUnconfirmed as exc:
+            return IngestAck(item.asset_id, IngestOutcome.UNCERTAIN, exc.number, exc.message)
         except DomainError as exc:
             if isinstance(exc, BackendError):
                 log.warning("ingest item failed in a backend", asset_id=item.asset_id, detail=exc.message)
@@ -324,7 +335,15 @@ class IngestFlow:
     ) -> None:
         """Store the asset with every vector the model gave it (the primary and e.g. "visual")."""
         record = UpsertRecord(asset, vector, model, named)
-        outcome: UpsertOutcome = await self._upserts(tenant).submit(record)
+        try:
+            outcome: UpsertOutcome = await self._upserts(tenant).submit(record)
+        except DomainError as exc:
+            if write_outcome_unknown(exc):
+                raise WriteUnconfirmed(
+                    status_number(exc.code),
+                    f"the index did not confirm the write ({public_message(exc)}); re-sending is safe",
+                ) from exc
+            raise
         if outcome.error_code:
             raise ItemFailed(
                 outcome.error_code, f"search service did not store it: {caller_safe(outcome.error_message)}"
@@ -387,6 +406,35 @@ class IngestFlow:
 
     async def _upsert(self, tenant: str, records: list[UpsertRecord]) -> Sequence[UpsertOutcome]:
         return await self._search.upsert(tenant, records)
+
+
+# Statuses of a failed upsert call after which the write may have been stored: the request may have
+# reached the search service (and Weaviate) before the answer was lost.
+_UNCONFIRMED_STATUSES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
+
+def write_outcome_unknown(exc: DomainError) -> bool:
+    """Whether an upsert that raised `exc` may still have stored its items.
+
+    Conservative (UNCERTAIN allows both, FAILED does not): UNAVAILABLE covers a breaker that failed fast
+    (nothing sent on that attempt, but an earlier, retried attempt may have been), and a deadline that
+    ran out before a retry, or while the item waited in the upsert batcher, counts as unknown too."""
+    return isinstance(exc, Unavailable | DeadlineExceeded) or exc.code in _UNCONFIRMED_STATUSES
+
+
+class WriteUnconfirmed(Exception):
+    """The search service did not confirm an upsert: the item may or may not be stored (UNCERTAIN)."""
+
+    def __init__(self, number: int, message: str) -> None:
+        super().__init__(message)
+        self.number, self.message = number, message
 
 
 class _StreamReport:

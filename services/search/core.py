@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -81,9 +81,18 @@ class SearchCore:
         self._stream_writer: MicroBatcher[StreamedUpsert, UpsertOutcome] = MicroBatcher(
             self._write_streamed, max_items=settings.max_batch, wait_s=0, name="stream upsert"
         )
+        # Long-running maintenance (the vector index repair watcher); cancelled by close().
+        self._background: list[asyncio.Task[None]] = []
+
+    def run_in_background(self, job: Coroutine[Any, Any, None]) -> None:
+        self._background.append(asyncio.create_task(job))
 
     async def close(self) -> None:
-        """Stop the stream batcher (queued items are cancelled, the write in flight finishes)."""
+        """Stop background jobs and the stream batcher (queued items are cancelled, the write in flight
+        finishes)."""
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._stream_writer.close()
 
     # ---- writes ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from imagesearch.v1 import search_pb2, search_pb2_grpc
 from services.common.server import App, Probe
 from services.search import convert
 from services.search.backends import make_backend
+from services.search.backends.weaviate.repair import VectorIndexRepairer
 from services.search.cache import make_cache
 from services.search.core import SearchCore, validate_tenant
 from services.search.domain import StreamedUpsert
@@ -102,12 +103,25 @@ async def build(settings: SearchSettings) -> App:
     await backend.start()
     cache = make_cache(settings)
     core = SearchCore(settings, backend, cache)
+    repairer: VectorIndexRepairer | None = None
+    if settings.backend == "weaviate" and settings.weaviate_repair_interval_s > 0:
+        repairer = VectorIndexRepairer(
+            settings.weaviate_host,
+            settings.weaviate_http_port,
+            settings.weaviate_grpc_port,
+            settings.weaviate_collection,
+            chunk=settings.weaviate_repair_chunk,
+            timeout_s=settings.weaviate_timeout_s,
+        )
+        core.run_in_background(repairer.watch(settings.weaviate_repair_interval_s))
     probes = [Probe(backend.name, backend.ready, required=True)]
     if cache.name == "redis":
         probes.append(Probe("redis", cache.healthy, required=False))
 
     async def on_stop() -> None:
         await core.close()
+        if repairer is not None:
+            await repairer.close()
         await cache.close()
         await backend.close()
 

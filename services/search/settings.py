@@ -46,6 +46,16 @@ class SearchSettings(ServiceSettings):
         description="Weaviate backend: per-batch write timeout cap (HNSW inserts of a 1000-asset batch can "
         "take tens of seconds on 2 busy cores); a timed-out batch is UNAVAILABLE and safe to retry.",
     )
+    weaviate_repair_interval_s: float = Field(
+        5.0,
+        ge=0,
+        description="Weaviate backend: how often to look for a Weaviate restart; after each (and at start) "
+        "every stored object is checked to be findable by vector search and re-indexed if not "
+        "(docs/DURABILITY.md). 0 turns the check off.",
+    )
+    weaviate_repair_chunk: int = Field(
+        500, ge=1, le=10000, description="Weaviate backend: objects checked per query by the repair pass."
+    )
 
     # ---- HNSW parameters (both backends) ----------------------------------------------------------
     hnsw_max_connections: int = Field(32, ge=4, le=128, description="HNSW graph degree (M) for new indexes.")

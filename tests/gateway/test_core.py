@@ -582,7 +582,7 @@ async def test_caller_messages_name_no_exception_class_library_or_backend() -> N
     w.search.upsert = search_down  # type: ignore[method-assign, assignment]
     w.search.query = search_down  # type: ignore[method-assign, assignment]
     acks = await run_ingest(w, [item("unstored", "y")])
-    assert acks["unstored"].error_code == 14
+    assert acks["unstored"].outcome is IngestOutcome.UNCERTAIN and acks["unstored"].error_code == 14
     servicer = GatewayServicer(w.gw, Authenticator(KEYS, None), AuditLog(lambda e: None))
     with pytest.raises(DomainError) as err:
         await servicer.Search(gateway_pb2.SearchRequest(text="cat"), _Context())  # type: ignore[arg-type]
