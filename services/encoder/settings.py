@@ -26,7 +26,7 @@ class EncoderSettings(ServiceSettings):
         ),
     )
     model_package: str = Field(
-        "demo",
+        "photo",
         description=(
             "The model package to serve: a directory holding package.json, or a name under models/ "
             "('photo': the photo-aware default, 'demo': the clip-art model). The package says the towers, "

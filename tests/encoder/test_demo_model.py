@@ -46,6 +46,7 @@ def demo_encoder(
 ) -> Iterator[encoder_pb2_grpc.EncoderServiceStub]:
     env = {
         "IMAGESEARCH_ENCODER_MODEL_REPOSITORY": str(demo_repository),
+        "IMAGESEARCH_ENCODER_MODEL_PACKAGE": "demo",  # what the clip-art model learned is the subject
         "IMAGESEARCH_ENCODER_LOG_LEVEL": "info",
     }
     if request.param == "triton":
@@ -108,7 +109,10 @@ def test_heldout_retrieval_through_the_service_matches_the_trainers(demo_reposit
     ]
     if not records or not all((DATA / r["path"]).is_file() for r in records):
         pytest.skip(f"the demo data cache is not in {DATA} (tools/models/fetch_data.py)")
-    env = {"IMAGESEARCH_ENCODER_MODEL_REPOSITORY": str(demo_repository)}
+    env = {
+        "IMAGESEARCH_ENCODER_MODEL_REPOSITORY": str(demo_repository),
+        "IMAGESEARCH_ENCODER_MODEL_PACKAGE": "demo",
+    }
     with ServiceProcess("services.encoder", env=env) as svc, grpc.insecure_channel(svc.address) as channel:
         stub = encoder_pb2_grpc.EncoderServiceStub(channel)
         vectors = []
