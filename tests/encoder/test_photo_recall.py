@@ -28,7 +28,8 @@ from tools.photo_package.eval_set import augment
 pytestmark = pytest.mark.integration
 
 SUBSET = Path(__file__).resolve().parent / "fixtures" / "photo_recall"
-PARAPHRASE_R10_FLOOR = 0.60  # the full-set bar; 5 of 30 queries below the measured value
+# The bar: reached on this slice, not yet on the full held-out set (models/photo/README.md).
+PARAPHRASE_R10_FLOOR = 0.60
 # The bar for every augmentation, greyscale included (here: at most one miss in 48).
 NEAR_DUPLICATE_HIT1_FLOOR = {"crop80": 0.97, "half_jpeg40": 0.97, "rot7_blur": 0.97, "grey": 0.97}
 AUGMENTATIONS = tuple(NEAR_DUPLICATE_HIT1_FLOOR)
