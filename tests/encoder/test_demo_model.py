@@ -93,8 +93,8 @@ def test_heldout_retrieval_through_the_service_matches_the_trainers(demo_reposit
     preprocessing), so preprocessing and serving add no error."""
     metrics = json.loads(METRICS.read_text()) if METRICS.is_file() else {}
     # The trainer reports one figure per colour handling; compare with the one this model's contract uses.
-    config = (demo_repository / "clip_image" / "config.pbtxt").read_text()
-    on_white = '"imagesearch.image.color_mode" value { string_value: "rgb_on_white" }' in config
+    package = json.loads((REPO / "models/demo/package/package.json").read_text())
+    on_white = package["preprocessing"]["image"]["color_mode"] == "rgb_on_white"
     evaluation = metrics.get("heldout_eval", {})
     expected = evaluation.get("text_to_image_on_white" if on_white else "text_to_image") or evaluation.get(
         "text_to_image"
