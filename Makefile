@@ -49,7 +49,7 @@ lint: $(VPY) $(BUF) ## buf lint, ruff, mypy
 	$(VPY) -m mypy services devstack
 
 .PHONY: stack-up
-stack-up: $(VPY) ## Start (or reuse) the real backends: Redis, Weaviate, Triton (builds/caches on first use)
+stack-up: $(VPY) models ## Start (or reuse) the real backends: Redis, Weaviate, Triton (builds/caches on first use)
 	$(VPY) -m devstack up
 
 .PHONY: stack-down

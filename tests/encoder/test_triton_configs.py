@@ -247,3 +247,14 @@ def test_photo_onnx_files_are_the_packages_and_match_the_configs(model: str, pho
         for t in [*config.input, *config.output]
     ]
     assert described([*graph.input, *graph.output]) == declared
+
+
+def test_a_repository_with_unassembled_package_files_is_refused_before_triton_starts(tmp_path: Path) -> None:
+    from devstack.triton import Triton
+
+    (tmp_path / "photo_image" / "1").mkdir(parents=True)
+    (tmp_path / "photo_image" / "1" / "model.onnx").symlink_to(tmp_path / "absent.onnx")
+    with pytest.raises(
+        StackError, match=r"not assembled yet .*photo_image/1/model.onnx \(run `make models`\)"
+    ):
+        Triton(REPO, model_repository=tmp_path).prepare()
