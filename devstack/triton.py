@@ -182,7 +182,8 @@ class Triton(Component):
             )
         missing = sorted(
             str(link.relative_to(self.model_repository))
-            for link in self.model_repository.glob("*/[0-9]*/model.onnx")
+            # "*" last: a fixed name would skip dangling links (pathlib checks that it exists)
+            for link in self.model_repository.glob("*/[0-9]*/*")
             if link.is_symlink() and not link.exists()
         )
         if missing:  # e.g. triton_models/photo_*: links to a model package's files, assembled at setup
