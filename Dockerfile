@@ -10,6 +10,8 @@ COPY pyproject.toml README.md ./
 COPY gen/python gen/python
 COPY services services
 COPY triton_models triton_models
+# Model packages (package.json, and the photo package's weights: run `make models` before building).
+COPY models models
 RUN pip install . && useradd --system --uid 10001 imagesearch && mkdir -p /data /certs && chown imagesearch /data /certs
 USER imagesearch
 # Overridden per service in docker-compose.yml.

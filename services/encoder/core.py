@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -37,10 +37,12 @@ from services.encoder.domain import (
     ModelOutputError,
     TextItem,
     TextPreprocessing,
+    VectorInfo,
 )
-from services.encoder.preprocess import COLOR_MODES, ImagePreprocessing, decode_image
+from services.encoder.package import DTYPES, TOWERS, ModelPackage, TowerKind
+from services.encoder.preprocess import ImagePreprocessing, decode_image
 from services.encoder.settings import EncoderSettings
-from services.encoder.tokenizer import TOKENIZER_NAME, ClipTokenizer, shared_tokenizer
+from services.encoder.tokenizer import TOKENIZER_NAME, tokenizer_for
 
 log = structlog.get_logger("encoder")
 
@@ -52,110 +54,129 @@ PREPROCESS_SECONDS = Histogram(
     "encoder_preprocess_seconds", "Decode + resize time per image.", buckets=LATENCY_BUCKETS
 )
 
-SUPPORTED_RESIZE_MODES = ("shortest_side_center_crop",)
-SUPPORTED_INTERPOLATIONS = ("bicubic",)
+
+def _check_tensors(kind: TowerKind, spec: TowerSpec, package: ModelPackage) -> None:
+    """The served tower has the package's tensors, and each output is its vector's width."""
+    tower = package.tower(kind)
+    served_in = {t.name: t for t in spec.inputs}
+    for declared in tower.inputs:
+        got = served_in.get(declared.name)
+        want_shape = tuple(declared.shape[1:])
+        if (
+            got is None
+            or got.dtype != DTYPES[declared.dtype]
+            or len(got.shape) != len(want_shape)
+            or any(w != -1 and g != w for g, w in zip(got.shape, want_shape, strict=True))
+        ):
+            served = ", ".join(f"{t.name} {t.dtype} {list(t.shape)}" for t in spec.inputs)
+            raise FailedPrecondition(
+                f"'{spec.model}' takes {served}; the package's {kind} tower needs '{declared.name}' "
+                f"{DTYPES[declared.dtype]} {list(want_shape)}"
+            )
+    served_out = {t.name: t for t in spec.outputs}
+    for declared in tower.outputs:
+        got = served_out.get(declared.name)
+        dim = package.manifest.vectors[declared.vector or ""].dim
+        if got is None or got.shape[-1] != dim:
+            width = None if got is None else got.shape[-1]
+            raise FailedPrecondition(
+                f"'{spec.model}' output '{declared.name}' is {width} wide; the package's vector "
+                f"'{declared.vector}' is {dim}"
+            )
 
 
-def _floats(value: str, what: str) -> tuple[float, float, float]:
-    try:
-        parts = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3:
-        raise FailedPrecondition(f"model parameter {what} must be three comma-separated numbers: {value!r}")
-    return parts  # type: ignore[return-value]
+def build_model_info(package: ModelPackage, image: TowerSpec, text: TowerSpec, runtime: str) -> ModelInfo:
+    """Check the served towers against the model package and describe what is served.
 
-
-def build_model_info(image: TowerSpec, text: TowerSpec, runtime: str) -> ModelInfo:
-    """Check the served towers against what this service implements and describe them.
-
-    The contract travels with the model (its config `parameters`): a model that needs preprocessing we do
-    not implement, or two towers that are not one model, are refused rather than served wrongly.
+    The contract travels with the model (its package.json): towers whose tensors or widths differ from the
+    package, or two towers that are not one model, are refused rather than served wrongly.
     """
-    ip, tp = image.parameters, text.parameters
-    name = ip.get("imagesearch.embedding_model", "")
-    if not name or name != tp.get("imagesearch.embedding_model", ""):
-        raise FailedPrecondition(
-            f"towers '{image.model}' and '{text.model}' must name the same imagesearch.embedding_model "
-            f"(got {name!r} and {tp.get('imagesearch.embedding_model', '')!r})"
-        )
     if image.version != text.version:
         raise FailedPrecondition(
             f"'{image.model}' serves version {image.version} but '{text.model}' version {text.version}: "
             "their vectors would not share one space"
         )
-    if image.dimension != text.dimension or image.dimension < 1:
+    _check_tensors("image", image, package)
+    _check_tensors("text", text, package)
+    pixels = image.inputs[0]
+    pre = package.manifest.preprocessing.image
+    if len(image.inputs) != 1 or pixels.dtype != "uint8" or pixels.shape != (pre.size, pre.size, 3):
         raise FailedPrecondition(
-            f"embedding widths differ: '{image.model}' {image.dimension}, '{text.model}' {text.dimension}"
+            f"'{image.model}' must take one uint8 [batch, {pre.size}, {pre.size}, 3] pixel tensor; it takes "
+            f"{pixels.dtype} {list(pixels.shape)}"
         )
-    size = int(ip.get("imagesearch.image.size", "224"))
-    if image.input_dtype != "uint8" or image.input_shape != (size, size, 3):
+    tok = package.manifest.tokenizer
+    feeds = {"clip-bpe": {"input_ids"}, "wordpiece": {"input_ids", "attention_mask"}}[tok.kind]
+    if not {t.name for t in text.inputs} <= feeds:
         raise FailedPrecondition(
-            f"'{image.model}' must take uint8 [batch, {size}, {size}, 3] pixels; it takes "
-            f"{image.input_dtype} {list(image.input_shape)}"
+            f"'{text.model}' takes {sorted(t.name for t in text.inputs)}; a {tok.kind} tokenizer gives "
+            f"{sorted(feeds)}"
         )
-    resize_mode = ip.get("imagesearch.image.resize_mode", "shortest_side_center_crop")
-    interpolation = ip.get("imagesearch.image.interpolation", "bicubic")
-    if resize_mode not in SUPPORTED_RESIZE_MODES or interpolation not in SUPPORTED_INTERPOLATIONS:
+    if tok.kind == "clip-bpe" and any(t.shape != (tok.max_length,) for t in text.inputs):
         raise FailedPrecondition(
-            f"'{image.model}' needs resize {resize_mode}/{interpolation}; this encoder implements "
-            f"{SUPPORTED_RESIZE_MODES[0]}/{SUPPORTED_INTERPOLATIONS[0]}"
-        )
-    color_mode = ip.get("imagesearch.image.color_mode", "clip_reference")
-    if color_mode not in COLOR_MODES:
-        raise FailedPrecondition(
-            f"'{image.model}' needs imagesearch.image.color_mode {color_mode!r}; this encoder implements "
-            f"{sorted(COLOR_MODES)}"
+            f"'{text.model}' must take int64 [batch, {tok.max_length}] token ids "
+            f"(a {tok.max_length}-token "
+            "CLIP context)"
         )
     defaults = ImagePreprocessing()
     image_pre = ImagePreprocessing(
-        color_mode=color_mode,
-        size=size,
-        resize_mode=resize_mode,
-        interpolation=interpolation,
-        mean=_floats(ip["imagesearch.image.mean"], "imagesearch.image.mean")
-        if "imagesearch.image.mean" in ip
-        else defaults.mean,
-        std=_floats(ip["imagesearch.image.std"], "imagesearch.image.std")
-        if "imagesearch.image.std" in ip
-        else defaults.std,
+        color_mode=pre.color_mode,
+        size=pre.size,
+        resize_mode=pre.resize_mode,
+        interpolation=pre.interpolation,
+        mean=pre.mean or defaults.mean,
+        std=pre.std or defaults.std,
     )
-    tokenizer = tp.get("imagesearch.text.tokenizer", TOKENIZER_NAME)
-    context_length = int(tp.get("imagesearch.text.context_length", "77"))
-    lowercase = tp.get("imagesearch.text.lowercase", "true").lower() == "true"
-    if tokenizer != TOKENIZER_NAME or not lowercase:
-        raise FailedPrecondition(
-            f"'{text.model}' needs tokenizer {tokenizer!r} (lowercase={lowercase}); this encoder implements "
-            f"{TOKENIZER_NAME!r} with lowercasing"
+    primary = package.primary_vector
+    vectors = tuple(
+        VectorInfo(
+            name=name,
+            dimension=v.dim,
+            from_image="image" in v.towers,
+            from_text="text" in v.towers,
+            primary=name == primary,
+            description=v.use,
         )
-    if text.input_dtype != "int64" or text.input_shape != (context_length,):
-        raise FailedPrecondition(
-            f"'{text.model}' must take int64 [batch, {context_length}] token ids; it takes "
-            f"{text.input_dtype} {list(text.input_shape)}"
-        )
+        for name, v in package.manifest.vectors.items()
+    )
+    tokenizer_name = TOKENIZER_NAME if tok.kind == "clip-bpe" else tok.kind
     return ModelInfo(
-        model=EmbeddingModel(name, image.version),
-        dimension=image.dimension,
+        model=EmbeddingModel(package.name, package.version),
+        dimension=package.manifest.vectors[primary].dim,
         image=image_pre,
-        text=TextPreprocessing(tokenizer, context_length, lowercase),
+        text=TextPreprocessing(tokenizer_name, tok.max_length, tok.lower_case),
         runtime=runtime,
         image_tower=image.model,
         text_tower=text.model,
+        vectors=vectors,
+        primary_vector=primary,
     )
 
 
-def _finish(ids: Sequence[str], raw: np.ndarray) -> list[ItemResult]:
-    """float32 runtime output -> unit-length vectors; a non-finite or zero row fails only its item."""
-    out = np.asarray(raw, dtype=np.float32)
-    norms = np.linalg.norm(out, axis=1)
+def _finish(
+    ids: Sequence[str], outputs: Mapping[str, np.ndarray], vector_of: Mapping[str, str], primary: str
+) -> list[ItemResult]:
+    """float32 runtime outputs -> unit-length named vectors; a non-finite or zero row in any of them fails
+    only its item."""
+    named = {
+        vector_of[name]: np.asarray(out, dtype=np.float32)
+        for name, out in outputs.items()
+        if name in vector_of
+    }
+    norms = {name: np.linalg.norm(out, axis=1) for name, out in named.items()}
     results = []
     for i, item_id in enumerate(ids):
-        n = norms[i]
-        if not np.isfinite(n) or not np.all(np.isfinite(out[i])) or n <= 0:
-            error = ModelOutputError("the model produced a non-finite or zero vector for this item")
-            results.append(ItemResult(item_id, error=error))
+        vectors = {}
+        for name, out in named.items():
+            n = norms[name][i]
+            if not np.isfinite(n) or not np.all(np.isfinite(out[i])) or n <= 0:
+                break
+            vectors[name] = out[i] / n
         else:
-            results.append(ItemResult(item_id, embedding=out[i] / n))
+            results.append(ItemResult(item_id, embedding=vectors[primary], vectors=vectors))
+            continue
+        error = ModelOutputError("the model produced a non-finite or zero vector for this item")
+        results.append(ItemResult(item_id, error=error))
     return results
 
 
@@ -165,14 +186,17 @@ class Encoder:
     def __init__(
         self,
         backend: EncoderBackend,
+        package: ModelPackage,
         limits: Limits | None = None,
         decode_threads: int = EncoderSettings.model_fields["decode_threads"].default,
-        tokenizer: ClipTokenizer | None = None,
     ) -> None:
         self.backend = backend
+        self.package = package
         self.limits = limits or Limits()
         self._pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="preprocess")
-        self._tokenizer = tokenizer or shared_tokenizer()
+        tok = package.manifest.tokenizer
+        self._tokenizer = tokenizer_for(tok.kind, tok.max_length, package.tokenizer_file)
+        self._vector_of = {kind: package.tower(kind).output_vectors() for kind in TOWERS}
         self._info: ModelInfo | None = None
         # Two batches at a time: one decoding on the preprocessing threads while the other runs in
         # the model runtime (which merges concurrent calls itself).
@@ -196,9 +220,7 @@ class Encoder:
     async def model_info(self) -> ModelInfo:
         if self._info is None:
             image, text = await self.backend.describe()
-            info = build_model_info(image, text, self.backend.runtime)
-            if info.text.context_length != self._tokenizer.context_length:
-                self._tokenizer = shared_tokenizer(info.text.context_length)
+            info = build_model_info(self.package, image, text, self.backend.runtime)
             if self._info != info:
                 log.info(
                     "serving model",
@@ -206,6 +228,7 @@ class Encoder:
                     version=info.model.version,
                     dimension=info.dimension,
                     runtime=info.runtime,
+                    vectors=[v.name for v in info.vectors],
                     image_tower=info.image_tower,
                     text_tower=info.text_tower,
                 )
@@ -262,7 +285,7 @@ class Encoder:
         start = time.perf_counter()
         raw = await self.backend.encode_images(np.stack(pixels), self._timeout())
         RUNTIME_SECONDS.labels("image").observe(time.perf_counter() - start)
-        return _finish(ids, raw)
+        return _finish(ids, raw, self._vector_of["image"], self.package.primary_vector)
 
     async def encode_images(self, items: Sequence[ImageItem]) -> tuple[EmbeddingModel, list[ItemResult]]:
         if not items:
@@ -352,12 +375,17 @@ class Encoder:
                     runnable.append(k)
             if runnable:
                 start = time.perf_counter()
-                raw = await self.backend.encode_texts(tokens.ids[runnable], self._timeout())
+                raw = await self.backend.encode_texts(tokens.rows(runnable).tensors(), self._timeout())
                 RUNTIME_SECONDS.labels("text").observe(time.perf_counter() - start)
-                finished = _finish([ids[valid[k]] for k in runnable], raw)
+                finished = _finish(
+                    [ids[valid[k]] for k in runnable],
+                    raw,
+                    self._vector_of["text"],
+                    self.package.primary_vector,
+                )
                 for k, r in zip(runnable, finished, strict=True):
                     i = valid[k]
-                    results[i] = ItemResult(r.id, r.embedding, r.error, truncated=tokens.truncated[k])
+                    results[i] = ItemResult(r.id, r.embedding, r.error, tokens.truncated[k], r.vectors)
         final = [r for r in results if r is not None]
         _count("text", final)
         return info.model, final

@@ -5,7 +5,8 @@ Plain dataclasses and numpy arrays; no gRPC or protobuf types (convert.py maps t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -33,12 +34,14 @@ class TextItem:
 
 @dataclass(frozen=True)
 class ItemResult:
-    """Exactly one of embedding (float32 [D], unit length) or error is set."""
+    """Exactly one of embedding (float32 [D], unit length: the primary vector) or error is set; `vectors`
+    holds every named vector the tower produced (the primary one included), empty on error."""
 
     id: str
     embedding: np.ndarray | None = None
     error: DomainError | None = None
     truncated: bool = False
+    vectors: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,14 +60,28 @@ class TextPreprocessing:
 
 
 @dataclass(frozen=True)
+class VectorInfo:
+    """One named vector of the served package."""
+
+    name: str
+    dimension: int
+    from_image: bool
+    from_text: bool
+    primary: bool
+    description: str
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     model: EmbeddingModel
-    dimension: int
+    dimension: int  # the primary vector's
     image: ImagePreprocessing
     text: TextPreprocessing
     runtime: str
     image_tower: str
     text_tower: str
+    vectors: tuple[VectorInfo, ...] = ()
+    primary_vector: str = ""
 
 
 # Each limit's default is its setting's default (written once, in EncoderSettings).

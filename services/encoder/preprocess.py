@@ -6,7 +6,7 @@ CLIP's reference is OpenCLIP's inference transform (`image_transform(224, is_tra
 applied to the PIL image as decoded. We make the same Pillow calls in the same order and send the uint8
 pixels; `ToTensor` and `Normalize` are folded into the model graph.
 
-Colour handling is part of each model's contract (`imagesearch.image.color_mode`):
+Colour handling is part of each model's contract (package.json `preprocessing.image.color_mode`):
 - "clip_reference": exactly the reference: resize and crop in the decoded mode, then convert("RGB")
   (transparency is dropped, exposing whatever colour transparent pixels hold; palette images are
   resized nearest-neighbour, as Pillow does for mode P). For models trained with CLIP's pipeline.

@@ -10,7 +10,7 @@ from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc
 
 from services.common.server import App, Probe
 from services.encoder import convert
-from services.encoder.backends import make_backend
+from services.encoder.backends import make_backend, package_from_settings
 from services.encoder.core import Encoder
 from services.encoder.domain import ImageItem, Limits
 from services.encoder.settings import EncoderSettings
@@ -59,14 +59,17 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     ) -> encoder_pb2.GetModelInfoResponse:
         info = await self._encoder.model_info()
         runtime = info.runtime
-        if info.image_tower != self._settings.image_model:  # a variant, e.g. the int8 image tower
+        if self._settings.image_variant != "fp32":  # a variant, e.g. the int8 image tower
             runtime = f"{info.runtime} ({info.image_tower})"
         return convert.model_info_to_proto(info, self._encoder.limits, runtime)
 
 
 async def build(settings: EncoderSettings) -> App:
-    backend = make_backend(settings)
-    encoder = Encoder(backend, Limits.from_settings(settings), decode_threads=settings.decode_threads)
+    package = package_from_settings(settings)
+    backend = make_backend(settings, package)
+    encoder = Encoder(
+        backend, package, Limits.from_settings(settings), decode_threads=settings.decode_threads
+    )
     await encoder.start()
     servicer = EncoderServicer(encoder, settings)
     return App(

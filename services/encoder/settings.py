@@ -25,21 +25,29 @@ class EncoderSettings(ServiceSettings):
             "default); 'triton' calls Triton Inference Server at triton_grpc_url."
         ),
     )
+    model_package: str = Field(
+        "photo",
+        description=(
+            "The model package to serve: a directory holding package.json, or a name under models/ "
+            "('photo': the photo-aware default, 'demo': the clip-art model). The package says the towers, "
+            "tokenizer, preprocessing and named vectors."
+        ),
+    )
+    models_dir: Path = Field(
+        REPO_ROOT / "models", description="Where model_package names are looked up (<name>/package/)."
+    )
     model_repository: Path = Field(
         REPO_ROOT / "triton_models",
         description=(
-            "Triton model repository; the onnxruntime backend loads <model>/<version>/model.onnx and "
-            "<model>/config.pbtxt (tensors, preprocessing contract) from it."
+            "Triton model repository; a package tower without a file of its own is "
+            "<triton_model>/<version>/model.onnx here (backend=onnxruntime loads it in-process)."
         ),
     )
-    image_model: str = Field("clip_image", description="Name of the image tower in the model repository.")
-    text_model: str = Field("clip_text", description="Name of the text tower in the model repository.")
     image_variant: Literal["fp32", "int8"] = Field(
         "fp32",
         description=(
-            "int8 serves '<image_model>_int8' (dynamic int8 quantization of the image tower's matrix "
-            "multiplies: 1.7-2.5x the fp32 speed for ViT-B/32 at batch >= 8 on CPU, same embedding space) "
-            "instead of '<image_model>'."
+            "int8 serves the package's 'int8' image tower variant (the demo package's: dynamic int8 "
+            "quantization of the matrix multiplies, same embedding space) instead of its image tower."
         ),
     )
     triton_grpc_url: str = Field(

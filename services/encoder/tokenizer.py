@@ -1,4 +1,7 @@
-"""CLIP's text tokenizer: byte-level BPE over 49,408 tokens, 77-token context.
+"""Text tokenizers, chosen by the model package's `tokenizer.kind`: CLIP's byte-level BPE (below) and
+WordPiece from a Hugging Face tokenizer.json (`WordPieceTokenizer`, BERT-family text towers).
+
+CLIP's text tokenizer: byte-level BPE over 49,408 tokens, 77-token context.
 
 Built with the Hugging Face `tokenizers` library (the BPE merges run in Rust, with its word cache) from
 CLIP's own merges file, and made identical to the reference (OpenCLIP's `SimpleTokenizer`, itself
@@ -74,9 +77,24 @@ def clean_text(text: str) -> str:
 class TokenizedTexts:
     """Token ids of a batch of texts, ready for the text tower."""
 
-    ids: np.ndarray  # int64 [n, context_length], zero padded
+    ids: np.ndarray  # int64 [n, length], zero padded
     truncated: list[bool]  # the text had more tokens than the context holds
     empty: list[bool]  # nothing was left after cleaning (whitespace only, or control characters)
+    attention_mask: np.ndarray | None = None  # int64 [n, length]: 1 on tokens, 0 on padding
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The text tower's inputs by their conventional names (a package's text inputs are among these)."""
+        out = {"input_ids": self.ids}
+        if self.attention_mask is not None:
+            out["attention_mask"] = self.attention_mask
+        return out
+
+    def rows(self, keep: list[int]) -> TokenizedTexts:
+        """The given rows only (padding is left as it is: zeros beyond a row's mask change nothing)."""
+        mask = None if self.attention_mask is None else self.attention_mask[keep]
+        return TokenizedTexts(
+            self.ids[keep], [self.truncated[i] for i in keep], [self.empty[i] for i in keep], mask
+        )
 
 
 class ClipTokenizer:
@@ -163,3 +181,50 @@ class ClipTokenizer:
 def shared_tokenizer(context_length: int = CONTEXT_LENGTH) -> ClipTokenizer:
     """One tokenizer per context length per process (building the vocabulary takes ~0.2 s)."""
     return ClipTokenizer(context_length=context_length)
+
+
+class WordPieceTokenizer:
+    """WordPiece (BERT-style) from a Hugging Face tokenizer.json, as the model was trained with it: the
+    file's own normaliser (lowercasing, accent stripping, control characters dropped) and pre-tokenizer,
+    `[CLS] ... [SEP]`, truncated to `max_length` tokens, padded with id 0 to the batch's longest row
+    (the text tower's mean pooling reads the attention mask, so padding does not change a vector)."""
+
+    name = "wordpiece"
+
+    def __init__(self, path: Path, max_length: int) -> None:
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length)
+        self.context_length = max_length
+        self.vocab_size = self._tokenizer.get_vocab_size()
+
+    def __call__(self, texts: list[str]) -> TokenizedTexts:
+        encodings = self._tokenizer.encode_batch(texts)
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(texts), width), dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        empty = []
+        for i, e in enumerate(encodings):
+            ids[i, : len(e.ids)] = e.ids
+            mask[i, : len(e.ids)] = e.attention_mask
+            # Nothing but the special tokens: the text had no content after normalisation.
+            empty.append(sum(e.special_tokens_mask) == len(e.ids))
+        truncated = [bool(e.overflowing) for e in encodings]
+        return TokenizedTexts(ids=ids, truncated=truncated, empty=empty, attention_mask=mask)
+
+
+TextTokenizer = ClipTokenizer | WordPieceTokenizer
+
+
+def tokenizer_for(kind: str, max_length: int, path: Path | None) -> TextTokenizer:
+    """The tokenizer a model package names (its kind, context and tokenizer.json)."""
+    if kind == "wordpiece":
+        if path is None:
+            raise ValueError("a wordpiece tokenizer needs its tokenizer.json")
+        return _shared_wordpiece(path, max_length)
+    return shared_tokenizer(max_length)
+
+
+@lru_cache(maxsize=4)
+def _shared_wordpiece(path: Path, max_length: int) -> WordPieceTokenizer:
+    return WordPieceTokenizer(path, max_length)

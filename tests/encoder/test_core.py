@@ -4,7 +4,11 @@ deadlines, streaming and the model contract checks."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -12,23 +16,75 @@ import pytest
 
 from services.common import context
 from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
-from services.encoder.backends.base import TowerSpec
+from services.encoder.backends.base import TensorSpec, TowerSpec
 from services.encoder.core import Encoder, build_model_info
 from services.encoder.domain import ImageItem, Limits, TextItem
+from services.encoder.package import ModelPackage, PackageManifest, load_package
 from tests.encoder import parity_images
 
-IMAGE_PARAMS = {
-    "imagesearch.embedding_model": "m",
-    "imagesearch.image.size": "224",
-    "imagesearch.image.color_mode": "rgb_on_white",
-}
-TEXT_PARAMS = {"imagesearch.embedding_model": "m", "imagesearch.text.context_length": "77"}
+
+def manifest(**changes: object) -> dict[str, Any]:
+    """A two-vector package (a shared 4-d `semantic`, an image-only 3-d `visual`) for the fake runtime."""
+    raw: dict[str, Any] = {
+        "format": "imagesearch-model-package/1",
+        "name": "m",
+        "version": "3",
+        "vectors": {
+            "semantic": {"dim": 4, "towers": ["image", "text"]},
+            "visual": {"dim": 3, "towers": ["image"]},
+        },
+        "towers": {
+            "image": {
+                "file": "image.onnx",
+                "inputs": [{"name": "pixels", "dtype": "UINT8", "shape": [-1, 224, 224, 3]}],
+                "outputs": [
+                    {"name": "semantic", "dtype": "FP32", "shape": [-1, 4], "vector": "semantic"},
+                    {"name": "visual", "dtype": "FP32", "shape": [-1, 3], "vector": "visual"},
+                ],
+            },
+            "text": {
+                "file": "text.onnx",
+                "inputs": [{"name": "input_ids", "dtype": "INT64", "shape": [-1, 77]}],
+                "outputs": [{"name": "embedding", "dtype": "FP32", "shape": [-1, 4], "vector": "semantic"}],
+            },
+        },
+        "tokenizer": {"kind": "clip-bpe", "max_length": 77},
+        "preprocessing": {
+            "image": {
+                "size": 224,
+                "resize_mode": "shortest_side_center_crop",
+                "interpolation": "bicubic",
+                "color_mode": "rgb_on_white",
+            }
+        },
+    }
+    raw.update(changes)
+    return raw
+
+
+def package(**changes: object) -> ModelPackage:
+    return ModelPackage(Path("."), PackageManifest.model_validate(manifest(**changes)), Path("."))
+
+
+PACKAGE = package()
 
 
 def _towers(**image_changes: object) -> tuple[TowerSpec, TowerSpec]:
-    image = TowerSpec("img", "3", "pixels", "uint8", (224, 224, 3), "embedding", 32, 4, IMAGE_PARAMS)
-    text = TowerSpec("txt", "3", "input_ids", "int64", (77,), "embedding", 64, 4, TEXT_PARAMS)
-    return TowerSpec(**{**image.__dict__, **image_changes}), text
+    image = TowerSpec(
+        "img",
+        "3",
+        (TensorSpec("pixels", "uint8", (224, 224, 3)),),
+        (TensorSpec("semantic", "float32", (4,)), TensorSpec("visual", "float32", (3,))),
+        32,
+    )
+    text = TowerSpec(
+        "txt",
+        "3",
+        (TensorSpec("input_ids", "int64", (77,)),),
+        (TensorSpec("embedding", "float32", (4,)),),
+        64,
+    )
+    return replace(image, **image_changes), text  # type: ignore[arg-type]
 
 
 class FakeRuntime:
@@ -49,6 +105,7 @@ class FakeRuntime:
         return _towers()
 
     async def _run(self, kind: str, rows: np.ndarray, timeout_s: float) -> np.ndarray:
+        """[n, 4] per row; the image tower's `visual` is its first three columns."""
         self.calls.append((kind, len(rows), timeout_s))
         if self.fail is not None:
             raise self.fail
@@ -62,11 +119,12 @@ class FakeRuntime:
                 out[i, 0] = np.nan
         return out.astype(np.float32)
 
-    async def encode_images(self, pixels: np.ndarray, timeout_s: float) -> np.ndarray:
-        return await self._run("image", pixels, timeout_s)
+    async def encode_images(self, pixels: np.ndarray, timeout_s: float) -> dict[str, np.ndarray]:
+        out = await self._run("image", pixels, timeout_s)
+        return {"semantic": out, "visual": out[:, :3]}
 
-    async def encode_texts(self, input_ids: np.ndarray, timeout_s: float) -> np.ndarray:
-        return await self._run("text", input_ids, timeout_s)
+    async def encode_texts(self, inputs: Mapping[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
+        return {"embedding": await self._run("text", inputs["input_ids"], timeout_s)}
 
     async def ready(self) -> bool:
         return self.is_ready
@@ -83,7 +141,9 @@ def runtime() -> FakeRuntime:
 @pytest.fixture
 def encoder(runtime: FakeRuntime) -> Encoder:
     return Encoder(
-        runtime, Limits(max_batch_images=4, max_batch_texts=5, max_image_bytes=200_000, max_text_chars=50)
+        runtime,
+        PACKAGE,
+        Limits(max_batch_images=4, max_batch_texts=5, max_image_bytes=200_000, max_text_chars=50),
     )
 
 
@@ -152,7 +212,7 @@ async def test_texts_per_item_errors_and_truncation(encoder: Encoder, runtime: F
 
 
 async def test_overlong_text_is_truncated_and_flagged(runtime: FakeRuntime) -> None:
-    encoder = Encoder(runtime, Limits(max_text_chars=2000))
+    encoder = Encoder(runtime, PACKAGE, Limits(max_text_chars=2000))
     _, (result,) = await encoder.encode_texts([TextItem("", "cat " * 100)])
     assert result.error is None and result.truncated
 
@@ -188,7 +248,7 @@ async def test_the_callers_deadline_bounds_the_runtime_call(encoder: Encoder, ru
 
 async def test_stream_yields_every_result_with_bounded_read_ahead() -> None:
     runtime = FakeRuntime(delay_s=0.01)
-    encoder = Encoder(runtime, Limits(stream_max_in_flight=3))
+    encoder = Encoder(runtime, PACKAGE, Limits(stream_max_in_flight=3))
     pulled = 0
     completed: list[str] = []
     max_ahead = 0
@@ -209,7 +269,7 @@ async def test_stream_yields_every_result_with_bounded_read_ahead() -> None:
 
 async def test_stream_fails_as_a_whole_when_the_runtime_is_down(runtime: FakeRuntime) -> None:
     runtime.fail = Unavailable("down")
-    encoder = Encoder(runtime)
+    encoder = Encoder(runtime, PACKAGE)
 
     async def items() -> AsyncIterator[ImageItem]:
         for _ in range(5):
@@ -237,27 +297,76 @@ async def test_model_is_described_again_after_the_runtime_was_not_ready(
     ("image_changes", "fragment"),
     [
         ({"version": "4"}, "serves version 4"),
-        ({"dimension": 8}, "embedding widths differ"),
-        ({"input_shape": (256, 256, 3)}, "must take uint8 [batch, 224, 224, 3]"),
-        (
-            {"parameters": {**IMAGE_PARAMS, "imagesearch.embedding_model": "other"}},
-            "same imagesearch.embedding_model",
-        ),
-        ({"parameters": {**IMAGE_PARAMS, "imagesearch.image.resize_mode": "squash"}}, "needs resize squash"),
-        ({"parameters": {**IMAGE_PARAMS, "imagesearch.image.color_mode": "cmyk"}}, "color_mode 'cmyk'"),
-        ({"parameters": {**IMAGE_PARAMS, "imagesearch.image.mean": "1,2"}}, "three comma-separated numbers"),
+        ({"outputs": (TensorSpec("semantic", "float32", (8,)),)}, "output 'semantic' is 8 wide"),
+        ({"inputs": (TensorSpec("pixels", "uint8", (256, 256, 3)),)}, "needs 'pixels' uint8 [224, 224, 3]"),
+        ({"inputs": (TensorSpec("image", "uint8", (224, 224, 3)),)}, "needs 'pixels'"),
     ],
 )
-def test_a_contract_we_do_not_implement_is_refused(image_changes: dict[str, object], fragment: str) -> None:
+def test_served_towers_that_differ_from_the_package_are_refused(
+    image_changes: dict[str, object], fragment: str
+) -> None:
     image, text = _towers(**image_changes)
     with pytest.raises(FailedPrecondition) as info:
-        build_model_info(image, text, "fake")
+        build_model_info(PACKAGE, image, text, "fake")
     assert fragment in info.value.message
 
 
-def test_contract_is_read_from_the_model_parameters() -> None:
-    info = build_model_info(*_towers(), "fake")
+def test_contract_and_vectors_are_read_from_the_package() -> None:
+    info = build_model_info(PACKAGE, *_towers(), "fake")
     assert info.image.color_mode == "rgb_on_white" and info.image.size == 224
     assert info.image.mean == (0.48145466, 0.4578275, 0.40821073)  # default when not declared
     assert info.text.tokenizer == "clip-bpe-49408" and info.text.context_length == 77
     assert info.dimension == 4 and (info.model.name, info.model.version) == ("m", "3")
+    assert [(v.name, v.dimension, v.from_image, v.from_text, v.primary) for v in info.vectors] == [
+        ("semantic", 4, True, True, True),
+        ("visual", 3, True, False, False),
+    ]
+
+
+async def test_images_get_every_named_vector_and_texts_the_shared_one(runtime: FakeRuntime) -> None:
+    encoder = Encoder(runtime, PACKAGE)
+    _, images = await encoder.encode_images([ImageItem("a", parity_images.case_bytes("rgb_landscape_png"))])
+    _, texts = await encoder.encode_texts([TextItem("t", "a cat")])
+    (image,), (text,) = images, texts
+    assert sorted(image.vectors) == ["semantic", "visual"] and list(text.vectors) == ["semantic"]
+    assert image.embedding is image.vectors["semantic"] and image.vectors["visual"].shape == (3,)
+    for vector in (*image.vectors.values(), *text.vectors.values()):
+        assert abs(float(np.linalg.norm(vector)) - 1) < 1e-6
+    await encoder.close()
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"format": "other/1"}, "format must be"),
+        (
+            {
+                "vectors": {
+                    "semantic": {"dim": 4, "towers": ["image"]},
+                    "visual": {"dim": 3, "towers": ["image"]},
+                }
+            },
+            "vectors.semantic.towers does not list 'text'",
+        ),
+        ({"tokenizer": {"kind": "sentencepiece", "max_length": 77}}, "tokenizer.kind"),
+        ({"tokenizer": {"kind": "wordpiece", "max_length": 77}}, "tokenizer.file"),
+    ],
+)
+def test_a_package_we_cannot_serve_is_refused_by_field(
+    changes: dict[str, object], fragment: str, tmp_path: Path
+) -> None:
+    (tmp_path / "package.json").write_text(json.dumps(manifest(**changes)))
+    with pytest.raises(FailedPrecondition) as info:
+        load_package(str(tmp_path), tmp_path, tmp_path)
+    assert fragment in info.value.message
+
+
+def test_packages_are_found_by_name_or_directory(tmp_path: Path) -> None:
+    from services.encoder.settings import REPO_ROOT
+
+    demo = load_package("demo", REPO_ROOT / "models", REPO_ROOT / "triton_models", variant="int8")
+    assert demo.tower("image").file == REPO_ROOT / "triton_models" / "clip_image_int8" / "1" / "model.onnx"
+    assert demo.primary_vector == "semantic"
+    with pytest.raises(FailedPrecondition) as info:
+        load_package("nope", REPO_ROOT / "models", tmp_path)
+    assert "'nope' not found" in info.value.message and "demo" in info.value.message

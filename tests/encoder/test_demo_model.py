@@ -46,6 +46,7 @@ def demo_encoder(
 ) -> Iterator[encoder_pb2_grpc.EncoderServiceStub]:
     env = {
         "IMAGESEARCH_ENCODER_MODEL_REPOSITORY": str(demo_repository),
+        "IMAGESEARCH_ENCODER_MODEL_PACKAGE": "demo",  # what the clip-art model learned is the subject
         "IMAGESEARCH_ENCODER_LOG_LEVEL": "info",
     }
     if request.param == "triton":
@@ -92,8 +93,8 @@ def test_heldout_retrieval_through_the_service_matches_the_trainers(demo_reposit
     preprocessing), so preprocessing and serving add no error."""
     metrics = json.loads(METRICS.read_text()) if METRICS.is_file() else {}
     # The trainer reports one figure per colour handling; compare with the one this model's contract uses.
-    config = (demo_repository / "clip_image" / "config.pbtxt").read_text()
-    on_white = '"imagesearch.image.color_mode" value { string_value: "rgb_on_white" }' in config
+    package = json.loads((REPO / "models/demo/package/package.json").read_text())
+    on_white = package["preprocessing"]["image"]["color_mode"] == "rgb_on_white"
     evaluation = metrics.get("heldout_eval", {})
     expected = evaluation.get("text_to_image_on_white" if on_white else "text_to_image") or evaluation.get(
         "text_to_image"
@@ -108,7 +109,10 @@ def test_heldout_retrieval_through_the_service_matches_the_trainers(demo_reposit
     ]
     if not records or not all((DATA / r["path"]).is_file() for r in records):
         pytest.skip(f"the demo data cache is not in {DATA} (tools/models/fetch_data.py)")
-    env = {"IMAGESEARCH_ENCODER_MODEL_REPOSITORY": str(demo_repository)}
+    env = {
+        "IMAGESEARCH_ENCODER_MODEL_REPOSITORY": str(demo_repository),
+        "IMAGESEARCH_ENCODER_MODEL_PACKAGE": "demo",
+    }
     with ServiceProcess("services.encoder", env=env) as svc, grpc.insecure_channel(svc.address) as channel:
         stub = encoder_pb2_grpc.EncoderServiceStub(channel)
         vectors = []

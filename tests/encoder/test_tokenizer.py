@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.encoder.tokenizer import CONTEXT_LENGTH, ClipTokenizer
+from services.encoder.package import ModelPackage
+from services.encoder.tokenizer import CONTEXT_LENGTH, ClipTokenizer, WordPieceTokenizer
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "clip_tokenizer_reference.json").read_text())
 
@@ -90,3 +91,19 @@ def test_live_against_open_clip_when_installed(tokenizer: ClipTokenizer) -> None
     texts = ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 200))) for _ in range(300)]
     reference = open_clip_tokenizer.tokenize(texts).numpy()
     assert (tokenizer(texts).ids == reference).all()
+
+
+# ---- WordPiece (the photo package's text tower) ---------------------------------------------------------
+
+
+def test_wordpiece_pads_to_the_longest_text_with_a_mask_and_flags_truncation_and_empty(
+    photo_package: ModelPackage,
+) -> None:
+    tokenizer = WordPieceTokenizer(photo_package.directory / "tokenizer.json", max_length=8)
+    out = tokenizer(["A Dog", "one two three four five six seven eight", " \u200b\x00 "])
+    assert out.ids.shape == out.attention_mask.shape == (3, 8)  # type: ignore[union-attr]
+    assert out.ids[0, :4].tolist() == [101, 1037, 3899, 102] and not out.ids[0, 4:].any()  # lowercased
+    assert out.attention_mask[0].tolist() == [1, 1, 1, 1, 0, 0, 0, 0]  # type: ignore[index]
+    assert out.ids[1, 0] == 101 and out.ids[1, -1] == 102  # truncated, [SEP] kept
+    assert out.truncated == [False, True, False] and out.empty == [False, False, True]
+    assert sorted(out.tensors()) == ["attention_mask", "input_ids"]

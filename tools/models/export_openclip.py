@@ -23,6 +23,12 @@ bring a local checkpoint path for real weights:
 
 Checkpoint metadata (model, pretrained, D, image size, mean/std, interpolation, resize mode, trim) is
 written into each ONNX file's metadata_props.
+
+It also writes the model package the encoder serves (`package_manifest`): <package-dir>/package.json
+(default models/openclip-<model>/package), one vector "semantic" of width D from both towers, CLIP BPE,
+CLIP's preprocessing; its towers name the Triton models (no file of their own), so both runtimes serve
+the files written under --out. Serve it with IMAGESEARCH_ENCODER_MODEL_PACKAGE=openclip-<model> (or the
+directory) and IMAGESEARCH_ENCODER_MODEL_REPOSITORY=<out>.
 """
 
 from __future__ import annotations
@@ -38,8 +44,64 @@ import numpy as np
 from tools.models.onnx_export import OPSET, export_tower
 
 PRODUCER = "imagesearch tools/models/export_openclip.py"
+REPO = Path(__file__).resolve().parents[2]
 CONTEXT = 77
 CONTRACT_SIZE = 224
+
+
+def package_manifest(
+    *,
+    name: str,
+    dim: int,
+    image_model: str,
+    text_model: str,
+    mean: list[float],
+    std: list[float],
+    metadata: dict[str, object],
+) -> dict[str, object]:
+    """The package.json (format imagesearch-model-package/1) of an exported CLIP: one shared vector."""
+    return {
+        "format": "imagesearch-model-package/1",
+        "name": name,
+        "version": "1",
+        "description": f"CLIP {metadata.get('model')} ({metadata.get('pretrained')}), exported by {PRODUCER}",
+        "vectors": {
+            "semantic": {
+                "dim": dim,
+                "towers": ["image", "text"],
+                "metric": "cosine",
+                "normalized": True,
+                "use": "text->image, image->image and image+text queries",
+            }
+        },
+        "towers": {
+            "image": {
+                "triton_model": image_model,
+                "inputs": [
+                    {"name": "pixels", "dtype": "UINT8", "shape": [-1, CONTRACT_SIZE, CONTRACT_SIZE, 3]}
+                ],
+                "outputs": [{"name": "embedding", "dtype": "FP32", "shape": [-1, dim], "vector": "semantic"}],
+            },
+            "text": {
+                "triton_model": text_model,
+                "inputs": [{"name": "input_ids", "dtype": "INT64", "shape": [-1, CONTEXT]}],
+                "outputs": [{"name": "embedding", "dtype": "FP32", "shape": [-1, dim], "vector": "semantic"}],
+            },
+        },
+        "tokenizer": {"kind": "clip-bpe", "lower_case": True, "max_length": CONTEXT},
+        "preprocessing": {
+            "image": {
+                "size": CONTRACT_SIZE,
+                "resize_mode": "shortest_side_center_crop",
+                "interpolation": "bicubic",
+                "color_mode": "clip_reference",
+                "mean": mean,
+                "std": std,
+            }
+        },
+        "fusion_defaults": {"text_query": {"vector": "semantic"}, "image_query": {"vector": "semantic"}},
+        "build": {"tool": "tools/models/export_openclip.py", "metadata": metadata},
+    }
 
 
 def log(msg: str) -> None:
@@ -203,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="Triton model repository to write into")
     ap.add_argument("--image-name", default="clip_image")
     ap.add_argument("--text-name", default="clip_text")
+    ap.add_argument(
+        "--package-dir",
+        type=Path,
+        default=None,
+        help="where to write package.json (default models/openclip-<model>/package)",
+    )
     ap.add_argument("--no-trim", action="store_true", help="always compute all 77 text positions")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -293,6 +361,20 @@ def main(argv: list[str] | None = None) -> int:
         ok = max(result["image_max_abs_diff"], result["text_max_abs_diff"]) <= 1e-4
         result["within_1e-4"] = ok
         log(f"parity: image {result['image_max_abs_diff']:.2e}, text {result['text_max_abs_diff']:.2e}")
+    slug = f"openclip-{args.model.lower()}"
+    package_dir = args.package_dir or REPO / "models" / slug / "package"
+    package_dir.mkdir(parents=True, exist_ok=True)
+    manifest = package_manifest(
+        name=slug if pretrained else f"{slug}-random",
+        dim=embed_dim,
+        image_model=args.image_name,
+        text_model=args.text_name,
+        mean=[float(x) for x in meta["mean"]],
+        std=[float(x) for x in meta["std"]],
+        metadata=metadata,
+    )
+    (package_dir / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    log(f"wrote the model package {package_dir / 'package.json'}")
     print(json.dumps(result, indent=2))
     if args.metrics:
         m = json.loads(args.metrics.read_text()) if args.metrics.exists() else {}

@@ -92,7 +92,7 @@ class PhotoPackage:
 
 class ClipArtModel:
     name = "clipart"
-    color_mode = "rgb_on_white"  # triton_models/clip_image/config.pbtxt: imagesearch.image.color_mode
+    color_mode = "rgb_on_white"  # models/demo/package/package.json: preprocessing.image.color_mode
 
     def __init__(self, threads: int) -> None:
         self.image = session(REPO / "triton_models/clip_image/1/model.onnx", threads)

@@ -4,32 +4,33 @@ branches on it."""
 from __future__ import annotations
 
 from services.encoder.backends.base import EncoderBackend, TowerSpec
+from services.encoder.package import ModelPackage, load_package
 from services.encoder.settings import EncoderSettings
 
 
-def image_model_name(settings: EncoderSettings) -> str:
-    """The image tower to serve: the int8 variant is its own model, '<image_model>_int8'."""
-    return f"{settings.image_model}_int8" if settings.image_variant == "int8" else settings.image_model
+def package_from_settings(settings: EncoderSettings) -> ModelPackage:
+    """The model package the settings select (with the int8 image tower when image_variant says so)."""
+    return load_package(
+        settings.model_package,
+        settings.models_dir,
+        settings.model_repository,
+        variant="" if settings.image_variant == "fp32" else settings.image_variant,
+    )
 
 
-def make_backend(settings: EncoderSettings) -> EncoderBackend:
-    image_model = image_model_name(settings)
+def make_backend(settings: EncoderSettings, package: ModelPackage) -> EncoderBackend:
     if settings.backend == "triton":
         from services.encoder.backends.triton import TritonBackend
 
-        return TritonBackend(
-            settings.triton_grpc_url, image_model, settings.text_model, settings.triton_request_batch
-        )
+        return TritonBackend(settings.triton_grpc_url, package, settings.triton_request_batch)
     from services.encoder.backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(
-        settings.model_repository,
-        image_model,
-        settings.text_model,
+        package,
         intra_op_threads=settings.ort_intra_op_threads,
         max_batch=settings.ort_max_batch,
         allow_spinning=settings.ort_allow_spinning,
     )
 
 
-__all__ = ["EncoderBackend", "TowerSpec", "image_model_name", "make_backend"]
+__all__ = ["EncoderBackend", "TowerSpec", "make_backend", "package_from_settings"]

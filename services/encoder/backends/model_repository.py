@@ -13,6 +13,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from services.common.errors import FailedPrecondition
+from services.encoder.backends.base import TensorSpec
 
 # Triton data types the towers use, as numpy dtype names.
 _DTYPES = {
@@ -62,6 +63,28 @@ def single_io(config: model_config_pb2.ModelConfig) -> tuple[str, str, tuple[int
             f"not {model_config_pb2.DataType.Name(tout.data_type)}"
         )
     return tin.name, dtype, tuple(tin.dims), tout.name, tuple(tout.dims)
+
+
+def tensors(config: model_config_pb2.ModelConfig) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """(inputs, outputs) of a tower's config, dims without the batch axis; outputs must be TYPE_FP32."""
+    inputs = []
+    for tensor in config.input:
+        dtype = _DTYPES.get(tensor.data_type)
+        if dtype is None:
+            raise FailedPrecondition(
+                f"model '{config.name}' input '{tensor.name}' has unsupported type "
+                f"{model_config_pb2.DataType.Name(tensor.data_type)}"
+            )
+        inputs.append(TensorSpec(tensor.name, dtype, tuple(tensor.dims)))
+    outputs = []
+    for tensor in config.output:
+        if tensor.data_type != model_config_pb2.TYPE_FP32:
+            raise FailedPrecondition(
+                f"model '{config.name}' output '{tensor.name}' must be TYPE_FP32, "
+                f"not {model_config_pb2.DataType.Name(tensor.data_type)}"
+            )
+        outputs.append(TensorSpec(tensor.name, "float32", tuple(tensor.dims)))
+    return tuple(inputs), tuple(outputs)
 
 
 def latest_version(model_dir: Path, filename: str) -> tuple[str, Path]:

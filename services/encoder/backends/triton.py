@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 import structlog
@@ -26,7 +28,8 @@ from tritonclient.utils import InferenceServerException
 
 from services.common.errors import DeadlineExceeded, DomainError, FailedPrecondition, Unavailable
 from services.encoder.backends import model_repository
-from services.encoder.backends.base import TowerSpec
+from services.encoder.backends.base import TensorSpec, TowerSpec
+from services.encoder.package import ModelPackage, Tower
 
 log = structlog.get_logger("encoder.triton")
 
@@ -49,9 +52,10 @@ class TritonBackend:
 
     runtime = "triton"
 
-    def __init__(self, url: str, image_model: str, text_model: str, request_batch: int) -> None:
+    def __init__(self, url: str, package: ModelPackage, request_batch: int) -> None:
         self._url = url
-        self._names = (image_model, text_model)
+        self._towers = (package.tower("image"), package.tower("text"))
+        self._names = tuple(t.triton_model for t in self._towers)
         self._request_batch = request_batch
         self._client: grpcclient.InferenceServerClient | None = None
         self._specs: tuple[TowerSpec, TowerSpec] | None = None
@@ -77,7 +81,13 @@ class TritonBackend:
             return Unavailable(f"Triton at {self._url} does not serve what {what} needs; retry later")
         return RuntimeError(f"Triton at {self._url} failed {what}: {status} {message}")  # logged only
 
-    async def _describe_tower(self, name: str) -> TowerSpec:
+    async def _describe_tower(self, tower: Tower) -> TowerSpec:
+        name = tower.triton_model
+        if not name:
+            raise FailedPrecondition(
+                f"the model package names no Triton model for its {tower.kind} tower (towers.{tower.kind}."
+                "triton_model); serve it with backend=onnxruntime or add the Triton model"
+            )
         client = self._get_client()
         try:
             metadata = await client.get_model_metadata(name, client_timeout=_DESCRIBE_TIMEOUT_S)
@@ -89,23 +99,35 @@ class TritonBackend:
         except InferenceServerException as exc:
             raise self._error(exc, f"describing model '{name}'") from None
         config: model_config_pb2.ModelConfig = response.config
-        input_name, dtype, input_shape, output_name, output_dims = model_repository.single_io(config)
         if config.max_batch_size < 1:
             raise FailedPrecondition(f"model '{name}' in Triton must support batching (max_batch_size >= 1)")
+        inputs, outputs = model_repository.tensors(config)
+        served_in = {t.name for t in inputs}
+        served_out = {t.name for t in outputs}
+        wanted_in = {t.name for t in tower.inputs}
+        wanted_out = {t.name for t in tower.outputs}
+        if served_in != wanted_in or not wanted_out <= served_out:
+            raise FailedPrecondition(
+                f"Triton model '{name}' takes {sorted(served_in)} and gives {sorted(served_out)}; the model "
+                f"package's {tower.kind} tower needs {sorted(wanted_in)} -> {sorted(wanted_out)}"
+            )
         spec = TowerSpec(
             model=name,
             version=version,
-            input_name=input_name,
-            input_dtype=dtype,
-            input_shape=input_shape,
-            output_name=output_name,
+            inputs=tuple(sorted(inputs, key=lambda t: [i.name for i in tower.inputs].index(t.name))),
+            outputs=tuple(t for t in outputs if t.name in wanted_out),
             max_batch_size=config.max_batch_size,
-            dimension=output_dims[-1] if output_dims and output_dims[-1] > 0 else 0,
-            parameters=model_repository.parameters(config),
         )
-        if spec.dimension == 0:  # a python-backend config leaves D to the graph: ask the model once
-            probe = await self._infer(spec, np.zeros((1, *input_shape), dtype=dtype), _DESCRIBE_TIMEOUT_S)
-            spec = TowerSpec(**{**spec.__dict__, "dimension": int(probe.shape[-1])})
+        if any(not t.shape or t.shape[-1] <= 0 for t in spec.outputs):
+            # A python-backend config leaves D to the graph: ask the model once.
+            feed = {
+                t.name: np.zeros((1, *(d if d > 0 else 1 for d in t.shape)), t.dtype) for t in spec.inputs
+            }
+            probe = await self._infer(spec, feed, _DESCRIBE_TIMEOUT_S)
+            widths = {
+                t.name: TensorSpec(t.name, t.dtype, (int(probe[t.name].shape[-1]),)) for t in spec.outputs
+            }
+            spec = replace(spec, outputs=tuple(widths[t.name] for t in spec.outputs))
         return spec
 
     async def describe(self) -> tuple[TowerSpec, TowerSpec]:
@@ -114,44 +136,57 @@ class TritonBackend:
                 self._describing = asyncio.Lock()
             async with self._describing:
                 if self._specs is None:
-                    image, text = await asyncio.gather(*(self._describe_tower(n) for n in self._names))
+                    image, text = await asyncio.gather(*(self._describe_tower(t) for t in self._towers))
                     self._specs = (image, text)
         return self._specs
 
-    async def _infer(self, spec: TowerSpec, rows: np.ndarray, timeout_s: float) -> np.ndarray:
-        tensor = grpcclient.InferInput(spec.input_name, list(rows.shape), _TRITON_DTYPES[spec.input_dtype])
-        tensor.set_data_from_numpy(np.ascontiguousarray(rows, dtype=spec.input_dtype))
+    async def _infer(
+        self, spec: TowerSpec, feed: Mapping[str, np.ndarray], timeout_s: float
+    ) -> dict[str, np.ndarray]:
+        tensors = []
+        for t in spec.inputs:
+            rows = feed[t.name]
+            tensor = grpcclient.InferInput(t.name, list(rows.shape), _TRITON_DTYPES[t.dtype])
+            tensor.set_data_from_numpy(np.ascontiguousarray(rows, dtype=t.dtype))
+            tensors.append(tensor)
+        n = len(next(iter(feed.values())))
         try:
             result = await self._get_client().infer(
                 spec.model,
-                [tensor],
+                tensors,
                 model_version=spec.version,
-                outputs=[grpcclient.InferRequestedOutput(spec.output_name)],
+                outputs=[grpcclient.InferRequestedOutput(t.name) for t in spec.outputs],
                 client_timeout=timeout_s,
                 timeout=max(1, int(timeout_s * 1e6)),
             )
         except InferenceServerException as exc:
             raise self._error(exc, f"inference on '{spec.model}'") from None
-        out = result.as_numpy(spec.output_name)
-        if out is None or out.shape[0] != rows.shape[0]:
-            shape = None if out is None else out.shape
-            raise RuntimeError(f"Triton returned {shape} from '{spec.model}' for {rows.shape[0]} rows")
-        return np.asarray(out, dtype=np.float32)
+        outs = {}
+        for t in spec.outputs:
+            out = result.as_numpy(t.name)
+            if out is None or out.shape[0] != n:
+                shape = None if out is None else out.shape
+                raise RuntimeError(f"Triton returned {shape} for '{t.name}' of '{spec.model}' for {n} rows")
+            outs[t.name] = np.asarray(out, dtype=np.float32)
+        return outs
 
-    async def _encode(self, index: int, rows: np.ndarray, timeout_s: float) -> np.ndarray:
+    async def _encode(
+        self, index: int, feed: Mapping[str, np.ndarray], timeout_s: float
+    ) -> dict[str, np.ndarray]:
         spec = (await self.describe())[index]
         step = max(1, min(self._request_batch, spec.max_batch_size))
-        if len(rows) <= step:
-            return await self._infer(spec, rows, timeout_s)
-        chunks = [rows[i : i + step] for i in range(0, len(rows), step)]
+        n = len(next(iter(feed.values())))
+        if n <= step:
+            return await self._infer(spec, feed, timeout_s)
+        chunks = [{k: v[i : i + step] for k, v in feed.items()} for i in range(0, n, step)]
         parts = await asyncio.gather(*(self._infer(spec, chunk, timeout_s) for chunk in chunks))
-        return np.concatenate(parts)
+        return {t.name: np.concatenate([p[t.name] for p in parts]) for t in spec.outputs}
 
-    async def encode_images(self, pixels: np.ndarray, timeout_s: float) -> np.ndarray:
-        return await self._encode(0, pixels, timeout_s)
+    async def encode_images(self, pixels: np.ndarray, timeout_s: float) -> dict[str, np.ndarray]:
+        return await self._encode(0, {self._towers[0].inputs[0].name: pixels}, timeout_s)
 
-    async def encode_texts(self, input_ids: np.ndarray, timeout_s: float) -> np.ndarray:
-        return await self._encode(1, input_ids, timeout_s)
+    async def encode_texts(self, inputs: Mapping[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
+        return await self._encode(1, inputs, timeout_s)
 
     async def ready(self) -> bool:
         client = self._get_client()
