@@ -11,6 +11,7 @@ from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc
 from services.common.server import App, Probe
 from services.encoder import convert
 from services.encoder.backends import make_backend
+from services.encoder.budget import PixelBudget
 from services.encoder.core import Encoder
 from services.encoder.domain import ImageItem, Limits
 from services.encoder.settings import EncoderSettings
@@ -66,7 +67,12 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
 async def build(settings: EncoderSettings) -> App:
     backend = make_backend(settings)
-    encoder = Encoder(backend, Limits.from_settings(settings), decode_threads=settings.decode_threads)
+    encoder = Encoder(
+        backend,
+        Limits.from_settings(settings),
+        decode_threads=settings.decode_threads,
+        budget=PixelBudget.from_settings(settings),
+    )
     await encoder.start()
     servicer = EncoderServicer(encoder, settings)
     return App(
