@@ -50,6 +50,37 @@ def table(component: str, runs: list[dict[str, Any]]) -> str:
     return "\n".join([f"== kill -9 {component} ==", line, *body])
 
 
+SUMMED = ("acknowledged", "stored", "findable", "lost", "duplicated", "failed")
+
+
+def markdown(results: dict[str, list[dict[str, Any]]]) -> str:
+    """One line per component, summed (counts) or worst-of (times) over its runs."""
+    head = (
+        "| killed | runs | acknowledged | stored | findable | lost | duplicated | FAILED (resent) | "
+        "FAILED but stored | UNCERTAIN | recovery s (max) | searches during outage | failing p99 ms (max) |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, runs in results.items():
+        codes: dict[str, int] = {}
+        degraded = 0
+        for r in runs:
+            degraded += r["outage_searches"]["degraded"]
+            for k, v in r["outage_searches"]["codes"].items():
+                codes[k] = codes.get(k, 0) + v
+        recovery = [r["recovery_s"] for r in runs]
+        p99 = [r["outage_searches"]["failing_p99_ms"] for r in runs if r["outage_searches"]["failing_p99_ms"]]
+        searched = ", ".join(f"{k} {v}" for k, v in sorted(codes.items())) + (
+            f" ({degraded} degraded)" if degraded else ""
+        )
+        cells = [
+            name, str(len(runs)), *(str(sum(r[k] for r in runs)) for k in SUMMED),
+            str(sum(r["failed_but_stored"] for r in runs)), str(sum(r["uncertain"] for r in runs)),
+            "-" if None in recovery else f"{max(recovery):.2f}", searched, f"{max(p99):.0f}" if p99 else "-",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.chaos", description=__doc__)
     parser.add_argument(
@@ -62,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON file (default bench/results/chaos-*.json)"
     )
+    parser.add_argument(
+        "--summarize", type=Path, default=None, help="print a Markdown summary of a results file"
+    )
     args = parser.parse_args(argv)
+    if args.summarize is not None:
+        print(markdown(json.loads(args.summarize.read_text())))
+        return 0
     names = list(COMPONENTS) if args.component == "all" else [c.strip() for c in args.component.split(",")]
     unknown = [n for n in names if n not in COMPONENTS]
     if unknown:
