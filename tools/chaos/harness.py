@@ -63,6 +63,9 @@ class RunConfig:
     search_deadline_s: float = 2.0  # the deadline a client gives one search
     run_deadline_s: float = 240.0  # the whole run, audit included
     recovery_wait_s: float = 30.0  # longest wait for the first good search after the restart
+    resend_window_s: float = (
+        30.0  # how long the client keeps resending items that failed for a passing reason
+    )
     seed: int = 0
 
 
@@ -136,6 +139,8 @@ class ChaosRun:
         self.lock = threading.Lock()
         self.suite: Suite | None = None
         self.channels: dict[str, grpc.Channel] = {}
+        self.ingest_recovered: float | None = None
+        self.resend_rounds = 0
         self.t0 = time.monotonic()
         self.deadline = self.t0 + config.run_deadline_s
 
@@ -356,6 +361,31 @@ class ChaosRun:
             any(h.asset.asset_id == asset_id for h in by_word.hits),
         )
 
+    def _resend(self, ids: list[str]) -> dict[str, gateway_pb2.IngestResponse]:
+        """Resend until nothing fails for a passing reason, with backoff, for at most resend_window_s:
+        what a client with the items at hand does. Records when the first resent item was stored."""
+        answers: dict[str, gateway_pb2.IngestResponse] = {}
+        todo, rounds = list(ids), 0
+        end = min(self.deadline - 5, time.monotonic() + self.cfg.resend_window_s)
+        while todo and time.monotonic() < end:
+            rounds += 1
+            got: dict[str, gateway_pb2.IngestResponse] = {}
+            self._ingest([self.by_id[a] for a in todo], got)
+            answers.update(got)
+            if self.ingest_recovered is None and any(r.outcome in STORED_ON_RESEND for r in got.values()):
+                self.ingest_recovered = time.monotonic()
+            todo = [
+                a for a in todo
+                if a not in got or (
+                    got[a].outcome == gateway_pb2.INGEST_OUTCOME_FAILED
+                    and got[a].error.code in RETRYABLE_ITEM_CODES
+                )
+            ]  # fmt: skip
+            if todo:
+                time.sleep(min(1.0, 0.1 * 2**rounds))
+        self.resend_rounds = rounds
+        return answers
+
     def _audit(self) -> dict[str, Any]:
         first = {aid: r for aid, r in self.outcomes.items()}
         failed = sorted(a for a, r in first.items() if r.outcome == gateway_pb2.INGEST_OUTCOME_FAILED)
@@ -367,9 +397,7 @@ class ChaosRun:
         # A client resends what failed for a passing reason, and UNCERTAIN promises "maybe stored, safe
         # to resend": resend both once the suite is back; an UNCERTAIN item must then land exactly once.
         retryable = [a for a in failed if first[a].error.code in RETRYABLE_ITEM_CODES]
-        resend: dict[str, gateway_pb2.IngestResponse] = {}
-        if retryable or uncertain:
-            self._ingest([self.by_id[a] for a in [*retryable, *uncertain]], resend)
+        resend = self._resend([*retryable, *uncertain])
         uncertain_bad = [a for a in uncertain if a not in resend or resend[a].outcome not in STORED_ON_RESEND]
         final = {**{a: r.outcome for a, r in first.items()}, **{a: r.outcome for a, r in resend.items()}}
         acked = sorted(a for a, o in final.items() if o in ACKNOWLEDGED)
@@ -402,6 +430,12 @@ class ChaosRun:
             "outcomes": dict(Counter(_name(r.outcome) for r in first.values())),
             "failed_codes": dict(Counter(first[a].error.code for a in failed)),
             "resent": len(resend),
+            "resend_rounds": self.resend_rounds,
+            "ingest_recovery_s": (
+                None
+                if self.ingest_recovered is None or self.timeline.restarted is None
+                else self.ingest_recovered - self.timeline.restarted
+            ),
             "resent_outcomes": dict(Counter(_name(r.outcome) for r in resend.values())),
             "acknowledged": len(acked),
             "stored": sum(1 for a in acked if a in stored),
