@@ -41,6 +41,12 @@ F1 = pytest.mark.xfail(
 # In the mixed run F1 shows in about 2 runs of 5 (one item each), so there it cannot be strict; the
 # probe below hits it every time.
 F1_SOMETIMES = pytest.mark.xfail(strict=False, reason=F1.kwargs["reason"])
+# F5 showed in 1 run of 5 (one item): not strict either.
+F5_SOMETIMES = pytest.mark.xfail(
+    strict=False,
+    reason="F5: after kill -9 of the search service an item acknowledged FAILED can be stored, until branch "
+    "crash lands",
+)
 
 
 @pytest.fixture(scope="module", params=list(COMPONENTS))
@@ -74,8 +80,13 @@ def test_acknowledged_items_are_found_by_vector(run: dict[str, Any], request: py
     assert run["lost_not_in_vector_index"] == 0, brief(run)
 
 
-def test_failed_means_not_stored_and_uncertain_is_safe_to_resend(run: dict[str, Any]) -> None:
+def test_failed_means_not_stored(run: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    if run["component"] == "search":
+        request.applymarker(F5_SOMETIMES)
     assert run["failed_but_stored"] == 0, brief(run)
+
+
+def test_uncertain_is_safe_to_resend(run: dict[str, Any]) -> None:
     assert run["uncertain_resend_not_stored_once"] == 0, brief(run)
 
 
