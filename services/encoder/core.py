@@ -28,6 +28,7 @@ from services.common.errors import (
 )
 from services.common.metrics import LATENCY_BUCKETS
 from services.encoder.backends.base import EncoderBackend, TowerSpec
+from services.encoder.budget import PixelBudget
 from services.encoder.domain import (
     EmbeddingModel,
     ImageItem,
@@ -189,10 +190,12 @@ class Encoder:
         package: ModelPackage,
         limits: Limits | None = None,
         decode_threads: int = EncoderSettings.model_fields["decode_threads"].default,
+        budget: PixelBudget | None = None,
     ) -> None:
         self.backend = backend
         self.package = package
         self.limits = limits or Limits()
+        self.budget = budget or PixelBudget.unlimited()
         self._pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="preprocess")
         tok = package.manifest.tokenizer
         self._tokenizer = tokenizer_for(tok.kind, tok.max_length, package.tokenizer_file)
@@ -272,10 +275,11 @@ class Encoder:
         self, items: Sequence[ImageItem], contract: ImagePreprocessing
     ) -> list[np.ndarray | DomainError]:
         loop = asyncio.get_running_loop()
-        outcomes = await asyncio.gather(
-            *(loop.run_in_executor(self._pool, self._check_image, item, contract) for item in items),
-            return_exceptions=True,
-        )
+        async with self.budget.reserve(items):
+            outcomes = await asyncio.gather(
+                *(loop.run_in_executor(self._pool, self._check_image, item, contract) for item in items),
+                return_exceptions=True,
+            )
         for outcome in outcomes:
             if isinstance(outcome, BaseException) and not isinstance(outcome, DomainError):
                 raise outcome

@@ -11,6 +11,7 @@ from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc
 from services.common.server import App, Probe
 from services.encoder import convert
 from services.encoder.backends import make_backend, package_from_settings
+from services.encoder.budget import PixelBudget
 from services.encoder.core import Encoder
 from services.encoder.domain import ImageItem, Limits
 from services.encoder.settings import EncoderSettings
@@ -68,7 +69,11 @@ async def build(settings: EncoderSettings) -> App:
     package = package_from_settings(settings)
     backend = make_backend(settings, package)
     encoder = Encoder(
-        backend, package, Limits.from_settings(settings), decode_threads=settings.decode_threads
+        backend,
+        package,
+        Limits.from_settings(settings),
+        decode_threads=settings.decode_threads,
+        budget=PixelBudget.from_settings(settings),
     )
     await encoder.start()
     servicer = EncoderServicer(encoder, settings)

@@ -77,6 +77,24 @@ class EncoderSettings(ServiceSettings):
     decode_threads: int = Field(
         2, ge=1, description="Threads decoding and resizing images (Pillow releases the GIL while it works)."
     )
+    budget_max_pixels_in_flight: int = Field(
+        100_000_000,
+        ge=0,
+        description=(
+            "Decoded pixels (width x height, from the headers) all calls of this process may decode at "
+            "once; a call that does not fit waits up to budget_wait_s, then gets RESOURCE_EXHAUSTED with "
+            "retry-after-ms. A call above the whole budget runs alone. 0 = unlimited."
+        ),
+    )
+    budget_max_concurrent_calls: int = Field(
+        16, ge=0, description="Calls decoding images at once in this process (0 = unlimited)."
+    )
+    budget_wait_s: float = Field(
+        0.5, ge=0, description="Longest wait for the pixel budget before RESOURCE_EXHAUSTED."
+    )
+    budget_retry_after_s: float = Field(
+        1.0, gt=0, description="The retry-after-ms a call refused by the pixel budget is told."
+    )
     stream_max_in_flight: int = Field(
         64,
         ge=1,

@@ -13,6 +13,10 @@ The bucket arithmetic is `refill` + `settle`, pure functions of the stored level
 it is tested with a fake clock. The Redis adapter runs the same arithmetic in one Lua script, atomically,
 on Redis's clock (`TIME`): replicas' clocks never enter it.
 
+Quotas: besides rates, a daily count of ingest items per tenant and per caller (one per item, counted
+against the UTC day; `count` is all or nothing like `acquire`, and a refused item counts nowhere). The
+answer names the quota and says to retry after the next UTC midnight.
+
 Failure policy: the limiter fails open. A Redis error or timeout lets the call through, logs once per
 outage, reports the `backend:ratelimit` health entry NOT_SERVING (optional: the gateway stays SERVING)
 and skips Redis for `retry_after_s`. A limit protects capacity; refusing every search because the
@@ -71,6 +75,14 @@ class Bucket:
 
 
 @dataclass(frozen=True, slots=True)
+class Quota:
+    """At most `limit` units per `key` (the key names its period, e.g. the UTC day)."""
+
+    key: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
     retry_after_s: float = 0.0
@@ -110,6 +122,11 @@ class Limiter(Protocol):
 
     async def acquire(self, buckets: Sequence[Bucket], cost: float = 1.0) -> Decision: ...
 
+    async def count(self, quotas: Sequence[Quota], ttl_s: int) -> int:
+        """Add one to every quota's counter when each stays within its limit; returns the index of the
+        first quota that would not (nothing is counted then), or -1. Counters expire after `ttl_s`."""
+        ...
+
     async def healthy(self) -> bool: ...
 
     async def close(self) -> None: ...
@@ -124,6 +141,8 @@ class MemoryLimiter:
     def __init__(self, max_buckets: int = 65536, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._state: LRUCache[str, tuple[float, float]] = LRUCache(max_buckets)
+        # A period's key holds its period, so an old period's counter is simply never read again.
+        self._counts: LRUCache[str, int] = LRUCache(max_buckets)
 
     async def acquire(self, buckets: Sequence[Bucket], cost: float = 1.0) -> Decision:
         now = self._clock()
@@ -137,11 +156,20 @@ class MemoryLimiter:
                 self._state[b.key] = (level - cost, now)
         return decision
 
+    async def count(self, quotas: Sequence[Quota], ttl_s: int) -> int:
+        for i, q in enumerate(quotas):
+            if self._counts.get(q.key, 0) + 1 > q.limit:
+                return i
+        for q in quotas:
+            self._counts[q.key] = self._counts.get(q.key, 0) + 1
+        return -1
+
     async def healthy(self) -> bool:
         return True
 
     async def close(self) -> None:
         self._state.clear()
+        self._counts.clear()
 
 
 # The same arithmetic as refill + settle, atomically, on Redis's clock.
@@ -180,6 +208,21 @@ return {1, '0', 0}
 """
 
 
+# Quotas, atomically: KEYS = counters; ARGV[1] = ttl in seconds, then one limit per key.
+# Returns the 1-based index of the first counter that would pass its limit (nothing counted), or 0.
+_COUNT_LUA = """
+for i = 1, #KEYS do
+  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if n + 1 > tonumber(ARGV[i + 1]) then return i end
+end
+for i = 1, #KEYS do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[1]))
+end
+return 0
+"""
+
+
 class RedisLimiter:
     """Buckets in Redis, shared by every gateway replica (one Lua script per call). Fails open."""
 
@@ -190,6 +233,7 @@ class RedisLimiter:
         self._retry_after = retry_after_s
         self._redis = fail_fast_client(url, timeout_s)
         self._acquire = self._redis.register_script(_ACQUIRE_LUA)
+        self._count = self._redis.register_script(_COUNT_LUA)
         self._down_until = 0.0
         self._down = False
 
@@ -232,6 +276,23 @@ class RedisLimiter:
             return Decision(True)
         return Decision(False, float(wait), int(denied) - 1)
 
+    async def count(self, quotas: Sequence[Quota], ttl_s: int) -> int:
+        if not quotas:
+            return -1
+        if time.monotonic() < self._down_until:
+            FAILED_OPEN.inc()
+            return -1
+        try:
+            over = await self._count(
+                keys=[self._prefix + q.key for q in quotas], args=[ttl_s, *(q.limit for q in quotas)]
+            )
+        except Exception as exc:  # any Redis failure: fail open
+            self._failed("count", exc)
+            FAILED_OPEN.inc()
+            return -1
+        self._ok()
+        return int(over) - 1
+
     async def healthy(self) -> bool:
         try:
             ok = bool(await self._redis.ping())
@@ -268,6 +329,16 @@ class Limits:
     search_caller: Rate | None = None
     ingest_tenant: Rate | None = None
     ingest_caller: Rate | None = None
+    ingest_daily_tenant: int | None = None  # ingest items per UTC day
+    ingest_daily_caller: int | None = None
+
+
+DAY_S = 86400
+
+
+def seconds_to_utc_midnight(now: float) -> float:
+    """Until the next 00:00 UTC (Unix time has no leap seconds, so days are DAY_S long)."""
+    return DAY_S - now % DAY_S
 
 
 _WHAT = {"search": "searches", "ingest": "ingest items"}
@@ -280,15 +351,42 @@ def _fmt(x: float) -> str:
 class RateLimits:
     """The gateway's gate: one tenant bucket and one caller bucket per kind of work (search, ingest)."""
 
-    def __init__(self, limiter: Limiter, limits: Limits) -> None:
+    def __init__(self, limiter: Limiter, limits: Limits, wall_clock: Callable[[], float] = time.time) -> None:
         self.limiter = limiter
         self.limits = limits
+        self._wall_clock = wall_clock
 
     async def search(self, tenant: str, caller: str) -> None:
         await self._check("search", tenant, caller, self.limits.search_tenant, self.limits.search_caller)
 
     async def ingest_item(self, tenant: str, caller: str) -> None:
         await self._check("ingest", tenant, caller, self.limits.ingest_tenant, self.limits.ingest_caller)
+        await self._daily_ingest(tenant, caller)
+
+    async def _daily_ingest(self, tenant: str, caller: str) -> None:
+        quotas, scopes, whose = [], [], []
+        now = self._wall_clock()
+        day = time.strftime("%Y%m%d", time.gmtime(now))
+        if self.limits.ingest_daily_tenant is not None:
+            quotas.append(Quota(f"quota:ingest:{day}:t:{tenant}", self.limits.ingest_daily_tenant))
+            scopes.append("tenant_daily_quota")
+            whose.append(f"tenant {tenant!r}")
+        if self.limits.ingest_daily_caller is not None:
+            quotas.append(Quota(f"quota:ingest:{day}:c:{tenant}:{caller}", self.limits.ingest_daily_caller))
+            scopes.append("caller_daily_quota")
+            whose.append(f"caller {caller!r} of tenant {tenant!r}")
+        if not quotas:
+            return
+        over = await self.limiter.count(quotas, ttl_s=2 * DAY_S)
+        if over < 0:
+            return
+        RATE_LIMITED.labels("ingest", scopes[over]).inc()
+        wait = seconds_to_utc_midnight(now)
+        raise RateLimited(
+            f"daily ingest quota of {quotas[over].limit} items for {whose[over]} is used up for today "
+            f"(UTC); retry after {wait:.0f} s, at 00:00 UTC",
+            wait,
+        )
 
     async def _check(
         self, kind: str, tenant: str, caller: str, per_tenant: Rate | None, per_caller: Rate | None

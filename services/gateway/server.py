@@ -151,6 +151,8 @@ def limits_from_settings(s: GatewaySettings) -> Limits:
         search_caller=Rate.of(s.search_rate_per_caller, s.search_burst_per_caller),
         ingest_tenant=Rate.of(s.ingest_rate_per_tenant, s.ingest_burst_per_tenant),
         ingest_caller=Rate.of(s.ingest_rate_per_caller, s.ingest_burst_per_caller),
+        ingest_daily_tenant=s.ingest_daily_quota_per_tenant or None,
+        ingest_daily_caller=s.ingest_daily_quota_per_caller or None,
     )
 
 

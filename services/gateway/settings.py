@@ -242,6 +242,12 @@ class RateLimitSettings(BaseModel):
     ingest_burst_per_caller: float = Field(
         0.0, ge=0, description="Ingest items a caller may send at once; 0 = one second's worth."
     )
+    ingest_daily_quota_per_tenant: int = Field(
+        0, ge=0, description="Ingest items per tenant per UTC day (a quota, counted per item); 0 = none."
+    )
+    ingest_daily_quota_per_caller: int = Field(
+        0, ge=0, description="Ingest items per caller per UTC day; 0 = none."
+    )
 
 
 # Sections are listed last-first: pydantic collects inherited fields in reverse method-resolution
