@@ -100,5 +100,5 @@ ci: lint protos-check contract-check clients ## What CI runs: lint, staleness, c
 	$(MAKE) test IMAGESEARCH_REQUIRE_CLIENTS=1
 
 .PHONY: chaos
-chaos: $(VPY) ## Fault injection on the real stack: kill -9 of each component mid-ingest, 5 runs each (docs/CHAOS.md)
+chaos: $(VPY) models ## Fault injection on the real stack: kill -9 of each component mid-ingest, 5 runs each (docs/CHAOS.md)
 	$(VPY) -m tools.chaos --component $(or $(CHAOS_COMPONENTS),all) --runs $(or $(CHAOS_RUNS),5)
