@@ -1,3 +1,4 @@
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from imagesearch.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -16,6 +17,26 @@ class IngestOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INGEST_OUTCOME_DUPLICATE: _ClassVar[IngestOutcome]
     INGEST_OUTCOME_FAILED: _ClassVar[IngestOutcome]
     INGEST_OUTCOME_UNCERTAIN: _ClassVar[IngestOutcome]
+
+class ImageVariant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMAGE_VARIANT_UNSPECIFIED: _ClassVar[ImageVariant]
+    IMAGE_VARIANT_ORIGINAL: _ClassVar[ImageVariant]
+    IMAGE_VARIANT_THUMBNAIL: _ClassVar[ImageVariant]
+
+class FeedbackKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEEDBACK_KIND_UNSPECIFIED: _ClassVar[FeedbackKind]
+    FEEDBACK_KIND_CLICK: _ClassVar[FeedbackKind]
+    FEEDBACK_KIND_DWELL: _ClassVar[FeedbackKind]
+    FEEDBACK_KIND_RATING: _ClassVar[FeedbackKind]
+
+class FeedbackOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEEDBACK_OUTCOME_UNSPECIFIED: _ClassVar[FeedbackOutcome]
+    FEEDBACK_OUTCOME_RECORDED: _ClassVar[FeedbackOutcome]
+    FEEDBACK_OUTCOME_DUPLICATE: _ClassVar[FeedbackOutcome]
+    FEEDBACK_OUTCOME_FAILED: _ClassVar[FeedbackOutcome]
 INGEST_OUTCOME_UNSPECIFIED: IngestOutcome
 INGEST_OUTCOME_CREATED: IngestOutcome
 INGEST_OUTCOME_UPDATED: IngestOutcome
@@ -23,6 +44,17 @@ INGEST_OUTCOME_UNCHANGED: IngestOutcome
 INGEST_OUTCOME_DUPLICATE: IngestOutcome
 INGEST_OUTCOME_FAILED: IngestOutcome
 INGEST_OUTCOME_UNCERTAIN: IngestOutcome
+IMAGE_VARIANT_UNSPECIFIED: ImageVariant
+IMAGE_VARIANT_ORIGINAL: ImageVariant
+IMAGE_VARIANT_THUMBNAIL: ImageVariant
+FEEDBACK_KIND_UNSPECIFIED: FeedbackKind
+FEEDBACK_KIND_CLICK: FeedbackKind
+FEEDBACK_KIND_DWELL: FeedbackKind
+FEEDBACK_KIND_RATING: FeedbackKind
+FEEDBACK_OUTCOME_UNSPECIFIED: FeedbackOutcome
+FEEDBACK_OUTCOME_RECORDED: FeedbackOutcome
+FEEDBACK_OUTCOME_DUPLICATE: FeedbackOutcome
+FEEDBACK_OUTCOME_FAILED: FeedbackOutcome
 
 class RerankOptions(_message.Message):
     __slots__ = ("disable", "candidate_window", "text_weight", "mmr_lambda", "duplicate_threshold", "freshness_weight", "popularity_weight")
@@ -107,20 +139,24 @@ class SearchResult(_message.Message):
     def __init__(self, asset: _Optional[_Union[_common_pb2.Asset, _Mapping]] = ..., scores: _Optional[_Union[StageScores, _Mapping]] = ..., rerank_notes: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[PolicyVerdict, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("results", "next_page_token", "degraded", "degraded_reasons", "cached", "model")
+    __slots__ = ("results", "next_page_token", "degraded", "degraded_reasons", "cached", "model", "arm", "search_id")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_REASONS_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[SearchResult]
     next_page_token: str
     degraded: bool
     degraded_reasons: _containers.RepeatedScalarFieldContainer[str]
     cached: bool
     model: _common_pb2.ModelRef
-    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., degraded: bool = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., cached: bool = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...
+    arm: str
+    search_id: str
+    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., degraded: bool = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., cached: bool = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., arm: _Optional[str] = ..., search_id: _Optional[str] = ...) -> None: ...
 
 class SearchSimilarRequest(_message.Message):
     __slots__ = ("asset_id", "filter", "page_size", "page_token", "rerank", "include_unsafe")
@@ -139,16 +175,20 @@ class SearchSimilarRequest(_message.Message):
     def __init__(self, asset_id: _Optional[str] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., rerank: _Optional[_Union[RerankOptions, _Mapping]] = ..., include_unsafe: bool = ...) -> None: ...
 
 class SearchSimilarResponse(_message.Message):
-    __slots__ = ("results", "next_page_token", "degraded", "degraded_reasons")
+    __slots__ = ("results", "next_page_token", "degraded", "degraded_reasons", "arm", "search_id")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_REASONS_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[SearchResult]
     next_page_token: str
     degraded: bool
     degraded_reasons: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., degraded: bool = ..., degraded_reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+    arm: str
+    search_id: str
+    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., degraded: bool = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., arm: _Optional[str] = ..., search_id: _Optional[str] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
     __slots__ = ("asset_id", "image", "uri", "caption", "tags", "owner", "license", "source", "popularity")
@@ -211,3 +251,65 @@ class DeleteAssetRequest(_message.Message):
 class DeleteAssetResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetAssetImageRequest(_message.Message):
+    __slots__ = ("asset_id", "variant")
+    ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    asset_id: str
+    variant: ImageVariant
+    def __init__(self, asset_id: _Optional[str] = ..., variant: _Optional[_Union[ImageVariant, str]] = ...) -> None: ...
+
+class GetAssetImageResponse(_message.Message):
+    __slots__ = ("content_type", "total_bytes", "content_sha256", "chunk")
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    content_type: str
+    total_bytes: int
+    content_sha256: str
+    chunk: bytes
+    def __init__(self, content_type: _Optional[str] = ..., total_bytes: _Optional[int] = ..., content_sha256: _Optional[str] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class FeedbackEvent(_message.Message):
+    __slots__ = ("event_id", "kind", "search_id", "asset_id", "rank", "dwell_ms", "rating", "occurred_at")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    DWELL_MS_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    kind: FeedbackKind
+    search_id: str
+    asset_id: str
+    rank: int
+    dwell_ms: int
+    rating: int
+    occurred_at: _timestamp_pb2.Timestamp
+    def __init__(self, event_id: _Optional[str] = ..., kind: _Optional[_Union[FeedbackKind, str]] = ..., search_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., rank: _Optional[int] = ..., dwell_ms: _Optional[int] = ..., rating: _Optional[int] = ..., occurred_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RecordFeedbackRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[FeedbackEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[FeedbackEvent, _Mapping]]] = ...) -> None: ...
+
+class FeedbackResult(_message.Message):
+    __slots__ = ("event_id", "outcome", "error")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    outcome: FeedbackOutcome
+    error: _common_pb2.ItemError
+    def __init__(self, event_id: _Optional[str] = ..., outcome: _Optional[_Union[FeedbackOutcome, str]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ...) -> None: ...
+
+class RecordFeedbackResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[FeedbackResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[FeedbackResult, _Mapping]]] = ...) -> None: ...

@@ -68,6 +68,16 @@ class GatewayServiceStub(object):
                 request_serializer=imagesearch_dot_v1_dot_gateway__pb2.DeleteAssetRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_v1_dot_gateway__pb2.DeleteAssetResponse.FromString,
                 _registered_method=True)
+        self.GetAssetImage = channel.unary_stream(
+                '/imagesearch.v1.GatewayService/GetAssetImage',
+                request_serializer=imagesearch_dot_v1_dot_gateway__pb2.GetAssetImageRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_gateway__pb2.GetAssetImageResponse.FromString,
+                _registered_method=True)
+        self.RecordFeedback = channel.unary_unary(
+                '/imagesearch.v1.GatewayService/RecordFeedback',
+                request_serializer=imagesearch_dot_v1_dot_gateway__pb2.RecordFeedbackRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_gateway__pb2.RecordFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer(object):
@@ -118,6 +128,24 @@ class GatewayServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAssetImage(self, request, context):
+        """Streams one asset's stored original or its thumbnail, checked by policy like GetAsset
+        (NOT_FOUND when absent or not visible to the caller). The first message carries the metadata
+        and every message a chunk of the bytes, so originals larger than a client's message cap arrive.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordFeedback(self, request, context):
+        """Records what callers did with search results (clicks, dwell, ratings) in the caller's tenant.
+        One result per event, in order: a bad event fails that event, not the batch. Idempotent per
+        event_id: re-sending an event answers DUPLICATE and stores nothing twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +173,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.DeleteAsset,
                     request_deserializer=imagesearch_dot_v1_dot_gateway__pb2.DeleteAssetRequest.FromString,
                     response_serializer=imagesearch_dot_v1_dot_gateway__pb2.DeleteAssetResponse.SerializeToString,
+            ),
+            'GetAssetImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetAssetImage,
+                    request_deserializer=imagesearch_dot_v1_dot_gateway__pb2.GetAssetImageRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_gateway__pb2.GetAssetImageResponse.SerializeToString,
+            ),
+            'RecordFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordFeedback,
+                    request_deserializer=imagesearch_dot_v1_dot_gateway__pb2.RecordFeedbackRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_gateway__pb2.RecordFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -291,6 +329,60 @@ class GatewayService(object):
             '/imagesearch.v1.GatewayService/DeleteAsset',
             imagesearch_dot_v1_dot_gateway__pb2.DeleteAssetRequest.SerializeToString,
             imagesearch_dot_v1_dot_gateway__pb2.DeleteAssetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAssetImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imagesearch.v1.GatewayService/GetAssetImage',
+            imagesearch_dot_v1_dot_gateway__pb2.GetAssetImageRequest.SerializeToString,
+            imagesearch_dot_v1_dot_gateway__pb2.GetAssetImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.GatewayService/RecordFeedback',
+            imagesearch_dot_v1_dot_gateway__pb2.RecordFeedbackRequest.SerializeToString,
+            imagesearch_dot_v1_dot_gateway__pb2.RecordFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
