@@ -114,16 +114,21 @@ class Drift:
 
 
 def drift_score(current: Summary, reference: Summary, centroid_weight: float) -> Drift:
-    """centroid_shift = clamp(1 - cos(current centroid, reference centroid), 0, 1);
-    score_shift = clamp(|mean best score - reference mean| / (2 * max(reference std, 0.02)), 0, 1);
-    score = w * centroid_shift + (1 - w) * score_shift when both streams carry best scores,
-    else centroid_shift."""
+    """How far a stream's running statistics are from its reference, in [0, 1]:
+
+        centroid_shift = (1 - cos(current centroid, reference centroid)) / 2
+        score_shift    = d / (d + 2 * max(reference best-score std, 0.02)),  d = |mean best - reference mean|
+        score          = w * centroid_shift + (1 - w) * score_shift   (w = centroid_weight)
+
+    score_shift is 0.5 when the mean best score moved by two reference spreads. A stream without best
+    scores (images) is judged on its centroid alone (score = centroid_shift)."""
     cos = float(np.dot(np.asarray(current.centroid), np.asarray(reference.centroid)))
-    centroid_shift = min(1.0, max(0.0, 1.0 - cos))
+    centroid_shift = min(1.0, max(0.0, (1.0 - cos) / 2.0))
     if current.scored <= 0 or reference.scored <= 0:
         return Drift(centroid_shift, centroid_shift, None)
+    moved = abs(current.score_mean - reference.score_mean)
     spread = 2.0 * max(reference.score_std, _SCORE_SPREAD_FLOOR)
-    score_shift = min(1.0, abs(current.score_mean - reference.score_mean) / spread)
+    score_shift = moved / (moved + spread)
     w = centroid_weight
     return Drift(w * centroid_shift + (1.0 - w) * score_shift, centroid_shift, score_shift)
 
@@ -395,7 +400,7 @@ class _DriftCollector(Collector):
                     "score",
                     "Drift score against the reference (0 = as at the reference; see docs/OPERATIONS.md).",
                 ),
-                ("centroid_shift", "1 - cosine between the running centroid and the reference centroid."),
+                ("centroid_shift", "(1 - cosine between the running and the reference centroid) / 2."),
                 (
                     "best_score_shift",
                     "Shift of the mean best score in reference spreads (0-1; query stream).",
