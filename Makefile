@@ -88,15 +88,21 @@ contract-check: $(BUF) ## buf breaking: the contract must not break any earlier 
 	scripts/contract_check.sh
 
 .PHONY: tools
-tools: ## Pinned protoc-gen-go, protoc-gen-go-grpc, protoc, protoc-gen-grpc-java, ghz (~/.cache/imagesearch/bin)
+tools: ## Pinned protoc-gen-go, protoc-gen-go-grpc, protoc, protoc-gen-grpc-java, ghz, promtool (~/.cache/imagesearch/bin)
 	scripts/install_tools.sh
 
 .PHONY: clients
 clients: $(BUF) ## Generate the Go/TypeScript/Java clients (buf generate) and build their examples
 	scripts/gen_clients.sh
 
+.PHONY: monitoring-check
+monitoring-check: ## promtool check config + rules, and the alert rules' unit tests (deploy/prometheus; promtool pinned in scripts/install_tools.sh)
+	scripts/install_tools.sh promtool
+	cd deploy/prometheus && "$$(../../scripts/install_tools.sh --print-bin)/promtool" check config prometheus.yml \
+	  && "$$(../../scripts/install_tools.sh --print-bin)/promtool" test rules rules_test.yml
+
 .PHONY: ci
-ci: lint protos-check contract-check clients ## What CI runs: lint, staleness, contract guard, clients, all tests
+ci: lint protos-check contract-check clients monitoring-check ## What CI runs: lint, staleness, contract guard, clients, all tests
 	$(MAKE) test IMAGESEARCH_REQUIRE_CLIENTS=1
 
 .PHONY: chaos

@@ -4,6 +4,7 @@
     imagesearch search "red vintage car" [--image FILE] [--limit N] [--json]
     imagesearch similar ASSET_ID [--limit N]
     imagesearch get ASSET_ID
+    imagesearch drift reference            # admin: current drift statistics become the reference
     imagesearch serve                      # encoder + search + gateway on embedded defaults (make run)
 
 Credentials: --api-key, else $IMAGESEARCH_API_KEY, else the demo key of `make run` ("demo-key").
@@ -265,6 +266,30 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# drift
+
+
+def cmd_drift_reference(args: argparse.Namespace) -> int:
+    """Make the key's tenant's current drift statistics its reference (admin role)."""
+    with _channel(args.gateway) as ch:
+        stub = gateway_pb2_grpc.GatewayServiceStub(ch)
+        try:
+            resp = stub.TakeDriftReference(
+                gateway_pb2.TakeDriftReferenceRequest(), metadata=_metadata(args), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    if not resp.streams:
+        print("no drift statistics yet (nothing ingested or searched since the gateway started)")
+        return 0
+    for s in resp.streams:
+        kind = gateway_pb2.DriftStreamKind.Name(s.kind).removeprefix("DRIFT_STREAM_KIND_").lower()
+        before = f"{s.drift_score:.3f}" if s.HasField("drift_score") else "none (first reference)"
+        print(f"{s.model.name}@{s.model.version} {kind}: {s.samples} samples, drift before: {before}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # serve: the whole suite on embedded defaults (what `make run` starts)
 
 
@@ -320,6 +345,15 @@ def parser() -> argparse.ArgumentParser:
     ge = sub.add_parser("get", parents=[common], help="show one asset")
     ge.add_argument("asset_id")
     ge.set_defaults(func=cmd_get)
+
+    dr = sub.add_parser("drift", help="drift monitoring (docs/OPERATIONS.md)")
+    drift_sub = dr.add_subparsers(dest="drift_command", required=True)
+    ref = drift_sub.add_parser(
+        "reference",
+        parents=[common],
+        help="admin: the current drift statistics of the key's tenant become its reference",
+    )
+    ref.set_defaults(func=cmd_drift_reference)
     return p
 
 

@@ -18,6 +18,7 @@ from imagesearch.v1 import common_pb2, encoder_pb2, gateway_pb2, search_pb2
 
 from services.common.errors import InvalidArgument
 from services.gateway import domain as m
+from services.gateway.drift import StreamReport
 from services.gateway.limits import MAX_FILTER_NODES, MAX_FILTER_VALUES, MAX_LIST_VALUES
 
 # Value fields that must carry a timestamp / int / double (the rest are strings).
@@ -485,3 +486,20 @@ def upsert_outcomes(resp: search_pb2.UpsertAssetsResponse) -> list[m.UpsertOutco
 
 def content_hash_holders(resp: search_pb2.FindByContentHashResponse) -> dict[str, list[str]]:
     return {match.content_sha256: list(match.asset_ids) for match in resp.matches}
+
+
+_DRIFT_STREAM_KINDS = {
+    "image": gateway_pb2.DRIFT_STREAM_KIND_IMAGE,
+    "query": gateway_pb2.DRIFT_STREAM_KIND_QUERY,
+}
+
+
+def drift_stream_pb(report: StreamReport) -> gateway_pb2.DriftStream:
+    out = gateway_pb2.DriftStream(
+        model=model_ref_pb(report.model),
+        kind=_DRIFT_STREAM_KINDS[report.stream],
+        samples=report.current.samples,
+    )
+    if report.drift is not None:
+        out.drift_score = report.drift.score
+    return out

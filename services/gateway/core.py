@@ -15,6 +15,7 @@ from services.common.errors import InvalidArgument, NotFound
 from services.gateway.auth import Principal
 from services.gateway.backends.base import Analyzer, EncoderClient, SearchClient
 from services.gateway.domain import Asset, IngestAck, IngestItem, SearchPage, SearchQuery
+from services.gateway.drift import DriftConfig, DriftMonitor, StreamReport
 from services.gateway.ingest_flow import IngestConfig, IngestFlow
 from services.gateway.limits import MAX_ASSET_ID_CHARS
 from services.gateway.paging import PageTokens
@@ -39,9 +40,16 @@ class Gateway:
         self.policy = policy
         self.rate_limits = rate_limits
         self._search = search
+        self.drift = DriftMonitor(DriftConfig.from_settings(settings))
         self.reads = Reads(search, policy)
         self.search_flow = SearchFlow(
-            encoder, search, self.reads, policy, page_tokens, SearchConfig.from_settings(settings)
+            encoder,
+            search,
+            self.reads,
+            policy,
+            page_tokens,
+            SearchConfig.from_settings(settings),
+            drift=self.drift,
         )
         self.ingest_flow = IngestFlow(
             encoder,
@@ -52,6 +60,7 @@ class Gateway:
             IngestConfig.from_settings(settings),
             on_model=self.search_flow.vectors.note_model,
             admit=self._admit_ingest_item if rate_limits is not None else None,
+            drift=self.drift,
         )
 
     async def _admit_ingest_item(self, principal: Principal) -> None:
@@ -72,6 +81,12 @@ class Gateway:
 
     def ingest(self, principal: Principal, items: AsyncIterator[IngestItem]) -> AsyncIterator[IngestAck]:
         return self.ingest_flow.ingest(principal, items)
+
+    def take_drift_reference(self, principal: Principal) -> list[StreamReport]:
+        """Admin: the caller's tenant's current drift statistics become its reference (every model
+        version it has statistics for). Returns each stream as it stood just before."""
+        self.policy.authorize(principal, "take_drift_reference")
+        return self.drift.take_reference(principal.tenant)
 
     async def get_asset(self, principal: Principal, asset_id: str) -> tuple[Asset, list[str]]:
         action = "get_asset"

@@ -293,6 +293,9 @@ class SearchPage:
     degraded_reasons: list[str] = field(default_factory=list)
     cached: bool = False
     model: ModelRef | None = None
+    # The highest raw cosine among the first-stage hits fetched (None: no vector leg ran); read by
+    # drift monitoring, never sent.
+    best_cosine: float | None = None
 
     @property
     def degraded(self) -> bool:

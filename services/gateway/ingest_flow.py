@@ -59,6 +59,7 @@ from services.gateway.domain import (
     UpsertRecord,
     Vector,
 )
+from services.gateway.drift import DriftMonitor
 from services.gateway.limits import MAX_ASSET_ID_CHARS
 from services.gateway.policy import Policy, Visibility
 from services.gateway.reads import Reads
@@ -123,8 +124,10 @@ class IngestFlow:
         config: IngestConfig,
         on_model: Callable[[ModelRef | None], None],
         admit: Callable[[Principal], Awaitable[None]] | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.cfg = config
+        self._drift = drift
         self._admit = admit  # rate limits: raises (that item fails) when the caller is over its limit
         self._encoder = encoder
         self._search = search
@@ -296,6 +299,8 @@ class IngestFlow:
                 raise ItemFailed(
                     encoded.error_code, f"encoder rejected the image: {caller_safe(encoded.error_message)}"
                 )
+            if self._drift is not None:
+                self._drift.observe_image(tenant, model, encoded.vector)
             created = existing.asset.created_at if existing is not None and existing.asset.created_at else now
             asset = _asset(tenant, item, sha, inspected.width, inspected.height, created=created, now=now)
             asset.safety_labels, asset.safety_score, asset.ocr_text = (

@@ -31,6 +31,7 @@ ACTION_ROLES = {
     "get_asset": "search",
     "ingest": "ingest",
     "delete_asset": "delete",
+    "take_drift_reference": "admin",
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import structlog
+from prometheus_client import Counter
 
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable
 from services.gateway import paging
@@ -42,6 +43,7 @@ from services.gateway.domain import (
     canonical,
     count_nodes,
 )
+from services.gateway.drift import DriftMonitor
 from services.gateway.limits import (
     MAX_ASSET_ID_CHARS,
     MAX_FILTER_NODES,
@@ -61,6 +63,11 @@ log = structlog.get_logger("search")
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
 MAX_TEXT_CHARS = 1000
+
+DEGRADED_SEARCHES = Counter(
+    "gateway_degraded_searches_total",
+    "Searches answered in a degraded mode (encoder unavailable: keyword-only results).",
+)
 
 
 @dataclass(frozen=True)
@@ -149,8 +156,10 @@ class SearchFlow:
         policy: Policy,
         page_tokens: paging.PageTokens,
         config: SearchConfig,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.cfg = config
+        self.drift = drift
         self.reads = reads
         self.policy = policy
         self.tokens = page_tokens
@@ -238,6 +247,12 @@ class SearchFlow:
         page = await self._page(ask, spec, cfg, window, text_vec=vectors.text, image_vec=image_vec)
         page.degraded_reasons = list(vectors.degraded)
         page.model = vectors.model
+        if page.degraded_reasons:
+            DEGRADED_SEARCHES.inc()
+        if query_vec is not None and vector_name == PRIMARY_VECTOR and not ask.offset:
+            # The best cosine means something only when the vector leg ran.
+            best = page.best_cosine if first_alpha else None
+            self._observe_drift(principal.tenant, vectors.model, query_vec, best)
         self.pages.keep(ask, generation, page, source=None)
         return page
 
@@ -290,6 +305,13 @@ class SearchFlow:
 
     # ------------------------------------------------------------------------------------------
     # Steps
+
+    def _observe_drift(self, tenant: str, model: ModelRef | None, vector: Vector, best: float | None) -> None:
+        """Count an embedded query in the drift statistics. First pages only (a query paged through is
+        one query); visual-vector (image-only) searches live in another space than the primary
+        centroid and are not counted."""
+        if self.drift is not None:
+            self.drift.observe_query(tenant, model, vector, best)
 
     def _page_request(
         self, principal: Principal, action: str, vis: Visibility, bound: str, q: SearchQuery, page_size: int
@@ -394,7 +416,7 @@ class SearchFlow:
         ]
         _name_vector(results, spec)
         token = self.tokens.issue(ask.bound, offset + page_size) if more else ""
-        return SearchPage(results, token, cached=result.cached)
+        return SearchPage(results, token, cached=result.cached, best_cosine=_best_cosine(result.hits))
 
     async def _reranked_page(
         self,
@@ -429,10 +451,15 @@ class SearchFlow:
         _name_vector(results, spec)
         more = offset + page_size < len(ranked)
         token = self.tokens.issue(ask.bound, offset + page_size) if more else ""
-        return SearchPage(results, token, cached=result.cached)
+        return SearchPage(results, token, cached=result.cached, best_cosine=_best_cosine(result.hits))
 
     def _reasons(self, ask: PageRequest, hit: Hit) -> list[str]:
         return self.policy.reasons(ask.vis, hit.asset)
+
+
+def _best_cosine(hits: list[Hit]) -> float:
+    """The nearest first-stage hit's raw cosine (0 when the first stage found nothing)."""
+    return max((h.scores.cosine for h in hits), default=0.0)
 
 
 def _name_vector(results: list[SearchResult], spec: QuerySpec) -> None:

@@ -144,6 +144,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         await self._gw.delete_asset(principal, request.asset_id)
         return gateway_pb2.DeleteAssetResponse()
 
+    async def TakeDriftReference(
+        self, request: gateway_pb2.TakeDriftReferenceRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.TakeDriftReferenceResponse:
+        principal = await self._principal(context, "take_drift_reference")
+        # Reference files are small: writing them inline costs less than a thread hop.
+        reports = self._gw.take_drift_reference(principal)
+        return gateway_pb2.TakeDriftReferenceResponse(streams=[convert.drift_stream_pb(r) for r in reports])
+
 
 def limits_from_settings(s: GatewaySettings) -> Limits:
     return Limits(

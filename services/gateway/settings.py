@@ -250,11 +250,49 @@ class RateLimitSettings(BaseModel):
     )
 
 
+class DriftSettings(BaseModel):
+    """Drift monitoring: running statistics of ingested image vectors and query vectors per tenant and
+    model version, against a reference snapshot (docs/OPERATIONS.md)."""
+
+    drift_reference_dir: Path | None = Field(
+        None,
+        description="Where drift references are kept (one JSON file per tenant and model version); "
+        "unset keeps them in memory only (lost at restart).",
+    )
+    drift_half_life: float = Field(
+        500.0,
+        gt=0,
+        description="Samples (vectors of one stream) after which a sample weighs half in the running "
+        "drift statistics: smaller reacts faster, larger is steadier.",
+    )
+    drift_min_samples: int = Field(
+        50,
+        ge=1,
+        description="Samples a stream needs before it gets a reference automatically (when none was "
+        "taken for its model version).",
+    )
+    drift_low_score_threshold: float = Field(
+        0.3,
+        ge=-1,
+        le=1,
+        description="Best first-stage cosine below which a search counts as poorly matched "
+        "(gateway_drift_low_score_share).",
+    )
+    drift_centroid_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of the centroid shift in the query drift score (the best-score shift gets "
+        "the rest).",
+    )
+
+
 # Sections are listed last-first: pydantic collects inherited fields in reverse method-resolution
 # order, and the README reference shows them in that order (backends first).
 class GatewaySettings(
     ServiceSettings,
     PublicTlsSettings,
+    DriftSettings,
     RateLimitSettings,
     AnalysisSettings,
     IngestSettings,

@@ -37,6 +37,12 @@ class FeedbackOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEEDBACK_OUTCOME_RECORDED: _ClassVar[FeedbackOutcome]
     FEEDBACK_OUTCOME_DUPLICATE: _ClassVar[FeedbackOutcome]
     FEEDBACK_OUTCOME_FAILED: _ClassVar[FeedbackOutcome]
+
+class DriftStreamKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DRIFT_STREAM_KIND_UNSPECIFIED: _ClassVar[DriftStreamKind]
+    DRIFT_STREAM_KIND_IMAGE: _ClassVar[DriftStreamKind]
+    DRIFT_STREAM_KIND_QUERY: _ClassVar[DriftStreamKind]
 INGEST_OUTCOME_UNSPECIFIED: IngestOutcome
 INGEST_OUTCOME_CREATED: IngestOutcome
 INGEST_OUTCOME_UPDATED: IngestOutcome
@@ -55,6 +61,9 @@ FEEDBACK_OUTCOME_UNSPECIFIED: FeedbackOutcome
 FEEDBACK_OUTCOME_RECORDED: FeedbackOutcome
 FEEDBACK_OUTCOME_DUPLICATE: FeedbackOutcome
 FEEDBACK_OUTCOME_FAILED: FeedbackOutcome
+DRIFT_STREAM_KIND_UNSPECIFIED: DriftStreamKind
+DRIFT_STREAM_KIND_IMAGE: DriftStreamKind
+DRIFT_STREAM_KIND_QUERY: DriftStreamKind
 
 class RerankOptions(_message.Message):
     __slots__ = ("disable", "candidate_window", "text_weight", "mmr_lambda", "duplicate_threshold", "freshness_weight", "popularity_weight")
@@ -313,3 +322,25 @@ class RecordFeedbackResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[FeedbackResult]
     def __init__(self, results: _Optional[_Iterable[_Union[FeedbackResult, _Mapping]]] = ...) -> None: ...
+
+class TakeDriftReferenceRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DriftStream(_message.Message):
+    __slots__ = ("model", "kind", "samples", "drift_score")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_SCORE_FIELD_NUMBER: _ClassVar[int]
+    model: _common_pb2.ModelRef
+    kind: DriftStreamKind
+    samples: int
+    drift_score: float
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., kind: _Optional[_Union[DriftStreamKind, str]] = ..., samples: _Optional[int] = ..., drift_score: _Optional[float] = ...) -> None: ...
+
+class TakeDriftReferenceResponse(_message.Message):
+    __slots__ = ("streams",)
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    streams: _containers.RepeatedCompositeFieldContainer[DriftStream]
+    def __init__(self, streams: _Optional[_Iterable[_Union[DriftStream, _Mapping]]] = ...) -> None: ...

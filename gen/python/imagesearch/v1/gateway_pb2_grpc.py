@@ -78,6 +78,11 @@ class GatewayServiceStub(object):
                 request_serializer=imagesearch_dot_v1_dot_gateway__pb2.RecordFeedbackRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_v1_dot_gateway__pb2.RecordFeedbackResponse.FromString,
                 _registered_method=True)
+        self.TakeDriftReference = channel.unary_unary(
+                '/imagesearch.v1.GatewayService/TakeDriftReference',
+                request_serializer=imagesearch_dot_v1_dot_gateway__pb2.TakeDriftReferenceRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_gateway__pb2.TakeDriftReferenceResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer(object):
@@ -146,6 +151,15 @@ class GatewayServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TakeDriftReference(self, request, context):
+        """Admin: makes the caller's tenant's current drift statistics (per model version, of ingested
+        image vectors and of query vectors) its drift reference, against which the gateway_drift_score
+        metric is computed from then on. Needs the admin role (PERMISSION_DENIED otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +197,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.RecordFeedback,
                     request_deserializer=imagesearch_dot_v1_dot_gateway__pb2.RecordFeedbackRequest.FromString,
                     response_serializer=imagesearch_dot_v1_dot_gateway__pb2.RecordFeedbackResponse.SerializeToString,
+            ),
+            'TakeDriftReference': grpc.unary_unary_rpc_method_handler(
+                    servicer.TakeDriftReference,
+                    request_deserializer=imagesearch_dot_v1_dot_gateway__pb2.TakeDriftReferenceRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_gateway__pb2.TakeDriftReferenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -383,6 +402,33 @@ class GatewayService(object):
             '/imagesearch.v1.GatewayService/RecordFeedback',
             imagesearch_dot_v1_dot_gateway__pb2.RecordFeedbackRequest.SerializeToString,
             imagesearch_dot_v1_dot_gateway__pb2.RecordFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TakeDriftReference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.GatewayService/TakeDriftReference',
+            imagesearch_dot_v1_dot_gateway__pb2.TakeDriftReferenceRequest.SerializeToString,
+            imagesearch_dot_v1_dot_gateway__pb2.TakeDriftReferenceResponse.FromString,
             options,
             channel_credentials,
             insecure,
