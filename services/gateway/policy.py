@@ -31,6 +31,7 @@ ACTION_ROLES = {
     "get_asset": "search",
     "ingest": "ingest",
     "delete_asset": "delete",
+    "record_feedback": "search",  # whoever may search may say what they did with the results
 }
 
 

@@ -171,6 +171,7 @@ class Suite:
                     "IMAGESEARCH_GATEWAY_TOKEN_SECRET": TOKEN_SECRET,
                     "IMAGESEARCH_GATEWAY_BREAKER_RESET_S": "1.0",
                     "IMAGESEARCH_GATEWAY_LOG_LEVEL": "info",
+                    "IMAGESEARCH_GATEWAY_DATA_DIR": str(self.tmp / "gateway"),
                     **self.gateway_env,
                 },
                 tls_dir=self.tls_dir,
