@@ -18,7 +18,9 @@ Metrics per arm (process counters, for PromQL rates across replicas):
     MRR of clicks = rate(gateway_click_reciprocal_rank_total)
                     / rate(gateway_feedback_events_total{kind="click"})
 and the store's durable all-time figures as gauges (gateway_arm_click_through_rate{arm},
-gateway_arm_mrr_of_clicks{arm}), refreshed at start and after every RecordFeedback call.
+gateway_arm_mrr_of_clicks{arm}): read from the store at start and after every RecordFeedback call that
+recorded something, and between reads moved by this process's own searches (another replica's searches
+show up at the next read).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 
 import structlog
 from prometheus_client import Counter, Gauge
@@ -34,6 +37,7 @@ from services.common.errors import DomainError, InvalidArgument, NotFound, statu
 from services.gateway.auth import Principal
 from services.gateway.backends.feedback import FeedbackStore
 from services.gateway.domain import (
+    ArmTotals,
     FeedbackAck,
     FeedbackEvent,
     FeedbackKind,
@@ -86,6 +90,8 @@ class FeedbackFlow:
         self.store = store
         self.policy = policy
         self.search_ttl_s = search_ttl_s
+        # The store's totals as last read, plus this process's searches since: what the gauges show.
+        self._totals: dict[str, ArmTotals] = {}
 
     # ---- the search side ------------------------------------------------------------------------
 
@@ -96,6 +102,7 @@ class FeedbackFlow:
         search still succeeds, only feedback for it is impossible)."""
         arm = assignment.arm.name
         SEARCHES_SERVED.labels(arm).inc()
+        self._show(arm, replace(self._totals.get(arm, ArmTotals()), searches=self._searches(arm) + 1))
         search_id = secrets.token_urlsafe(18)
         record = SearchRecord(
             search_id, principal.tenant, arm, {r.asset.asset_id: i + 1 for i, r in enumerate(page.results)}
@@ -206,8 +213,16 @@ class FeedbackFlow:
     async def refresh_gauges(self) -> None:
         """Set the per-arm CTR and MRR gauges from the store's durable totals."""
         for arm, totals in (await self.store.arm_totals()).items():
-            ARM_CTR.labels(arm).set(totals.click_through_rate)
-            ARM_MRR.labels(arm).set(totals.mrr_of_clicks)
+            self._show(arm, totals)
+
+    def _searches(self, arm: str) -> int:
+        totals = self._totals.get(arm)
+        return totals.searches if totals is not None else 0
+
+    def _show(self, arm: str, totals: ArmTotals) -> None:
+        self._totals[arm] = totals
+        ARM_CTR.labels(arm).set(totals.click_through_rate)
+        ARM_MRR.labels(arm).set(totals.mrr_of_clicks)
 
 
 def _validated(event: FeedbackEvent, now: dt.datetime) -> tuple[FeedbackKind, dt.datetime]:
