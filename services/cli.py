@@ -336,6 +336,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from services import suite
 
     os.environ.setdefault("IMAGESEARCH_SEARCH_DATA_DIR", str(Path(args.data_dir).resolve() / "search"))
+    os.environ.setdefault("IMAGESEARCH_GATEWAY_DATA_DIR", str(Path(args.data_dir).resolve() / "gateway"))
     return suite.main()
 
 
@@ -376,7 +377,9 @@ def parser() -> argparse.ArgumentParser:
     si.set_defaults(func=cmd_similar)
 
     sv = sub.add_parser("serve", help="run encoder + search + gateway on embedded defaults (make run)")
-    sv.add_argument("--data-dir", default=".data", help="where the embedded index lives")
+    sv.add_argument(
+        "--data-dir", default=".data", help="where the embedded index and the feedback store live"
+    )
     sv.add_argument("--timeout", type=float, default=None, help="seconds each service may take to start")
     sv.set_defaults(func=cmd_serve)
 
