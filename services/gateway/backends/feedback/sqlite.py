@@ -9,14 +9,27 @@ an operating-system crash may lose the last transactions (docs/GATEWAY.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
+import structlog
+
+from services.common.errors import Unavailable
 from services.gateway.backends.feedback.base import PutResult
 from services.gateway.domain import ArmTotals, FeedbackKind, SearchRecord, StoredFeedback
+
+log = structlog.get_logger("gateway.feedback")
+
+UNAVAILABLE = "the feedback store is unavailable; retry the events later (they are idempotent)"
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Expired search records are swept every this many recorded searches.
 _SWEEP_EVERY = 1000
@@ -44,6 +57,21 @@ CREATE TABLE IF NOT EXISTS arm_events (
 """
 
 
+def _store_errors(step: Callable[P, R]) -> Callable[P, R]:
+    """A failing database (disk full, file removed, locked past busy_timeout) is UNAVAILABLE to the
+    caller, with the detail in the log."""
+
+    @functools.wraps(step)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return step(*args, **kwargs)
+        except sqlite3.Error as exc:
+            log.warning("feedback store call failed", error=type(exc).__name__, detail=str(exc))
+            raise Unavailable(UNAVAILABLE) from None
+
+    return wrapped
+
+
 class SqliteFeedbackStore:
     name = "sqlite"
 
@@ -61,6 +89,7 @@ class SqliteFeedbackStore:
     async def record_search(self, record: SearchRecord, ttl_s: float) -> None:
         await asyncio.to_thread(self._record_search, record, ttl_s)
 
+    @_store_errors
     def _record_search(self, record: SearchRecord, ttl_s: float) -> None:
         now = time.time()
         with self._lock, self._transaction():
@@ -81,6 +110,7 @@ class SqliteFeedbackStore:
     async def get_search(self, tenant: str, search_id: str) -> SearchRecord | None:
         return await asyncio.to_thread(self._get_search, tenant, search_id)
 
+    @_store_errors
     def _get_search(self, tenant: str, search_id: str) -> SearchRecord | None:
         with self._lock:
             row = self._db.execute(
@@ -95,6 +125,7 @@ class SqliteFeedbackStore:
     async def put(self, event: StoredFeedback) -> PutResult:
         return await asyncio.to_thread(self._put, event)
 
+    @_store_errors
     def _put(self, e: StoredFeedback) -> PutResult:
         with self._lock, self._transaction():
             inserted = self._db.execute(
@@ -138,6 +169,7 @@ class SqliteFeedbackStore:
     async def arm_totals(self) -> dict[str, ArmTotals]:
         return await asyncio.to_thread(self._arm_totals)
 
+    @_store_errors
     def _arm_totals(self) -> dict[str, ArmTotals]:
         with self._lock:
             rows = self._db.execute(
