@@ -220,3 +220,21 @@ def test_restart_needs_no_tmp_path_outside_the_suite(suite: Suite) -> None:
     # The SQLite store lives under the suite's gateway data dir, never in the repository.
     if suite.gateway_env.get("IMAGESEARCH_GATEWAY_FEEDBACK_BACKEND") != "redis":
         assert (Path(suite.tmp) / "gateway" / "feedback.sqlite3").exists()
+
+
+def test_more_like_this_is_served_by_the_arm_and_takes_feedback(suite: Suite) -> None:
+    source = _search(suite, "keyword").results[0].asset.asset_id
+    metadata = [*ALICE, ("x-session-id", _session_for("keyword"))]
+    similar = suite.gateway_stub().SearchSimilar(
+        gateway_pb2.SearchSimilarRequest(asset_id=source, page_size=3), metadata=metadata, timeout=30
+    )
+    assert similar.arm == "fb/keyword" and similar.search_id
+    assert similar.results
+    event = gateway_pb2.FeedbackEvent(
+        event_id=f"similar-{uuid.uuid4().hex}",
+        kind=gateway_pb2.FEEDBACK_KIND_DWELL,
+        search_id=similar.search_id,
+        asset_id=similar.results[0].asset.asset_id,
+        dwell_ms=2500,
+    )
+    assert [r.outcome for r in _feedback(suite, event)] == [OUTCOME.FEEDBACK_OUTCOME_RECORDED]
