@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -58,6 +59,7 @@ MAX_SEARCH_ID_CHARS = 128
 MAX_DWELL_MS = 24 * 3600 * 1000
 # Clocks of callers' devices run ahead: an event up to this far in the future is taken as now.
 FUTURE_SKEW = dt.timedelta(minutes=5)
+RECORD_RETRY_AFTER_S = 1.0
 
 SEARCHES_SERVED = Counter("gateway_searches_served_total", "Searches served, by experiment arm.", ["arm"])
 SEARCHES_CLICKED = Counter(
@@ -71,7 +73,7 @@ CLICK_RECIPROCAL_RANK = Counter(
 )
 SEARCH_RECORD_FAILED = Counter(
     "gateway_search_record_failed_total",
-    "Searches served without a search_id because the feedback store could not record them.",
+    "Searches served without a search_id because the feedback store failed (or was being skipped).",
 )
 ARM_CTR = Gauge(
     "gateway_arm_click_through_rate",
@@ -92,6 +94,9 @@ class FeedbackFlow:
         self.search_ttl_s = search_ttl_s
         # The store's totals as last read, plus this process's searches since: what the gauges show.
         self._totals: dict[str, ArmTotals] = {}
+        # After a failed record, searches skip the store for a while: an outage costs one store
+        # timeout per RECORD_RETRY_AFTER_S, not one per search.
+        self._skip_until = 0.0
 
     # ---- the search side ------------------------------------------------------------------------
 
@@ -107,12 +112,17 @@ class FeedbackFlow:
         record = SearchRecord(
             search_id, principal.tenant, arm, {r.asset.asset_id: i + 1 for i, r in enumerate(page.results)}
         )
-        try:
-            await self.store.record_search(record, self.search_ttl_s)
-        except DomainError as exc:
+        if time.monotonic() < self._skip_until:
             SEARCH_RECORD_FAILED.inc()
-            log.warning("search served without a search_id", detail=exc.message)
             search_id = ""
+        else:
+            try:
+                await self.store.record_search(record, self.search_ttl_s)
+            except DomainError as exc:
+                SEARCH_RECORD_FAILED.inc()
+                self._skip_until = time.monotonic() + RECORD_RETRY_AFTER_S
+                log.warning("search served without a search_id", detail=exc.message)
+                search_id = ""
         self.policy.audit.record(
             principal,
             action,

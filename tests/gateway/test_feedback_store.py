@@ -236,3 +236,19 @@ def test_batch_size_and_role_are_checked_for_the_whole_call(tmp_path: Path) -> N
             await flow.record(INGEST_ONLY, [_event("e", "S")])
 
     run(_with_flow(SqliteFeedbackStore(tmp_path / "f.sqlite3"), body))
+
+
+def test_a_dead_store_costs_searches_their_search_id_only() -> None:
+    from services.common.errors import Unavailable
+    from tests.service_process import free_port
+
+    dead = RedisFeedbackStore(f"redis://127.0.0.1:{free_port()}/0", "p:", 0.2)
+
+    async def body(flow: FeedbackFlow) -> None:
+        arm = Assignment(Arm("control"))
+        assert await flow.served(ALICE, "search", arm, _page("a1")) == ""
+        assert await flow.served(ALICE, "search", arm, _page("a1")) == ""  # skipped for a while
+        with pytest.raises(Unavailable, match="the feedback store is unavailable; retry the events later"):
+            await flow.record(ALICE, [_event("e", "S")])
+
+    run(_with_flow(dead, body))
