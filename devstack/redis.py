@@ -1,4 +1,6 @@
-"""Redis: Debian's redis-server, one process without persistence (the services use it as a cache)."""
+"""Redis: Debian's redis-server, one process. The search cache and rate limits use it as a cache; the
+gateway's feedback store keeps events in it, so it runs with an append-only file (fsync every second)
+in its data dir."""
 
 from __future__ import annotations
 
@@ -77,7 +79,8 @@ class Redis(Component):
     def command(self, ports: Mapping[str, int], data_dir: Path, run_id: str) -> Launch:
         argv = [
             str(ensure_redis_server()), "--port", str(ports["port"]), "--bind", HOST,
-            "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no",
+            "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+            "--protected-mode", "yes", "--daemonize", "no",
             "--dir", str(data_dir), "--logfile", "",
         ]  # fmt: skip
         return Launch(argv, dict(os.environ))
@@ -89,4 +92,6 @@ class Redis(Component):
         return {
             "IMAGESEARCH_SEARCH_CACHE": "redis",
             "IMAGESEARCH_SEARCH_REDIS_URL": f"redis://{host}:{ports['port']}/0",
+            "IMAGESEARCH_GATEWAY_FEEDBACK_BACKEND": "redis",
+            "IMAGESEARCH_GATEWAY_FEEDBACK_REDIS_URL": f"redis://{host}:{ports['port']}/0",
         }

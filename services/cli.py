@@ -5,6 +5,8 @@
     imagesearch similar ASSET_ID [--limit N]
     imagesearch get ASSET_ID
     imagesearch drift reference            # admin: current drift statistics become the reference
+    imagesearch feedback SEARCH_ID ASSET_ID [--kind click|dwell|rating] [--dwell-ms MS] [--rating 1-5]
+    imagesearch eval-online [--metrics URL] [--json]   # per-arm CTR and MRR of clicks
     imagesearch serve                      # encoder + search + gateway on embedded defaults (make run)
 
 Credentials: --api-key, else $IMAGESEARCH_API_KEY, else the demo key of `make run` ("demo-key").
@@ -37,6 +39,7 @@ from imagesearch.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 DEFAULT_GATEWAY = "127.0.0.1:50070"
 DEFAULT_KEY = "demo-key"
+_DEFAULT_METRICS = "http://127.0.0.1:9470/metrics"  # `make run`'s gateway (services/suite.py)
 OUTCOMES = {
     v.number: v.name.removeprefix("INGEST_OUTCOME_").lower()
     for v in gateway_pb2.IngestOutcome.DESCRIPTOR.values
@@ -245,6 +248,10 @@ def _search_and_print(args: argparse.Namespace, method: str, req: Any) -> int:
             cached=getattr(resp, "cached", False),  # SearchSimilarResponse has no cached flag
             verbose=args.verbose,
         )
+        if resp.search_id:
+            print(
+                f"arm {resp.arm}; search_id {resp.search_id} (imagesearch feedback {resp.search_id} ASSET_ID)"
+            )
     return 0
 
 
@@ -290,6 +297,62 @@ def cmd_drift_reference(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# feedback and the online report
+
+FEEDBACK_KINDS = {
+    "click": gateway_pb2.FEEDBACK_KIND_CLICK,
+    "dwell": gateway_pb2.FEEDBACK_KIND_DWELL,
+    "rating": gateway_pb2.FEEDBACK_KIND_RATING,
+}
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Send one feedback event; its id defaults to a fresh one (re-send with --event-id to retry)."""
+    import uuid
+
+    event = gateway_pb2.FeedbackEvent(
+        event_id=args.event_id or uuid.uuid4().hex,
+        kind=FEEDBACK_KINDS[args.kind],
+        search_id=args.search_id,
+        asset_id=args.asset_id,
+        rank=args.rank,
+        dwell_ms=args.dwell_ms,
+        rating=args.rating,
+    )
+    with _channel(args.gateway) as ch:
+        try:
+            resp = gateway_pb2_grpc.GatewayServiceStub(ch).RecordFeedback(
+                gateway_pb2.RecordFeedbackRequest(events=[event]),
+                metadata=_metadata(args),
+                timeout=args.timeout,
+            )
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    result = resp.results[0]
+    outcome = gateway_pb2.FeedbackOutcome.Name(result.outcome).removeprefix("FEEDBACK_OUTCOME_").lower()
+    if result.outcome == gateway_pb2.FEEDBACK_OUTCOME_FAILED:
+        print(f"event {result.event_id}: failed: {result.error.message}", file=sys.stderr)
+        return 1
+    print(f"event {result.event_id}: {outcome}")
+    return 0
+
+
+def cmd_eval_online(args: argparse.Namespace) -> int:
+    from services.evaluation.online import online_report
+
+    try:
+        report = online_report(args.metrics, timeout_s=args.timeout)
+    except OSError as exc:
+        print(f"error: cannot read {args.metrics}: {exc}", file=sys.stderr)
+        print(
+            "hint: the gateway serves metrics when IMAGESEARCH_GATEWAY_METRICS_PORT is set", file=sys.stderr
+        )
+        return 2
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.markdown())
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # serve: the whole suite on embedded defaults (what `make run` starts)
 
 
@@ -298,6 +361,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from services import suite
 
     os.environ.setdefault("IMAGESEARCH_SEARCH_DATA_DIR", str(Path(args.data_dir).resolve() / "search"))
+    os.environ.setdefault("IMAGESEARCH_GATEWAY_DATA_DIR", str(Path(args.data_dir).resolve() / "gateway"))
     return suite.main()
 
 
@@ -338,9 +402,27 @@ def parser() -> argparse.ArgumentParser:
     si.set_defaults(func=cmd_similar)
 
     sv = sub.add_parser("serve", help="run encoder + search + gateway on embedded defaults (make run)")
-    sv.add_argument("--data-dir", default=".data", help="where the embedded index lives")
+    sv.add_argument(
+        "--data-dir", default=".data", help="where the embedded index and the feedback store live"
+    )
     sv.add_argument("--timeout", type=float, default=None, help="seconds each service may take to start")
     sv.set_defaults(func=cmd_serve)
+
+    fb = sub.add_parser("feedback", parents=[common], help="record what was done with a search result")
+    fb.add_argument("search_id", help="the search_id of the search response")
+    fb.add_argument("asset_id", help="the result's asset id")
+    fb.add_argument("--kind", choices=sorted(FEEDBACK_KINDS), default="click")
+    fb.add_argument("--rank", type=int, default=0, help="1-based rank on the page (0: the server knows it)")
+    fb.add_argument("--dwell-ms", type=int, default=0, help="for --kind dwell: milliseconds looked at")
+    fb.add_argument("--rating", type=int, default=0, help="for --kind rating: 1 (useless) to 5 (exact)")
+    fb.add_argument("--event-id", default="", help="idempotency key (default: a fresh one)")
+    fb.set_defaults(func=cmd_feedback)
+
+    eo = sub.add_parser("eval-online", help="per-arm click-through rate and MRR of clicks of a gateway")
+    eo.add_argument("--metrics", default=os.environ.get("IMAGESEARCH_GATEWAY_METRICS_URL", _DEFAULT_METRICS))
+    eo.add_argument("--timeout", type=float, default=10.0, help="seconds")
+    eo.add_argument("--json", action="store_true")
+    eo.set_defaults(func=cmd_eval_online)
 
     ge = sub.add_parser("get", parents=[common], help="show one asset")
     ge.add_argument("asset_id")

@@ -52,6 +52,7 @@ def _env_for(name: str) -> dict[str, str]:
     if name == "search":
         defaults[f"{prefix}DATA_DIR"] = str(REPO_ROOT / ".data" / "search")
     if name == "gateway":
+        defaults[f"{prefix}DATA_DIR"] = str(REPO_ROOT / ".data" / "gateway")
         defaults[f"{prefix}ENCODER_ADDRESS"] = f"{HOST}:{SERVICES['encoder'][1]}"
         defaults[f"{prefix}SEARCH_ADDRESS"] = f"{HOST}:{SERVICES['search'][1]}"
         if not os.environ.get(f"{prefix}API_KEYS_JSON"):  # demo keyring unless keys are configured

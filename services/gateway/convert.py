@@ -335,6 +335,47 @@ def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
     return message
 
 
+_FEEDBACK_KINDS = {
+    gateway_pb2.FEEDBACK_KIND_CLICK: m.FeedbackKind.CLICK,
+    gateway_pb2.FEEDBACK_KIND_DWELL: m.FeedbackKind.DWELL,
+    gateway_pb2.FEEDBACK_KIND_RATING: m.FeedbackKind.RATING,
+}
+_FEEDBACK_OUTCOMES = {
+    m.FeedbackOutcome.RECORDED: gateway_pb2.FEEDBACK_OUTCOME_RECORDED,
+    m.FeedbackOutcome.DUPLICATE: gateway_pb2.FEEDBACK_OUTCOME_DUPLICATE,
+    m.FeedbackOutcome.FAILED: gateway_pb2.FEEDBACK_OUTCOME_FAILED,
+}
+
+
+def feedback_event(e: gateway_pb2.FeedbackEvent) -> m.FeedbackEvent:
+    """Never raises: an unreadable occurred_at fails only its event (`FeedbackEvent.invalid`)."""
+    occurred_at: dt.datetime | None = None
+    invalid = ""
+    if e.HasField("occurred_at"):
+        try:
+            occurred_at = timestamp(e.occurred_at, "occurred_at")
+        except InvalidArgument as exc:
+            invalid = exc.message
+    return m.FeedbackEvent(
+        event_id=e.event_id,
+        kind=_FEEDBACK_KINDS.get(e.kind),
+        search_id=e.search_id,
+        asset_id=e.asset_id,
+        rank=e.rank,
+        dwell_ms=e.dwell_ms,
+        rating=e.rating,
+        occurred_at=occurred_at,
+        invalid=invalid,
+    )
+
+
+def feedback_result_pb(a: m.FeedbackAck) -> gateway_pb2.FeedbackResult:
+    out = gateway_pb2.FeedbackResult(event_id=a.event_id, outcome=_FEEDBACK_OUTCOMES[a.outcome])
+    if a.outcome is m.FeedbackOutcome.FAILED:
+        out.error.CopyFrom(common_pb2.ItemError(code=a.error_code, message=a.error_message))
+    return out
+
+
 def ingest_item(req: gateway_pb2.IngestRequest) -> m.IngestItem:
     """Never raises: a field that cannot be read fails only its item (`IngestItem.invalid`), so one
     bad item cannot end the stream of the good ones around it."""

@@ -4,18 +4,32 @@ single-asset calls, over one shared read layer.
     Gateway ─┬─ RateLimits  (ratelimit.py: per-tenant and per-caller token buckets, before any work)
              ├─ SearchFlow  (search_flow.py: page cache, query vectors, visibility, rerank)
              ├─ IngestFlow  (ingest_flow.py: batchers, id locks, hash claims, duplicates, upserts)
+             ├─ Experiments (experiments.py: the arm that serves each search, by a stable hash)
+             ├─ FeedbackFlow (feedback_flow.py: search ids, RecordFeedback, per-arm metrics)
              └─ Reads       (reads.py: query, get by id, visibility check; used by both)
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.gateway.auth import Principal
 from services.gateway.backends.base import Analyzer, EncoderClient, SearchClient
-from services.gateway.domain import Asset, IngestAck, IngestItem, SearchPage, SearchQuery
+from services.gateway.backends.feedback import FeedbackStore
+from services.gateway.domain import (
+    Asset,
+    FeedbackAck,
+    FeedbackEvent,
+    IngestAck,
+    IngestItem,
+    SearchPage,
+    SearchQuery,
+)
 from services.gateway.drift import DriftConfig, DriftMonitor, StreamReport
+from services.gateway.experiments import Assignment, Experiments
+from services.gateway.feedback_flow import FeedbackFlow
 from services.gateway.ingest_flow import IngestConfig, IngestFlow
 from services.gateway.limits import MAX_ASSET_ID_CHARS
 from services.gateway.paging import PageTokens
@@ -36,8 +50,11 @@ class Gateway:
         page_tokens: PageTokens,
         settings: GatewaySettings,
         rate_limits: RateLimits | None = None,
+        feedback_store: FeedbackStore | None = None,
+        experiments: Experiments | None = None,
     ) -> None:
         self.policy = policy
+        self.experiments = experiments or Experiments()
         self.rate_limits = rate_limits
         self._search = search
         self.drift = DriftMonitor(DriftConfig.from_settings(settings))
@@ -62,6 +79,11 @@ class Gateway:
             admit=self._admit_ingest_item if rate_limits is not None else None,
             drift=self.drift,
         )
+        self.feedback = (
+            FeedbackFlow(feedback_store, policy, settings.feedback_search_ttl_s)
+            if feedback_store is not None
+            else None
+        )
 
     async def _admit_ingest_item(self, principal: Principal) -> None:
         if self.rate_limits is not None:
@@ -71,13 +93,33 @@ class Gateway:
         if self.rate_limits is not None:
             await self.rate_limits.search(principal.tenant, principal.subject)
 
-    async def search(self, principal: Principal, q: SearchQuery) -> SearchPage:
+    async def search(self, principal: Principal, q: SearchQuery, session: str = "") -> SearchPage:
         await self._admit_search(principal)
-        return await self.search_flow.search(principal, q)
+        assignment = self.experiments.assign(principal, session)
+        page = await self.search_flow.search(principal, assignment.arm.apply(q))
+        return await self._served(principal, "search", assignment, page)
 
-    async def search_similar(self, principal: Principal, q: SearchQuery) -> SearchPage:
+    async def search_similar(self, principal: Principal, q: SearchQuery, session: str = "") -> SearchPage:
         await self._admit_search(principal)
-        return await self.search_flow.search_similar(principal, q)
+        assignment = self.experiments.assign(principal, session)
+        page = await self.search_flow.search_similar(principal, assignment.arm.apply(q))
+        return await self._served(principal, "search_similar", assignment, page)
+
+    async def _served(
+        self, principal: Principal, action: str, assignment: Assignment, page: SearchPage
+    ) -> SearchPage:
+        """The page named with its arm and a search_id (a copy: the page cache may share `page`)."""
+        search_id = ""
+        if self.feedback is not None:
+            search_id = await self.feedback.served(principal, action, assignment, page)
+        return replace(page, arm=assignment.arm.name, search_id=search_id)
+
+    async def record_feedback(
+        self, principal: Principal, events: Sequence[FeedbackEvent]
+    ) -> list[FeedbackAck]:
+        if self.feedback is None:
+            raise FailedPrecondition("this gateway runs without a feedback store")
+        return await self.feedback.record(principal, events)
 
     def ingest(self, principal: Principal, items: AsyncIterator[IngestItem]) -> AsyncIterator[IngestAck]:
         return self.ingest_flow.ingest(principal, items)

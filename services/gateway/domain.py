@@ -296,6 +296,8 @@ class SearchPage:
     # The highest raw cosine among the first-stage hits fetched (None: no vector leg ran); read by
     # drift monitoring, never sent.
     best_cosine: float | None = None
+    arm: str = ""  # the experiment arm that served it (set by the gateway after the flow)
+    search_id: str = ""  # what feedback names it by ("" when the feedback store could not record it)
 
     @property
     def degraded(self) -> bool:
@@ -381,3 +383,90 @@ class UpsertRecord:
     model: ModelRef | None
     # The model's other named vectors (e.g. "visual"), stored beside the primary `vector`.
     named: dict[str, Vector] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# Feedback: what a search leaves behind for RecordFeedback, and one recorded event
+
+
+class FeedbackKind(enum.Enum):
+    CLICK = "click"
+    DWELL = "dwell"
+    RATING = "rating"
+
+
+class FeedbackOutcome(enum.Enum):
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """One served page, kept for a while so feedback can name it by `search_id`: whose it was (tenant),
+    which arm served it, and which assets it showed at which 1-based page rank."""
+
+    search_id: str
+    tenant: str
+    arm: str
+    ranks: dict[str, int]  # asset id -> 1-based rank on the page
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """A caller's event after validation (the servicer's convert step builds it)."""
+
+    event_id: str
+    kind: FeedbackKind | None  # None: the caller left it unset (validation refuses it)
+    search_id: str
+    asset_id: str
+    rank: int
+    dwell_ms: int
+    rating: int
+    occurred_at: dt.datetime | None
+    invalid: str = ""  # why a field could not be read (convert never raises: one bad event fails alone)
+
+
+@dataclass(frozen=True)
+class StoredFeedback:
+    """One event as the feedback store keeps it: tenant-scoped, with the arm that served the search and
+    the rank the store's copy of the search gave the asset (what MRR of clicks is computed from)."""
+
+    tenant: str
+    event_id: str
+    kind: FeedbackKind
+    search_id: str
+    asset_id: str
+    arm: str
+    rank: int
+    dwell_ms: int
+    rating: int
+    occurred_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class FeedbackAck:
+    event_id: str
+    outcome: FeedbackOutcome
+    error_code: int = 0  # google.rpc.Code number when FAILED
+    error_message: str = ""
+
+
+@dataclass(frozen=True)
+class ArmTotals:
+    """Durable per-arm totals: click-through rate = clicked_searches / searches; MRR of clicks =
+    reciprocal_rank_sum / clicks."""
+
+    searches: int = 0
+    clicked_searches: int = 0
+    clicks: int = 0
+    reciprocal_rank_sum: float = 0.0
+    events: dict[str, int] = field(default_factory=dict)  # kind value -> events recorded
+
+    @property
+    def click_through_rate(self) -> float:
+        return self.clicked_searches / self.searches if self.searches else 0.0
+
+    @property
+    def mrr_of_clicks(self) -> float:
+        return self.reciprocal_rank_sum / self.clicks if self.clicks else 0.0

@@ -32,6 +32,7 @@ ACTION_ROLES = {
     "ingest": "ingest",
     "delete_asset": "delete",
     "take_drift_reference": "admin",
+    "record_feedback": "search",  # whoever may search may say what they did with the results
 }
 
 

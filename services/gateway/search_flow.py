@@ -271,7 +271,7 @@ class SearchFlow:
         _check_filter_size(first_stage_filter)
         self._rerank_config(q.rerank, 1.0)  # the options are validated before any call
         bound = paging.binding(
-            "similar", vis.cache_key(), q.similar_to, canonical(q.filter), q.rerank, page_size
+            "similar", vis.cache_key(), q.similar_to, canonical(q.filter), q.alpha, q.rerank, page_size
         )
         ask = self._page_request(principal, action, vis, bound, q, page_size)
         cached, generation = await self.pages.lookup(ask)
@@ -286,7 +286,8 @@ class SearchFlow:
             (visual, VISUAL_VECTOR) if visual is not None else (source.vector, PRIMARY_VECTOR)
         )
         caption = source.asset.caption.strip()[:MAX_TEXT_CHARS]
-        alpha = self.cfg.default_alpha if caption else 1.0
+        # No request field sets alpha here; an experiment arm may (experiments.Arm.apply).
+        alpha = (self.cfg.default_alpha if q.alpha is None else q.alpha) if caption else 1.0
         cfg, window = self._rerank_config(q.rerank, alpha)
         spec = QuerySpec(
             tenant=principal.tenant,

@@ -10,14 +10,16 @@ import grpc
 import structlog
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 
-from services.common.errors import Unauthenticated
+from services.common.errors import DomainError, Unauthenticated
 from services.common.server import App, Probe
 from services.gateway import convert, paging
 from services.gateway.auth import Authenticator, JwksKeys, Keyring, Principal, TokenVerifier
 from services.gateway.backends import make_backends
 from services.gateway.backends.errors import BackendError
+from services.gateway.backends.feedback import make_feedback_store
 from services.gateway.core import Gateway
 from services.gateway.domain import IngestItem, SearchPage, SearchQuery
+from services.gateway.experiments import SESSION_HEADER, Experiments
 from services.gateway.policy import AuditLog, Policy
 from services.gateway.ratelimit import Limits, Rate, RateLimits, make_limiter
 from services.gateway.settings import GatewaySettings
@@ -72,7 +74,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             "next_page_token": page.next_page_token,
             "degraded": page.degraded,
             "degraded_reasons": page.degraded_reasons,
+            "arm": page.arm,
+            "search_id": page.search_id,
         }
+
+    @staticmethod
+    def _session(ctx: grpc.aio.ServicerContext) -> str:
+        """The caller's session id (metadata `x-session-id`), for experiments whose unit is the session."""
+        for key, value in ctx.invocation_metadata() or ():
+            if key == SESSION_HEADER:
+                return value if isinstance(value, str) else value.decode(errors="replace")
+        return ""
 
     @_backend_errors_for_callers
     async def Search(
@@ -90,7 +102,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             include_unsafe=request.include_unsafe,
             licenses=tuple(request.licenses),
         )
-        page = await self._gw.search(principal, query)
+        page = await self._gw.search(principal, query, self._session(context))
         return gateway_pb2.SearchResponse(
             **self._page(page),  # type: ignore[arg-type]
             cached=page.cached,
@@ -110,7 +122,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             rerank=convert.rerank_options(request.rerank),
             include_unsafe=request.include_unsafe,
         )
-        page = await self._gw.search_similar(principal, query)
+        page = await self._gw.search_similar(principal, query, self._session(context))
         return gateway_pb2.SearchSimilarResponse(**self._page(page))  # type: ignore[arg-type]
 
     async def Ingest(
@@ -151,6 +163,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         # Reference files are small: writing them inline costs less than a thread hop.
         reports = self._gw.take_drift_reference(principal)
         return gateway_pb2.TakeDriftReferenceResponse(streams=[convert.drift_stream_pb(r) for r in reports])
+
+    @_backend_errors_for_callers
+    async def RecordFeedback(
+        self, request: gateway_pb2.RecordFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RecordFeedbackResponse:
+        principal = await self._principal(context, "record_feedback")
+        acks = await self._gw.record_feedback(principal, [convert.feedback_event(e) for e in request.events])
+        return gateway_pb2.RecordFeedbackResponse(results=[convert.feedback_result_pb(a) for a in acks])
 
 
 def limits_from_settings(s: GatewaySettings) -> Limits:
@@ -194,6 +214,8 @@ async def build(settings: GatewaySettings) -> App:
         settings.rate_limit_max_buckets,
     )
     rate_limits = RateLimits(limiter, limits_from_settings(settings))
+    experiments = Experiments.load(settings.experiments_file)  # a bad file stops the start, named
+    feedback_store = make_feedback_store(settings)
     gateway = Gateway(
         backends.encoder,
         backends.search,
@@ -202,7 +224,15 @@ async def build(settings: GatewaySettings) -> App:
         paging.PageTokens(secret),
         settings,
         rate_limits,
+        feedback_store,
+        experiments,
     )
+    assert gateway.feedback is not None
+    try:
+        await gateway.feedback.refresh_gauges()  # the durable per-arm figures, before any feedback
+    except DomainError as exc:
+        log.warning("feedback store unavailable at start", detail=exc.message)
+    log.info("experiments and feedback", experiments=len(experiments), feedback_store=feedback_store.name)
     probes = [
         Probe("search", backends.search.ready, required=True),
         Probe("encoder", backends.encoder.ready, required=False),
@@ -210,10 +240,14 @@ async def build(settings: GatewaySettings) -> App:
     if limiter.name == "redis":
         # Optional: while Redis is down the limiter fails open and the gateway stays SERVING.
         probes.append(Probe("ratelimit", limiter.healthy, required=False))
+    if feedback_store.name == "redis":
+        # Optional: searches go on without it (no search_id), RecordFeedback answers UNAVAILABLE.
+        probes.append(Probe("feedback", feedback_store.healthy, required=False))
 
     async def stop() -> None:
         await backends.close()
         await limiter.close()
+        await feedback_store.close()
 
     return App(
         name="gateway",

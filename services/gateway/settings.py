@@ -287,12 +287,46 @@ class DriftSettings(BaseModel):
     )
 
 
+class FeedbackSettings(BaseModel):
+    """Experiments (arms) and search feedback (RecordFeedback) with its durable store."""
+
+    data_dir: Path = Field(
+        Path(".data/gateway"),
+        description="The gateway's own durable files (the SQLite feedback store); relative to the working "
+        "directory.",
+    )
+    experiments_file: Path | None = Field(
+        None,
+        description="JSON or YAML experiments: {experiments: [{name, tenants?, unit: caller|session, arms: "
+        "[{name, share, alpha?, rerank?}]}]} (docs/GATEWAY.md); unset: every search is served by `control`.",
+    )
+    feedback_backend: Literal["sqlite", "redis"] = Field(
+        "sqlite",
+        description="Where searches' records, feedback events and per-arm totals live: sqlite (one WAL file "
+        "under data_dir; one gateway) or redis (shared by every replica; the real stack).",
+    )
+    feedback_redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis feedback store: connection URL."
+    )
+    feedback_redis_timeout_s: float = Field(0.25, gt=0, description="Redis feedback store: per-call timeout.")
+    feedback_key_prefix: str = Field(
+        "imagesearch:feedback:", description="Redis feedback store: prefix of every key."
+    )
+    feedback_search_ttl_s: float = Field(
+        86400.0,
+        gt=0,
+        description="How long a search's record (tenant, arm, results) is kept: feedback naming an older "
+        "search_id is refused as NOT_FOUND.",
+    )
+
+
 # Sections are listed last-first: pydantic collects inherited fields in reverse method-resolution
 # order, and the README reference shows them in that order (backends first).
 class GatewaySettings(
     ServiceSettings,
     PublicTlsSettings,
     DriftSettings,
+    FeedbackSettings,
     RateLimitSettings,
     AnalysisSettings,
     IngestSettings,

@@ -171,6 +171,7 @@ class Suite:
                     "IMAGESEARCH_GATEWAY_TOKEN_SECRET": TOKEN_SECRET,
                     "IMAGESEARCH_GATEWAY_BREAKER_RESET_S": "1.0",
                     "IMAGESEARCH_GATEWAY_LOG_LEVEL": "info",
+                    "IMAGESEARCH_GATEWAY_DATA_DIR": str(self.tmp / "gateway"),
                     **self.gateway_env,
                 },
                 tls_dir=self.tls_dir,
@@ -190,6 +191,15 @@ class Suite:
         )
         self.encoder.port = port
         self.encoder.start(timeout_s=120)
+
+    def restart_gateway(self) -> None:
+        """Stop the gateway and start it again with the same settings, ports and data dir."""
+        assert self.gateway is not None
+        old = self.gateway
+        old.stop()
+        fresh = ServiceProcess("services.gateway", dict(old.env), tls_dir=self.tls_dir)
+        fresh.port, fresh.metrics_port = old.port, old.metrics_port
+        self.gateway = fresh.start(timeout_s=120)
 
     def channel(self, address: str, identity: str = "gateway") -> grpc.Channel:
         """A channel to one of the suite's processes; to an internal one under TLS, as `identity` (the

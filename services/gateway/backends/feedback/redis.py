@@ -1,0 +1,156 @@
+"""Redis feedback store: the real stack's (shared by every gateway replica; durable with the stack's
+append-only file, `--appendonly yes --appendfsync everysec`).
+
+Keys (prefix P, tenant written as "<length>:<name>" so no tenant name can spell another's key):
+    P s:<tenant>:<search_id>   hash {arm, ranks (JSON), clicked}     expires after the search TTL
+    P e:<tenant>:<event_id>    the event as JSON                      kept
+    P arm:<arm>                hash of the arm's totals               kept
+    P arms                     set of arm names                       kept
+An event's insert and its counters run in one Lua script (`_PUT_LUA`): SET NX decides whether the event
+is new, and only a new event touches the counters, so a retried event never counts twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable
+from typing import Any, cast
+
+import structlog
+from redis.exceptions import RedisError
+
+from services.common.errors import Unavailable
+from services.common.redis import fail_fast_client
+from services.gateway.backends.feedback.base import PutResult
+from services.gateway.domain import ArmTotals, FeedbackKind, SearchRecord, StoredFeedback
+
+log = structlog.get_logger("gateway.feedback")
+
+UNAVAILABLE = "the feedback store is unavailable; retry the events later (they are idempotent)"
+
+# KEYS: event, search, arm totals, arm set. ARGV: event JSON, kind, is click ("1"/"0"), 1/rank, arm.
+# Returns {recorded (0/1), first click of its search (0/1)}.
+_PUT_LUA = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {0, 0} end
+redis.call('SADD', KEYS[4], ARGV[5])
+redis.call('HINCRBY', KEYS[3], 'events:' .. ARGV[2], 1)
+if ARGV[3] ~= '1' then return {1, 0} end
+redis.call('HINCRBY', KEYS[3], 'clicks', 1)
+redis.call('HINCRBYFLOAT', KEYS[3], 'reciprocal_rank_sum', ARGV[4])
+local first = 0
+if redis.call('EXISTS', KEYS[2]) == 1 then first = redis.call('HSETNX', KEYS[2], 'clicked', '1') end
+if first == 1 then redis.call('HINCRBY', KEYS[3], 'clicked_searches', 1) end
+return {1, first}
+"""
+
+
+def _tenant(tenant: str) -> str:
+    return f"{len(tenant)}:{tenant}"
+
+
+class RedisFeedbackStore:
+    name = "redis"
+
+    def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
+        self._redis = fail_fast_client(url, timeout_s)
+        self._prefix = prefix
+        self._put_script = self._redis.register_script(_PUT_LUA)
+
+    def _search_key(self, tenant: str, search_id: str) -> str:
+        return f"{self._prefix}s:{_tenant(tenant)}:{search_id}"
+
+    def _event_key(self, tenant: str, event_id: str) -> str:
+        return f"{self._prefix}e:{_tenant(tenant)}:{event_id}"
+
+    def _arm_key(self, arm: str) -> str:
+        return f"{self._prefix}arm:{arm}"
+
+    async def record_search(self, record: SearchRecord, ttl_s: float) -> None:
+        key = self._search_key(record.tenant, record.search_id)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping={"arm": record.arm, "ranks": json.dumps(record.ranks)})
+                pipe.pexpire(key, max(1, int(ttl_s * 1000)))
+                pipe.sadd(f"{self._prefix}arms", record.arm)
+                pipe.hincrby(self._arm_key(record.arm), "searches", 1)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from None
+
+    async def get_search(self, tenant: str, search_id: str) -> SearchRecord | None:
+        try:
+            found = await cast(
+                Awaitable[list[Any]],
+                self._redis.hmget(self._search_key(tenant, search_id), ["arm", "ranks"]),
+            )
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        arm, ranks = found
+        if arm is None or ranks is None:
+            return None
+        parsed = json.loads(ranks)
+        return SearchRecord(search_id, tenant, arm.decode(), {str(k): int(v) for k, v in parsed.items()})
+
+    async def put(self, e: StoredFeedback) -> PutResult:
+        doc = json.dumps(
+            {
+                "kind": e.kind.value,
+                "search_id": e.search_id,
+                "asset_id": e.asset_id,
+                "arm": e.arm,
+                "rank": e.rank,
+                "dwell_ms": e.dwell_ms,
+                "rating": e.rating,
+                "occurred_at": e.occurred_at.isoformat(),
+            }
+        )
+        keys = [
+            self._event_key(e.tenant, e.event_id),
+            self._search_key(e.tenant, e.search_id),
+            self._arm_key(e.arm),
+            f"{self._prefix}arms",
+        ]
+        click = e.kind is FeedbackKind.CLICK
+        args = [doc, e.kind.value, "1" if click else "0", repr(1.0 / e.rank) if click else "0", e.arm]
+        try:
+            recorded, first = await self._put_script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        return PutResult(recorded=bool(recorded), first_click=bool(first))
+
+    async def arm_totals(self) -> dict[str, ArmTotals]:
+        try:
+            members = await cast(Awaitable[set[bytes]], self._redis.smembers(f"{self._prefix}arms"))
+            arms = sorted(a.decode() for a in members)
+            out: dict[str, ArmTotals] = {}
+            for arm in arms:
+                raw = await cast(Awaitable[dict[bytes, bytes]], self._redis.hgetall(self._arm_key(arm)))
+                fields = {k.decode(): v.decode() for k, v in raw.items()}
+                out[arm] = ArmTotals(
+                    searches=int(fields.get("searches", 0)),
+                    clicked_searches=int(fields.get("clicked_searches", 0)),
+                    clicks=int(fields.get("clicks", 0)),
+                    reciprocal_rank_sum=float(fields.get("reciprocal_rank_sum", 0.0)),
+                    events={
+                        k.removeprefix("events:"): int(v)
+                        for k, v in fields.items()
+                        if k.startswith("events:")
+                    },
+                )
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        return out
+
+    async def healthy(self) -> bool:
+        try:
+            return bool(await cast(Awaitable[bool], self._redis.ping()))
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    @staticmethod
+    def _unavailable(exc: BaseException) -> Unavailable:
+        log.warning("feedback store call failed", error=type(exc).__name__, detail=str(exc))
+        return Unavailable(UNAVAILABLE)
