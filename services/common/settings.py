@@ -38,7 +38,7 @@ class ServiceSettings(BaseSettings):
         None,
         ge=0,
         le=65535,
-        description="Extra plaintext port (on `host`) that serves only grpc.health.v1, for probes that cannot "
+        description="Extra plaintext port (on `host`) serving only grpc.health.v1, for probes that cannot "
         "present a suite certificate (Kubernetes gRPC probes); unset: none, 0 picks a free port.",
     )
     default_deadline_s: float = Field(
