@@ -31,6 +31,9 @@ log = structlog.get_logger("server")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# A health entry that is SERVING whenever the process answers at all, whatever its backends say: what a
+# liveness probe asks (a restart cannot fix an unreachable database; "" and the service names can).
+LIVENESS = "liveness"
 
 
 @dataclass
@@ -132,6 +135,7 @@ async def serve(app: App, settings: ServiceSettings, stop: asyncio.Event | None 
 
     health_server = _health_only_server(health, settings)
 
+    await health.set(LIVENESS, SERVING)
     monitor = ReadinessMonitor(health, app, settings.health_interval_s)
     await monitor.check_once()  # health is accurate before the first call can arrive
     await server.start()

@@ -143,6 +143,7 @@ async def test_health_follows_required_and_optional_probes() -> None:
         await asyncio.sleep(0.3)
         assert await status("") == not_serving
         assert await status("imagesearch.v1.SearchService") == not_serving
+        assert await status("liveness") == serving  # alive: a restart would not bring the db back
         state["db"] = True
         await asyncio.sleep(0.3)
         assert await status("") == serving
@@ -221,7 +222,7 @@ async def test_health_port_serves_plaintext_health_only_beside_a_mutual_tls_port
         async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as probe:
             await asyncio.wait_for(probe.channel_ready(), 10)
             health = health_pb2_grpc.HealthStub(probe)
-            for service in ("", "imagesearch.v1.SearchService"):
+            for service in ("", "imagesearch.v1.SearchService", "liveness"):
                 reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=3)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
             with pytest.raises(grpc.aio.AioRpcError) as info:  # nothing but health on this port
