@@ -95,8 +95,12 @@ tools: ## Pinned protoc-gen-go, protoc-gen-go-grpc, protoc, protoc-gen-grpc-java
 clients: $(BUF) ## Generate the Go/TypeScript/Java clients (buf generate) and build their examples
 	scripts/gen_clients.sh
 
+.PHONY: helm-check
+helm-check: $(VPY) ## Helm chart: helm lint, helm template (default + GPU values), strict Kubernetes schema check (offline)
+	scripts/check_helm.sh
+
 .PHONY: ci
-ci: lint protos-check contract-check clients ## What CI runs: lint, staleness, contract guard, clients, all tests
+ci: lint protos-check contract-check helm-check clients ## What CI runs: lint, staleness, contract guard, clients, all tests
 	$(MAKE) test IMAGESEARCH_REQUIRE_CLIENTS=1
 
 .PHONY: chaos
