@@ -145,13 +145,15 @@ def test_kill_9_of_a_node_loses_no_acknowledged_asset_and_the_node_catches_up(
     outage = [(s, e, ok) for s, e, ok in searches if killed_at < s and e <= restart_at]
     failed = [x for x in searches if not x[2]]
     latencies = np.array([(e - s) * 1000 for s, e, _ in outage]) if outage else np.array([np.nan])
+    caught = f"never ({CATCH_UP_LIMIT_S:.0f} s)"
+    if caught_up_s is not None:
+        caught = f"{caught_up_s:.1f} s after it was ready"
     print(
         f"\ncluster: {len(acknowledged)} assets acknowledged, {len(write_errors)} write errors "
         f"({sorted(set(write_errors))[:3]}), {len(missing)} missing after the node returned; "
         f"{len(searches)} searches, {len(failed)} failed; during the outage {len(outage)} searches, "
         f"p50 {np.percentile(latencies, 50):.1f} ms, p99 {np.percentile(latencies, 99):.1f} ms; "
-        f"node restart {back_at - restart_at:.1f} s; caught up "
-        f"{f'never ({CATCH_UP_LIMIT_S:.0f} s)' if caught_up_s is None else f'{caught_up_s:.1f} s after it was ready'}; "
+        f"node restart {back_at - restart_at:.1f} s; caught up {caught}; "
         f"copies per node {counts}"
     )
     assert acknowledged and not missing, f"acknowledged assets lost: {missing[:10]}"
