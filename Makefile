@@ -101,8 +101,12 @@ monitoring-check: ## promtool check config + rules, and the alert rules' unit te
 	cd deploy/prometheus && "$$(../../scripts/install_tools.sh --print-bin)/promtool" check config prometheus.yml \
 	  && "$$(../../scripts/install_tools.sh --print-bin)/promtool" test rules rules_test.yml
 
+.PHONY: helm-check
+helm-check: $(VPY) ## Helm chart: helm lint, helm template (default + GPU values), strict Kubernetes schema check (offline)
+	scripts/check_helm.sh
+
 .PHONY: ci
-ci: lint protos-check contract-check clients monitoring-check ## What CI runs: lint, staleness, contract guard, clients, all tests
+ci: lint protos-check contract-check helm-check monitoring-check clients ## What CI runs: lint, staleness, contract guard, chart and monitoring checks, clients, all tests
 	$(MAKE) test IMAGESEARCH_REQUIRE_CLIENTS=1
 
 .PHONY: chaos

@@ -16,6 +16,7 @@
 #   ghz                                 gRPC load generator for bench/ghz               (needs go)
 #   promtool                            Prometheus rule/config checker for deploy/prometheus
 #                                       (`make monitoring-check`)                       (needs go)
+#   helm                                Helm 4, lints/renders deploy/helm (check_helm.sh) (needs go)
 #   protoc, protoc-gen-grpc-java        Java codegen for `buf generate` (protoc's built-in java
 #                                       generator + grpc-java's plugin), Maven Central exe artifacts
 #                                                                                        (needs mvn)
@@ -27,6 +28,7 @@ PROTOC_GEN_GO_VERSION=v1.36.12        # google.golang.org/protobuf
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2     # google.golang.org/grpc/cmd/protoc-gen-go-grpc
 GHZ_VERSION=v0.121.0                  # github.com/bojand/ghz
 PROMTOOL_VERSION=v0.316.0             # github.com/prometheus/prometheus (module v0.3NN.x = Prometheus 3.NN.x)
+HELM_VERSION=v4.3.2                   # helm.sh/helm/v4 (scripts/check_helm.sh)
 PROTOC_VERSION=4.36.2                 # com.google.protobuf:protoc (Maven numbering; = protobuf-java runtime)
 GRPC_JAVA_VERSION=1.83.1              # io.grpc:protoc-gen-grpc-java (= grpc-java runtime in clients/java;
                                       # 1.84+ publish no linux exe on Maven Central)
@@ -34,7 +36,7 @@ MAVEN_DEPENDENCY_PLUGIN=3.8.1         # org.apache.maven.plugins:maven-dependenc
 
 CACHE_DIR="${IMAGESEARCH_CACHE_DIR:-$HOME/.cache/imagesearch}"
 BIN="${IMAGESEARCH_TOOLS_BIN:-$CACHE_DIR/bin}"
-ALL_TOOLS=(protoc-gen-go protoc-gen-go-grpc ghz promtool protoc protoc-gen-grpc-java)
+ALL_TOOLS=(protoc-gen-go protoc-gen-go-grpc ghz promtool helm protoc protoc-gen-grpc-java)
 
 say() { printf '[install_tools] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -118,6 +120,8 @@ for tool in "${tools[@]}"; do
     promtool)
       go_tool promtool github.com/prometheus/prometheus/cmd/promtool github.com/prometheus/prometheus \
         "$PROMTOOL_VERSION" ;;
+    helm)
+      go_tool helm helm.sh/helm/v4/cmd/helm helm.sh/helm/v4 "$HELM_VERSION" ;;
     protoc)
       maven_exe protoc com.google.protobuf:protoc "$PROTOC_VERSION" ;;
     protoc-gen-grpc-java)

@@ -9,6 +9,11 @@ Ctrl-C (or SIGTERM) stops all three gracefully.
 The internal hops (gateway -> encoder, gateway -> search) run over mutual TLS with certificates made
 once under IMAGESEARCH_SUITE_TLS_DIR (default .data/certs; docs/SECURITY.md); set it empty for
 plaintext. The gateway's public port stays plaintext unless IMAGESEARCH_GATEWAY_PUBLIC_TLS_* are set.
+
+Replicas: IMAGESEARCH_SUITE_ENCODER_REPLICAS / IMAGESEARCH_SUITE_SEARCH_REPLICAS (default 1) start that
+many encoders / search services, replica i on the first one's ports + 100 * i, and the gateway balances
+over them (services/common/balancing.py). Search replicas share one index only on a shared backend:
+more than one needs IMAGESEARCH_SEARCH_BACKEND=weaviate.
 """
 
 from __future__ import annotations
@@ -36,10 +41,40 @@ SERVICES = {
     "search": ("services.search", 50072, 9472),
     "gateway": ("services.gateway", 50070, 9470),
 }
+REPLICA_PORT_STEP = 100  # replica i listens on the first replica's ports + 100 * i
 
 
-def _env_for(name: str) -> dict[str, str]:
+def _replicas(name: str) -> int:
+    if name == "gateway":
+        return 1
+    count = int(os.environ.get(f"IMAGESEARCH_SUITE_{name.upper()}_REPLICAS", "1"))
+    if count < 1:
+        raise SystemExit(f"IMAGESEARCH_SUITE_{name.upper()}_REPLICAS must be >= 1, got {count}")
+    if name == "search" and count > 1 and os.environ.get("IMAGESEARCH_SEARCH_BACKEND") != "weaviate":
+        raise SystemExit(
+            "search replicas share one index only on Weaviate: set IMAGESEARCH_SEARCH_BACKEND=weaviate "
+            "(and its WEAVIATE_* settings) or IMAGESEARCH_SUITE_SEARCH_REPLICAS=1"
+        )
+    return count
+
+
+def _replica_ports(name: str, replica: int) -> tuple[int, int]:
+    """(gRPC port, metrics port) of one replica; a metrics port of 0 (pick a free one) stays 0."""
     _, port, metrics = SERVICES[name]
+    prefix = f"IMAGESEARCH_{name.upper()}_"
+    port = int(os.environ.get(f"{prefix}PORT", port))
+    metrics = int(os.environ.get(f"{prefix}METRICS_PORT", metrics))
+    step = REPLICA_PORT_STEP * replica
+    return port + step, metrics + step if metrics else 0
+
+
+def _addresses(name: str) -> str:
+    """The gateway's address setting for a service: one host:port, or the replicas' list."""
+    return ",".join(f"{HOST}:{_replica_ports(name, i)[0]}" for i in range(_replicas(name)))
+
+
+def _env_for(name: str, replica: int = 0) -> dict[str, str]:
+    port, metrics = _replica_ports(name, replica)
     prefix = f"IMAGESEARCH_{name.upper()}_"
     defaults = {
         f"{prefix}HOST": HOST,
@@ -53,11 +88,12 @@ def _env_for(name: str) -> dict[str, str]:
         defaults[f"{prefix}DATA_DIR"] = str(REPO_ROOT / ".data" / "search")
     if name == "gateway":
         defaults[f"{prefix}DATA_DIR"] = str(REPO_ROOT / ".data" / "gateway")
-        defaults[f"{prefix}ENCODER_ADDRESS"] = f"{HOST}:{SERVICES['encoder'][1]}"
-        defaults[f"{prefix}SEARCH_ADDRESS"] = f"{HOST}:{SERVICES['search'][1]}"
+        defaults[f"{prefix}ENCODER_ADDRESS"] = _addresses("encoder")
+        defaults[f"{prefix}SEARCH_ADDRESS"] = _addresses("search")
         if not os.environ.get(f"{prefix}API_KEYS_JSON"):  # demo keyring unless keys are configured
             defaults[f"{prefix}API_KEYS_FILE"] = str(REPO_ROOT / "services" / "gateway" / "demo_keys.json")
-    return {**defaults, **os.environ}
+    # Settings already in the environment win, except each replica's own ports.
+    return {**defaults, **os.environ, f"{prefix}PORT": str(port), f"{prefix}METRICS_PORT": str(metrics)}
 
 
 def _port(name: str, env: dict[str, str]) -> str:
@@ -73,21 +109,27 @@ def _health_channel(name: str, address: str, env: dict[str, str]) -> grpc.Channe
 
 
 def _wait_serving(
-    name: str, address: str, proc: subprocess.Popen[bytes], env: dict[str, str], timeout_s: float = 120
+    name: str,
+    address: str,
+    proc: subprocess.Popen[bytes],
+    env: dict[str, str],
+    timeout_s: float = 120,
+    label: str = "",
 ) -> None:
+    label = label or name
     deadline = time.monotonic() + timeout_s
     with _health_channel(name, address, env) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with code {proc.returncode} during startup")
+                raise SystemExit(f"{label} exited with code {proc.returncode} during startup")
             try:
                 if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
                     return
             except grpc.RpcError:
                 pass
             time.sleep(0.2)
-    raise SystemExit(f"{name} did not become ready within {timeout_s:.0f}s")
+    raise SystemExit(f"{label} did not become ready within {timeout_s:.0f}s")
 
 
 def main() -> int:
@@ -109,11 +151,14 @@ def main() -> int:
                 flush=True,
             )
         for name in ("encoder", "search", "gateway"):  # the gateway needs the other two
-            env = _env_for(name)
-            module = SERVICES[name][0]
-            procs[name] = subprocess.Popen([sys.executable, "-m", module], cwd=REPO_ROOT, env=env)
-            _wait_serving(name, f"{HOST}:{_port(name, env)}", procs[name], env)
-            print(f"suite: {name} ready on {HOST}:{_port(name, env)}", flush=True)
+            count = _replicas(name)
+            for replica in range(count):
+                label = name if count == 1 else f"{name}-{replica + 1}"
+                env = _env_for(name, replica)
+                module = SERVICES[name][0]
+                procs[label] = subprocess.Popen([sys.executable, "-m", module], cwd=REPO_ROOT, env=env)
+                _wait_serving(name, f"{HOST}:{_port(name, env)}", procs[label], env, label=label)
+                print(f"suite: {label} ready on {HOST}:{_port(name, env)}", flush=True)
         gateway = f"{HOST}:{_port('gateway', _env_for('gateway'))}"
         print(
             f"suite: ready. Gateway on {gateway}; demo API key `demo-key` (tenant demo: search, ingest,\n"

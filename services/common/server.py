@@ -31,6 +31,9 @@ log = structlog.get_logger("server")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# A health entry that is SERVING whenever the process answers at all, whatever its backends say: what a
+# liveness probe asks (a restart cannot fix an unreachable database; "" and the service names can).
+LIVENESS = "liveness"
 
 
 @dataclass
@@ -130,14 +133,20 @@ async def serve(app: App, settings: ServiceSettings, stop: asyncio.Event | None 
     if settings.metrics_port is not None:
         metrics_port = start_metrics_server(settings.metrics_host, settings.metrics_port)
 
+    health_server = _health_only_server(health, settings)
+
+    await health.set(LIVENESS, SERVING)
     monitor = ReadinessMonitor(health, app, settings.health_interval_s)
     await monitor.check_once()  # health is accurate before the first call can arrive
     await server.start()
+    if health_server is not None:
+        await health_server[0].start()
     log.info(
         "listening",
         host=settings.host,
         port=port,
         metrics_port=metrics_port,
+        health_port=None if health_server is None else health_server[1],
         services=names[2:],
         tls=_tls_mode(settings, credentials),
     )
@@ -149,9 +158,28 @@ async def serve(app: App, settings: ServiceSettings, stop: asyncio.Event | None 
     # Report NOT_SERVING first so load balancers stop routing here, then drain in-flight calls.
     await health.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace_s)
+    if health_server is not None:
+        await health_server[0].stop(0)
     if app.on_stop is not None:
         await app.on_stop()
     log.info("stopped")
+
+
+def _health_only_server(
+    health: HealthServicer, settings: ServiceSettings
+) -> tuple[grpc.aio.Server, int] | None:
+    """The plaintext health port, when configured: Kubernetes' gRPC probes cannot present a client
+    certificate, so the mutual-TLS port cannot serve them. It shares the main port's health servicer
+    (same statuses, NOT_SERVING first on shutdown) and serves nothing else, so it reveals no more
+    than a health status."""
+    if settings.health_port is None:
+        return None
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.health_port}")
+    if port == 0:
+        raise RuntimeError(f"cannot bind the health port {settings.host}:{settings.health_port}")
+    return server, port
 
 
 def _security(

@@ -34,6 +34,13 @@ class ServiceSettings(BaseSettings):
         10.0, ge=0, description="On SIGTERM, how long in-flight calls may finish before being cancelled."
     )
     health_interval_s: float = Field(2.0, gt=0, description="How often backend readiness is re-checked.")
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Extra plaintext port (on `host`) serving only grpc.health.v1, for probes that cannot "
+        "present a suite certificate (Kubernetes gRPC probes); unset: none, 0 picks a free port.",
+    )
     default_deadline_s: float = Field(
         30.0, gt=0, description="Deadline applied to backend calls when the caller set none."
     )

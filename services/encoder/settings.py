@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
+from services.common.balancing import BackendAddress
 from services.common.settings import ServiceSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,10 +51,11 @@ class EncoderSettings(ServiceSettings):
             "quantization of the matrix multiplies, same embedding space) instead of its image tower."
         ),
     )
-    triton_grpc_url: str = Field(
+    triton_grpc_url: BackendAddress = Field(
         "127.0.0.1:8001",
         validation_alias=AliasChoices("IMAGESEARCH_ENCODER_TRITON_GRPC_URL", "IMAGESEARCH_TRITON_GRPC_URL"),
-        description="Triton's gRPC host:port (backend=triton; IMAGESEARCH_TRITON_GRPC_URL also works).",
+        description="Triton's gRPC host:port, or several Triton instances as ip:port,ip:port or "
+        "dns:///name:port, balanced round robin (backend=triton; IMAGESEARCH_TRITON_GRPC_URL also works).",
     )
     triton_request_batch: int = Field(
         8,

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from services.common.balancing import BackendAddress
 from services.common.settings import PublicTlsSettings, ServiceSettings
 from services.gateway.limits import MAX_QUERY_LIMIT
 
@@ -24,8 +25,16 @@ from services.gateway.limits import MAX_QUERY_LIMIT
 class BackendSettings(BaseModel):
     """Where the encoder and search services are, and how calls to them are bounded and retried."""
 
-    encoder_address: str = Field("127.0.0.1:50071", description="EncoderService address (host:port).")
-    search_address: str = Field("127.0.0.1:50072", description="SearchService address (host:port).")
+    encoder_address: BackendAddress = Field(
+        "127.0.0.1:50071",
+        description="EncoderService address: host:port, replicas as ip:port,ip:port or dns:///name:port "
+        "(round robin over the replicas that report SERVING).",
+    )
+    search_address: BackendAddress = Field(
+        "127.0.0.1:50072",
+        description="SearchService address: host:port, replicas as ip:port,ip:port or dns:///name:port "
+        "(round robin over the replicas that report SERVING).",
+    )
     encoder_text_deadline_s: float = Field(
         2.0, gt=0, description="Per-hop deadline of one EncodeTexts call (capped by the caller's deadline)."
     )

@@ -56,6 +56,29 @@ class SearchSettings(ServiceSettings):
     weaviate_repair_chunk: int = Field(
         500, ge=1, le=10000, description="Weaviate backend: objects checked per query by the repair pass."
     )
+    # ---- Weaviate cluster (docs/SCALING.md) -------------------------------------------------------------
+    weaviate_replication_factor: int = Field(
+        1,
+        ge=1,
+        description="Weaviate backend: copies of each tenant's shard across the cluster's nodes, set when "
+        "the collection is created (at most the node count). Each tenant is one shard (multi-tenancy), so "
+        "there is no shard count to set: Weaviate spreads the tenants over the nodes.",
+    )
+    weaviate_async_replication: bool = Field(
+        False,
+        description="Weaviate backend: replicas compare and repair each other in the background, so a node "
+        "that was down catches up without waiting for reads to repair it (at collection creation; for "
+        "replication_factor > 1).",
+    )
+    weaviate_write_consistency: Literal["ONE", "QUORUM", "ALL"] = Field(
+        "QUORUM",
+        description="Weaviate backend: replicas that must confirm a write before it is acknowledged. QUORUM "
+        "with QUORUM reads: every read meets the latest acknowledged write, and one node of three may be "
+        "down (with one node every level is that node).",
+    )
+    weaviate_read_consistency: Literal["ONE", "QUORUM", "ALL"] = Field(
+        "QUORUM", description="Weaviate backend: replicas that must answer a read (see write consistency)."
+    )
 
     # ---- HNSW parameters (both backends) ----------------------------------------------------------
     hnsw_max_connections: int = Field(32, ge=4, le=128, description="HNSW graph degree (M) for new indexes.")

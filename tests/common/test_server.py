@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -142,6 +143,7 @@ async def test_health_follows_required_and_optional_probes() -> None:
         await asyncio.sleep(0.3)
         assert await status("") == not_serving
         assert await status("imagesearch.v1.SearchService") == not_serving
+        assert await status("liveness") == serving  # alive: a restart would not bring the db back
         state["db"] = True
         await asyncio.sleep(0.3)
         assert await status("") == serving
@@ -201,3 +203,37 @@ async def test_undecodable_requests_are_invalid_argument_and_counted() -> None:
         metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{srv.metrics_port}/metrics")
         assert 'grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",grpc_method="Query"' in metrics
         assert 'grpc_code="INVALID_ARGUMENT",grpc_method="StreamUpsertAssets"' in metrics
+
+
+async def test_health_port_serves_plaintext_health_only_beside_a_mutual_tls_port(suite_certs: Path) -> None:
+    port, health_port = free_port(), free_port()
+    settings = ServiceSettings(
+        port=port, health_port=health_port, tls_dir=suite_certs, health_interval_s=0.05
+    )
+    app = App(
+        name="search",
+        services=[
+            (search_pb2_grpc.add_SearchServiceServicer_to_server, _Servicer(), "imagesearch.v1.SearchService")
+        ],
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, settings, stop))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as probe:
+            await asyncio.wait_for(probe.channel_ready(), 10)
+            health = health_pb2_grpc.HealthStub(probe)
+            for service in ("", "imagesearch.v1.SearchService", "liveness"):
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=3)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as info:  # nothing but health on this port
+                await search_pb2_grpc.SearchServiceStub(probe).GetStats(
+                    search_pb2.GetStatsRequest(), timeout=3
+                )
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as plaintext:  # the main port stays mTLS
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await health_pb2_grpc.HealthStub(plaintext).Check(health_pb2.HealthCheckRequest(), timeout=3)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)

@@ -65,3 +65,27 @@ def test_suite_starts_all_services_and_stops_cleanly(tmp_path) -> None:  # type:
             assert (
                 probe.connect_ex(("127.0.0.1", port)) != 0
             ), f"{name} still listening after the suite stopped"
+
+
+def test_suite_replicas_get_their_own_ports_and_the_gateway_lists_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services import suite
+
+    monkeypatch.setenv("IMAGESEARCH_SUITE_ENCODER_REPLICAS", "2")
+    monkeypatch.setenv("IMAGESEARCH_ENCODER_PORT", "41000")
+    monkeypatch.setenv("IMAGESEARCH_ENCODER_METRICS_PORT", "0")
+    second = suite._env_for("encoder", 1)
+    assert (second["IMAGESEARCH_ENCODER_PORT"], second["IMAGESEARCH_ENCODER_METRICS_PORT"]) == ("41100", "0")
+    gateway = suite._env_for("gateway")
+    assert gateway["IMAGESEARCH_GATEWAY_ENCODER_ADDRESS"] == f"{suite.HOST}:41000,{suite.HOST}:41100"
+    assert gateway["IMAGESEARCH_GATEWAY_SEARCH_ADDRESS"] == f"{suite.HOST}:50072"
+
+
+def test_search_replicas_need_a_shared_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services import suite
+
+    monkeypatch.setenv("IMAGESEARCH_SUITE_SEARCH_REPLICAS", "2")
+    monkeypatch.delenv("IMAGESEARCH_SEARCH_BACKEND", raising=False)
+    with pytest.raises(SystemExit, match="IMAGESEARCH_SEARCH_BACKEND=weaviate"):
+        suite._env_for("gateway")

@@ -23,7 +23,7 @@ from services.common.errors import status_number
 from services.encoder.package import ModelPackage
 from tests.encoder import parity_images
 from tests.encoder.conftest import demo_model_present
-from tests.service_process import ServiceProcess
+from tests.service_process import ServiceProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -478,3 +478,22 @@ def test_photo_package_via_triton_and_embedded_give_the_same_named_vectors(
         assert list(_named(ra)) == ["semantic"]
         assert np.abs(_named(ra)["semantic"] - _named(rb)["semantic"]).max() <= 1e-5
     assert [r.truncated for r in a_t.results] == [False] * 6  # 90 words fit in 256 WordPiece tokens
+
+
+def test_a_list_of_triton_instances_is_balanced_over_the_live_ones(triton: StackInfo) -> None:
+    """encoder -> N Triton: a replica that cannot be reached (here: nothing listens on its port) is
+    skipped by the round robin, and the encoder is ready and answers every call."""
+    dead = free_port()
+    env = {
+        "IMAGESEARCH_ENCODER_BACKEND": "triton",
+        "IMAGESEARCH_ENCODER_TRITON_GRPC_URL": f"127.0.0.1:{dead},{triton.triton_grpc_url}",
+    }
+    svc = ServiceProcess("services.encoder", env={**LIMITS, **env}).start(timeout_s=120)
+    try:
+        with grpc.insecure_channel(svc.address) as channel:
+            stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+            for n in range(10):
+                texts = encoder_pb2.EncodeTextsRequest(texts=[encoder_pb2.TextInput(text=f"a cat {n}")])
+                assert stub.EncodeTexts(texts, timeout=30).results[0].HasField("embedding")
+    finally:
+        svc.stop()

@@ -111,8 +111,16 @@ class Suite:
         stack: Any = None,
         gateway_env: dict[str, str] | None = None,
         tls_dir: Path | None = None,
+        replicas: int = 1,
     ) -> None:
-        """`tls_dir`: a suite certificate directory; set, the internal hops run over mutual TLS."""
+        """`tls_dir`: a suite certificate directory; set, the internal hops run over mutual TLS.
+        `replicas`: encoders and search services each (several search replicas need mode "stack": they
+        share Weaviate); the gateway balances over them. `encoder`/`search` are the first replicas."""
+        if replicas > 1 and mode != "stack":
+            raise ValueError("search replicas share one index only on the stack (Weaviate)")
+        self.replicas = replicas
+        self.encoders: list[ServiceProcess] = []
+        self.searches: list[ServiceProcess] = []
         self.mode = mode
         self.tls_dir = tls_dir
         self.stack = stack
@@ -156,17 +164,22 @@ class Suite:
 
     def start(self) -> Suite:
         try:
-            self.encoder = ServiceProcess("services.encoder", self.encoder_env(), tls_dir=self.tls_dir).start(
-                timeout_s=120
-            )
-            self.search = ServiceProcess("services.search", self.search_env(), tls_dir=self.tls_dir).start(
-                timeout_s=120
-            )
+            search_env = self.search_env()  # one collection for every replica
+            for _ in range(self.replicas):
+                self.encoders.append(
+                    ServiceProcess("services.encoder", self.encoder_env(), tls_dir=self.tls_dir).start(
+                        timeout_s=120
+                    )
+                )
+                self.searches.append(
+                    ServiceProcess("services.search", search_env, tls_dir=self.tls_dir).start(timeout_s=120)
+                )
+            self.encoder, self.search = self.encoders[0], self.searches[0]
             self.gateway = ServiceProcess(
                 "services.gateway",
                 {
-                    "IMAGESEARCH_GATEWAY_ENCODER_ADDRESS": self.encoder.address,
-                    "IMAGESEARCH_GATEWAY_SEARCH_ADDRESS": self.search.address,
+                    "IMAGESEARCH_GATEWAY_ENCODER_ADDRESS": ",".join(p.address for p in self.encoders),
+                    "IMAGESEARCH_GATEWAY_SEARCH_ADDRESS": ",".join(p.address for p in self.searches),
                     "IMAGESEARCH_GATEWAY_API_KEYS_JSON": json.dumps(KEYRING),
                     "IMAGESEARCH_GATEWAY_TOKEN_SECRET": TOKEN_SECRET,
                     "IMAGESEARCH_GATEWAY_BREAKER_RESET_S": "1.0",
@@ -190,6 +203,8 @@ class Suite:
             tls_dir=self.tls_dir,
         )
         self.encoder.port = port
+        if self.encoders:
+            self.encoders[0] = self.encoder
         self.encoder.start(timeout_s=120)
 
     def restart_gateway(self) -> None:
@@ -227,7 +242,8 @@ class Suite:
     def stop(self) -> None:
         for ch in self._channels:
             ch.close()
-        for proc in (self.gateway, self.search, self.encoder):
+        replicas = [*self.searches, *self.encoders] or [self.search, self.encoder]
+        for proc in (self.gateway, *replicas):
             if proc is not None:
                 proc.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -26,6 +26,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from services.common.balancing import balancing_options, grpc_target
 from services.common.errors import DeadlineExceeded, DomainError, FailedPrecondition, Unavailable
 from services.encoder.backends import model_repository
 from services.encoder.backends.base import TensorSpec, TowerSpec
@@ -63,7 +64,10 @@ class TritonBackend:
 
     def _get_client(self) -> grpcclient.InferenceServerClient:
         if self._client is None:  # created lazily, inside the running event loop
-            self._client = grpcclient.InferenceServerClient(self._url, channel_args=_CHANNEL_ARGS)
+            # Several Triton instances: round robin over the ready ones (services/common/balancing.py).
+            self._client = grpcclient.InferenceServerClient(
+                grpc_target(self._url), channel_args=[*_CHANNEL_ARGS, *balancing_options(self._url)]
+            )
         return self._client
 
     def _error(self, exc: InferenceServerException, what: str) -> DomainError | RuntimeError:

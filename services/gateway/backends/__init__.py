@@ -43,10 +43,10 @@ def make_backends(settings: GatewaySettings) -> Backends:
     files = tls.cert_files(settings, "gateway")
     creds = None if files is None else tls.client_credentials(files)
     encoder_channel = channel(
-        settings.encoder_address, settings.default_deadline_s, settings.max_message_bytes, creds
+        settings.encoder_address, settings.default_deadline_s, settings.max_message_bytes, creds, "encoder"
     )
     search_channel = channel(
-        settings.search_address, settings.default_deadline_s, settings.max_message_bytes, creds
+        settings.search_address, settings.default_deadline_s, settings.max_message_bytes, creds, "search"
     )
     return Backends(
         encoder=GrpcEncoderClient(

@@ -28,6 +28,7 @@ import grpc
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from services.common.balancing import balancing_options, grpc_target
 from services.common.context import remaining, request_id
 from services.gateway.backends.errors import (
     BackendDeadlineExceeded,
@@ -244,17 +245,26 @@ def channel(
     default_timeout_s: float,
     max_message_bytes: int,
     credentials: grpc.ChannelCredentials | None = None,
+    server_identity: str = "",
 ) -> grpc.aio.Channel:
-    """A channel to another suite service; over mutual TLS when `credentials` are given."""
+    """A channel to another suite service (one address or several replicas: services/common/balancing.py);
+    over mutual TLS when `credentials` are given, then the server must present `server_identity`'s suite
+    certificate whatever name or address the replica was reached at."""
     from services.common.interceptors import client_interceptors
 
     interceptors = client_interceptors(default_timeout_s)
-    options = [
+    options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.enable_retries", 0),  # retries are ours (idempotent calls only)
+        *balancing_options(address),
     ]
+    target = grpc_target(address)
     if credentials is None:
-        return grpc.aio.insecure_channel(address, interceptors=interceptors, options=options)
-    return grpc.aio.secure_channel(address, credentials, interceptors=interceptors, options=options)
+        return grpc.aio.insecure_channel(target, interceptors=interceptors, options=options)
+    if server_identity:
+        # Each suite certificate names its identity as a DNS SAN: a replica reached as 10.0.3.7 or
+        # rel-search-0.rel-search is verified as "search".
+        options.append(("grpc.ssl_target_name_override", server_identity))
+    return grpc.aio.secure_channel(target, credentials, interceptors=interceptors, options=options)

@@ -14,7 +14,7 @@ def make_backend(settings: SearchSettings) -> SearchBackend:
         else None
     )
     if settings.backend == "weaviate":
-        from services.search.backends.weaviate import WeaviateBackend
+        from services.search.backends.weaviate import Replication, WeaviateBackend
 
         return WeaviateBackend(
             host=settings.weaviate_host,
@@ -30,6 +30,12 @@ def make_backend(settings: SearchSettings) -> SearchBackend:
             },
             expected_model=model,
             expected_dimension=settings.expected_dimension,
+            replication=Replication(
+                factor=settings.weaviate_replication_factor,
+                async_enabled=settings.weaviate_async_replication,
+                write_consistency=settings.weaviate_write_consistency,
+                read_consistency=settings.weaviate_read_consistency,
+            ),
         )
     from services.search.backends.embedded import EmbeddedBackend, HnswParams
 

@@ -19,7 +19,7 @@ hybrid and one-leg queries, score explanations), backend.py (the SearchBackend a
 tenants, writes, reads).
 """
 
-from services.search.backends.weaviate.backend import WeaviateBackend
+from services.search.backends.weaviate.backend import Replication, WeaviateBackend
 from services.search.backends.weaviate.schema import VECTOR_NAME, object_uuid
 
-__all__ = ["VECTOR_NAME", "WeaviateBackend", "object_uuid"]
+__all__ = ["VECTOR_NAME", "Replication", "WeaviateBackend", "object_uuid"]

@@ -8,7 +8,7 @@ import json
 import re
 from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
@@ -16,7 +16,7 @@ import numpy as np
 import structlog
 import weaviate
 import weaviate.classes as wvc
-from weaviate.classes.config import Configure, VectorDistances
+from weaviate.classes.config import Configure, ConsistencyLevel, VectorDistances
 from weaviate.classes.query import Filter
 from weaviate.classes.tenants import Tenant
 from weaviate.config import AdditionalConfig, GrpcConfig, Timeout
@@ -33,7 +33,7 @@ from weaviate.exceptions import (
 )
 
 from services.common.context import remaining, request_id
-from services.common.errors import NotFound, Unavailable
+from services.common.errors import FailedPrecondition, NotFound, Unavailable
 from services.search.backends.weaviate.query import run_query
 from services.search.backends.weaviate.schema import (
     VECTOR_NAME,
@@ -58,6 +58,7 @@ from services.search.domain import (
 log = structlog.get_logger("search.weaviate")
 
 _TENANT_MISSING = re.compile(r"tenant not found|tenant .* not found|no tenant found", re.IGNORECASE)
+_TOO_FEW_NODES = re.compile(r"not find enough weaviate nodes for replication", re.IGNORECASE)
 _UNREACHABLE = re.compile(
     r"UNAVAILABLE|connect|Connection refused|DEADLINE_EXCEEDED|timed? ?out|Socket closed", re.IGNORECASE
 )
@@ -98,6 +99,17 @@ def _rejected(reason: str, asset_id: str = "") -> ItemFailure:
     return ItemFailure(14, "the index could not store the asset now; retry")
 
 
+@dataclass(frozen=True)
+class Replication:
+    """How the collection lives on a Weaviate cluster: copies of each tenant's shard (set when the
+    collection is created) and the consistency level of every write and read."""
+
+    factor: int = 1
+    async_enabled: bool = False
+    write_consistency: str = "QUORUM"
+    read_consistency: str = "QUORUM"
+
+
 class WeaviateBackend:
     name = "weaviate"
 
@@ -112,8 +124,13 @@ class WeaviateBackend:
         hnsw: dict[str, int],
         expected_model: ModelRef | None = None,
         expected_dimension: int = 0,
+        replication: Replication | None = None,
     ) -> None:
         self._host, self._http_port, self._grpc_port = host, http_port, grpc_port
+        replication = replication or Replication()
+        self._replication = replication
+        self._write_level = ConsistencyLevel(replication.write_consistency)
+        self._read_level = ConsistencyLevel(replication.read_consistency)
         self._name = collection
         self._timeout_s = timeout_s
         self._write_timeout_s = write_timeout_s
@@ -250,6 +267,10 @@ class WeaviateBackend:
                             multi_tenancy_config=Configure.multi_tenancy(
                                 enabled=True, auto_tenant_creation=False, auto_tenant_activation=True
                             ),
+                            replication_config=Configure.replication(
+                                factor=self._replication.factor,
+                                async_enabled=self._replication.async_enabled,
+                            ),
                             inverted_index_config=Configure.inverted_index(
                                 bm25_k1=BM25_K1,
                                 bm25_b=BM25_B,
@@ -258,6 +279,12 @@ class WeaviateBackend:
                             ),
                         )
                     except UnexpectedStatusCodeError as exc:
+                        if _TOO_FEW_NODES.search(str(exc)):
+                            log.error("weaviate has too few nodes for the replication factor", error=str(exc))
+                            raise FailedPrecondition(
+                                "the Weaviate cluster has fewer nodes than IMAGESEARCH_SEARCH_WEAVIATE_"
+                                f"REPLICATION_FACTOR ({self._replication.factor}): lower it or add nodes"
+                            ) from None
                         if "already exists" not in str(exc):
                             raise
                 await self._load_info()
@@ -307,9 +334,11 @@ class WeaviateBackend:
         await self._client.collections.get(self._name).config.update(description=json.dumps(desc))
         await self._load_info()
 
-    def _collection(self, tenant: str) -> Any:
+    def _collection(self, tenant: str, write: bool = False) -> Any:
+        """One tenant's view of the collection, at the write or the read consistency level."""
         assert self._client is not None
-        return self._client.collections.get(self._name).with_tenant(tenant)
+        level = self._write_level if write else self._read_level
+        return self._client.collections.get(self._name).with_tenant(tenant).with_consistency_level(level)
 
     # ---- collection model ------------------------------------------------------------------------
 
@@ -404,7 +433,7 @@ class WeaviateBackend:
             )
             for r in records
         ]
-        col = self._collection(tenant)
+        col = self._collection(tenant, write=True)
 
         async def insert() -> Any:
             # One gRPC BatchObjects call for the whole batch, with a result per object. The client
@@ -430,7 +459,7 @@ class WeaviateBackend:
     async def delete(self, tenant: str, asset_ids: list[str]) -> list[bool]:
         if not await self.tenant_exists(tenant):
             raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
-        col = self._collection(tenant)
+        col = self._collection(tenant, write=True)
         ids = [object_uuid(tenant, a) for a in asset_ids]
         result = await self._call(
             lambda: col.data.delete_many(where=Filter.by_id().contains_any(ids), verbose=True),
