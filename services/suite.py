@@ -54,6 +54,7 @@ def _env_for(name: str) -> dict[str, str]:
     if name == "gateway":
         defaults[f"{prefix}ENCODER_ADDRESS"] = f"{HOST}:{SERVICES['encoder'][1]}"
         defaults[f"{prefix}SEARCH_ADDRESS"] = f"{HOST}:{SERVICES['search'][1]}"
+        defaults[f"{prefix}BLOB_DIR"] = str(REPO_ROOT / ".data" / "blobs")
         if not os.environ.get(f"{prefix}API_KEYS_JSON"):  # demo keyring unless keys are configured
             defaults[f"{prefix}API_KEYS_FILE"] = str(REPO_ROOT / "services" / "gateway" / "demo_keys.json")
     return {**defaults, **os.environ}
