@@ -4,6 +4,7 @@
     imagesearch search "red vintage car" [--image FILE] [--limit N] [--json]
     imagesearch similar ASSET_ID [--limit N]
     imagesearch get ASSET_ID
+    imagesearch image ASSET_ID -o FILE [--thumbnail]   # the stored original (or its thumbnail)
     imagesearch serve                      # encoder + search + gateway on embedded defaults (make run)
 
 Credentials: --api-key, else $IMAGESEARCH_API_KEY, else the demo key of `make run` ("demo-key").
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
+import hashlib
 import json
 import os
 import sys
@@ -264,6 +266,34 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_image(args: argparse.Namespace) -> int:
+    """Write the asset's stored original (or thumbnail) to a file, checked against its digest."""
+    variant = gateway_pb2.IMAGE_VARIANT_THUMBNAIL if args.thumbnail else gateway_pb2.IMAGE_VARIANT_ORIGINAL
+    request = gateway_pb2.GetAssetImageRequest(asset_id=args.asset_id, variant=variant)
+    digest = hashlib.sha256()
+    out = Path(args.output)
+    tmp = out.with_name(f".{out.name}.part")
+    with _channel(args.gateway) as ch, open(tmp, "wb") as fh:
+        stub = gateway_pb2_grpc.GatewayServiceStub(ch)
+        first = None
+        received = 0
+        try:
+            for message in stub.GetAssetImage(request, metadata=_metadata(args), timeout=args.timeout):
+                first = first or message
+                digest.update(message.chunk)
+                received += fh.write(message.chunk)
+        except grpc.RpcError as exc:
+            tmp.unlink(missing_ok=True)
+            return _fail(exc)
+    if first is None or digest.hexdigest() != first.content_sha256 or received != first.total_bytes:
+        tmp.unlink(missing_ok=True)
+        print("error: the image arrived incomplete or altered (digest mismatch); try again", file=sys.stderr)
+        return 2
+    tmp.replace(out)
+    print(f"{out}: {first.content_type}, {first.total_bytes} bytes, sha256 {first.content_sha256}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 # serve: the whole suite on embedded defaults (what `make run` starts)
 
@@ -273,6 +303,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from services import suite
 
     os.environ.setdefault("IMAGESEARCH_SEARCH_DATA_DIR", str(Path(args.data_dir).resolve() / "search"))
+    os.environ.setdefault("IMAGESEARCH_GATEWAY_BLOB_DIR", str(Path(args.data_dir).resolve() / "blobs"))
     return suite.main()
 
 
@@ -313,13 +344,19 @@ def parser() -> argparse.ArgumentParser:
     si.set_defaults(func=cmd_similar)
 
     sv = sub.add_parser("serve", help="run encoder + search + gateway on embedded defaults (make run)")
-    sv.add_argument("--data-dir", default=".data", help="where the embedded index lives")
+    sv.add_argument("--data-dir", default=".data", help="where the embedded index and the images live")
     sv.add_argument("--timeout", type=float, default=None, help="seconds each service may take to start")
     sv.set_defaults(func=cmd_serve)
 
     ge = sub.add_parser("get", parents=[common], help="show one asset")
     ge.add_argument("asset_id")
     ge.set_defaults(func=cmd_get)
+
+    im = sub.add_parser("image", parents=[common], help="save one asset's stored image")
+    im.add_argument("asset_id")
+    im.add_argument("-o", "--output", required=True, help="file to write")
+    im.add_argument("--thumbnail", action="store_true", help="the thumbnail instead of the original")
+    im.set_defaults(func=cmd_image)
     return p
 
 

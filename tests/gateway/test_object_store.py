@@ -18,6 +18,7 @@ from minio.error import S3Error
 from PIL import Image, ImageDraw
 
 from devstack import StackInfo
+from services import cli
 from services.gateway.backends.blobs import BlobKey
 from services.gateway.backends.blobs.s3 import S3BlobStore
 from services.gateway.domain import ImageVariant
@@ -156,6 +157,14 @@ def test_ingest_then_get_asset_image_from_minio(suite: Suite) -> None:
     assert _exists(client, bucket, f"acme/{sha}/original") and _exists(
         client, bucket, f"acme/{sha}/thumbnail"
     )
+
+    # The command-line client saves it, checked against the digest.
+    assert suite.gateway is not None
+    saved = suite.tmp / "saved.jpg"
+    common = ["--gateway", suite.gateway.address, "--api-key", "acme-alice"]
+    assert cli.main(["image", "photo", "-o", str(saved), *common]) == 0
+    assert saved.read_bytes() == photo
+    assert cli.main(["image", "absent", "-o", str(saved), *common]) == 2 and saved.read_bytes() == photo
 
     # Another tenant's asset reads exactly as an absent one.
     for asset_id, md, tenant in (("photo", GUS, "globex"), ("absent", ALICE, "acme")):
