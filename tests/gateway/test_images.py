@@ -99,7 +99,8 @@ def test_media_type_from_signature() -> None:
 def test_thumbnail_is_a_small_jpeg_and_flattens_transparency() -> None:
     thumb = Image.open(io.BytesIO(make_thumbnail(_image("RGBA", (1000, 400), "PNG"), 256, 85)))
     assert thumb.format == "JPEG" and thumb.size == (256, 102) and thumb.mode == "RGB"
-    assert thumb.getpixel((128, 50))[0] > 200  # transparent -> white
+    pixel = thumb.getpixel((128, 50))
+    assert isinstance(pixel, tuple) and pixel[0] > 200  # transparent -> white
     small = Image.open(io.BytesIO(make_thumbnail(_image("RGB", (40, 30), "JPEG"), 256, 85)))
     assert small.size == (40, 30)  # never enlarged
     with pytest.raises(InvalidArgument):

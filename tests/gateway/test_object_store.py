@@ -17,7 +17,7 @@ from minio import Minio
 from minio.error import S3Error
 from PIL import Image, ImageDraw
 
-from devstack import StackInfo
+from devstack import REPO_ROOT, Stack, StackInfo
 from services import cli
 from services.gateway.backends.blobs import BlobKey
 from services.gateway.backends.blobs.s3 import S3BlobStore
@@ -141,7 +141,7 @@ def test_ingest_then_get_asset_image_from_minio(suite: Suite) -> None:
     stub = suite.gateway_stub()
     photo = _photo(2, (1600, 1200))
     acks = _ingest(stub, [_request("photo", photo)])
-    assert acks["photo"].outcome == OUT.INGEST_OUTCOME_CREATED, acks["photo"].error_message
+    assert acks["photo"].outcome == OUT.INGEST_OUTCOME_CREATED, acks["photo"].error
     sha = hashlib.sha256(photo).hexdigest()
 
     first, data = _image(stub, "photo", gateway_pb2.IMAGE_VARIANT_ORIGINAL)
@@ -190,3 +190,25 @@ def test_delete_keeps_content_another_asset_holds(suite: Suite) -> None:
     stub.DeleteAsset(gateway_pb2.DeleteAssetRequest(asset_id="hidden"), metadata=ALICE, timeout=30)
     assert not _exists(client, bucket, f"acme/{sha}/original")
     assert not _exists(client, bucket, f"acme/{sha}/thumbnail")
+
+
+def test_object_store_down_fails_the_item_and_indexes_nothing(suite: Suite) -> None:
+    stub = suite.gateway_stub()
+    photo = _photo(4)
+    stack = Stack(REPO_ROOT)
+    stack.stop("minio")
+    try:
+        acks = _ingest(stub, [_request("while-down", photo)])
+    finally:
+        stack.start("minio")  # same ports: the gateway's client keeps working
+    ack = acks["while-down"]
+    assert ack.outcome == OUT.INGEST_OUTCOME_FAILED and ack.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert ack.error.message == "the image store is unavailable; retry later"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetAsset(gateway_pb2.GetAssetRequest(asset_id="while-down"), metadata=ALICE, timeout=30)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+    again = _ingest(stub, [_request("while-down", photo)])  # re-sending once it is back is safe
+    assert again["while-down"].outcome == OUT.INGEST_OUTCOME_CREATED, again["while-down"].error
+    _, data = _image(stub, "while-down", gateway_pb2.IMAGE_VARIANT_ORIGINAL)
+    assert data == photo
