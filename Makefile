@@ -67,6 +67,7 @@ run: $(VPY) models ## Set up and start the whole suite on its embedded defaults,
 .PHONY: test
 test: setup ## Set up everything (venv, tools, the real stack) and run all tests
 	$(VPY) -m devstack prepare   # install redis-server, build Weaviate, make Triton's venv (cached)
+	$(VPY) -m devstack prepare --only minio  # the optional object store the object_store tests start (cached)
 	$(VPY) -m tools.models.fetch_data  # open image data for retrieval tests (cached; ~2.5 min cold)
 	scripts/install_tools.sh ghz  # the load generator tests/clients/test_ghz_suite.py drives (cached; needs go)
 	IMAGESEARCH_REQUIRE_CLIENTS=$(IMAGESEARCH_REQUIRE_CLIENTS) $(VPY) -m pytest $(PYTEST_ARGS)

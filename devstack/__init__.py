@@ -1,4 +1,5 @@
-"""The real local backend stack: Redis, Weaviate and Triton, as plain processes on 127.0.0.1.
+"""The real local backend stack: Redis, Weaviate and Triton, as plain processes on 127.0.0.1, and MinIO
+(the object store) when asked for by name (``--only minio``; optional components are not in a plain ``up``).
 
 Both an importable package (pytest fixtures, benchmarks) and a CLI::
 
@@ -21,7 +22,8 @@ Map of the package:
 - ``supervisor.py``: ``Stack``, which starts, reuses, waits for and stops components; ``state.py`` its
   files under ``<repo>/.stack/``; ``processes.py`` pids and process start times; ``ports.py`` port picking.
 - ``component.py``: the interface every component implements; ``redis.py``, ``weaviate.py``,
-  ``triton.py`` the components; ``registry.py`` which ones the stack runs.
+  ``triton.py``, ``minio.py`` the components; ``registry.py`` which ones the stack runs;
+  ``gobuild.py`` the pinned source builds (Weaviate, MinIO).
 - ``versions.py``: every pinned component version (docker-compose.yml is checked against it).
 - ``cli.py``: the command line.
 

@@ -37,6 +37,8 @@ class Component(abc.ABC):
     ready_poll_s: ClassVar[float] = 0.25
     # Log lines after which waiting is pointless (the process may hang instead of exiting).
     fatal_log_patterns: ClassVar[tuple[str, ...]] = ()
+    # Optional components start only when named (``up(only=...)``, ``--only``); a plain ``up`` skips them.
+    optional: ClassVar[bool] = False
 
     @abc.abstractmethod
     def prepare(self) -> None:

@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 
 from devstack.component import Component
+from devstack.minio import MinIO
 from devstack.redis import Redis
 from devstack.triton import Triton
 from devstack.weaviate import Weaviate
 
-COMPONENT_NAMES: tuple[str, ...] = (Redis.name, Weaviate.name, Triton.name)
+# MinIO is optional (the object store for originals): started only when named.
+COMPONENT_NAMES: tuple[str, ...] = (Redis.name, Weaviate.name, Triton.name, MinIO.name)
 
 
 def default_components(
@@ -24,4 +26,5 @@ def default_components(
         Redis(),
         Weaviate(),
         Triton(repo_root, model_repository=model_repository, model_config_name=model_config_name),
+        MinIO(),
     )

@@ -69,8 +69,9 @@ class Stack:
     # ---- public API ---------------------------------------------------------------------------
 
     def up(self, only: str | Iterable[str] | None = None) -> StackInfo:
-        """Start what is not running (reusing healthy components) and wait until all are ready."""
-        names = self._select(only)
+        """Start what is not running (reusing healthy components) and wait until all are ready.
+        Without ``only``: every component that is not optional."""
+        names = self._select(only) if only is not None else self._required()
         with self.files.lock():
             self.prepare(names)
             to_start = [name for name in names if not self._reusable(name)]
@@ -149,14 +150,18 @@ class Stack:
         return self.info().env()
 
     def prepare(self, only: str | Iterable[str] | None = None) -> None:
-        """Make sure binaries / venvs exist (may install, download or build); starts nothing."""
-        for name in self._select(only):
+        """Make sure binaries / venvs exist (may install, download or build); starts nothing.
+        Without ``only``: every component that is not optional."""
+        for name in self._select(only) if only is not None else self._required():
             self.components[name].prepare()
 
     # ---- steps --------------------------------------------------------------------------------
 
     def _select(self, only: str | Iterable[str] | None) -> tuple[str, ...]:
         return select(only, tuple(self.components))
+
+    def _required(self) -> tuple[str, ...]:
+        return tuple(name for name, c in self.components.items() if not c.optional)
 
     def _write_env(self) -> None:
         self.files.write_env(self.info().env())

@@ -25,3 +25,11 @@ TRITON_ONNXRUNTIME_VERSION = "1.31.1"
 # Redis: the local stack runs Debian's redis-server package (whatever the distribution ships); compose
 # pins the image.
 REDIS_IMAGE = "redis:7.4-alpine"
+
+# MinIO (the S3-compatible object store for originals and thumbnails): built from source with the Go module
+# proxy at a pinned pseudo-version (the proxy carries no release tags; the open-source module has not
+# changed since 2026-02). AGPL-3.0: run as a separate server process, never linked. Compose runs the
+# official image of the last release before that commit.
+MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+MINIO_MODULE = "github.com/minio/minio"
+MINIO_IMAGE = "minio/minio:RELEASE.2025-09-07T16-13-09Z"

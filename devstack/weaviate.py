@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from devstack.common import HOST, StackError, cache_dir, file_lock, say, tail
+from devstack.common import HOST, cache_dir
 from devstack.component import Component, Launch
+from devstack.gobuild import ensure_go_binary
 from devstack.ports import PortPicker
 from devstack.probes import http_status, tcp_open
 from devstack.versions import WEAVIATE_MODULE, WEAVIATE_VERSION
@@ -21,21 +19,6 @@ def weaviate_binary() -> Path:
     return cache_dir() / f"weaviate-{WEAVIATE_VERSION}" / "weaviate-server"
 
 
-def _other_weaviate_build_running() -> bool:
-    """Is some other process (not holding our lock, e.g. started by hand) already running this build?"""
-    proc = subprocess.run(["pgrep", "-f", f"go install.*{WEAVIATE_MODULE}"], capture_output=True, text=True)
-    return proc.returncode == 0 and bool(proc.stdout.strip())
-
-
-def _find_go() -> str:
-    go = shutil.which("go") or (
-        "/usr/local/go/bin/go" if os.access("/usr/local/go/bin/go", os.X_OK) else None
-    )
-    if not go:
-        raise StackError("Weaviate must be built from source but `go` (>= 1.26) is not on PATH")
-    return go
-
-
 def ensure_weaviate_server() -> Path:
     """The pinned weaviate-server binary, built with the Go module proxy when it is not cached.
 
@@ -43,52 +26,9 @@ def ensure_weaviate_server() -> Path:
     directives, so `go install module@version` builds it (cold: several minutes to tens of minutes and
     gigabytes of module cache, hence the cache and the lock).
     """
-    binary = weaviate_binary()
-    if binary.is_file():
-        return binary
-    with file_lock(cache_dir() / "weaviate-build.lock", "the Weaviate build"):
-        _wait_for_foreign_build(binary)
-        if not binary.is_file():
-            _build(binary)
-    return binary
-
-
-def _wait_for_foreign_build(binary: Path) -> None:
-    """A build started outside this package (by hand) writes the same binary: wait instead of racing it
-    (for at most 45 min, in case what matched is not really a build)."""
-    t0 = time.monotonic()
-    while not binary.is_file() and _other_weaviate_build_running() and time.monotonic() - t0 < 45 * 60:
-        say(
-            f"another `go install {WEAVIATE_MODULE}` is running; "
-            f"waiting for it ({time.monotonic() - t0:.0f}s)"
-        )
-        time.sleep(15)
-
-
-def _build(binary: Path) -> None:
-    go = _find_go()
-    log = cache_dir() / "weaviate-build.log"
-    env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(binary.parent)}
-    cmd = [go, "install", "-v", f"{WEAVIATE_MODULE}@{WEAVIATE_VERSION}"]
-    say(f"building Weaviate {WEAVIATE_VERSION} from source (about 6-25 min on 2 cores); log: {log}")
-    t0 = time.monotonic()
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        last = time.monotonic()
-        try:
-            while proc.poll() is None:
-                time.sleep(2)
-                if time.monotonic() - last >= 30:
-                    last = time.monotonic()
-                    line = tail(log, 1).strip() or "(compiling)"
-                    say(f"  Weaviate build {last - t0:.0f}s: {line[:120]}")
-        except BaseException:  # Ctrl-C: do not leave an orphan compiler behind
-            proc.terminate()
-            proc.wait()
-            raise
-    if proc.returncode != 0 or not binary.is_file():
-        raise StackError(f"Weaviate build failed ({proc.returncode}); log {log}:\n{tail(log)}")
-    say(f"Weaviate {WEAVIATE_VERSION} built in {time.monotonic() - t0:.0f}s: {binary}")
+    return ensure_go_binary(
+        WEAVIATE_MODULE, WEAVIATE_VERSION, weaviate_binary(), "Weaviate", "about 6-25 min"
+    )
 
 
 class Weaviate(Component):

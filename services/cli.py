@@ -7,6 +7,7 @@
     imagesearch drift reference            # admin: current drift statistics become the reference
     imagesearch feedback SEARCH_ID ASSET_ID [--kind click|dwell|rating] [--dwell-ms MS] [--rating 1-5]
     imagesearch eval-online [--metrics URL] [--json]   # per-arm CTR and MRR of clicks
+    imagesearch image ASSET_ID -o FILE [--thumbnail]   # the stored original (or its thumbnail)
     imagesearch serve                      # encoder + search + gateway on embedded defaults (make run)
 
 Credentials: --api-key, else $IMAGESEARCH_API_KEY, else the demo key of `make run` ("demo-key").
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
+import hashlib
 import json
 import os
 import sys
@@ -272,6 +274,34 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_image(args: argparse.Namespace) -> int:
+    """Write the asset's stored original (or thumbnail) to a file, checked against its digest."""
+    variant = gateway_pb2.IMAGE_VARIANT_THUMBNAIL if args.thumbnail else gateway_pb2.IMAGE_VARIANT_ORIGINAL
+    request = gateway_pb2.GetAssetImageRequest(asset_id=args.asset_id, variant=variant)
+    digest = hashlib.sha256()
+    out = Path(args.output)
+    tmp = out.with_name(f".{out.name}.part")
+    with _channel(args.gateway) as ch, open(tmp, "wb") as fh:
+        stub = gateway_pb2_grpc.GatewayServiceStub(ch)
+        first = None
+        received = 0
+        try:
+            for message in stub.GetAssetImage(request, metadata=_metadata(args), timeout=args.timeout):
+                first = first or message
+                digest.update(message.chunk)
+                received += fh.write(message.chunk)
+        except grpc.RpcError as exc:
+            tmp.unlink(missing_ok=True)
+            return _fail(exc)
+    if first is None or digest.hexdigest() != first.content_sha256 or received != first.total_bytes:
+        tmp.unlink(missing_ok=True)
+        print("error: the image arrived incomplete or altered (digest mismatch); try again", file=sys.stderr)
+        return 2
+    tmp.replace(out)
+    print(f"{out}: {first.content_type}, {first.total_bytes} bytes, sha256 {first.content_sha256}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 # drift
 
@@ -362,6 +392,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("IMAGESEARCH_SEARCH_DATA_DIR", str(Path(args.data_dir).resolve() / "search"))
     os.environ.setdefault("IMAGESEARCH_GATEWAY_DATA_DIR", str(Path(args.data_dir).resolve() / "gateway"))
+    os.environ.setdefault("IMAGESEARCH_GATEWAY_BLOB_DIR", str(Path(args.data_dir).resolve() / "blobs"))
     return suite.main()
 
 
@@ -403,7 +434,7 @@ def parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", help="run encoder + search + gateway on embedded defaults (make run)")
     sv.add_argument(
-        "--data-dir", default=".data", help="where the embedded index and the feedback store live"
+        "--data-dir", default=".data", help="where the embedded index, the feedback store and the images live"
     )
     sv.add_argument("--timeout", type=float, default=None, help="seconds each service may take to start")
     sv.set_defaults(func=cmd_serve)
@@ -436,6 +467,11 @@ def parser() -> argparse.ArgumentParser:
         help="admin: the current drift statistics of the key's tenant become its reference",
     )
     ref.set_defaults(func=cmd_drift_reference)
+    im = sub.add_parser("image", parents=[common], help="save one asset's stored image")
+    im.add_argument("asset_id")
+    im.add_argument("-o", "--output", required=True, help="file to write")
+    im.add_argument("--thumbnail", action="store_true", help="the thumbnail instead of the original")
+    im.set_defaults(func=cmd_image)
     return p
 
 

@@ -90,6 +90,7 @@ def _env_for(name: str, replica: int = 0) -> dict[str, str]:
         defaults[f"{prefix}DATA_DIR"] = str(REPO_ROOT / ".data" / "gateway")
         defaults[f"{prefix}ENCODER_ADDRESS"] = _addresses("encoder")
         defaults[f"{prefix}SEARCH_ADDRESS"] = _addresses("search")
+        defaults[f"{prefix}BLOB_DIR"] = str(REPO_ROOT / ".data" / "blobs")
         if not os.environ.get(f"{prefix}API_KEYS_JSON"):  # demo keyring unless keys are configured
             defaults[f"{prefix}API_KEYS_FILE"] = str(REPO_ROOT / "services" / "gateway" / "demo_keys.json")
     # Settings already in the environment win, except each replica's own ports.

@@ -1,6 +1,7 @@
 """Shared pytest fixtures.
 
 The `stack` fixture: the real local backend stack (Redis, Weaviate, Triton) started by devstack.
+The `object_store` fixture: MinIO (the optional devstack component), up once per test session.
 The `suite_certs` fixture: a suite certificate directory (CA + gateway, search, encoder, operator) for
 services started with mutual TLS (`ServiceProcess(..., tls_dir=suite_certs)`, `Suite(..., tls_dir=...)`).
 """
@@ -22,7 +23,7 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test that uses the real stack is an integration test (`-m "not integration"` skips them)."""
     for item in items:
-        if "stack" in getattr(item, "fixturenames", ()):
+        if {"stack", "object_store"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
 
@@ -46,6 +47,23 @@ def stack() -> Iterator[StackInfo]:
         pytest.skip("IMAGESEARCH_SKIP_STACK is set")
     manager = Stack(_REPO_ROOT)
     info = manager.up()
+    try:
+        yield info
+    finally:
+        manager.down(only=info.started)
+
+
+@pytest.fixture(scope="session")
+def object_store() -> Iterator[StackInfo]:
+    """MinIO, the S3-compatible object store (built from source on first use, ~3 min, then cached).
+
+    Optional in the stack: started here only for the tests that name it, stopped at the end when this
+    session started it. Its `service_env` points a gateway's blob store at it.
+    """
+    if os.environ.get("IMAGESEARCH_SKIP_STACK", "") not in ("", "0"):
+        pytest.skip("IMAGESEARCH_SKIP_STACK is set")
+    manager = Stack(_REPO_ROOT)
+    info = manager.up(only=["minio"])
     try:
         yield info
     finally:

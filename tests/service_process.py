@@ -58,6 +58,8 @@ class ServiceProcess:
             **({f"{self.prefix}TLS_DIR": str(tls_dir)} if tls_dir is not None else {}),
             **(env or {}),
         }
+        if self.name == "gateway":  # its local object store in a directory of its own, not the clone's
+            self.env.setdefault(f"{self.prefix}BLOB_DIR", tempfile.mkdtemp(prefix="gateway-blobs-"))
         self.log_path = Path(tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
 

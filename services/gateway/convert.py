@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -418,6 +418,35 @@ def ingest_ack_pb(a: m.IngestAck) -> gateway_pb2.IngestResponse:
 
 # ----------------------------------------------------------------------------------------------
 # Encoder service
+
+
+_IMAGE_VARIANTS = {
+    gateway_pb2.IMAGE_VARIANT_UNSPECIFIED: m.ImageVariant.ORIGINAL,
+    gateway_pb2.IMAGE_VARIANT_ORIGINAL: m.ImageVariant.ORIGINAL,
+    gateway_pb2.IMAGE_VARIANT_THUMBNAIL: m.ImageVariant.THUMBNAIL,
+}
+
+
+def image_variant(v: int) -> m.ImageVariant:
+    try:
+        return _IMAGE_VARIANTS[v]
+    except KeyError:
+        raise InvalidArgument(
+            f"variant {v} is not an ImageVariant (IMAGE_VARIANT_ORIGINAL or IMAGE_VARIANT_THUMBNAIL)"
+        ) from None
+
+
+def asset_image_pbs(image: m.AssetImage, chunk_bytes: int) -> Iterator[gateway_pb2.GetAssetImageResponse]:
+    """The image as a stream: the first message carries the metadata (and the first chunk)."""
+    data = memoryview(image.data)
+    yield gateway_pb2.GetAssetImageResponse(
+        content_type=image.content_type,
+        total_bytes=len(data),
+        content_sha256=image.content_sha256,
+        chunk=bytes(data[:chunk_bytes]),
+    )
+    for start in range(chunk_bytes, len(data), chunk_bytes):
+        yield gateway_pb2.GetAssetImageResponse(chunk=bytes(data[start : start + chunk_bytes]))
 
 
 def text_request(texts: Sequence[str]) -> encoder_pb2.EncodeTextsRequest:

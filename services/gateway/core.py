@@ -1,4 +1,4 @@
-"""The gateway domain service (what the servicer calls): the search flow, the ingest flow, and the two
+"""The gateway domain service (what the servicer calls): the search flow, the ingest flow, and the
 single-asset calls, over one shared read layer.
 
     Gateway ─┬─ RateLimits  (ratelimit.py: per-tenant and per-caller token buckets, before any work)
@@ -6,6 +6,7 @@ single-asset calls, over one shared read layer.
              ├─ IngestFlow  (ingest_flow.py: batchers, id locks, hash claims, duplicates, upserts)
              ├─ Experiments (experiments.py: the arm that serves each search, by a stable hash)
              ├─ FeedbackFlow (feedback_flow.py: search ids, RecordFeedback, per-arm metrics)
+             ├─ AssetImages (images.py: originals and thumbnails in the object store)
              └─ Reads       (reads.py: query, get by id, visibility check; used by both)
 """
 
@@ -14,14 +15,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+import structlog
+
+from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 from services.gateway.auth import Principal
 from services.gateway.backends.base import Analyzer, EncoderClient, SearchClient
+from services.gateway.backends.blobs import BlobStore
 from services.gateway.backends.feedback import FeedbackStore
 from services.gateway.domain import (
     Asset,
+    AssetImage,
     FeedbackAck,
     FeedbackEvent,
+    ImageVariant,
     IngestAck,
     IngestItem,
     SearchPage,
@@ -30,6 +36,7 @@ from services.gateway.domain import (
 from services.gateway.drift import DriftConfig, DriftMonitor, StreamReport
 from services.gateway.experiments import Assignment, Experiments
 from services.gateway.feedback_flow import FeedbackFlow
+from services.gateway.images import AssetImages
 from services.gateway.ingest_flow import IngestConfig, IngestFlow
 from services.gateway.limits import MAX_ASSET_ID_CHARS
 from services.gateway.paging import PageTokens
@@ -39,6 +46,8 @@ from services.gateway.reads import Reads
 from services.gateway.search_flow import SearchConfig, SearchFlow
 from services.gateway.settings import GatewaySettings
 
+log = structlog.get_logger("gateway")
+
 
 class Gateway:
     def __init__(
@@ -46,6 +55,7 @@ class Gateway:
         encoder: EncoderClient,
         search: SearchClient,
         analyzer: Analyzer,
+        blobs: BlobStore,
         policy: Policy,
         page_tokens: PageTokens,
         settings: GatewaySettings,
@@ -55,6 +65,8 @@ class Gateway:
     ) -> None:
         self.policy = policy
         self.experiments = experiments or Experiments()
+        self.images = AssetImages(blobs, settings.thumbnail_max_side, settings.thumbnail_quality)
+        self.image_chunk_bytes = settings.blob_chunk_bytes
         self.rate_limits = rate_limits
         self._search = search
         self.drift = DriftMonitor(DriftConfig.from_settings(settings))
@@ -73,6 +85,7 @@ class Gateway:
             search,
             self.reads,
             analyzer,
+            self.images,
             policy,
             IngestConfig.from_settings(settings),
             on_model=self.search_flow.vectors.note_model,
@@ -138,16 +151,51 @@ class Gateway:
         stored = await self.reads.visible_asset(principal, action, vis, asset_id)
         return stored.asset, self.policy.reasons(vis, stored.asset)
 
+    async def get_asset_image(self, principal: Principal, asset_id: str, variant: ImageVariant) -> AssetImage:
+        """The asset's original or thumbnail, to whoever may read the asset (GetAsset's rules)."""
+        action = "get_asset_image"
+        self.policy.authorize(principal, action, target=asset_id)
+        _check_asset_id(asset_id)
+        vis = self.policy.visibility(principal, action)
+        stored = await self.reads.visible_asset(principal, action, vis, asset_id)
+        return await self.images.read(principal.tenant, asset_id, stored.asset.content_sha256, variant)
+
     async def delete_asset(self, principal: Principal, asset_id: str) -> None:
+        """Remove the asset from the index, then its images unless another asset of the tenant holds
+        the same bytes."""
         action = "delete_asset"
         self.policy.authorize(principal, action, target=asset_id)
         _check_asset_id(asset_id)
+        tenant = principal.tenant
+        found = await self.reads.get(tenant, [asset_id], include_vectors=False)
+        sha = next((s.asset.content_sha256 for s in found if s.asset.asset_id == asset_id), "")
         try:
-            results = await self._search.delete_assets(principal.tenant, [asset_id])
+            results = await self._search.delete_assets(tenant, [asset_id])
         except NotFound:  # the tenant has no assets
             results = []
         if not any(aid == asset_id and deleted for aid, deleted in results):
-            raise NotFound(f"asset {asset_id!r} not found in tenant {principal.tenant!r}")
+            raise NotFound(f"asset {asset_id!r} not found in tenant {tenant!r}")
+        if sha:
+            await self._forget_unheld_images(tenant, sha, asset_id)
+
+    async def _forget_unheld_images(self, tenant: str, sha: str, deleted_id: str) -> None:
+        """Best effort once the asset is gone: a failure leaves unreferenced images (logged), never a
+        failed delete. No ingest of the same bytes runs meanwhile (it would store them again before
+        the index knew it holds them)."""
+        try:
+            async with self.ingest_flow.holding_content(tenant, sha):
+                try:
+                    holders = await self._search.find_by_content_hash(tenant, [sha])
+                except NotFound:  # the tenant's last asset was this one
+                    holders = {}
+                if any(a != deleted_id for a in holders.get(sha, [])):
+                    return
+                await self.images.forget(tenant, sha)
+        except DomainError as exc:
+            log.warning(
+                "images of a deleted asset were not removed", tenant=tenant, asset_id=deleted_id,
+                detail=exc.message,
+            )  # fmt: skip
 
 
 def _check_asset_id(asset_id: str) -> None:

@@ -308,6 +308,22 @@ class SearchPage:
 # Ingest
 
 
+class ImageVariant(enum.Enum):
+    """Which stored image of an asset (the value is the last part of its object-store key)."""
+
+    ORIGINAL = "original"
+    THUMBNAIL = "thumbnail"
+
+
+@dataclass(frozen=True)
+class AssetImage:
+    """One stored image of an asset, as GetAssetImage returns it."""
+
+    content_type: str
+    content_sha256: str  # of these bytes (the thumbnail's own digest for a thumbnail)
+    data: bytes
+
+
 class IngestOutcome(enum.Enum):
     CREATED = 1
     UPDATED = 2

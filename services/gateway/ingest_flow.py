@@ -2,10 +2,15 @@
 
 Per item, concurrently up to `max_in_flight`: cheap checks (fields, byte cap) -> sha256 -> (same id,
 same bytes, same metadata: UNCHANGED, no write) -> duplicate lookup by content hash
-(FindByContentHash) -> image header check (format, pixel cap) -> decode + safety + OCR (threads)
-alongside encoding (micro-batched EncodeImages) -> upsert (micro-batched UpsertAssets) -> acknowledge
-only after the search service confirmed the write. Nothing looks at the pixels before the duplicate
-lookup has said the bytes are new.
+(FindByContentHash) -> image header check (format, pixel cap) -> decode + safety + OCR and the
+thumbnail (threads) alongside encoding (micro-batched EncodeImages) -> original and thumbnail into the
+object store -> upsert (micro-batched UpsertAssets) -> acknowledge only after the search service
+confirmed the write. Nothing looks at the pixels before the duplicate lookup has said the bytes are new.
+
+The images are stored before the index write, so an indexed asset has them: when the object store
+fails, the item FAILS (UNAVAILABLE, safe to re-send) and nothing is indexed. A re-sent item with the
+same bytes (UNCHANGED or new metadata) stores them when they are missing (an asset indexed before
+originals were kept).
 
 A DUPLICATE names only a holder the caller may see (the visibility rules of GetAsset): a holder hidden
 from the caller (licence not allowed, expired, unsafe) is treated as absent, so the item is stored as
@@ -60,6 +65,7 @@ from services.gateway.domain import (
     Vector,
 )
 from services.gateway.drift import DriftMonitor
+from services.gateway.images import AssetImages
 from services.gateway.limits import MAX_ASSET_ID_CHARS
 from services.gateway.policy import Policy, Visibility
 from services.gateway.reads import Reads
@@ -120,6 +126,7 @@ class IngestFlow:
         search: SearchClient,
         reads: Reads,
         analyzer: Analyzer,
+        images: AssetImages,
         policy: Policy,
         config: IngestConfig,
         on_model: Callable[[ModelRef | None], None],
@@ -128,6 +135,7 @@ class IngestFlow:
     ) -> None:
         self.cfg = config
         self._drift = drift
+        self._images = images
         self._admit = admit  # rate limits: raises (that item fails) when the caller is over its limit
         self._encoder = encoder
         self._search = search
@@ -250,6 +258,7 @@ class IngestFlow:
     ) -> IngestAck:
         """Same id, same bytes: UNCHANGED, or new metadata over the stored vector and analysis."""
         old = existing.asset
+        await self._keep_missing_images(tenant, old.content_sha256, item.image)
         if _same_metadata(old, item):
             return _ack(IngestOutcome.UNCHANGED, old)
         if existing.vector is None:
@@ -292,8 +301,10 @@ class IngestFlow:
             with self._stage("inspect"):
                 inspected = check_image(item.image, self.cfg.max_bytes, self.cfg.max_pixels)
             with self._stage("analyse+encode"):
-                analysis, (encoded, model) = await asyncio.gather(
-                    self._analyse(item.image), self._encodes.submit(item.image)
+                analysis, thumbnail, (encoded, model) = await asyncio.gather(
+                    self._analyse(item.image),
+                    self._images.thumbnail(item.image),
+                    self._encodes.submit(item.image),
                 )
             if encoded.vector is None:
                 raise ItemFailed(
@@ -301,6 +312,8 @@ class IngestFlow:
                 )
             if self._drift is not None:
                 self._drift.observe_image(tenant, model, encoded.vector)
+            with self._stage("keep images"):
+                await self._images.keep(tenant, sha, item.image, thumbnail)
             created = existing.asset.created_at if existing is not None and existing.asset.created_at else now
             asset = _asset(tenant, item, sha, inspected.width, inspected.height, created=created, now=now)
             asset.safety_labels, asset.safety_score, asset.ocr_text = (
@@ -316,6 +329,29 @@ class IngestFlow:
         finally:
             if not fut.done():
                 fut.set_result(stored_as)
+            if self._sha_claims.get(key) is fut:
+                del self._sha_claims[key]
+
+    async def _keep_missing_images(self, tenant: str, sha: str, image: bytes) -> None:
+        """Store the images of indexed bytes when the object store lacks them."""
+        if await self._images.kept(tenant, sha):
+            return
+        check_image(image, self.cfg.max_bytes, self.cfg.max_pixels)
+        await self._images.keep(tenant, sha, image, await self._images.thumbnail(image))
+
+    @contextlib.asynccontextmanager
+    async def holding_content(self, tenant: str, sha: str) -> AsyncIterator[None]:
+        """While inside, no item of this tenant with these bytes is between its duplicate check and its
+        index write (the delete flow decides whether the content's images may go)."""
+        key = (tenant, sha)
+        while (claim := self._sha_claims.get(key)) is not None:
+            await asyncio.shield(claim)
+        fut: asyncio.Future[Asset | None] = asyncio.get_running_loop().create_future()
+        self._sha_claims[key] = fut
+        try:
+            yield
+        finally:
+            fut.set_result(None)
             if self._sha_claims.get(key) is fut:
                 del self._sha_claims[key]
 

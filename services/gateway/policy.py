@@ -29,6 +29,7 @@ ACTION_ROLES = {
     "search": "search",
     "search_similar": "search",
     "get_asset": "search",
+    "get_asset_image": "search",
     "ingest": "ingest",
     "delete_asset": "delete",
     "take_drift_reference": "admin",

@@ -15,6 +15,7 @@ from services.common.server import App, Probe
 from services.gateway import convert, paging
 from services.gateway.auth import Authenticator, JwksKeys, Keyring, Principal, TokenVerifier
 from services.gateway.backends import make_backends
+from services.gateway.backends.blobs import make_blob_store
 from services.gateway.backends.errors import BackendError
 from services.gateway.backends.feedback import make_feedback_store
 from services.gateway.core import Gateway
@@ -148,6 +149,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         asset, _reasons = await self._gw.get_asset(principal, request.asset_id)
         return gateway_pb2.GetAssetResponse(asset=convert.asset_pb(asset))
 
+    async def GetAssetImage(
+        self, request: gateway_pb2.GetAssetImageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.GetAssetImageResponse]:
+        principal = await self._principal(context, "get_asset_image")
+        variant = convert.image_variant(request.variant)
+        try:
+            image = await self._gw.get_asset_image(principal, request.asset_id, variant)
+        except BackendError as exc:
+            raise _caller_error(exc) from None
+        for message in convert.asset_image_pbs(image, self._gw.image_chunk_bytes):
+            yield message
+
     @_backend_errors_for_callers
     async def DeleteAsset(
         self, request: gateway_pb2.DeleteAssetRequest, context: grpc.aio.ServicerContext
@@ -202,6 +215,7 @@ async def build(settings: GatewaySettings) -> App:
         )
     backends = make_backends(settings)
     await backends.analyzer.warm_up_async()
+    blobs = make_blob_store(settings)
     audit = AuditLog()
     policy = Policy(audit, settings.license_time_granularity_s)
     secret = settings.page_token_secret.get_secret_value().encode() if settings.page_token_secret else None
@@ -220,6 +234,7 @@ async def build(settings: GatewaySettings) -> App:
         backends.encoder,
         backends.search,
         backends.analyzer,
+        blobs,
         policy,
         paging.PageTokens(secret),
         settings,
@@ -236,6 +251,8 @@ async def build(settings: GatewaySettings) -> App:
     probes = [
         Probe("search", backends.search.ready, required=True),
         Probe("encoder", backends.encoder.ready, required=False),
+        # Without the object store ingest fails item by item; searches and reads of metadata still work.
+        Probe("blobs", blobs.ready, required=False),
     ]
     if limiter.name == "redis":
         # Optional: while Redis is down the limiter fails open and the gateway stays SERVING.
@@ -246,6 +263,7 @@ async def build(settings: GatewaySettings) -> App:
 
     async def stop() -> None:
         await backends.close()
+        await blobs.close()
         await limiter.close()
         await feedback_store.close()
 

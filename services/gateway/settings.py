@@ -1,8 +1,9 @@
 """Gateway settings (env prefix IMAGESEARCH_GATEWAY_), one section per part of the gateway.
 
 Each section is a model of its own (`BackendSettings`, `PolicySettings`, `SearchFlowSettings`,
-`IngestSettings`, `AnalysisSettings`) and the only place its defaults are written; each flow builds its
-frozen config object from its section (`SearchConfig.from_settings`, `IngestConfig.from_settings`).
+`IngestSettings`, `AnalysisSettings`, `BlobSettings`) and the only place its defaults are written; each
+flow builds its frozen config object from its section (`SearchConfig.from_settings`,
+`IngestConfig.from_settings`).
 `GatewaySettings` composes the sections by inheritance rather than as nested fields, so every field
 keeps its flat environment name (`IMAGESEARCH_GATEWAY_RERANK_TEXT_WEIGHT`, ...): deployments, the
 README reference (`services/common/config_docs.py`) and the compose check (`tests/common/test_deploy.py`)
@@ -198,6 +199,43 @@ class AnalysisSettings(BaseModel):
     )
 
 
+class BlobSettings(BaseModel):
+    """Where originals and thumbnails are kept (content-addressed per tenant), and how thumbnails look."""
+
+    blob_backend: Literal["local", "s3"] = Field(
+        "local",
+        description="Object store for originals and thumbnails: local (a directory, blob_dir) or s3 (an "
+        "S3-compatible store such as MinIO).",
+    )
+    blob_dir: Path = Field(Path(".data/blobs"), description="Local object store: its directory.")
+    blob_s3_endpoint: str = Field("127.0.0.1:9000", description="S3 object store: host:port (no scheme).")
+    blob_s3_bucket: str = Field("imagesearch-blobs", description="S3 object store: the bucket.")
+    blob_s3_access_key: str = Field("", description="S3 object store: access key id.")
+    blob_s3_secret_key: SecretStr = Field(SecretStr(""), description="S3 object store: secret access key.")
+    blob_s3_region: str | None = Field(None, description="S3 object store: region (unset: the server's).")
+    blob_s3_secure: bool = Field(True, description="S3 object store: use HTTPS.")
+    blob_s3_ca_file: Path | None = Field(
+        None,
+        description="S3 object store: CA bundle that verifies its HTTPS certificate (unset: system CAs).",
+    )
+    blob_s3_create_bucket: bool = Field(
+        True, description="S3 object store: create the bucket on first use when it does not exist."
+    )
+    blob_s3_timeout_s: float = Field(
+        10.0, gt=0, description="S3 object store: read timeout of one request (connect: at most 2 s)."
+    )
+    blob_chunk_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="GetAssetImage: bytes per streamed message (the contract allows at most 1 MiB).",
+    )
+    thumbnail_max_side: int = Field(
+        256, ge=16, le=2048, description="Longest side of the stored thumbnail, in pixels (JPEG)."
+    )
+    thumbnail_quality: int = Field(85, ge=1, le=95, description="JPEG quality of the stored thumbnail.")
+
+
 class RateLimitSettings(BaseModel):
     """Rate limits: token buckets per tenant and per caller (API key subject or token `sub`), one pair for
     searches and one for ingest items. A rate of 0 means unlimited (the default)."""
@@ -337,6 +375,7 @@ class GatewaySettings(
     DriftSettings,
     FeedbackSettings,
     RateLimitSettings,
+    BlobSettings,
     AnalysisSettings,
     IngestSettings,
     SearchFlowSettings,

@@ -23,6 +23,7 @@ def test_compose_declares_every_component_with_a_health_check() -> None:
         "triton",
         "weaviate",
         "redis",
+        "minio",
         "encoder",
         "search",
         "gateway",

@@ -30,3 +30,7 @@ def test_triton_image_is_the_release_inside_the_pinned_pytriton_wheel() -> None:
 
 def test_redis_image_is_pinned() -> None:
     assert _image("redis") == versions.REDIS_IMAGE
+
+
+def test_minio_image_is_pinned() -> None:
+    assert _image("minio") == versions.MINIO_IMAGE

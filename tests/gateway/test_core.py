@@ -6,7 +6,9 @@ import asyncio
 import datetime as dt
 import hashlib
 import re
+import tempfile
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -23,6 +25,7 @@ from services.common.errors import (
 )
 from services.gateway import convert
 from services.gateway.auth import Authenticator, Keyring, Principal
+from services.gateway.backends.blobs.local import LocalBlobStore
 from services.gateway.backends.calls import backend_error
 from services.gateway.backends.errors import BackendError
 from services.gateway.core import Gateway
@@ -77,6 +80,8 @@ ALICE, URSULA, READER, GUS = who("a"), who("u"), who("r"), who("g")
 
 class World:
     def __init__(self, leaky: bool = False, **settings: object) -> None:
+        # The object store is the real local-directory adapter, in a directory of its own.
+        blob_dir = Path(tempfile.mkdtemp(prefix="gateway-core-blobs-"))
         self.encoder = FakeEncoder()
         self.search = FakeSearch(leaky=leaky)
         self.analyzer = FakeAnalyzer()
@@ -87,10 +92,12 @@ class World:
             rerank_duplicate_threshold=0.99,
             **settings,  # type: ignore[arg-type]
         )
+        self.blobs = LocalBlobStore(blob_dir)
         self.gw = Gateway(
             self.encoder,
             self.search,
             self.analyzer,
+            self.blobs,
             Policy(AuditLog(self.audit.append)),
             PageTokens(),
             config,
