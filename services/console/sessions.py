@@ -1,0 +1,71 @@
+"""Server-side login sessions: the cookie carries only a signed random session id; the caller's API key,
+the CSRF token and recent query images stay in this process's memory (never in the browser, a URL or a
+log line)."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass, field
+
+from cachetools import TTLCache
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+
+COOKIE_NAME = "imagesearch_console"
+# Query images a session keeps for paging through image searches (oldest go first).
+_QUERY_IMAGES_PER_SESSION = 4
+
+
+@dataclass
+class Session:
+    csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    api_key: str = ""
+    query_images: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def signed_in(self) -> bool:
+        return bool(self.api_key)
+
+    def csrf_ok(self, token: str) -> bool:
+        return hmac.compare_digest(self.csrf_token.encode(), token.encode())
+
+    def keep_query_image(self, data: bytes) -> str:
+        """Stores a query image for later pages of its search; returns its reference."""
+        ref = secrets.token_urlsafe(12)
+        self.query_images[ref] = data
+        while len(self.query_images) > _QUERY_IMAGES_PER_SESSION:
+            self.query_images.pop(next(iter(self.query_images)))
+        return ref
+
+
+class SessionStore:
+    def __init__(self, secret: bytes, ttl_s: int, max_sessions: int) -> None:
+        self._signer = TimestampSigner(secret, salt="imagesearch-console-session")
+        self._ttl_s = ttl_s
+        self._sessions: TTLCache[str, Session] = TTLCache(maxsize=max_sessions, ttl=ttl_s)
+
+    def load(self, cookie: str | None) -> tuple[str, Session] | None:
+        """The session a cookie names, or None when it is absent, forged, expired or forgotten."""
+        if not cookie:
+            return None
+        try:
+            session_id = self._signer.unsign(cookie, max_age=self._ttl_s).decode()
+        except (BadSignature, SignatureExpired):
+            return None
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        self._sessions[session_id] = session  # refresh the idle timer
+        return session_id, session
+
+    def create(self) -> tuple[str, Session]:
+        session_id = secrets.token_urlsafe(32)
+        session = Session()
+        self._sessions[session_id] = session
+        return session_id, session
+
+    def drop(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
+    def cookie_value(self, session_id: str) -> str:
+        return self._signer.sign(session_id).decode()
