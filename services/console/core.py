@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 from collections.abc import AsyncIterator, Iterable
 
 from services.console.domain import (
@@ -17,8 +18,11 @@ from services.console.domain import (
 )
 from services.console.gateway_client import BACKENDS, GatewayClient
 
-# The status page's probe search: a one-result text search shows degraded reasons and the served model.
-_PROBE_QUERY = SearchQuery(text="status probe", page_size=1)
+
+def _probe_query() -> SearchQuery:
+    """The status page's probe: a one-result text search shows degraded reasons and the served model. Its
+    text is new each time: the gateway's caches of query vectors and pages cannot answer for the encoder."""
+    return SearchQuery(text=f"status probe {secrets.token_hex(4)}", page_size=1)
 
 
 def click_event_id(session_id: str, click_search_id: str, asset_id: str, rank: int) -> str:
@@ -49,7 +53,7 @@ class Console:
         gateway = BackendHealth("gateway", states[0])
         backends = tuple(BackendHealth(name, state) for name, state in zip(BACKENDS, states[1:], strict=True))
         try:
-            probe = await self.gateway.search(api_key, _PROBE_QUERY)
+            probe = await self.gateway.search(api_key, _probe_query())
         except ConsoleError as exc:
             return StatusView(gateway, backends, probe_error=f"{exc.status}: {exc.message}")
         return StatusView(gateway, backends, degraded_reasons=probe.degraded_reasons, model=probe.model)
