@@ -27,7 +27,7 @@ from services.console import forms
 from services.console.core import Console, click_event_id
 from services.console.domain import Click, ConsoleError, IngestItemOutcome, InvalidInput, ResultsPage, Upload
 from services.console.gateway_client import REQUEST_GATEWAY_TIME, GatewayClient, GatewayTime
-from services.console.security import SecurityHeaders, upload_problem
+from services.console.security import SecurityHeaders, sniff_image_type, upload_problem
 from services.console.sessions import COOKIE_NAME, Session, SessionStore
 from services.console.settings import ConsoleSettings
 
@@ -248,7 +248,8 @@ async def search_post(request: Request, session_id: str, session: Session) -> Re
     fields = _text_fields(form)
     fields.pop("csrf", None)
     upload = form.get("image")
-    image_ref = ""
+    kept = fields.pop("img", "")  # the image of the search being refined, unless unticked
+    image_ref = kept if kept in session.query_images else ""
     if isinstance(upload, UploadFile) and upload.filename:
         data = await upload.read()
         problem = upload_problem(upload.filename, upload.content_type or "", data, settings.max_upload_bytes)
@@ -344,6 +345,16 @@ async def _image(request: Request, thumbnail: bool) -> Response:
     return Response(
         image.data, media_type=image.content_type, headers={"cache-control": "private, max-age=300"}
     )
+
+
+async def query_image(request: Request) -> Response:
+    """The image a session searched with (shown beside the form while refining that search)."""
+    loaded = _session(request)
+    data = loaded[1].query_images.get(request.path_params["ref"]) if loaded else None
+    if data is None:
+        return Response(status_code=404)
+    content_type = sniff_image_type(data) or "application/octet-stream"
+    return Response(data, media_type=content_type, headers={"cache-control": "private, no-store"})
 
 
 async def thumbnail(request: Request) -> Response:
@@ -514,6 +525,7 @@ def create_app(settings: ConsoleSettings | None = None) -> Starlette:
             Route("/similar/{asset_id:path}", similar_page),
             Route("/asset/{asset_id:path}", asset_page),
             Route("/thumb/{asset_id:path}", thumbnail),
+            Route("/query-image/{ref}", query_image),
             Route("/original/{asset_id:path}", original),
             Route("/ingest", ingest_page, methods=["GET"]),
             Route("/ingest", ingest_post, methods=["POST"]),

@@ -29,9 +29,11 @@ def test_search_by_text_shows_a_grid_with_scores_and_reasons(world: ConsoleWorld
     assert target.caption in captions[:3], captions
     first = results.first
     assert first.locator("img").get_attribute("alt") == captions[0]  # alt text from the caption
-    # Thumbnails always render: the stored one, or the placeholder while the gateway has none.
-    assert page.evaluate(
-        "() => [...document.querySelectorAll('.thumb img')].every(i => i.complete && i.naturalWidth > 0)"
+    # Thumbnails always render: the stored one, or the placeholder while the gateway has none. (They
+    # load lazily: the first row is in view.)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.thumb img')].slice(0, 3)"
+        ".every(i => i.complete && i.naturalWidth > 0)"
     )
     first.get_by_text("Why this result").click()
     assert first.locator("ul.policy li").count() >= 1
@@ -55,6 +57,63 @@ def test_search_by_uploaded_image_finds_that_image_first(
     first.get_by_text("Why this result").click()
     assert re.search(r"image cosine\s*1\.000", first.locator("dl.all").inner_text()), first.inner_text()
     screenshot(page, "search-by-image")
+
+
+def test_a_dropped_image_searches_and_stays_while_the_search_is_refined(
+    world: ConsoleWorld, page: Any
+) -> None:
+    target = world.sample[4]
+    sign_in(page, world.url)
+    transfer = page.evaluate_handle(
+        """([bytes, name]) => {
+            const t = new DataTransfer();
+            t.items.add(new File([new Uint8Array(bytes)], name, { type: "image/png" }));
+            return t;
+        }""",
+        [list(png((200, 30, 30))), "dropped.png"],
+    )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+    assert page.locator("#image-preview").is_visible()
+    page.get_by_role("button", name="Search", exact=True).click()
+    assert page.locator("li.result").count() >= 1
+    keep = page.get_by_label("Keep searching with the image you gave")
+    assert keep.is_checked()
+    # Refining (adding text) keeps the image: the query uses both, and the image is still offered.
+    page.get_by_label("Text", exact=True).fill(target.caption)
+    page.get_by_role("button", name="Search", exact=True).click()
+    assert "img=" in page.url
+    first = page.locator("li.result").first
+    first.get_by_text("Why this result").click()
+    scores = first.locator("dl.all").inner_text()
+    assert not re.search(r"image cosine\s*0\.000", scores), scores  # the image took part
+    assert page.get_by_label("Keep searching with the image you gave").is_checked()
+
+
+def test_results_page_forward(world: ConsoleWorld, page: Any) -> None:
+    sign_in(page, world.url)
+    page.goto(f"{world.url}/search?text=face&n=5")
+    first_page = page.locator("li.result .caption").all_inner_texts()
+    assert len(first_page) == 5
+    page.get_by_role("link", name="Next page").click()
+    assert "page=" in page.url
+    second_page = page.locator("li.result").count()
+    assert 1 <= second_page <= 5
+
+
+def test_ingest_works_without_javascript(world: ConsoleWorld, browser: Any, tmp_path: Any) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        path = tmp_path / "console-nojs-square.png"
+        path.write_bytes(png((40, 160, 40)))
+        sign_in(page, world.url)
+        page.goto(f"{world.url}/ingest")
+        page.get_by_label("Images").set_input_files(str(path))
+        page.get_by_role("button", name="Ingest").click()
+        assert page.locator("#ingest-progress").inner_text() == "1 of 1 stored"
+        assert page.locator("#outcome-rows td:nth-child(2)").all_inner_texts() == ["created"]
+    finally:
+        context.close()
 
 
 def test_an_asset_page_shows_metadata_safety_and_more_like_this(world: ConsoleWorld, page: Any) -> None:
