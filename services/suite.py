@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import certs
 from services.common.tls import CertFiles, client_credentials
+from services.console.settings import ConsoleSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = os.environ.get("IMAGESEARCH_SUITE_HOST", "127.0.0.1")
@@ -63,8 +64,8 @@ def _env_for(name: str) -> dict[str, str]:
 
 
 def _console_env(gateway_address: str) -> dict[str, str]:
+    """The console listens where its own settings say (IMAGESEARCH_CONSOLE_LISTEN_ADDRESS)."""
     defaults = {
-        "IMAGESEARCH_CONSOLE_LISTEN_ADDRESS": f"{HOST}:8080",
         "IMAGESEARCH_CONSOLE_GATEWAY_ADDRESS": gateway_address,
         "IMAGESEARCH_CONSOLE_LOG_FORMAT": "console",
     }
@@ -142,7 +143,7 @@ def main() -> int:
             print(f"suite: {name} ready on {HOST}:{_port(name, env)}", flush=True)
         gateway = f"{HOST}:{_port('gateway', _env_for('gateway'))}"
         console_env = _console_env(gateway)
-        console_url = f"http://{console_env['IMAGESEARCH_CONSOLE_LISTEN_ADDRESS']}"
+        console_url = f"http://{ConsoleSettings().listen_address}"
         procs["console"] = subprocess.Popen(
             [sys.executable, "-m", "services.console"], cwd=REPO_ROOT, env=console_env
         )
