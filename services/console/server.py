@@ -129,6 +129,29 @@ def _check_csrf(form: FormData, request: Request, session: Session) -> None:
         )
 
 
+# The HTTP status a page answers with when the gateway refuses or fails a call.
+_HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "OUT_OF_RANGE": 400,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 429,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+
+
+def _shown(exc: InvalidInput | ConsoleError) -> tuple[int, str]:
+    """(HTTP status, message for the page) of a refused form or a gateway refusal. A refused key is not
+    shown here: it propagates, and `_signed_in` ends the session."""
+    if isinstance(exc, InvalidInput):
+        return 400, str(exc)
+    if exc.status == "UNAUTHENTICATED":
+        raise exc
+    return _HTTP_STATUS.get(exc.status, 502), exc.message
+
+
 def _text_fields(form: FormData) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
@@ -164,8 +187,11 @@ async def login(request: Request) -> Response:
     try:
         await console.gateway.check_key(api_key)
     except ConsoleError as exc:
-        message = "The gateway refused this key." if exc.status == "UNAUTHENTICATED" else exc.message
-        return _render(request, "login.html", session, status_code=401, message=message)
+        if exc.status == "UNAUTHENTICATED":
+            status_code, message = 401, "The gateway refused this key."
+        else:
+            status_code, message = _shown(exc)
+        return _render(request, "login.html", session, status_code=status_code, message=message)
     # A fresh session id at sign-in: an id planted before it (session fixation) signs nobody in.
     request.app.state.sessions.drop(session_id)
     new_id, new_session = request.app.state.sessions.create()
@@ -218,11 +244,15 @@ async def search_page(request: Request, session_id: str, session: Session) -> Re
         query = forms.search_query(fields, image, settings.default_page_size, fields.get("page", ""))
         results = await console.gateway.search(session.api_key, query)
     except (InvalidInput, ConsoleError) as exc:
-        message = exc.message if isinstance(exc, ConsoleError) else str(exc)
-        if isinstance(exc, ConsoleError) and exc.status == "UNAUTHENTICATED":
-            raise
+        status_code, message = _shown(exc)
         return _render(
-            request, "search.html", session, status_code=400, form=fields, settings=settings, error=message
+            request,
+            "search.html",
+            session,
+            status_code=status_code,
+            form=fields,
+            settings=settings,
+            error=message,
         )
     params = forms.search_params(fields, image_ref)
     return _render(
@@ -287,11 +317,15 @@ async def similar_page(request: Request, session_id: str, session: Session) -> R
         query = forms.search_query(fields, None, settings.default_page_size, fields.get("page", ""))
         results = await console.gateway.similar(session.api_key, asset_id, query)
     except (InvalidInput, ConsoleError) as exc:
-        if isinstance(exc, ConsoleError) and exc.status == "UNAUTHENTICATED":
-            raise
-        message = exc.message if isinstance(exc, ConsoleError) else str(exc)
+        status_code, message = _shown(exc)
         return _render(
-            request, "search.html", session, status_code=400, form={}, settings=settings, error=message
+            request,
+            "search.html",
+            session,
+            status_code=status_code,
+            form={},
+            settings=settings,
+            error=message,
         )
     params = forms.search_params(fields)
     return _render(
@@ -317,10 +351,8 @@ async def asset_page(request: Request, session_id: str, session: Session) -> Res
     try:
         asset = await console.gateway.get_asset(session.api_key, asset_id)
     except ConsoleError as exc:
-        if exc.status == "UNAUTHENTICATED":
-            raise
-        status = 404 if exc.status == "NOT_FOUND" else 400
-        return _render(request, "error.html", session, status_code=status, error=exc.message, title="Asset")
+        status_code, message = _shown(exc)
+        return _render(request, "error.html", session, status_code=status_code, error=message, title="Asset")
     search_id, rank = request.query_params.get("s", ""), request.query_params.get("r", "")
     if search_id and rank.isdigit():
         event_id = click_event_id(session_id, search_id, asset_id, int(rank))
@@ -448,14 +480,12 @@ async def healthz(request: Request) -> Response:
 
 async def _refused(request: Request, exc: Exception) -> Response:
     """Bad input, a failed CSRF check or a gateway refusal, shown as a page (or JSON to the script)."""
-    status_code, message = 400, str(exc)
-    if isinstance(exc, PermissionError):
-        status_code = 403
-    elif isinstance(exc, ConsoleError):
-        status_code, message = (
-            (503 if exc.status in {"UNAVAILABLE", "DEADLINE_EXCEEDED"} else 400),
-            exc.message,
-        )
+    if isinstance(exc, ConsoleError) and exc.status == "UNAUTHENTICATED":
+        return _to_login(request, "The gateway no longer accepts this key; sign in again.")
+    if isinstance(exc, InvalidInput | ConsoleError):
+        status_code, message = _shown(exc)
+    else:  # PermissionError: a failed CSRF check
+        status_code, message = 403, str(exc)
     if _wants_json(request):
         return JSONResponse({"error": message}, status_code=status_code)
     loaded = _session(request)

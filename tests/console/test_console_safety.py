@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from services.console.security import CONTENT_SECURITY_POLICY
-from tests.console.conftest import ALICE, ConsoleWorld, png, sign_in
+from tests.console.conftest import ALICE, ConsoleWorld, png, sign_in, start_console
+from tests.service_process import free_port
 
 
 def _csrf(page: Any) -> str:
@@ -105,3 +106,27 @@ def test_the_key_never_reaches_the_console_log(world: ConsoleWorld, page: Any) -
     log = world.log.read_text()
     assert ALICE not in log
     assert json.dumps(ALICE) not in log
+
+
+def test_an_unknown_asset_is_a_404_page_that_says_so(world: ConsoleWorld, page: Any) -> None:
+    sign_in(page, world.url)
+    reply = page.goto(f"{world.url}/asset/no-such-asset")
+    assert reply is not None and reply.status == 404
+    assert "no-such-asset" in page.locator("p.error").inner_text()
+
+
+def test_an_unreachable_gateway_is_named_without_its_address(page: Any, tmp_path: Any) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    proc, url = start_console(dead, tmp_path / "console.log")
+    try:
+        page.goto(f"{url}/login")
+        page.get_by_label("API key").fill(ALICE)
+        with page.expect_response(f"{url}/login") as posted:
+            page.get_by_role("button", name="Sign in").click()
+        assert posted.value.status == 503
+        message = page.locator("#login-error").inner_text()
+        assert message == "the gateway is unreachable; is the suite running?"
+        assert dead not in page.content()
+    finally:
+        proc.terminate()
+        proc.wait(20)
