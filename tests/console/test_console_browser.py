@@ -100,6 +100,23 @@ def test_results_page_forward(world: ConsoleWorld, page: Any) -> None:
     assert 1 <= second_page <= 5
 
 
+def test_ingest_a_folder_keeps_each_path_as_the_asset_id(
+    world: ConsoleWorld, page: Any, tmp_path: Any
+) -> None:
+    folder = tmp_path / "album"
+    (folder / "beach").mkdir(parents=True)
+    (folder / "beach" / "console-sand.png").write_bytes(png((220, 200, 150)))
+    (folder / "console-sea.png").write_bytes(png((20, 60, 200)))
+    (folder / "notes.txt").write_text("not an image: skipped")
+    sign_in(page, world.url)
+    page.goto(f"{world.url}/ingest")
+    page.get_by_label("or a folder").set_input_files(str(folder))
+    page.get_by_role("button", name="Ingest").click()
+    page.locator("#ingest-progress").filter(has_text="2 of 2 stored").wait_for()
+    ids = page.locator("#outcome-rows td:first-child").all_inner_texts()
+    assert sorted(ids) == ["album/beach/console-sand.png", "album/console-sea.png"], ids
+
+
 def test_ingest_works_without_javascript(world: ConsoleWorld, browser: Any, tmp_path: Any) -> None:
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
@@ -155,6 +172,31 @@ def test_ingest_two_files_and_see_them_appear(world: ConsoleWorld, page: Any, tm
     page.get_by_role("button", name="Search", exact=True).click()
     captions = page.locator("li.result .caption").all_inner_texts()
     assert {"console teal disc", "console plum disc"} <= set(captions[:5]), captions
+
+
+def test_results_are_reachable_by_keyboard(world: ConsoleWorld, page: Any) -> None:
+    sign_in(page, world.url)
+    page.goto(f"{world.url}/search?text=face&n=5")
+    first_link = page.locator("li.result a.thumb").first
+    for _ in range(40):  # Tab through the page until the first result has focus
+        page.keyboard.press("Tab")
+        if first_link.evaluate("el => el === document.activeElement"):
+            break
+    else:
+        raise AssertionError("the first result never received keyboard focus")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/asset/"))
+    assert page.locator("h1").inner_text()
+
+
+def test_opening_a_result_survives_a_gateway_without_feedback(world: ConsoleWorld, page: Any) -> None:
+    """Clicks go to RecordFeedback; a gateway that does not implement it yet loses the click, not the page."""
+    sign_in(page, world.url)
+    asset_id = world.sample[0].asset_id
+    reply = page.goto(f"{world.url}/asset/{asset_id}?s=search-123&r=2")
+    assert reply is not None and reply.status == 200
+    page.reload()  # the same click again: one event id, still fine
+    assert page.locator("h1").inner_text() == world.sample[0].caption
 
 
 def test_status_page_shows_each_backend_and_the_model(world: ConsoleWorld, page: Any) -> None:

@@ -23,21 +23,27 @@ function acceptImages(zone, input, preview) {
   }
 }
 
+const IMAGE_NAME = /\.(jpe?g|png|webp|gif|bmp|tiff?)$/i;
+const isImage = (f) => f.type.startsWith("image/") || IMAGE_NAME.test(f.name);
+const nameOf = (f) => f.webkitRelativePath || f.name;
+
 // Ingest one file per request and show each item's progress and outcome as it arrives.
 function enhanceIngest(form) {
   const input = form.querySelector("#files");
+  const folder = form.querySelector("#folder");
   const rows = document.getElementById("outcome-rows");
   const section = document.getElementById("outcomes");
   const progress = document.getElementById("ingest-progress");
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    const files = Array.from(input.files);
+    // A folder's files keep their path inside it (webkitRelativePath): that path is the asset id.
+    const files = [...Array.from(input.files), ...Array.from(folder.files).filter(isImage)];
     if (!files.length) return;
     section.hidden = false;
     rows.textContent = "";
     const cells = files.map((f) => {
       const tr = rows.insertRow();
-      tr.insertCell().textContent = f.name;
+      tr.insertCell().textContent = nameOf(f);
       const state = tr.insertCell(); state.textContent = "queued";
       const details = tr.insertCell();
       return { tr, state, details };
@@ -46,9 +52,9 @@ function enhanceIngest(form) {
     for (let i = 0; i < files.length; i++) {
       const data = new FormData();
       ["csrf", "license", "tags", "caption"].forEach((n) => data.append(n, form.elements[n].value));
-      data.append("files", files[i]);
+      data.append("files", files[i], nameOf(files[i]));
       cells[i].state.textContent = "uploading";
-      progress.textContent = `${i} of ${files.length} done, uploading ${files[i].name}`;
+      progress.textContent = `${i} of ${files.length} done, uploading ${nameOf(files[i])}`;
       try {
         const reply = await fetch("/ingest", { method: "POST", body: data, headers: { Accept: "application/json" }, credentials: "same-origin" });
         const body = await reply.json();
