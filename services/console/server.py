@@ -192,10 +192,7 @@ async def login(request: Request) -> Response:
         else:
             status_code, message = _shown(exc)
         return _render(request, "login.html", session, status_code=status_code, message=message)
-    # A fresh session id at sign-in: an id planted before it (session fixation) signs nobody in.
-    request.app.state.sessions.drop(session_id)
-    new_id, new_session = request.app.state.sessions.create()
-    new_session.api_key = api_key
+    new_id = request.app.state.sessions.sign_in(session_id, api_key)
     response = RedirectResponse("/search", status_code=303)
     _set_cookie(request, response, new_id)
     return response

@@ -12,8 +12,11 @@ from cachetools import TTLCache
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 
 COOKIE_NAME = "imagesearch_console"
-# Query images a session keeps for paging through image searches (oldest go first).
-_QUERY_IMAGES_PER_SESSION = 4
+# Query images a session keeps for paging through and refining image searches (oldest go first); each is
+# at most the upload cap, so this bounds a session's memory.
+_QUERY_IMAGES_PER_SESSION = 2
+# How long a sign-in form stays valid.
+_ANONYMOUS_TTL_S = 15 * 60
 
 
 @dataclass
@@ -39,10 +42,14 @@ class Session:
 
 
 class SessionStore:
+    """Signed-in sessions and the anonymous ones a sign-in form needs (for its CSRF token) live apart: a
+    flood of sign-in page views evicts only other anonymous sessions, never a signed-in one."""
+
     def __init__(self, secret: bytes, ttl_s: int, max_sessions: int) -> None:
         self._signer = TimestampSigner(secret, salt="imagesearch-console-session")
         self._ttl_s = ttl_s
-        self._sessions: TTLCache[str, Session] = TTLCache(maxsize=max_sessions, ttl=ttl_s)
+        self._signed_in: TTLCache[str, Session] = TTLCache(maxsize=max_sessions, ttl=ttl_s)
+        self._anonymous: TTLCache[str, Session] = TTLCache(maxsize=max_sessions, ttl=_ANONYMOUS_TTL_S)
 
     def load(self, cookie: str | None) -> tuple[str, Session] | None:
         """The session a cookie names, or None when it is absent, forged, expired or forgotten."""
@@ -52,20 +59,31 @@ class SessionStore:
             session_id = self._signer.unsign(cookie, max_age=self._ttl_s).decode()
         except (BadSignature, SignatureExpired):
             return None
-        session = self._sessions.get(session_id)
-        if session is None:
-            return None
-        self._sessions[session_id] = session  # refresh the idle timer
-        return session_id, session
+        for sessions in (self._signed_in, self._anonymous):
+            session = sessions.get(session_id)
+            if session is not None:
+                sessions[session_id] = session  # refresh the idle timer
+                return session_id, session
+        return None
 
     def create(self) -> tuple[str, Session]:
+        """An anonymous session: a CSRF token for the sign-in form, nothing else."""
         session_id = secrets.token_urlsafe(32)
         session = Session()
-        self._sessions[session_id] = session
+        self._anonymous[session_id] = session
         return session_id, session
 
+    def sign_in(self, anonymous_id: str, api_key: str) -> str:
+        """Ends the anonymous session and starts a signed-in one under a fresh id: an id planted before
+        sign-in (session fixation) signs nobody in."""
+        self.drop(anonymous_id)
+        session_id = secrets.token_urlsafe(32)
+        self._signed_in[session_id] = Session(api_key=api_key)
+        return session_id
+
     def drop(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
+        self._signed_in.pop(session_id, None)
+        self._anonymous.pop(session_id, None)
 
     def cookie_value(self, session_id: str) -> str:
         return self._signer.sign(session_id).decode()
