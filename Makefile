@@ -70,7 +70,9 @@ test: setup ## Set up everything (venv, tools, the real stack) and run all tests
 	$(VPY) -m devstack prepare --only minio  # the optional object store the object_store tests start (cached)
 	$(VPY) -m tools.models.fetch_data  # open image data for retrieval tests (cached; ~2.5 min cold)
 	scripts/install_tools.sh ghz  # the load generator tests/clients/test_ghz_suite.py drives (cached; needs go)
-	IMAGESEARCH_REQUIRE_CLIENTS=$(IMAGESEARCH_REQUIRE_CLIENTS) $(VPY) -m pytest $(PYTEST_ARGS)
+	scripts/install_chromium.sh  # Debian's headless Chromium for the console's browser tests (tests/console/)
+	IMAGESEARCH_REQUIRE_CLIENTS=$(IMAGESEARCH_REQUIRE_CLIENTS) IMAGESEARCH_REQUIRE_BROWSER=$(IMAGESEARCH_REQUIRE_BROWSER) \
+	  $(VPY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: docs
 docs: $(VPY) ## Regenerate the README configuration reference from the settings classes
@@ -108,7 +110,11 @@ helm-check: $(VPY) ## Helm chart: helm lint, helm template (default + GPU values
 
 .PHONY: ci
 ci: lint protos-check contract-check helm-check monitoring-check clients ## What CI runs: lint, staleness, contract guard, chart and monitoring checks, clients, all tests
-	$(MAKE) test IMAGESEARCH_REQUIRE_CLIENTS=1
+	$(MAKE) test IMAGESEARCH_REQUIRE_CLIENTS=1 IMAGESEARCH_REQUIRE_BROWSER=1
+
+.PHONY: bench-console
+bench-console: $(VPY) models ## Console server time of a 50-result search page, with the gateway's own latency beside it (docs/CONSOLE.md)
+	$(VPY) -m bench.console
 
 .PHONY: chaos
 chaos: $(VPY) models ## Fault injection on the real stack: kill -9 of each component mid-ingest, 5 runs each (docs/CHAOS.md)

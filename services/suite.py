@@ -2,9 +2,10 @@
 
 Runs the encoder (ONNX Runtime in-process), the search service (embedded index, in-process cache)
 and the gateway as three processes, exactly as they run in production, wired to each other on
-loopback. Nothing else needs to be installed. Environment variables already set (any
-IMAGESEARCH_* setting) win over these defaults, so the same launcher can point at a real stack.
-Ctrl-C (or SIGTERM) stops all three gracefully.
+loopback, and the web console (HTTP, default http://127.0.0.1:8080) in front of the gateway. Nothing
+else needs to be installed. Environment variables already set (any IMAGESEARCH_* setting) win over
+these defaults, so the same launcher can point at a real stack.
+Ctrl-C (or SIGTERM) stops them all gracefully.
 
 The internal hops (gateway -> encoder, gateway -> search) run over mutual TLS with certificates made
 once under IMAGESEARCH_SUITE_TLS_DIR (default .data/certs; docs/SECURITY.md); set it empty for
@@ -23,6 +24,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -30,6 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import certs
 from services.common.tls import CertFiles, client_credentials
+from services.console.settings import ConsoleSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = os.environ.get("IMAGESEARCH_SUITE_HOST", "127.0.0.1")
@@ -97,6 +101,30 @@ def _env_for(name: str, replica: int = 0) -> dict[str, str]:
     return {**defaults, **os.environ, f"{prefix}PORT": str(port), f"{prefix}METRICS_PORT": str(metrics)}
 
 
+def _console_env(gateway_address: str) -> dict[str, str]:
+    """The console listens where its own settings say (IMAGESEARCH_CONSOLE_LISTEN_ADDRESS)."""
+    defaults = {
+        "IMAGESEARCH_CONSOLE_GATEWAY_ADDRESS": gateway_address,
+        "IMAGESEARCH_CONSOLE_LOG_FORMAT": "console",
+    }
+    return {**defaults, **os.environ}
+
+
+def _wait_http(name: str, url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited with code {proc.returncode} during startup")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{name} did not become ready within {timeout_s:.0f}s")
+
+
 def _port(name: str, env: dict[str, str]) -> str:
     return env[f"IMAGESEARCH_{name.upper()}_PORT"]
 
@@ -161,9 +189,17 @@ def main() -> int:
                 _wait_serving(name, f"{HOST}:{_port(name, env)}", procs[label], env, label=label)
                 print(f"suite: {label} ready on {HOST}:{_port(name, env)}", flush=True)
         gateway = f"{HOST}:{_port('gateway', _env_for('gateway'))}"
+        console_env = _console_env(gateway)
+        console_url = f"http://{ConsoleSettings().listen_address}"
+        procs["console"] = subprocess.Popen(
+            [sys.executable, "-m", "services.console"], cwd=REPO_ROOT, env=console_env
+        )
+        _wait_http("console", f"{console_url}/healthz", procs["console"])
+        print(f"suite: console ready on {console_url}", flush=True)
         print(
             f"suite: ready. Gateway on {gateway}; demo API key `demo-key` (tenant demo: search, ingest,\n"
             "delete; services/gateway/demo_keys.json). Try:\n"
+            f"  open {console_url} and sign in with demo-key\n"
             "  .venv/bin/imagesearch ingest DIR\n"
             '  .venv/bin/imagesearch search "a red car"\n'
             "Ctrl-C stops the suite.",
@@ -176,7 +212,7 @@ def main() -> int:
                     stopping = True
             time.sleep(0.5)
     finally:
-        for proc in reversed(list(procs.values())):  # gateway first: it depends on the others
+        for proc in reversed(list(procs.values())):  # console, then gateway: each depends on the ones before
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:

@@ -19,6 +19,7 @@ SETTINGS = {
     "encoder": "services.encoder.settings:EncoderSettings",
     "search": "services.search.settings:SearchSettings",
     "gateway": "services.gateway.settings:GatewaySettings",
+    "console": "services.console.settings:ConsoleSettings",
 }
 START, END = "<!-- config:start -->", "<!-- config:end -->"
 # Defaults under the checkout (e.g. the model repository) are shown relative to it, so the
@@ -50,7 +51,14 @@ def render() -> str:
     for service in SETTINGS:
         cls = settings_class(service)
         prefix = cls.model_config.get("env_prefix", "")
-        own = [row for row in describe_settings(cls) if row[0][len(prefix) :].lower() not in common]
+        rows = describe_settings(cls)
+        # A gRPC service's table lists only its own settings (the shared ones are in the first table);
+        # the console is an HTTP server that shares none of them, so its table lists all of its own.
+        own = (
+            [row for row in rows if row[0][len(prefix) :].lower() not in common]
+            if issubclass(cls, ServiceSettings)
+            else rows
+        )
         out += _table(service, own)
     return "\n".join(out)
 

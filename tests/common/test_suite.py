@@ -1,5 +1,6 @@
 """`make run` (python -m services.suite) brings up all three services wired together over mutual TLS
-(certificates made on first start), and stops them all cleanly on SIGTERM."""
+(certificates made on first start) and the web console in front of them, and stops them all cleanly on
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -31,6 +33,8 @@ def test_suite_starts_all_services_and_stops_cleanly(tmp_path) -> None:  # type:
         env[f"IMAGESEARCH_{name}_METRICS_PORT"] = "0"
     env["IMAGESEARCH_GATEWAY_ENCODER_ADDRESS"] = f"127.0.0.1:{ports['ENCODER']}"
     env["IMAGESEARCH_GATEWAY_SEARCH_ADDRESS"] = f"127.0.0.1:{ports['SEARCH']}"
+    console_port = free_port()
+    env["IMAGESEARCH_CONSOLE_LISTEN_ADDRESS"] = f"127.0.0.1:{console_port}"
     log = tmp_path / "suite.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -43,6 +47,9 @@ def test_suite_starts_all_services_and_stops_cleanly(tmp_path) -> None:  # type:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         assert (certs / "ca.crt").exists() and (certs / "gateway.key").exists()
+        assert f"console ready on http://127.0.0.1:{console_port}" in log.read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{console_port}/healthz", timeout=5) as reply:
+            assert reply.status == 200
         operator = client_credentials(CertFiles.in_dir(certs, "operator"))
         for name, port in ports.items():
             address = f"127.0.0.1:{port}"
@@ -60,7 +67,7 @@ def test_suite_starts_all_services_and_stops_cleanly(tmp_path) -> None:  # type:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
     assert code == 0, log.read_text()
-    for name, port in ports.items():  # nothing left listening
+    for name, port in [*ports.items(), ("CONSOLE", console_port)]:  # nothing left listening
         with socket.socket() as probe:
             assert (
                 probe.connect_ex(("127.0.0.1", port)) != 0
