@@ -174,6 +174,7 @@ async def build(settings: GatewaySettings) -> App:
         )
     backends = make_backends(settings)
     await backends.analyzer.warm_up_async()
+    backends.start()
     audit = AuditLog()
     policy = Policy(audit, settings.license_time_granularity_s)
     secret = settings.page_token_secret.get_secret_value().encode() if settings.page_token_secret else None

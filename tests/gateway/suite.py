@@ -111,9 +111,12 @@ class Suite:
         stack: Any = None,
         gateway_env: dict[str, str] | None = None,
         tls_dir: Path | None = None,
+        search_env: dict[str, str] | None = None,
     ) -> None:
-        """`tls_dir`: a suite certificate directory; set, the internal hops run over mutual TLS."""
+        """`tls_dir`: a suite certificate directory; set, the internal hops run over mutual TLS.
+        `search_env`: settings of the search service over the mode's (e.g. another cache)."""
         self.mode = mode
+        self.search_env_over = search_env or {}
         self.tls_dir = tls_dir
         self.stack = stack
         self.tmp = Path(tempfile.mkdtemp(prefix="imagesearch-e2e-"))
@@ -136,6 +139,9 @@ class Suite:
         return {**package, "IMAGESEARCH_ENCODER_BACKEND": "onnxruntime"}
 
     def search_env(self) -> dict[str, str]:
+        return {**self._mode_search_env(), **self.search_env_over}
+
+    def _mode_search_env(self) -> dict[str, str]:
         if self.mode == "stack":
             return {
                 "IMAGESEARCH_SEARCH_BACKEND": "weaviate",
@@ -190,6 +196,19 @@ class Suite:
         )
         self.encoder.port = port
         self.encoder.start(timeout_s=120)
+
+    def restart_search(self) -> None:
+        """Stop the search service and start a new process on the same port (same data and cache)."""
+        assert self.search is not None
+        port = self.search.port
+        self.search.stop()
+        self.search = ServiceProcess(
+            "services.search",
+            {**self.search_env(), "IMAGESEARCH_SEARCH_PORT": str(port)},
+            tls_dir=self.tls_dir,
+        )
+        self.search.port = port
+        self.search.start(timeout_s=120)
 
     def channel(self, address: str, identity: str = "gateway") -> grpc.Channel:
         """A channel to one of the suite's processes; to an internal one under TLS, as `identity` (the
