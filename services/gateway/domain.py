@@ -293,6 +293,9 @@ class SearchPage:
     degraded_reasons: list[str] = field(default_factory=list)
     cached: bool = False
     model: ModelRef | None = None
+    # The servicer's rendering of this page (its response message), kept on the page-cache's copy so
+    # that a hit converts nothing; opaque here.
+    rendered: Any = field(default=None, compare=False, repr=False)
 
     @property
     def degraded(self) -> bool:

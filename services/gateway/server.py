@@ -11,6 +11,7 @@ import structlog
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.common.errors import Unauthenticated
+from services.common.jsonlines import JsonLinesWriter
 from services.common.server import App, Probe
 from services.gateway import convert, paging
 from services.gateway.auth import Authenticator, JwksKeys, Keyring, Principal, TokenVerifier
@@ -91,11 +92,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             licenses=tuple(request.licenses),
         )
         page = await self._gw.search(principal, query)
-        return gateway_pb2.SearchResponse(
+        if isinstance(page.rendered, gateway_pb2.SearchResponse):
+            return page.rendered  # a page-cache hit served before: converted once
+        page.rendered = gateway_pb2.SearchResponse(
             **self._page(page),  # type: ignore[arg-type]
             cached=page.cached,
             model=convert.model_ref_pb(page.model),
         )
+        return page.rendered
 
     @_backend_errors_for_callers
     async def SearchSimilar(
@@ -111,7 +115,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             include_unsafe=request.include_unsafe,
         )
         page = await self._gw.search_similar(principal, query)
-        return gateway_pb2.SearchSimilarResponse(**self._page(page))  # type: ignore[arg-type]
+        if isinstance(page.rendered, gateway_pb2.SearchSimilarResponse):
+            return page.rendered
+        page.rendered = gateway_pb2.SearchSimilarResponse(**self._page(page))  # type: ignore[arg-type]
+        return page.rendered
 
     async def Ingest(
         self, request_iterator: AsyncIterator[gateway_pb2.IngestRequest], context: grpc.aio.ServicerContext
@@ -175,7 +182,9 @@ async def build(settings: GatewaySettings) -> App:
     backends = make_backends(settings)
     await backends.analyzer.warm_up_async()
     backends.start()
-    audit = AuditLog()
+    audit_lines = JsonLinesWriter(settings.audit_log_path, settings.audit_flush_interval_s)
+    audit_lines.start()
+    audit = AuditLog(writer=audit_lines)
     policy = Policy(audit, settings.license_time_granularity_s)
     secret = settings.page_token_secret.get_secret_value().encode() if settings.page_token_secret else None
     limiter = make_limiter(
@@ -207,6 +216,7 @@ async def build(settings: GatewaySettings) -> App:
     async def stop() -> None:
         await backends.close()
         await limiter.close()
+        await audit_lines.close()  # after the drain: every line of every finished call is written
 
     return App(
         name="gateway",

@@ -110,6 +110,17 @@ class PolicySettings(BaseModel):
     page_token_secret: SecretStr | None = Field(
         None, description="HMAC secret for page tokens; unset = random per process (tokens die on restart)."
     )
+    audit_log_path: str | None = Field(
+        None,
+        description="File the audit trail is appended to as JSON lines, fsync'd per batch; unset = "
+        "standard error (batched, not fsync'd).",
+    )
+    audit_flush_interval_s: float = Field(
+        0.05,
+        gt=0,
+        le=5,
+        description="Audit lines are written at least this often (a crash loses at most this much).",
+    )
 
 
 class SearchFlowSettings(BaseModel):
