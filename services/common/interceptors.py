@@ -197,6 +197,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every handler with request-id/deadline context, metrics, access log and error mapping,
     and its request deserializer so an undecodable request is INVALID_ARGUMENT (see Undecodable)."""
 
+    def __init__(self) -> None:
+        # Per method: the servicer's handler and its wrapped form, built once (the registered
+        # handlers are the same objects on every call).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -206,6 +211,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         deserializer = _decoding(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
