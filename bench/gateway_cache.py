@@ -4,15 +4,19 @@ generation watch, every figure against a baseline from the same run (issue #19 p
 
     .venv/bin/python -m bench.gateway_cache --quick      # ~2 min on 2 cores
     .venv/bin/python -m bench.gateway_cache --rounds 3   # longer, steadier
+    mkdir /tmp/base && git archive main | tar -x -C /tmp/base
+    .venv/bin/python -m bench.gateway_cache --quick --baseline-tree /tmp/base   # + main's gateway
 
 Starts its own processes (free loopback ports, log level info): the echo server (bench/echo_server.py,
-uvloop), the encoder (ONNX Runtime), the search service (embedded backend, memory cache) and two
-gateways on that search service: `watch` (generations pushed: a hit makes no call) and `read` (the
-watch off: every hit reads the generation with GetIndexGeneration, as before issue #19). Seeds the
+uvloop), the encoder (ONNX Runtime), the search service (embedded backend, memory cache) and the
+gateways on that search service: `watch` (generations pushed: a hit makes no call), `read` (the
+watch off: every hit reads the generation with GetIndexGeneration, as before issue #19) and, with
+--baseline-tree, `base` (an earlier checkout's gateway: the plumbing before issue #19). Seeds the
 tenant through a gateway, pins every server thread to core 0 and ghz to core 1 (`--cpus 1`), then
-runs, per round and in turn, bench/ghz/run.py's `echo.health` and `gateway.search_text_hot` (10 hot
-queries, page cache warmed) against each gateway. Prints per round: rps, p50, p99, and each search's
-rps over the echo server's from the same round; the ratios are what to compare across runs. Writes
+runs, per round and in turn, bench/ghz/run.py's `echo.health`, `gateway.health` and
+`gateway.search_text_hot` (10 hot queries, page cache warmed) against each gateway. Prints per round:
+rps, p50, p99, each search's rps over the echo server's from the same round, and calls per server
+CPU-second (echo + gateway + search processes, from /proc), steadier on a shared machine. Writes
 the ghz summaries and a report.json under --out.
 """
 
@@ -38,8 +42,9 @@ TARGET_P99_MS = 10.0
 
 
 @contextlib.contextmanager
-def servers(data_dir: Path) -> Iterator[dict[str, Any]]:
-    """echo, encoder, search, and the two gateways (`watch`, `read`) on that search service."""
+def servers(data_dir: Path, baseline_tree: Path | None) -> Iterator[dict[str, Any]]:
+    """echo, encoder, search, and the gateways (`watch`, `read`, and `base` from `baseline_tree`) on
+    that search service."""
     from tests.service_process import ServiceProcess
 
     procs: dict[str, Any] = {}
@@ -57,7 +62,10 @@ def servers(data_dir: Path) -> Iterator[dict[str, Any]]:
                 "search", {"IMAGESEARCH_SEARCH_DATA_DIR": str(data_dir), "IMAGESEARCH_SEARCH_CACHE": "memory"}
             ),
         ).start(timeout_s=180)
-        for name, watch in (("watch", "true"), ("read", "false")):
+        gateways: list[tuple[str, str, Path | None]] = [("watch", "true", None), ("read", "false", None)]
+        if baseline_tree is not None:
+            gateways.append(("base", "false", baseline_tree))
+        for name, watch, tree in gateways:
             procs[name] = ServiceProcess(
                 "services.gateway",
                 env(
@@ -67,13 +75,16 @@ def servers(data_dir: Path) -> Iterator[dict[str, Any]]:
                         "IMAGESEARCH_GATEWAY_SEARCH_ADDRESS": procs["search"].address,
                         "IMAGESEARCH_GATEWAY_API_KEYS_FILE": str(REPO / "services/gateway/demo_keys.json"),
                         "IMAGESEARCH_GATEWAY_GENERATION_WATCH": watch,
+                        # the baseline's own generated code (its protos may differ)
+                        **({"PYTHONPATH": str(tree / "gen/python")} if tree is not None else {}),
                     },
                 ),
+                source_tree=tree,
             ).start(timeout_s=180)
         procs["echo"] = echo
         yield procs
     finally:
-        for name in ("watch", "read", "search", "encoder"):
+        for name in ("base", "watch", "read", "search", "encoder"):
             if name in procs:
                 procs[name].stop()
         echo.stop()
@@ -101,6 +112,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="a checkout of earlier code (e.g. `git archive main | tar -x -C DIR`): its gateway runs as "
+        "`base` on the same search service, the same-run baseline of the per-request plumbing",
+    )
     args = ap.parse_args()
     rounds, images = (1, 16) if args.quick else (args.rounds, args.images)
     if (os.cpu_count() or 1) < 2:
@@ -108,13 +125,16 @@ def main() -> int:
     out = args.out or REPO / "bench/results" / time.strftime("gateway-cache-%Y%m%dT%H%M%S", time.gmtime())
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"loadavg_start": loadavg(), "rounds": []}
-    with tempfile.TemporaryDirectory(prefix="gateway-cache-") as tmp, servers(Path(tmp)) as procs:
+    with (
+        tempfile.TemporaryDirectory(prefix="gateway-cache-") as tmp,
+        servers(Path(tmp), args.baseline_tree) as procs,
+    ):
         report["seeded"] = seed_gateway(procs["watch"].address, images)
         threads = sum(pin(p.proc.pid, {0}) for p in procs.values())
         report["pinned_threads"] = threads
         for r in range(rounds):
             row: dict[str, Any] = {}
-            for gateway in ("read", "watch"):
+            for gateway in [g for g in ("base", "read", "watch") if g in procs]:
                 got = ghz_round(procs, gateway, out / f"round{r}-{gateway}", budget_s=120)
                 echo, health, hot = got["echo.health"], got["gateway.health"], got["gateway.search_text_hot"]
                 echo_per_cpu = echo.get("calls_per_server_cpu_s") or 0
