@@ -16,6 +16,7 @@ import time
 import urllib.request
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,7 +119,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
-def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+def suite(request: pytest.FixtureRequest, suite_certs: Path) -> Iterator[Suite]:
     why = missing_prerequisites()
     if why:
         pytest.skip(why)
@@ -130,8 +131,12 @@ def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "IMAGESEARCH_SEARCH_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0",
             "IMAGESEARCH_SEARCH_REDIS_RETRY_AFTER_S": "0.5",
         }
+    # internal hops over mutual TLS, as `make run` runs them (the watch is one more call on that channel)
     s = Suite(
-        "embedded", search_env=search_env, gateway_env={"IMAGESEARCH_GATEWAY_GENERATION_WATCH_RETRY_S": "0.2"}
+        "embedded",
+        tls_dir=suite_certs,
+        search_env=search_env,
+        gateway_env={"IMAGESEARCH_GATEWAY_GENERATION_WATCH_RETRY_S": "0.2"},
     )
     s.start()
     try:
