@@ -11,6 +11,7 @@ logging pipeline, was a quarter of a cached search's CPU.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -35,6 +36,7 @@ class JsonLinesWriter:
         self._pending: list[tuple[float, dict[str, Any]]] = []
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._lock = asyncio.Lock()  # one batch in flight: lines stay in order
 
     def start(self) -> None:
@@ -46,11 +48,12 @@ class JsonLinesWriter:
             self._full.set()
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._full.wait(), self._interval_s)
-            except TimeoutError:
-                pass
+        # Stopped by `_closing`, not by cancelling: Python 3.11's wait_for can swallow a cancellation
+        # that arrives as the event is set, and the writer would never stop.
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval_s):
+                    await self._full.wait()
             self._full.clear()
             try:
                 await self.flush()
@@ -78,8 +81,9 @@ class JsonLinesWriter:
 
     async def close(self) -> None:
         """Stop the background task and write everything queued."""
+        self._closing = True
+        self._full.set()
         if self._task is not None:
-            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.flush()
         if self._durable:
