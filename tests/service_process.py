@@ -42,8 +42,11 @@ class ServiceProcess:
         env: dict[str, str] | None = None,
         wait_serving: bool = True,
         tls_dir: Path | None = None,
+        source_tree: Path | None = None,
     ) -> None:
+        """`source_tree`: run another checkout's code (a benchmark's baseline), default this one."""
         self.module = module
+        self.source_tree = source_tree or REPO_ROOT
         self.tls_dir = tls_dir
         self.name = module.rsplit(".", 1)[-1]
         self.prefix = f"IMAGESEARCH_{self.name.upper()}_"
@@ -84,7 +87,7 @@ class ServiceProcess:
     def start(self, timeout_s: float = 60.0) -> ServiceProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module], cwd=REPO_ROOT, env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", self.module], cwd=self.source_tree, env=self.env, stdout=log, stderr=log
         )
         self._wait_ready(timeout_s)
         return self

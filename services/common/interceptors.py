@@ -17,6 +17,7 @@ import structlog
 
 from services.common import context
 from services.common.errors import DomainError, InvalidArgument
+from services.common.logging import debug_enabled
 from services.common.metrics import GRPC_HANDLED, GRPC_LATENCY, GRPC_STARTED
 
 log = structlog.get_logger("rpc")
@@ -36,13 +37,45 @@ _CLIENT_CODES = {
 }
 
 
+class _MethodMetrics:
+    """One method's metric children, looked up once: `labels()` hashes and locks on every call, a
+    measurable share of the cheapest RPCs."""
+
+    __slots__ = ("handled", "latency", "method", "service", "started")
+
+    def __init__(self, full_method: str) -> None:
+        _, self.service, self.method = full_method.split("/", 2)
+        self.started = GRPC_STARTED.labels(self.service, self.method)
+        self.latency = GRPC_LATENCY.labels(self.service, self.method)
+        self.handled: dict[grpc.StatusCode, Any] = {}
+
+    def count(self, code: grpc.StatusCode, elapsed_s: float) -> None:
+        child = self.handled.get(code)
+        if child is None:
+            child = self.handled[code] = GRPC_HANDLED.labels(self.service, self.method, code.name)
+        child.inc()
+        self.latency.observe(elapsed_s)
+
+
+# Per served method (only methods a handler exists for get here, so it stays as small as the API).
+_METRICS: dict[str, _MethodMetrics] = {}
+
+
+def _method_metrics(full_method: str) -> _MethodMetrics:
+    found = _METRICS.get(full_method)
+    if found is None:
+        found = _METRICS[full_method] = _MethodMetrics(full_method)
+    return found
+
+
 class _Call:
     """Bookkeeping for one RPC: context variables in, metrics and access log out."""
 
-    __slots__ = ("code", "deadline_token", "method", "rid", "rid_token", "service", "start")
+    __slots__ = ("code", "deadline_token", "method", "metrics", "rid", "rid_token", "service", "start")
 
     def __init__(self, full_method: str, ctx: grpc.aio.ServicerContext) -> None:
-        _, self.service, self.method = full_method.split("/", 2)
+        self.metrics = _method_metrics(full_method)
+        self.service, self.method = self.metrics.service, self.metrics.method
         rid = ""
         for key, value in ctx.invocation_metadata() or ():
             if key == context.REQUEST_ID_HEADER:
@@ -56,7 +89,7 @@ class _Call:
         self.rid = rid
         self.code = grpc.StatusCode.OK
         self.start = time.perf_counter()
-        GRPC_STARTED.labels(self.service, self.method).inc()
+        self.metrics.started.inc()
 
     async def fail(self, ctx: grpc.aio.ServicerContext, exc: BaseException) -> None:
         """Map an exception to a status and abort the call (always raises)."""
@@ -81,15 +114,14 @@ class _Call:
         if code is grpc.StatusCode.OK:
             # A servicer may have set a status without raising (context.set_code / abort).
             code = _context_code(ctx) or code
-        GRPC_HANDLED.labels(self.service, self.method, code.name).inc()
-        GRPC_LATENCY.labels(self.service, self.method).observe(elapsed)
-        ms = round(elapsed * 1000, 3)
+        self.metrics.count(code, elapsed)
         if code is grpc.StatusCode.OK:
-            log.debug("rpc", code=code.name, ms=ms)
+            if debug_enabled():  # the access line of every success: nothing is built when it is off
+                log.debug("rpc", code=code.name, ms=round(elapsed * 1000, 3))
         elif code in _CLIENT_CODES:
-            log.info("rpc", code=code.name, ms=ms, details=_context_details(ctx))
+            log.info("rpc", code=code.name, ms=round(elapsed * 1000, 3), details=_context_details(ctx))
         else:
-            log.error("rpc", code=code.name, ms=ms, details=_context_details(ctx))
+            log.error("rpc", code=code.name, ms=round(elapsed * 1000, 3), details=_context_details(ctx))
         structlog.contextvars.unbind_contextvars("request_id", "method")
         context.reset_deadline(self.deadline_token)
         context.reset_request_id(self.rid_token)
@@ -165,6 +197,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every handler with request-id/deadline context, metrics, access log and error mapping,
     and its request deserializer so an undecodable request is INVALID_ARGUMENT (see Undecodable)."""
 
+    def __init__(self) -> None:
+        # Per method: the servicer's handler and its wrapped form, built once (the registered
+        # handlers are the same objects on every call).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -174,6 +211,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         deserializer = _decoding(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(

@@ -7,10 +7,19 @@ import sys
 
 import structlog
 
+_debug = False
+
+
+def debug_enabled() -> bool:
+    """Whether debug lines are written: callers skip building one that would be dropped."""
+    return _debug
+
 
 def configure_logging(level: str = "info", fmt: str = "json", service: str = "") -> None:
     """Configure structlog (and the stdlib root logger, for libraries) once per process."""
+    global _debug
     numeric = logging.getLevelName(level.upper())
+    _debug = numeric <= logging.DEBUG
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )

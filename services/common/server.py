@@ -55,6 +55,8 @@ class App:
     # (add_XServicer_to_server function, servicer instance, full service name)
     services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]]
     probes: list[Probe] = field(default_factory=list)
+    # Called when the drain starts: ends long-lived streams (watches), which would hold it to the grace.
+    on_drain: Callable[[], None] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
 
 
@@ -157,6 +159,8 @@ async def serve(app: App, settings: ServiceSettings, stop: asyncio.Event | None 
     monitor_task.cancel()
     # Report NOT_SERVING first so load balancers stop routing here, then drain in-flight calls.
     await health.enter_graceful_shutdown()
+    if app.on_drain is not None:
+        app.on_drain()
     await server.stop(settings.shutdown_grace_s)
     if health_server is not None:
         await health_server[0].stop(0)

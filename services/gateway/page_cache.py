@@ -41,7 +41,7 @@ class PageRequest:
 @dataclass
 class _Entry:
     generation: int
-    page: SearchPage
+    page: SearchPage  # as served on a hit (cached), the same object every time: its rendering is kept
     source: Asset | None  # "more like this": the asset the page was computed from
 
 
@@ -82,7 +82,7 @@ class PageCache:
             return None, generation
         if not self._still_visible(ask, entry):
             return None, generation
-        return replace(entry.page, cached=True), generation
+        return entry.page, generation
 
     def _still_visible(self, ask: PageRequest, entry: _Entry) -> bool:
         # A licence may have expired since the page was computed; for "more like this" the source
@@ -96,4 +96,4 @@ class PageCache:
     def keep(self, ask: PageRequest, generation: int | None, page: SearchPage, source: Asset | None) -> None:
         # Degraded pages (encoder down: keyword-only) must not outlive the outage.
         if generation is not None and not page.degraded and self.enabled:
-            self._pages[ask.cache_key] = _Entry(generation, page, source)
+            self._pages[ask.cache_key] = _Entry(generation, replace(page, cached=True, rendered={}), source)

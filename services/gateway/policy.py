@@ -6,9 +6,10 @@ Visibility is enforced twice (defence in depth):
 2. as a re-check of every returned asset before it leaves the gateway (`admit`), which also applies
    the exact expiry instant (the filter rounds `now` down so the search cache keys stay stable).
 
-Audit lines go to the logger named "audit" (structured: who, tenant, action, decision, why), one per
-decision: authentication failures, authorisation allow/deny, visibility drops, and a per-request
-summary of what the result filter admitted.
+Audit lines (structured: who, tenant, action, decision, why, request id), one per decision:
+authentication failures, authorisation allow/deny, visibility drops, and a per-request summary of what
+the result filter admitted. The gateway queues them for a `JsonLinesWriter` (written and fsync'd in
+batches off the request path, flushed on shutdown); without one they go to the logger named "audit".
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 
 import structlog
 
+from services.common import context
 from services.common.errors import PermissionDenied
+from services.common.jsonlines import JsonLinesWriter
 from services.gateway.auth import ROLE_UNSAFE, Principal
 from services.gateway.domain import AnyOf, AssetSummary, Condition, Filter, Op, all_of
 
@@ -38,11 +41,15 @@ ACTION_ROLES = {
 
 
 class AuditLog:
-    """Structured audit trail. `sink` replaces the logger in tests (it receives the fields dict)."""
+    """Structured audit trail: to `writer` (batched, durable), else to the "audit" logger. `sink`
+    replaces both in tests (it receives the fields dict)."""
 
-    def __init__(self, sink: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self, sink: Callable[[dict[str, Any]], None] | None = None, writer: JsonLinesWriter | None = None
+    ) -> None:
         self._log = structlog.get_logger("audit")
         self._sink = sink
+        self._writer = writer
 
     def record(
         self, principal: Principal | None, action: str, decision: str, why: str, **fields: Any
@@ -59,6 +66,12 @@ class AuditLog:
         }
         if self._sink is not None:
             self._sink(entry)
+            return
+        if self._writer is not None:
+            entry["level"] = "warning" if decision == "deny" else "info"
+            entry["event"] = "policy"
+            entry["request_id"] = context.request_id()
+            self._writer.append(entry)
             return
         (self._log.warning if decision == "deny" else self._log.info)("policy", **entry)
 

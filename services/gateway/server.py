@@ -11,6 +11,7 @@ import structlog
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.common.errors import DomainError, Unauthenticated
+from services.common.jsonlines import JsonLinesWriter
 from services.common.server import App, Probe
 from services.gateway import convert, paging
 from services.gateway.auth import Authenticator, JwksKeys, Keyring, Principal, TokenVerifier
@@ -30,6 +31,7 @@ SERVICE_NAME = "imagesearch.v1.GatewayService"
 log = structlog.get_logger("gateway")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+ResponseT = TypeVar("ResponseT", gateway_pb2.SearchResponse, gateway_pb2.SearchSimilarResponse)
 
 
 def _caller_error(exc: BackendError) -> Exception:
@@ -75,9 +77,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             "next_page_token": page.next_page_token,
             "degraded": page.degraded,
             "degraded_reasons": page.degraded_reasons,
-            "arm": page.arm,
-            "search_id": page.search_id,
         }
+
+    @staticmethod
+    def _named(response: ResponseT, base: ResponseT, page: SearchPage) -> ResponseT:
+        """`base` (the shared rendering) with this request's arm and search_id, copied at C speed."""
+        response.MergeFrom(base)
+        response.arm, response.search_id = page.arm, page.search_id
+        return response
 
     @staticmethod
     def _session(ctx: grpc.aio.ServicerContext) -> str:
@@ -104,11 +111,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             licenses=tuple(request.licenses),
         )
         page = await self._gw.search(principal, query, self._session(context))
-        return gateway_pb2.SearchResponse(
-            **self._page(page),  # type: ignore[arg-type]
-            cached=page.cached,
-            model=convert.model_ref_pb(page.model),
-        )
+        base = page.rendered.get("search")
+        if base is None:  # converted once per cached page, then reused by every hit
+            base = page.rendered["search"] = gateway_pb2.SearchResponse(
+                **self._page(page),  # type: ignore[arg-type]
+                cached=page.cached,
+                model=convert.model_ref_pb(page.model),
+            )
+        return self._named(gateway_pb2.SearchResponse(), base, page)
 
     @_backend_errors_for_callers
     async def SearchSimilar(
@@ -124,7 +134,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             include_unsafe=request.include_unsafe,
         )
         page = await self._gw.search_similar(principal, query, self._session(context))
-        return gateway_pb2.SearchSimilarResponse(**self._page(page))  # type: ignore[arg-type]
+        base = page.rendered.get("similar")
+        if base is None:
+            base = page.rendered["similar"] = gateway_pb2.SearchSimilarResponse(**self._page(page))  # type: ignore[arg-type]
+        return self._named(gateway_pb2.SearchSimilarResponse(), base, page)
 
     async def Ingest(
         self, request_iterator: AsyncIterator[gateway_pb2.IngestRequest], context: grpc.aio.ServicerContext
@@ -216,7 +229,10 @@ async def build(settings: GatewaySettings) -> App:
     backends = make_backends(settings)
     await backends.analyzer.warm_up_async()
     blobs = make_blob_store(settings)
-    audit = AuditLog()
+    backends.start()
+    audit_lines = JsonLinesWriter(settings.audit_log_path, settings.audit_flush_interval_s)
+    audit_lines.start()
+    audit = AuditLog(writer=audit_lines)
     policy = Policy(audit, settings.license_time_granularity_s)
     secret = settings.page_token_secret.get_secret_value().encode() if settings.page_token_secret else None
     limiter = make_limiter(
@@ -266,6 +282,7 @@ async def build(settings: GatewaySettings) -> App:
         await blobs.close()
         await limiter.close()
         await feedback_store.close()
+        await audit_lines.close()  # after the drain: every line of every finished call is written
 
     return App(
         name="gateway",

@@ -48,6 +48,18 @@ class BackendSettings(BaseModel):
     search_write_deadline_s: float = Field(
         10.0, gt=0, description="Per-hop deadline of one UpsertAssets/DeleteAssets call."
     )
+    generation_watch: bool = Field(
+        True,
+        description="Learn the tenants' index generations by a push (SearchService.WatchIndexGenerations) "
+        "so that a page-cache hit makes no call; off, or while the watch is down, every search reads "
+        "the generation (GetIndexGeneration).",
+    )
+    generation_watch_renew_s: float = Field(
+        300.0, gt=0, description="The generation watch is re-opened this often (each tenant re-read once)."
+    )
+    generation_watch_retry_s: float = Field(
+        1.0, gt=0, description="Wait before re-opening a generation watch that was lost."
+    )
     retry_attempts: int = Field(
         3,
         ge=1,
@@ -108,6 +120,17 @@ class PolicySettings(BaseModel):
     page_token_secret: SecretStr | None = Field(
         None, description="HMAC secret for page tokens; unset = random per process (tokens die on restart)."
     )
+    audit_log_path: str | None = Field(
+        None,
+        description="File the audit trail is appended to as JSON lines, fsync'd per batch; unset = "
+        "standard error (batched, not fsync'd).",
+    )
+    audit_flush_interval_s: float = Field(
+        0.05,
+        gt=0,
+        le=5,
+        description="Audit lines are written at least this often (a crash loses at most this much).",
+    )
 
 
 class SearchFlowSettings(BaseModel):
@@ -142,7 +165,7 @@ class SearchFlowSettings(BaseModel):
         4096,
         ge=0,
         description="Result pages kept per gateway process (0 = off). A hit is served only while the "
-        "tenant's index generation (asked of the search service per request) is unchanged.",
+        "tenant's index generation (pushed by the search service, or asked per request) is unchanged.",
     )
     page_cache_ttl_s: float = Field(60.0, gt=0, description="Upper bound on the age of a cached result page.")
     query_vector_cache_entries: int = Field(

@@ -12,6 +12,11 @@ for `retry_after_s` (the optional `backend:redis` health probe reports it; the s
 and lookups return "bypass". A write whose generation bump failed marks the tenant dirty: its queries
 bypass the cache until a bump succeeds, so this replica never serves a result older than its own write.
 (Other replicas can serve a pre-write entry from Redis until it expires; the TTL bounds that.)
+
+Every bump is also pushed to the cache's `feed` (generations.py), which WatchIndexGenerations streams:
+an in-process cache pushes its own bumps; Redis publishes each bump from the bump's Lua script and
+`follow()` relays what every replica published. A failed bump ends every watch, because its push
+never happens.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Protocol
 import structlog
 
 from services.common.redis import fail_fast_client
+from services.search.generations import GenerationFeed, RedisGenerationRelay, channel_name
 from services.search.metrics import CACHE_AVAILABLE, CACHE_LATENCY
 from services.search.settings import SearchSettings
 
@@ -41,6 +47,10 @@ class Lookup:
 
 class ResultCache(Protocol):
     name: str
+    feed: GenerationFeed  # every bump, pushed as it lands (WatchIndexGenerations)
+
+    async def follow(self) -> None:
+        """Run for the service's lifetime, feeding `feed` with bumps made elsewhere (other replicas)."""
 
     async def lookup(self, tenant: str, digest: str) -> Lookup: ...
 
@@ -62,20 +72,28 @@ class ResultCache(Protocol):
 
 class _InProcessGenerations:
     """Generations counted in this process: the truth for a single search process (with several
-    replicas, only a shared cache such as Redis gives them one generation per tenant)."""
+    replicas, only a shared cache such as Redis gives them one generation per tenant). They start at
+    the clock floor of the process's start (see _INIT), so a restarted process never repeats a number
+    a gateway may still hold pages under."""
 
     def __init__(self) -> None:
+        self._floor = generation_floor()
         self._gen: dict[str, int] = {}
+        self.feed = GenerationFeed(live=True)
+
+    async def follow(self) -> None:
+        return None  # every bump of this process's generations is made here, and pushed by bump()
 
     async def bump(self, tenant: str) -> int | None:
-        self._gen[tenant] = self._gen.get(tenant, 0) + 1
+        self._gen[tenant] = self._gen.get(tenant, self._floor) + 1
+        self.feed.publish(tenant, self._gen[tenant])
         return self._gen[tenant]
 
     async def generation(self, tenant: str) -> int | None:
-        return self._gen.get(tenant, 0)
+        return self._gen.get(tenant, self._floor)
 
     async def consistent_generation(self, tenant: str) -> int | None:
-        return self._gen.get(tenant, 0)
+        return self._gen.get(tenant, self._floor)
 
     async def healthy(self) -> bool:
         return True
@@ -87,7 +105,7 @@ class NoCache(_InProcessGenerations):
     name = "none"
 
     async def lookup(self, tenant: str, digest: str) -> Lookup:
-        return Lookup(False, self._gen.get(tenant, 0))
+        return Lookup(False, self._gen.get(tenant, self._floor))
 
     async def store(self, tenant: str, generation: int, digest: str, value: Any) -> None:
         return None
@@ -109,7 +127,7 @@ class MemoryCache(_InProcessGenerations):
         CACHE_AVAILABLE.labels(self.name).set(1)
 
     async def lookup(self, tenant: str, digest: str) -> Lookup:
-        gen = self._gen.get(tenant, 0)
+        gen = self._gen.get(tenant, self._floor)
         key = (tenant, gen, digest)
         entry = self._entries.get(key)
         if entry is None:
@@ -122,7 +140,7 @@ class MemoryCache(_InProcessGenerations):
         return Lookup(True, gen, value)
 
     async def store(self, tenant: str, generation: int, digest: str, value: Any) -> None:
-        if generation != self._gen.get(tenant, 0):
+        if generation != self._gen.get(tenant, self._floor):
             return  # a write landed while this result was computed: it may already be stale
         self._entries[(tenant, generation, digest)] = (time.monotonic() + self._ttl, value)
         self._entries.move_to_end((tenant, generation, digest))
@@ -142,7 +160,15 @@ class MemoryCache(_InProcessGenerations):
 # KEYS[1] = generation key; ARGV[1] = floor.
 _INIT = "redis.call('SET', KEYS[1], ARGV[1], 'NX')\n"
 _GENERATION_LUA = _INIT + "return redis.call('GET', KEYS[1])\n"
-_BUMP_LUA = _INIT + "return redis.call('INCR', KEYS[1])\n"
+# ARGV[2] = the generations channel, ARGV[3] = the tenant: the new value is published in the same
+# atomic step, so no bump can land without its push.
+_BUMP_LUA = (
+    _INIT
+    + """local gen = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' ' .. gen)
+return gen
+"""
+)
 # KEYS[1] = generation key; ARGV[1] = floor, ARGV[2] = entry key prefix (ends with ':'), ARGV[3] = digest.
 _LOOKUP_LUA = (
     _INIT
@@ -174,7 +200,13 @@ class RedisCache:
         self._down_until = 0.0
         self._dirty: set[str] = set()
         self._last_gen: dict[str, int] = {}
+        self._channel = channel_name(prefix)
+        self.feed = GenerationFeed(live=False)
+        self._relay = RedisGenerationRelay(url, prefix, self.feed, timeout_s, retry_after_s)
         CACHE_AVAILABLE.labels(self.name).set(1)
+
+    async def follow(self) -> None:
+        await self._relay.run()
 
     def _gen_key(self, tenant: str) -> str:
         return f"{self._prefix}gen:{tenant}"
@@ -234,9 +266,15 @@ class RedisCache:
     async def bump(self, tenant: str) -> int | None:
         start = time.perf_counter()
         try:
-            gen = int(await self._incr_gen(keys=[self._gen_key(tenant)], args=[generation_floor()]))
+            gen = int(
+                await self._incr_gen(
+                    keys=[self._gen_key(tenant)], args=[generation_floor(), self._channel, tenant]
+                )
+            )
         except Exception as exc:
             self._dirty.add(tenant)
+            # The bump may or may not have landed (and been pushed): no watcher may trust its pushes.
+            self.feed.interrupt("a generation bump failed", still_live=True)
             self._failed("bump", exc)
             return None
         finally:
@@ -284,6 +322,7 @@ class RedisCache:
         return ok
 
     async def close(self) -> None:
+        await self._relay.close()
         await self._redis.aclose()
 
 

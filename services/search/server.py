@@ -97,12 +97,22 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         gen = await self.core.index_generation(request.tenant)
         return search_pb2.GetIndexGenerationResponse(index_generation=gen or 0, consistent=gen is not None)
 
+    async def WatchIndexGenerations(
+        self, request: search_pb2.WatchIndexGenerationsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[search_pb2.WatchIndexGenerationsResponse]:
+        async for push in self.core.cache.feed.watch():
+            if push is None:
+                yield search_pb2.WatchIndexGenerationsResponse(subscribed=True)
+            else:
+                yield search_pb2.WatchIndexGenerationsResponse(tenant=push[0], index_generation=push[1])
+
 
 async def build(settings: SearchSettings) -> App:
     backend = make_backend(settings)
     await backend.start()
     cache = make_cache(settings)
     core = SearchCore(settings, backend, cache)
+    core.run_in_background(cache.follow())
     repairer: VectorIndexRepairer | None = None
     if settings.backend == "weaviate" and settings.weaviate_repair_interval_s > 0:
         repairer = VectorIndexRepairer(
@@ -129,5 +139,6 @@ async def build(settings: SearchSettings) -> App:
         name="search",
         services=[(search_pb2_grpc.add_SearchServiceServicer_to_server, SearchServicer(core), SERVICE_NAME)],
         probes=probes,
+        on_drain=cache.feed.close,  # watches never end by themselves: the drain would wait its grace
         on_stop=on_stop,
     )

@@ -112,16 +112,19 @@ class Suite:
         gateway_env: dict[str, str] | None = None,
         tls_dir: Path | None = None,
         replicas: int = 1,
+        search_env: dict[str, str] | None = None,
     ) -> None:
         """`tls_dir`: a suite certificate directory; set, the internal hops run over mutual TLS.
         `replicas`: encoders and search services each (several search replicas need mode "stack": they
-        share Weaviate); the gateway balances over them. `encoder`/`search` are the first replicas."""
+        share Weaviate); the gateway balances over them. `encoder`/`search` are the first replicas.
+        `search_env`: settings of the search service over the mode's (e.g. another cache)."""
         if replicas > 1 and mode != "stack":
             raise ValueError("search replicas share one index only on the stack (Weaviate)")
         self.replicas = replicas
         self.encoders: list[ServiceProcess] = []
         self.searches: list[ServiceProcess] = []
         self.mode = mode
+        self.search_env_over = search_env or {}
         self.tls_dir = tls_dir
         self.stack = stack
         self.tmp = Path(tempfile.mkdtemp(prefix="imagesearch-e2e-"))
@@ -144,6 +147,9 @@ class Suite:
         return {**package, "IMAGESEARCH_ENCODER_BACKEND": "onnxruntime"}
 
     def search_env(self) -> dict[str, str]:
+        return {**self._mode_search_env(), **self.search_env_over}
+
+    def _mode_search_env(self) -> dict[str, str]:
         if self.mode == "stack":
             return {
                 "IMAGESEARCH_SEARCH_BACKEND": "weaviate",
@@ -215,6 +221,21 @@ class Suite:
         fresh = ServiceProcess("services.gateway", dict(old.env), tls_dir=self.tls_dir)
         fresh.port, fresh.metrics_port = old.port, old.metrics_port
         self.gateway = fresh.start(timeout_s=120)
+
+    def restart_search(self) -> None:
+        """Stop the search service and start a new process on the same port (same data and cache)."""
+        assert self.search is not None
+        port = self.search.port
+        self.search.stop()
+        self.search = ServiceProcess(
+            "services.search",
+            {**self.search_env(), "IMAGESEARCH_SEARCH_PORT": str(port)},
+            tls_dir=self.tls_dir,
+        )
+        self.search.port = port
+        if self.searches:
+            self.searches[0] = self.search
+        self.search.start(timeout_s=120)
 
     def channel(self, address: str, identity: str = "gateway") -> grpc.Channel:
         """A channel to one of the suite's processes; to an internal one under TLS, as `identity` (the

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, Unavailable
 from services.search import filters as flt
 from services.search.backends.embedded import EmbeddedBackend, HnswParams, tokenize
-from services.search.cache import MemoryCache
+from services.search.cache import MemoryCache, generation_floor
 from services.search.core import SearchCore
 from services.search.domain import AssetDoc, AssetRecord, Fusion, ModelRef
 from services.search.fusion import fuse
@@ -98,16 +98,34 @@ def test_tokenizer_matches_weaviate_word_tokenization() -> None:
 async def test_memory_cache_generation_and_ttl() -> None:
     cache = MemoryCache(ttl_s=0.05, max_entries=2)
     look = await cache.lookup("t", "k")
-    assert look.available and look.value is None and look.generation == 0
-    await cache.store("t", 0, "k", "v")
+    g0 = look.generation  # the process's clock floor: a restarted process never repeats a number
+    assert look.available and look.value is None and g0 >= generation_floor() - 10_000_000
+    await cache.store("t", g0, "k", "v")
     assert (await cache.lookup("t", "k")).value == "v"
-    assert await cache.bump("t") == 1
+    assert await cache.bump("t") == g0 + 1
     assert (await cache.lookup("t", "k")).value is None  # new generation, new key
-    await cache.store("t", 0, "k", "stale")  # computed before the write: not stored
+    await cache.store("t", g0, "k", "stale")  # computed before the write: not stored
     assert (await cache.lookup("t", "k")).value is None
-    await cache.store("t", 1, "k", "v1")
+    await cache.store("t", g0 + 1, "k", "v1")
     await asyncio.sleep(0.06)
     assert (await cache.lookup("t", "k")).value is None  # expired
+    assert MemoryCache(ttl_s=1, max_entries=1)._floor > g0  # a later process starts above
+
+
+async def test_generation_feed_pushes_bumps_and_ends_watches_it_cannot_vouch_for() -> None:
+    cache = MemoryCache(ttl_s=1, max_entries=2)
+    watch = cache.feed.watch()
+    assert await anext(watch) is None  # registered
+    gen = await cache.bump("t")
+    assert await anext(watch) == ("t", gen)
+    cache.feed.interrupt("test", still_live=True)
+    with pytest.raises(Unavailable, match="watch ended"):
+        await anext(watch)
+    cache.feed.close()
+    waiting = asyncio.ensure_future(anext(cache.feed.watch()))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # a closed feed registers no watcher
+    waiting.cancel()
 
 
 def _plan_kwargs(**kw: object) -> dict[str, object]:

@@ -6,7 +6,9 @@ protocols of `base.py`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -24,8 +26,17 @@ class Backends:
     search: GrpcSearchClient
     analyzer: ImageAnalyzer
     channels: tuple[grpc.aio.Channel, ...]
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Start what runs for the gateway's lifetime (the index generation watch)."""
+        self._tasks.append(asyncio.create_task(self.search.watch_generations()))
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self.analyzer.close()
         for ch in self.channels:
             await ch.close()
@@ -62,6 +73,15 @@ def make_backends(settings: GatewaySettings) -> Backends:
             retry,
             settings.search_query_deadline_s,
             settings.search_write_deadline_s,
+            watch=(
+                (
+                    settings.max_tenants_tracked,
+                    settings.generation_watch_renew_s,
+                    settings.generation_watch_retry_s,
+                )
+                if settings.generation_watch and settings.page_cache_entries > 0
+                else None
+            ),
         ),
         analyzer=ImageAnalyzer(
             safety=settings.safety_enabled,

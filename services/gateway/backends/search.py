@@ -1,5 +1,5 @@
 """SearchService over gRPC (Query, GetAssets, FindByContentHash, UpsertAssets, DeleteAssets,
-GetIndexGeneration), behind `base.SearchClient`."""
+GetIndexGeneration, WatchIndexGenerations), behind `base.SearchClient`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from imagesearch.v1 import search_pb2, search_pb2_grpc
 from services.gateway import convert
 from services.gateway.backends.calls import BackendCalls, CircuitBreaker, RetryPolicy
 from services.gateway.backends.errors import BackendError
+from services.gateway.backends.generations import GenerationWatch
 from services.gateway.domain import QueryResult, QuerySpec, StoredAsset, UpsertOutcome, UpsertRecord
 
 log = structlog.get_logger("backends")
@@ -25,12 +26,23 @@ class GrpcSearchClient:
         retry: RetryPolicy,
         query_deadline_s: float,
         write_deadline_s: float,
+        watch: tuple[int, float, float] | None = None,  # (max tenants, renew s, retry s); None: no watch
     ) -> None:
         self._stub = search_pb2_grpc.SearchServiceStub(ch)
         self._calls = BackendCalls("search", breaker, retry)
         self._read_s = query_deadline_s
         self._write_s = write_deadline_s
         self.breaker = breaker
+        self.watch = None if watch is None else GenerationWatch(self._stub, self._read_generation, *watch)
+
+    async def watch_generations(self) -> None:
+        """Run for the gateway's lifetime when generations are watched (see generations.py)."""
+        if self.watch is not None:
+            await self.watch.run()
+
+    def _wrote(self, tenant: str, generation: int) -> None:
+        if self.watch is not None:
+            self.watch.wrote(tenant, generation)
 
     async def query(self, spec: QuerySpec) -> QueryResult:
         req = convert.query_request(spec)
@@ -42,6 +54,7 @@ class GrpcSearchClient:
         resp = await self._calls.call(
             self._stub.UpsertAssets, req, self._write_s, idempotent=True, method="UpsertAssets"
         )
+        self._wrote(tenant, resp.index_generation)
         return convert.upsert_outcomes(resp)
 
     async def get_assets(
@@ -65,9 +78,15 @@ class GrpcSearchClient:
         resp = await self._calls.call(
             self._stub.DeleteAssets, req, self._write_s, idempotent=False, method="DeleteAssets"
         )
+        self._wrote(tenant, resp.index_generation)
         return [(r.asset_id, r.deleted) for r in resp.results]
 
     async def index_generation(self, tenant: str) -> int | None:
+        if self.watch is not None:
+            return await self.watch.generation(tenant)
+        return await self._read_generation(tenant)
+
+    async def _read_generation(self, tenant: str) -> int | None:
         req = search_pb2.GetIndexGenerationRequest(tenant=tenant)
         try:
             resp = await self._calls.call(

@@ -237,3 +237,17 @@ class GetIndexGenerationResponse(_message.Message):
     index_generation: int
     consistent: bool
     def __init__(self, index_generation: _Optional[int] = ..., consistent: bool = ...) -> None: ...
+
+class WatchIndexGenerationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchIndexGenerationsResponse(_message.Message):
+    __slots__ = ("subscribed", "tenant", "index_generation")
+    SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    subscribed: bool
+    tenant: str
+    index_generation: int
+    def __init__(self, subscribed: bool = ..., tenant: _Optional[str] = ..., index_generation: _Optional[int] = ...) -> None: ...

@@ -79,6 +79,11 @@ class SearchServiceStub(object):
                 request_serializer=imagesearch_dot_v1_dot_search__pb2.GetIndexGenerationRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_v1_dot_search__pb2.GetIndexGenerationResponse.FromString,
                 _registered_method=True)
+        self.WatchIndexGenerations = channel.unary_stream(
+                '/imagesearch.v1.SearchService/WatchIndexGenerations',
+                request_serializer=imagesearch_dot_v1_dot_search__pb2.WatchIndexGenerationsRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_search__pb2.WatchIndexGenerationsResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer(object):
@@ -153,6 +158,20 @@ class SearchServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchIndexGenerations(self, request, context):
+        """Pushes every tenant's new index generation as writes land, so a caller that caches derived
+        results can validate them without asking per request. The first message (subscribed = true)
+        says the watcher is registered: every write after it is pushed, so a generation read with
+        GetIndexGeneration after that message stays current while the stream lives. The service ends
+        the stream (UNAVAILABLE) whenever it can no longer vouch for the pushes (its shared cache is
+        unreachable, a generation bump failed, the watcher fell behind, or the service is stopping);
+        the caller must then forget what it learned and fall back to GetIndexGeneration until it has
+        watched again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -195,6 +214,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.GetIndexGeneration,
                     request_deserializer=imagesearch_dot_v1_dot_search__pb2.GetIndexGenerationRequest.FromString,
                     response_serializer=imagesearch_dot_v1_dot_search__pb2.GetIndexGenerationResponse.SerializeToString,
+            ),
+            'WatchIndexGenerations': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchIndexGenerations,
+                    request_deserializer=imagesearch_dot_v1_dot_search__pb2.WatchIndexGenerationsRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_search__pb2.WatchIndexGenerationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -418,6 +442,33 @@ class SearchService(object):
             '/imagesearch.v1.SearchService/GetIndexGeneration',
             imagesearch_dot_v1_dot_search__pb2.GetIndexGenerationRequest.SerializeToString,
             imagesearch_dot_v1_dot_search__pb2.GetIndexGenerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchIndexGenerations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imagesearch.v1.SearchService/WatchIndexGenerations',
+            imagesearch_dot_v1_dot_search__pb2.WatchIndexGenerationsRequest.SerializeToString,
+            imagesearch_dot_v1_dot_search__pb2.WatchIndexGenerationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
