@@ -16,6 +16,10 @@ from typing import Any
 from devstack.common import HOST, StackError, say
 from devstack.component import Component, Launch
 
+# Every acknowledged write (feedback events, rate-limit buckets, generations) survives a kill -9 but the
+# last second of them; RDB snapshots are off (the AOF is the one persistence).
+REDIS_DURABILITY_ARGS = ("--appendonly", "yes", "--appendfsync", "everysec")
+
 
 def ensure_redis_server() -> Path:
     """Path of Debian's redis-server, installing the package when it is missing."""
@@ -74,12 +78,14 @@ class Redis(Component):
         ensure_redis_server()
 
     def config(self) -> dict[str, Any]:
-        return {"binary": str(ensure_redis_server())}
+        # The durability flags are part of the recorded config, so a Redis started without them (an
+        # older checkout's) is restarted rather than silently reused without its append-only file.
+        return {"binary": str(ensure_redis_server()), "durability": " ".join(REDIS_DURABILITY_ARGS)}
 
     def command(self, ports: Mapping[str, int], data_dir: Path, run_id: str) -> Launch:
         argv = [
             str(ensure_redis_server()), "--port", str(ports["port"]), "--bind", HOST,
-            "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "", *REDIS_DURABILITY_ARGS,
             "--protected-mode", "yes", "--daemonize", "no",
             "--dir", str(data_dir), "--logfile", "",
         ]  # fmt: skip
