@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,7 +145,19 @@ def test_each_search_names_its_arm_and_a_search_id(suite: Suite) -> None:
     outside = _search(suite, "hybrid", md=GUS)
     assert outside.arm == "control" and outside.search_id
     assert suite.gateway is not None
-    assert '"arm": "fb/keyword"' in suite.gateway.logs()  # the audit line names the arm
+    # The audit line names the arm; audit lines are written in batches off the request path.
+    deadline = time.monotonic() + 10
+    while not re.search(r'"arm":\s*"fb/keyword"', suite.gateway.logs()):
+        assert time.monotonic() < deadline, "no audit line names the arm"
+        time.sleep(0.1)
+
+
+def test_a_cached_page_gets_its_own_search_id_on_every_hit(suite: Suite) -> None:
+    first, again = _search(suite, "hybrid"), _search(suite, "hybrid")
+    assert again.cached, "the same query again is served from the page cache"
+    assert again.search_id and again.search_id != first.search_id
+    assert again.arm == first.arm == "fb/hybrid"
+    assert [r.asset.asset_id for r in again.results] == [r.asset.asset_id for r in first.results]
 
 
 def test_a_click_moves_its_arms_ctr_and_a_duplicate_counts_once(suite: Suite) -> None:
