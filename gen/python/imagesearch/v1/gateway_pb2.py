@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from imagesearch.v1 import common_pb2 as imagesearch_dot_v1_dot_common__pb2
+from imagesearch.v1 import search_pb2 as imagesearch_dot_v1_dot_search__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cimagesearch/v1/gateway.proto\x12\x0eimagesearch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bimagesearch/v1/common.proto\"\xca\x02\n\rRerankOptions\x12\x0f\n\x07\x64isable\x18\x01 \x01(\x08\x12\x1d\n\x10\x63\x61ndidate_window\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btext_weight\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmmr_lambda\x18\x04 \x01(\x02H\x02\x88\x01\x01\x12 \n\x13\x64uplicate_threshold\x18\x05 \x01(\x02H\x03\x88\x01\x01\x12\x1d\n\x10\x66reshness_weight\x18\x06 \x01(\x02H\x04\x88\x01\x01\x12\x1e\n\x11popularity_weight\x18\x07 \x01(\x02H\x05\x88\x01\x01\x42\x13\n\x11_candidate_windowB\x0e\n\x0c_text_weightB\r\n\x0b_mmr_lambdaB\x16\n\x14_duplicate_thresholdB\x13\n\x11_freshness_weightB\x14\n\x12_popularity_weight\"\xf2\x01\n\rSearchRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12&\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x16.imagesearch.v1.Filter\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x12\n\x05\x61lpha\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12-\n\x06rerank\x18\x07 \x01(\x0b\x32\x1d.imagesearch.v1.RerankOptions\x12\x16\n\x0einclude_unsafe\x18\x08 \x01(\x08\x12\x10\n\x08licenses\x18\t \x03(\tB\x08\n\x06_alpha\"\xc5\x01\n\x0bStageScores\x12\x0f\n\x07keyword\x18\x01 \x01(\x02\x12\x0e\n\x06vector\x18\x02 \x01(\x02\x12\r\n\x05\x66used\x18\x03 \x01(\x02\x12\x13\n\x0btext_cosine\x18\x04 \x01(\x02\x12\x14\n\x0cimage_cosine\x18\x05 \x01(\x02\x12\x0e\n\x06rerank\x18\x06 \x01(\x02\x12\r\n\x05\x62oost\x18\x07 \x01(\x02\x12\r\n\x05\x66inal\x18\x08 \x01(\x02\x12\x18\n\x10\x66irst_stage_rank\x18\t \x01(\x05\x12\x13\n\x0bvector_name\x18\n \x01(\t\" \n\rPolicyVerdict\x12\x0f\n\x07reasons\x18\x01 \x03(\t\"\xa6\x01\n\x0cSearchResult\x12$\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Asset\x12+\n\x06scores\x18\x02 \x01(\x0b\x32\x1b.imagesearch.v1.StageScores\x12\x14\n\x0crerank_notes\x18\x03 \x03(\t\x12-\n\x06policy\x18\x04 \x01(\x0b\x32\x1d.imagesearch.v1.PolicyVerdict\"\xdd\x01\n\x0eSearchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x18\n\x10\x64\x65graded_reasons\x18\x04 \x03(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\x12\'\n\x05model\x18\x06 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\x12\x0b\n\x03\x61rm\x18\x07 \x01(\t\x12\x11\n\tsearch_id\x18\x08 \x01(\t\"\xbe\x01\n\x14SearchSimilarRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12&\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x16.imagesearch.v1.Filter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12-\n\x06rerank\x18\x05 \x01(\x0b\x32\x1d.imagesearch.v1.RerankOptions\x12\x16\n\x0einclude_unsafe\x18\x06 \x01(\x08\"\xab\x01\n\x15SearchSimilarResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x18\n\x10\x64\x65graded_reasons\x18\x04 \x03(\t\x12\x0b\n\x03\x61rm\x18\x05 \x01(\t\x12\x11\n\tsearch_id\x18\x06 \x01(\t\"\xb9\x01\n\rIngestRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\r\n\x05owner\x18\x06 \x01(\t\x12(\n\x07license\x18\x07 \x01(\x0b\x32\x17.imagesearch.v1.License\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x12\n\npopularity\x18\t \x01(\x01\"\xf0\x01\n\x0eIngestResponse\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12.\n\x07outcome\x18\x02 \x01(\x0e\x32\x1d.imagesearch.v1.IngestOutcome\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.imagesearch.v1.ItemError\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\t\x12\x32\n\rsafety_labels\x18\x05 \x03(\x0b\x32\x1b.imagesearch.v1.SafetyLabel\x12\x10\n\x08ocr_text\x18\x06 \x01(\t\x12\x14\n\x0c\x64uplicate_of\x18\x07 \x01(\t\"#\n\x0fGetAssetRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\"8\n\x10GetAssetResponse\x12$\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Asset\"&\n\x12\x44\x65leteAssetRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteAssetResponse\"W\n\x14GetAssetImageRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12-\n\x07variant\x18\x02 \x01(\x0e\x32\x1c.imagesearch.v1.ImageVariant\"i\n\x15GetAssetImageResponse\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\x12\x16\n\x0e\x63ontent_sha256\x18\x03 \x01(\t\x12\r\n\x05\x63hunk\x18\x04 \x01(\x0c\"\xd3\x01\n\rFeedbackEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.imagesearch.v1.FeedbackKind\x12\x11\n\tsearch_id\x18\x03 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x04 \x01(\t\x12\x0c\n\x04rank\x18\x05 \x01(\x05\x12\x10\n\x08\x64well_ms\x18\x06 \x01(\x03\x12\x0e\n\x06rating\x18\x07 \x01(\x05\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x15RecordFeedbackRequest\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.imagesearch.v1.FeedbackEvent\"~\n\x0e\x46\x65\x65\x64\x62\x61\x63kResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x30\n\x07outcome\x18\x02 \x01(\x0e\x32\x1f.imagesearch.v1.FeedbackOutcome\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.imagesearch.v1.ItemError\"I\n\x16RecordFeedbackResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.imagesearch.v1.FeedbackResult*\xdc\x01\n\rIngestOutcome\x12\x1e\n\x1aINGEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16INGEST_OUTCOME_CREATED\x10\x01\x12\x1a\n\x16INGEST_OUTCOME_UPDATED\x10\x02\x12\x1c\n\x18INGEST_OUTCOME_UNCHANGED\x10\x03\x12\x1c\n\x18INGEST_OUTCOME_DUPLICATE\x10\x04\x12\x19\n\x15INGEST_OUTCOME_FAILED\x10\x05\x12\x1c\n\x18INGEST_OUTCOME_UNCERTAIN\x10\x06*f\n\x0cImageVariant\x12\x1d\n\x19IMAGE_VARIANT_UNSPECIFIED\x10\x00\x12\x1a\n\x16IMAGE_VARIANT_ORIGINAL\x10\x01\x12\x1b\n\x17IMAGE_VARIANT_THUMBNAIL\x10\x02*y\n\x0c\x46\x65\x65\x64\x62\x61\x63kKind\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_KIND_CLICK\x10\x01\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_KIND_DWELL\x10\x02\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_KIND_RATING\x10\x03*\x8f\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kOutcome\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_RECORDED\x10\x01\x12\x1e\n\x1a\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_DUPLICATE\x10\x02\x12\x1b\n\x17\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_FAILED\x10\x03\x32\xec\x04\n\x0eGatewayService\x12G\n\x06Search\x12\x1d.imagesearch.v1.SearchRequest\x1a\x1e.imagesearch.v1.SearchResponse\x12\\\n\rSearchSimilar\x12$.imagesearch.v1.SearchSimilarRequest\x1a%.imagesearch.v1.SearchSimilarResponse\x12K\n\x06Ingest\x12\x1d.imagesearch.v1.IngestRequest\x1a\x1e.imagesearch.v1.IngestResponse(\x01\x30\x01\x12M\n\x08GetAsset\x12\x1f.imagesearch.v1.GetAssetRequest\x1a .imagesearch.v1.GetAssetResponse\x12V\n\x0b\x44\x65leteAsset\x12\".imagesearch.v1.DeleteAssetRequest\x1a#.imagesearch.v1.DeleteAssetResponse\x12^\n\rGetAssetImage\x12$.imagesearch.v1.GetAssetImageRequest\x1a%.imagesearch.v1.GetAssetImageResponse0\x01\x12_\n\x0eRecordFeedback\x12%.imagesearch.v1.RecordFeedbackRequest\x1a&.imagesearch.v1.RecordFeedbackResponseB^\n\x12\x64\x65v.imagesearch.v1P\x01ZFgithub.com/imagesearch/imagesearch/gen/go/imagesearch/v1;imagesearchv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cimagesearch/v1/gateway.proto\x12\x0eimagesearch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bimagesearch/v1/common.proto\x1a\x1bimagesearch/v1/search.proto\"\xca\x02\n\rRerankOptions\x12\x0f\n\x07\x64isable\x18\x01 \x01(\x08\x12\x1d\n\x10\x63\x61ndidate_window\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btext_weight\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmmr_lambda\x18\x04 \x01(\x02H\x02\x88\x01\x01\x12 \n\x13\x64uplicate_threshold\x18\x05 \x01(\x02H\x03\x88\x01\x01\x12\x1d\n\x10\x66reshness_weight\x18\x06 \x01(\x02H\x04\x88\x01\x01\x12\x1e\n\x11popularity_weight\x18\x07 \x01(\x02H\x05\x88\x01\x01\x42\x13\n\x11_candidate_windowB\x0e\n\x0c_text_weightB\r\n\x0b_mmr_lambdaB\x16\n\x14_duplicate_thresholdB\x13\n\x11_freshness_weightB\x14\n\x12_popularity_weight\"\x9e\x02\n\rSearchRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12&\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x16.imagesearch.v1.Filter\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x12\n\x05\x61lpha\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12-\n\x06rerank\x18\x07 \x01(\x0b\x32\x1d.imagesearch.v1.RerankOptions\x12\x16\n\x0einclude_unsafe\x18\x08 \x01(\x08\x12\x10\n\x08licenses\x18\t \x03(\t\x12*\n\x06\x66usion\x18\n \x01(\x0e\x32\x1a.imagesearch.v1.FusionTypeB\x08\n\x06_alpha\"\xc5\x01\n\x0bStageScores\x12\x0f\n\x07keyword\x18\x01 \x01(\x02\x12\x0e\n\x06vector\x18\x02 \x01(\x02\x12\r\n\x05\x66used\x18\x03 \x01(\x02\x12\x13\n\x0btext_cosine\x18\x04 \x01(\x02\x12\x14\n\x0cimage_cosine\x18\x05 \x01(\x02\x12\x0e\n\x06rerank\x18\x06 \x01(\x02\x12\r\n\x05\x62oost\x18\x07 \x01(\x02\x12\r\n\x05\x66inal\x18\x08 \x01(\x02\x12\x18\n\x10\x66irst_stage_rank\x18\t \x01(\x05\x12\x13\n\x0bvector_name\x18\n \x01(\t\" \n\rPolicyVerdict\x12\x0f\n\x07reasons\x18\x01 \x03(\t\"\xa6\x01\n\x0cSearchResult\x12$\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Asset\x12+\n\x06scores\x18\x02 \x01(\x0b\x32\x1b.imagesearch.v1.StageScores\x12\x14\n\x0crerank_notes\x18\x03 \x03(\t\x12-\n\x06policy\x18\x04 \x01(\x0b\x32\x1d.imagesearch.v1.PolicyVerdict\"\xdd\x01\n\x0eSearchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x18\n\x10\x64\x65graded_reasons\x18\x04 \x03(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\x12\'\n\x05model\x18\x06 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\x12\x0b\n\x03\x61rm\x18\x07 \x01(\t\x12\x11\n\tsearch_id\x18\x08 \x01(\t\"\xbe\x01\n\x14SearchSimilarRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12&\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x16.imagesearch.v1.Filter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12-\n\x06rerank\x18\x05 \x01(\x0b\x32\x1d.imagesearch.v1.RerankOptions\x12\x16\n\x0einclude_unsafe\x18\x06 \x01(\x08\"\xab\x01\n\x15SearchSimilarResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x18\n\x10\x64\x65graded_reasons\x18\x04 \x03(\t\x12\x0b\n\x03\x61rm\x18\x05 \x01(\t\x12\x11\n\tsearch_id\x18\x06 \x01(\t\"\xb9\x01\n\rIngestRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12\r\n\x05owner\x18\x06 \x01(\t\x12(\n\x07license\x18\x07 \x01(\x0b\x32\x17.imagesearch.v1.License\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x12\n\npopularity\x18\t \x01(\x01\"\xf0\x01\n\x0eIngestResponse\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12.\n\x07outcome\x18\x02 \x01(\x0e\x32\x1d.imagesearch.v1.IngestOutcome\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.imagesearch.v1.ItemError\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\t\x12\x32\n\rsafety_labels\x18\x05 \x03(\x0b\x32\x1b.imagesearch.v1.SafetyLabel\x12\x10\n\x08ocr_text\x18\x06 \x01(\t\x12\x14\n\x0c\x64uplicate_of\x18\x07 \x01(\t\"#\n\x0fGetAssetRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\"8\n\x10GetAssetResponse\x12$\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Asset\"&\n\x12\x44\x65leteAssetRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteAssetResponse\"W\n\x14GetAssetImageRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12-\n\x07variant\x18\x02 \x01(\x0e\x32\x1c.imagesearch.v1.ImageVariant\"i\n\x15GetAssetImageResponse\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x03\x12\x16\n\x0e\x63ontent_sha256\x18\x03 \x01(\t\x12\r\n\x05\x63hunk\x18\x04 \x01(\x0c\"\xd3\x01\n\rFeedbackEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.imagesearch.v1.FeedbackKind\x12\x11\n\tsearch_id\x18\x03 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x04 \x01(\t\x12\x0c\n\x04rank\x18\x05 \x01(\x05\x12\x10\n\x08\x64well_ms\x18\x06 \x01(\x03\x12\x0e\n\x06rating\x18\x07 \x01(\x05\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x15RecordFeedbackRequest\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.imagesearch.v1.FeedbackEvent\"~\n\x0e\x46\x65\x65\x64\x62\x61\x63kResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x30\n\x07outcome\x18\x02 \x01(\x0e\x32\x1f.imagesearch.v1.FeedbackOutcome\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x19.imagesearch.v1.ItemError\"I\n\x16RecordFeedbackResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.imagesearch.v1.FeedbackResult*\xdc\x01\n\rIngestOutcome\x12\x1e\n\x1aINGEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16INGEST_OUTCOME_CREATED\x10\x01\x12\x1a\n\x16INGEST_OUTCOME_UPDATED\x10\x02\x12\x1c\n\x18INGEST_OUTCOME_UNCHANGED\x10\x03\x12\x1c\n\x18INGEST_OUTCOME_DUPLICATE\x10\x04\x12\x19\n\x15INGEST_OUTCOME_FAILED\x10\x05\x12\x1c\n\x18INGEST_OUTCOME_UNCERTAIN\x10\x06*f\n\x0cImageVariant\x12\x1d\n\x19IMAGE_VARIANT_UNSPECIFIED\x10\x00\x12\x1a\n\x16IMAGE_VARIANT_ORIGINAL\x10\x01\x12\x1b\n\x17IMAGE_VARIANT_THUMBNAIL\x10\x02*y\n\x0c\x46\x65\x65\x64\x62\x61\x63kKind\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_KIND_CLICK\x10\x01\x12\x17\n\x13\x46\x45\x45\x44\x42\x41\x43K_KIND_DWELL\x10\x02\x12\x18\n\x14\x46\x45\x45\x44\x42\x41\x43K_KIND_RATING\x10\x03*\x8f\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kOutcome\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_RECORDED\x10\x01\x12\x1e\n\x1a\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_DUPLICATE\x10\x02\x12\x1b\n\x17\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_FAILED\x10\x03\x32\xec\x04\n\x0eGatewayService\x12G\n\x06Search\x12\x1d.imagesearch.v1.SearchRequest\x1a\x1e.imagesearch.v1.SearchResponse\x12\\\n\rSearchSimilar\x12$.imagesearch.v1.SearchSimilarRequest\x1a%.imagesearch.v1.SearchSimilarResponse\x12K\n\x06Ingest\x12\x1d.imagesearch.v1.IngestRequest\x1a\x1e.imagesearch.v1.IngestResponse(\x01\x30\x01\x12M\n\x08GetAsset\x12\x1f.imagesearch.v1.GetAssetRequest\x1a .imagesearch.v1.GetAssetResponse\x12V\n\x0b\x44\x65leteAsset\x12\".imagesearch.v1.DeleteAssetRequest\x1a#.imagesearch.v1.DeleteAssetResponse\x12^\n\rGetAssetImage\x12$.imagesearch.v1.GetAssetImageRequest\x1a%.imagesearch.v1.GetAssetImageResponse0\x01\x12_\n\x0eRecordFeedback\x12%.imagesearch.v1.RecordFeedbackRequest\x1a&.imagesearch.v1.RecordFeedbackResponseB^\n\x12\x64\x65v.imagesearch.v1P\x01ZFgithub.com/imagesearch/imagesearch/gen/go/imagesearch/v1;imagesearchv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,54 +35,54 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imagesearch.v1.gateway_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.imagesearch.v1P\001ZFgithub.com/imagesearch/imagesearch/gen/go/imagesearch/v1;imagesearchv1'
-  _globals['_INGESTOUTCOME']._serialized_start=2957
-  _globals['_INGESTOUTCOME']._serialized_end=3177
-  _globals['_IMAGEVARIANT']._serialized_start=3179
-  _globals['_IMAGEVARIANT']._serialized_end=3281
-  _globals['_FEEDBACKKIND']._serialized_start=3283
-  _globals['_FEEDBACKKIND']._serialized_end=3404
-  _globals['_FEEDBACKOUTCOME']._serialized_start=3407
-  _globals['_FEEDBACKOUTCOME']._serialized_end=3550
-  _globals['_RERANKOPTIONS']._serialized_start=111
-  _globals['_RERANKOPTIONS']._serialized_end=441
-  _globals['_SEARCHREQUEST']._serialized_start=444
-  _globals['_SEARCHREQUEST']._serialized_end=686
-  _globals['_STAGESCORES']._serialized_start=689
-  _globals['_STAGESCORES']._serialized_end=886
-  _globals['_POLICYVERDICT']._serialized_start=888
-  _globals['_POLICYVERDICT']._serialized_end=920
-  _globals['_SEARCHRESULT']._serialized_start=923
-  _globals['_SEARCHRESULT']._serialized_end=1089
-  _globals['_SEARCHRESPONSE']._serialized_start=1092
-  _globals['_SEARCHRESPONSE']._serialized_end=1313
-  _globals['_SEARCHSIMILARREQUEST']._serialized_start=1316
-  _globals['_SEARCHSIMILARREQUEST']._serialized_end=1506
-  _globals['_SEARCHSIMILARRESPONSE']._serialized_start=1509
-  _globals['_SEARCHSIMILARRESPONSE']._serialized_end=1680
-  _globals['_INGESTREQUEST']._serialized_start=1683
-  _globals['_INGESTREQUEST']._serialized_end=1868
-  _globals['_INGESTRESPONSE']._serialized_start=1871
-  _globals['_INGESTRESPONSE']._serialized_end=2111
-  _globals['_GETASSETREQUEST']._serialized_start=2113
-  _globals['_GETASSETREQUEST']._serialized_end=2148
-  _globals['_GETASSETRESPONSE']._serialized_start=2150
-  _globals['_GETASSETRESPONSE']._serialized_end=2206
-  _globals['_DELETEASSETREQUEST']._serialized_start=2208
-  _globals['_DELETEASSETREQUEST']._serialized_end=2246
-  _globals['_DELETEASSETRESPONSE']._serialized_start=2248
-  _globals['_DELETEASSETRESPONSE']._serialized_end=2269
-  _globals['_GETASSETIMAGEREQUEST']._serialized_start=2271
-  _globals['_GETASSETIMAGEREQUEST']._serialized_end=2358
-  _globals['_GETASSETIMAGERESPONSE']._serialized_start=2360
-  _globals['_GETASSETIMAGERESPONSE']._serialized_end=2465
-  _globals['_FEEDBACKEVENT']._serialized_start=2468
-  _globals['_FEEDBACKEVENT']._serialized_end=2679
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=2681
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=2751
-  _globals['_FEEDBACKRESULT']._serialized_start=2753
-  _globals['_FEEDBACKRESULT']._serialized_end=2879
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=2881
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=2954
-  _globals['_GATEWAYSERVICE']._serialized_start=3553
-  _globals['_GATEWAYSERVICE']._serialized_end=4173
+  _globals['_INGESTOUTCOME']._serialized_start=3030
+  _globals['_INGESTOUTCOME']._serialized_end=3250
+  _globals['_IMAGEVARIANT']._serialized_start=3252
+  _globals['_IMAGEVARIANT']._serialized_end=3354
+  _globals['_FEEDBACKKIND']._serialized_start=3356
+  _globals['_FEEDBACKKIND']._serialized_end=3477
+  _globals['_FEEDBACKOUTCOME']._serialized_start=3480
+  _globals['_FEEDBACKOUTCOME']._serialized_end=3623
+  _globals['_RERANKOPTIONS']._serialized_start=140
+  _globals['_RERANKOPTIONS']._serialized_end=470
+  _globals['_SEARCHREQUEST']._serialized_start=473
+  _globals['_SEARCHREQUEST']._serialized_end=759
+  _globals['_STAGESCORES']._serialized_start=762
+  _globals['_STAGESCORES']._serialized_end=959
+  _globals['_POLICYVERDICT']._serialized_start=961
+  _globals['_POLICYVERDICT']._serialized_end=993
+  _globals['_SEARCHRESULT']._serialized_start=996
+  _globals['_SEARCHRESULT']._serialized_end=1162
+  _globals['_SEARCHRESPONSE']._serialized_start=1165
+  _globals['_SEARCHRESPONSE']._serialized_end=1386
+  _globals['_SEARCHSIMILARREQUEST']._serialized_start=1389
+  _globals['_SEARCHSIMILARREQUEST']._serialized_end=1579
+  _globals['_SEARCHSIMILARRESPONSE']._serialized_start=1582
+  _globals['_SEARCHSIMILARRESPONSE']._serialized_end=1753
+  _globals['_INGESTREQUEST']._serialized_start=1756
+  _globals['_INGESTREQUEST']._serialized_end=1941
+  _globals['_INGESTRESPONSE']._serialized_start=1944
+  _globals['_INGESTRESPONSE']._serialized_end=2184
+  _globals['_GETASSETREQUEST']._serialized_start=2186
+  _globals['_GETASSETREQUEST']._serialized_end=2221
+  _globals['_GETASSETRESPONSE']._serialized_start=2223
+  _globals['_GETASSETRESPONSE']._serialized_end=2279
+  _globals['_DELETEASSETREQUEST']._serialized_start=2281
+  _globals['_DELETEASSETREQUEST']._serialized_end=2319
+  _globals['_DELETEASSETRESPONSE']._serialized_start=2321
+  _globals['_DELETEASSETRESPONSE']._serialized_end=2342
+  _globals['_GETASSETIMAGEREQUEST']._serialized_start=2344
+  _globals['_GETASSETIMAGEREQUEST']._serialized_end=2431
+  _globals['_GETASSETIMAGERESPONSE']._serialized_start=2433
+  _globals['_GETASSETIMAGERESPONSE']._serialized_end=2538
+  _globals['_FEEDBACKEVENT']._serialized_start=2541
+  _globals['_FEEDBACKEVENT']._serialized_end=2752
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=2754
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=2824
+  _globals['_FEEDBACKRESULT']._serialized_start=2826
+  _globals['_FEEDBACKRESULT']._serialized_end=2952
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=2954
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=3027
+  _globals['_GATEWAYSERVICE']._serialized_start=3626
+  _globals['_GATEWAYSERVICE']._serialized_end=4246
 # @@protoc_insertion_point(module_scope)
