@@ -117,6 +117,11 @@ class SearchSettings(ServiceSettings):
         description="Weight of the vector leg when a query gives both text and a vector but no alpha "
         "(the keyword leg gets 1 - alpha).",
     )
+    hybrid_fusion: Literal["adaptive", "relative_score", "ranked"] = Field(
+        "adaptive",
+        description="How the keyword and vector legs are fused when a query names no fusion "
+        "(search.proto, FusionType).",
+    )
     default_limit: int = Field(10, ge=1, description="Results returned when a query sets no limit.")
 
     # ---- limits ----------------------------------------------------------------------------------
