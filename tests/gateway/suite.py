@@ -111,9 +111,12 @@ class Suite:
         stack: Any = None,
         gateway_env: dict[str, str] | None = None,
         tls_dir: Path | None = None,
+        package: str = "demo",
     ) -> None:
-        """`tls_dir`: a suite certificate directory; set, the internal hops run over mutual TLS."""
+        """`tls_dir`: a suite certificate directory; set, the internal hops run over mutual TLS.
+        `package`: the encoder's model package (the clip-art "demo" unless a test is about another)."""
         self.mode = mode
+        self.package = package
         self.tls_dir = tls_dir
         self.stack = stack
         self.tmp = Path(tempfile.mkdtemp(prefix="imagesearch-e2e-"))
@@ -126,7 +129,7 @@ class Suite:
     def encoder_env(self) -> dict[str, str]:
         # The end-to-end data is the clip-art sample (models/demo/manifest.jsonl) and the retrieval
         # assertions are about it: the clip-art package, trained on that domain, is pinned here.
-        package = {"IMAGESEARCH_ENCODER_MODEL_PACKAGE": "demo"}
+        package = {"IMAGESEARCH_ENCODER_MODEL_PACKAGE": self.package}
         if self.mode == "stack":
             return {
                 **package,
