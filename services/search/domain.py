@@ -149,6 +149,8 @@ class QueryPlan:
     include_vectors: bool
     # The stored named vector the vector leg searches (PRIMARY_VECTOR unless another was asked for).
     vector_name: str = PRIMARY_VECTOR
+    # Adaptive fusion: the keyword leg's weight is (1 - alpha) * strength ** this (services.search.fusion).
+    strength_exponent: float = 2.0
 
     @property
     def uses_keyword(self) -> bool:

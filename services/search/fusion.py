@@ -18,10 +18,10 @@ Adaptive fusion (the server default; run in the service for every backend, so bo
 - The vector leg keeps min-max: it always returns a full window of candidates, so its 0 is the
   window's worst, which a hit outside the window could not beat anyway.
 - The weight is query-adaptive: strength = the best keyword candidate's coverage, and the vector leg
-  gets 1 - (1 - alpha) * strength^2. A query whose words an asset holds keeps the caller's alpha (the
-  lexical match is protected: below alpha 0.5 the best full match outranks every hit without keyword
-  evidence, whatever their cosines); a query that no asset's words match (a paraphrase) is ranked by
-  the vector leg alone.
+  gets 1 - (1 - alpha) * strength^e (e: the search setting adaptive_strength_exponent). A query
+  whose words an asset holds keeps the caller's alpha (the lexical match is protected: below alpha
+  0.5 the best full match outranks every hit without keyword evidence, whatever their cosines); a
+  query that matches few of its words (a paraphrase) is ranked by the vector leg.
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ def coverage(terms: frozenset[str], texts: Iterable[str]) -> float:
     return len(terms & held) / len(terms)
 
 
-def adaptive_vector_weight(alpha: float, strength: float) -> float:
+def adaptive_vector_weight(alpha: float, strength: float, exponent: float = 2.0) -> float:
     """The vector leg's weight for a keyword leg of this strength (best candidate's coverage)."""
-    return 1.0 - (1.0 - alpha) * strength * strength
+    return 1.0 - (1.0 - alpha) * strength**exponent
 
 
 def fuse(
@@ -111,6 +111,7 @@ def fuse(
     alpha: float,
     fusion: Fusion,
     coverages: Mapping[Any, float] | None = None,
+    strength_exponent: float = 2.0,
 ) -> list[Fused]:
     """Fuse the legs' candidates (each sorted best first) into one list, best first.
 
@@ -119,7 +120,7 @@ def fuse(
     result is deterministic for a given input.
     """
     if fusion is Fusion.ADAPTIVE:
-        return _fuse_adaptive(keyword, vector, alpha, coverages or {})
+        return _fuse_adaptive(keyword, vector, alpha, coverages or {}, strength_exponent)
     out: dict[Hashable, Fused] = {}
     legs = ((keyword, 1.0 - alpha, "keyword"), (vector, alpha, "vector"))
     for cands, weight, leg in legs:
@@ -155,6 +156,7 @@ def _fuse_adaptive(
     vector: Sequence[tuple[Hashable, float]],
     alpha: float,
     coverages: Mapping[Any, float],
+    exponent: float,
 ) -> list[Fused]:
     keyword = keyword if alpha < 1.0 else []
     vector = vector if alpha > 0.0 else []
@@ -165,7 +167,7 @@ def _fuse_adaptive(
     elif not keyword:
         weight = 1.0
     else:
-        weight = adaptive_vector_weight(alpha, strength)
+        weight = adaptive_vector_weight(alpha, strength, exponent)
     out: dict[Hashable, Fused] = {}
     for (key, raw), part in zip(keyword, kw_parts, strict=True):
         out[key] = Fused(key, keyword=part * (1.0 - weight), bm25=raw, vector_weight=weight)

@@ -122,6 +122,7 @@ async def plan_query(
         keyword_fields=fields,
         include_vectors=include_vectors,
         vector_name=vector_name or PRIMARY_VECTOR,
+        strength_exponent=s.adaptive_strength_exponent,
     )
 
 
@@ -155,6 +156,7 @@ def plan_digest(tenant: str, plan: QueryPlan) -> str:
         "vector_name": plan.vector_name,
         "alpha": repr(plan.alpha),
         "fusion": plan.fusion.value,
+        "exponent": repr(plan.strength_exponent) if plan.fusion is Fusion.ADAPTIVE else "",
         "filter": canonical(plan.filter),
         "limit": plan.limit,
         "offset": plan.offset,

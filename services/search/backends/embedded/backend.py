@@ -208,7 +208,9 @@ class EmbeddedBackend:
                 for slot, _ in kw
                 if slot in t.docs
             }
-        fused = fuse(kw, vec, plan.alpha, plan.fusion, coverages)[plan.offset : plan.offset + plan.limit]
+        fused = fuse(kw, vec, plan.alpha, plan.fusion, coverages, plan.strength_exponent)[
+            plan.offset : plan.offset + plan.limit
+        ]
         space = t.named.get(plan.vector_name)
 
         def stored_vector(slot: int) -> np.ndarray | None:

@@ -201,7 +201,9 @@ async def _fused_in_service(
                 o.uuid: coverage(terms, _keyword_texts(o.properties, plan.keyword_fields))
                 for o in res.objects
             }
-    fused = fuse(keyword, vector, plan.alpha, plan.fusion, coverages)[plan.offset : plan.offset + plan.limit]
+    fused = fuse(keyword, vector, plan.alpha, plan.fusion, coverages, plan.strength_exponent)[
+        plan.offset : plan.offset + plan.limit
+    ]
     if page_only:
         objects = await _fetch_by_id(call, col, [uuid.UUID(str(f.key)) for f in fused], include_vector)
     hits = []
