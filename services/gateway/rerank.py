@@ -11,13 +11,14 @@ Steps, in order, one function each (each is optional and explained on the result
    Each modality's cosines are standardised over the candidate window (z-scores) and then combined
    convexly with `text_weight` (CombSUM over z-normalised scores, as in Montague & Aslam's score
    normalisation).
-3. Relevance (`relevance`) = the first stage's keyword contribution + w * minmax(semantic), w being
+3. Relevance (`relevance`) = the first stage's keyword contribution + w * scaled(semantic), w being
    the weight the first stage gave its vector leg (ScoreBreakdown.vector_weight). The keyword
    evidence is kept exactly as the first stage weighed it (OCR and caption matches matter; under
    adaptive fusion a full match of the query's words keeps its protection and a query no asset's
    words match leaves the semantic part ~all the weight), and only the semantic part is re-scored,
-   exactly, for every candidate. Re-normalising BM25 here (min-max over the window, as before)
-   zeroed the window's weakest keyword match and re-buried what the first stage had protected.
+   exactly, for every candidate, and min-max scaled over the vector leg's candidates. Re-normalising
+   BM25 here (min-max over the window, as before) zeroed the window's weakest keyword match and
+   re-buried what the first stage had protected.
 4. Boosts (`boosts`): freshness 0.5 ** (age / half_life) and popularity log1p(p) / log1p(max p in
    the window), each in [0, 1] and weighted; final = relevance + boost.
 5. Near-duplicate collapse (`collapse_duplicates`): walking the list best first, a candidate with the
@@ -199,7 +200,20 @@ def relevance(hits: list[Hit], semantic: np.ndarray | None, alpha: float) -> np.
     if semantic is None:
         return np.array([h.scores.fused for h in hits], dtype=np.float32)
     keyword = np.array([h.scores.keyword for h in hits], dtype=np.float32)
-    return (keyword + vector_weight(hits, alpha) * _minmax(semantic)).astype(np.float32)
+    return (keyword + vector_weight(hits, alpha) * _semantic_scale(hits, semantic)).astype(np.float32)
+
+
+def _semantic_scale(hits: list[Hit], semantic: np.ndarray) -> np.ndarray:
+    """Min-max of the semantic scores over the candidates the vector leg retrieved (as the first stage
+    normalised them), others clipped at 0: a keyword-only candidate with a poor cosine widens no range,
+    so it cannot change how the vector leg's candidates compare (or how MMR weighs them)."""
+    from_vector_leg = np.array([h.scores.vector > 0 or h.scores.keyword == 0 for h in hits])
+    if from_vector_leg.sum() < 2:
+        return _minmax(semantic)
+    lo, hi = float(semantic[from_vector_leg].min()), float(semantic[from_vector_leg].max())
+    if hi - lo < 1e-9:
+        return _minmax(semantic)
+    return np.maximum((semantic - lo) / (hi - lo), 0.0)
 
 
 def boosts(hits: list[Hit], cfg: RerankConfig, now: dt.datetime) -> Boosts:

@@ -77,8 +77,18 @@ def group_relevance(target: dict[str, Any], by_group: dict[str, list[dict[str, A
     return {asset_id(r): (2 if r["id"] == target["id"] else 1) for r in by_group[target["group"]]}
 
 
-def build() -> dict[str, list[dict[str, Any]]]:
+def gallery_rows() -> list[dict[str, Any]]:
+    """The manifest's items, less byte-identical copies: ingest stores one asset per content (the
+    first in file order, as `imagesearch ingest` walks the folder sorted), so only it can be judged."""
     rows = [json.loads(line) for line in (PHOTO / "eval_manifest.jsonl").read_text().splitlines() if line]
+    kept: dict[str, dict[str, Any]] = {}
+    for r in sorted(rows, key=asset_id):
+        kept.setdefault(r["sha256"], r)
+    return sorted(kept.values(), key=lambda r: r["id"])
+
+
+def build() -> dict[str, list[dict[str, Any]]]:
+    rows = gallery_rows()
     by_id = {r["id"]: r for r in rows}
     by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -88,6 +98,8 @@ def build() -> dict[str, list[dict[str, Any]]]:
 
     exact = []
     for target_id, text in read_tsv(PHOTO / "queries_label.tsv"):
+        if target_id not in by_id:  # a byte-identical copy of another item
+            continue
         target, need = by_id[target_id], set(words(text))
         if not need:
             continue
@@ -145,8 +157,13 @@ def query_image(source: Path, kind: str) -> bytes:
 
 def materialise(out: Path, data: Path) -> None:
     """The gallery to ingest (original files, caption sidecars) and the judgements' query images."""
-    rows = [json.loads(line) for line in (PHOTO / "eval_manifest.jsonl").read_text().splitlines() if line]
+    rows = gallery_rows()
     by_asset = {asset_id(r): r for r in rows}
+    gallery = {asset_id(r) for r in rows}
+    for stale in (p for p in (out / "gallery").rglob("*") if p.is_file() and p.suffix != ".json"):
+        if stale.relative_to(out / "gallery").as_posix() not in gallery:
+            stale.unlink()
+            stale.with_suffix(".json").unlink(missing_ok=True)
     for r in rows:
         dest = out / "gallery" / asset_id(r)
         dest.parent.mkdir(parents=True, exist_ok=True)
