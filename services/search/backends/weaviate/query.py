@@ -4,6 +4,7 @@ for adaptive fusion or a single leg, the legs run separately and fused in the se
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -159,11 +160,10 @@ async def _fused_in_service(
     leg_vector: list[str] | bool = False if page_only else include_vector
     adaptive = plan.fusion is Fusion.ADAPTIVE
     kw_properties = [name for name, _ in plan.keyword_fields] if adaptive and page_only else leg_properties
-    objects: dict[Any, Any] = {}
-    keyword: list[tuple[Any, float]] = []
-    vector: list[tuple[Any, float]] = []
-    coverages: dict[Any, float] = {}
-    if plan.uses_vector:
+
+    async def vector_leg() -> list[Any]:
+        if not plan.uses_vector:
+            return []
         assert plan.vector is not None
         query_vector = plan.vector.astype(np.float32).tolist()
         res = await call(
@@ -178,9 +178,11 @@ async def _fused_in_service(
             ),
             "vector query",
         )
-        vector = [(o.uuid, 1.0 - float(o.metadata.distance)) for o in res.objects]
-        objects.update((o.uuid, o) for o in res.objects)
-    if plan.uses_keyword:
+        return list(res.objects)
+
+    async def keyword_leg() -> list[Any]:
+        if not plan.uses_keyword:
+            return []
         res = await call(
             lambda: col.query.bm25(
                 query=plan.text,
@@ -193,14 +195,20 @@ async def _fused_in_service(
             ),
             "keyword query",
         )
-        keyword = [(o.uuid, float(o.metadata.score)) for o in res.objects]
-        objects.update((o.uuid, o) for o in res.objects)
-        if adaptive:
-            terms = content_terms(plan.text)
-            coverages = {
-                o.uuid: coverage(terms, _keyword_texts(o.properties, plan.keyword_fields))
-                for o in res.objects
-            }
+        return list(res.objects)
+
+    # The legs are independent queries: run them together (one round trip of latency, not two).
+    vector_objects, keyword_objects = await asyncio.gather(vector_leg(), keyword_leg())
+    vector = [(o.uuid, 1.0 - float(o.metadata.distance)) for o in vector_objects]
+    keyword = [(o.uuid, float(o.metadata.score)) for o in keyword_objects]
+    objects: dict[Any, Any] = {o.uuid: o for o in [*vector_objects, *keyword_objects]}
+    coverages: dict[Any, float] = {}
+    if adaptive and keyword_objects:
+        terms = content_terms(plan.text)
+        coverages = {
+            o.uuid: coverage(terms, _keyword_texts(o.properties, plan.keyword_fields))
+            for o in keyword_objects
+        }
     fused = fuse(keyword, vector, plan.alpha, plan.fusion, coverages, plan.strength_exponent)[
         plan.offset : plan.offset + plan.limit
     ]
