@@ -126,7 +126,11 @@ def run_eval(args: argparse.Namespace, channel: grpc.Channel, metadata: list[tup
     if args.json:
         write_json(Path(args.json), as_json(scores, configs, meta))
     if args.plot:
-        plot(scores, Path(args.plot))
+        try:
+            plot(scores, Path(args.plot))
+        except ImportError:
+            print("imagesearch eval: --plot needs matplotlib (pip install -e '.[dev]')", file=sys.stderr)
+            return 2
     failed = sum(1 for r in runs if r.error)
     if failed:
         first = next(r for r in runs if r.error)
