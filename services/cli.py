@@ -8,6 +8,8 @@
     imagesearch feedback SEARCH_ID ASSET_ID [--kind click|dwell|rating] [--dwell-ms MS] [--rating 1-5]
     imagesearch eval-online [--metrics URL] [--json]   # per-arm CTR and MRR of clicks
     imagesearch image ASSET_ID -o FILE [--thumbnail]   # the stored original (or its thumbnail)
+    imagesearch eval JUDGEMENTS.jsonl... [--config NAME:alpha=0.4,fusion=adaptive] [--baselines]
+                     [--split heldout] [--json OUT] [--markdown OUT] [--plot OUT.png]
     imagesearch serve                      # encoder + search + gateway on embedded defaults (make run)
 
 Credentials: --api-key, else $IMAGESEARCH_API_KEY, else the demo key of `make run` ("demo-key").
@@ -386,6 +388,14 @@ def cmd_eval_online(args: argparse.Namespace) -> int:
 # serve: the whole suite on embedded defaults (what `make run` starts)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Relevance of the live gateway on judged queries (services/evaluation, docs/RELEVANCE.md)."""
+    from services.evaluation.command import run_eval
+
+    with _channel(args.gateway) as channel:
+        return run_eval(args, channel, _metadata(args))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start encoder, search and gateway on embedded defaults (services/suite.py, `make run`)."""
     from services import suite
@@ -454,6 +464,29 @@ def parser() -> argparse.ArgumentParser:
     eo.add_argument("--timeout", type=float, default=10.0, help="seconds")
     eo.add_argument("--json", action="store_true")
     eo.set_defaults(func=cmd_eval_online)
+
+    ev = sub.add_parser(
+        "eval", parents=[common], help="measure relevance on judged queries (docs/RELEVANCE.md)"
+    )
+    ev.add_argument("judgements", nargs="+", help="JSONL judgement files")
+    ev.add_argument("--images-root", help="folder query image paths are relative to (default: each file's)")
+    ev.add_argument(
+        "--config",
+        action="append",
+        help="NAME[:alpha=A,fusion=adaptive|relative_score|ranked,rerank=on|off,text_weight=W,mmr_lambda=L] "
+        "(repeatable; default: one config with the server's defaults)",
+    )
+    ev.add_argument("--baselines", action="store_true", help="add keyword-only, vector-only, relative-0.75")
+    ev.add_argument("--split", default="", help="only judged queries of this split (e.g. heldout)")
+    ev.add_argument("--family", action="append", help="only this query family (repeatable)")
+    ev.add_argument("--depth", type=int, default=10, help="results fetched per query (page size, 1-100)")
+    ev.add_argument("--concurrency", type=int, default=4, help="searches in flight")
+    ev.add_argument("--json", help="write the metrics as JSON here")
+    ev.add_argument("--markdown", help="also write the markdown table here")
+    ev.add_argument("--plot", help="write a bar chart of nDCG@10 per family and config here (PNG/SVG)")
+    ev.add_argument("--online", action="store_true", help="report per-arm click-through from feedback")
+    ev.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ev.set_defaults(func=cmd_eval)
 
     ge = sub.add_parser("get", parents=[common], help="show one asset")
     ge.add_argument("asset_id")

@@ -479,6 +479,25 @@ def encoded_batch(
 # Search service
 
 
+FUSION_PB = {
+    "adaptive": search_pb2.FUSION_TYPE_ADAPTIVE,
+    "relative_score": search_pb2.FUSION_TYPE_RELATIVE_SCORE,
+    "ranked": search_pb2.FUSION_TYPE_RANKED,
+}
+_FUSION_NAMES = {number: name for name, number in FUSION_PB.items()}
+
+
+def fusion_from_pb(value: int) -> str | None:
+    """A request's FusionType: None for UNSPECIFIED (the defaults apply)."""
+    if value == search_pb2.FUSION_TYPE_UNSPECIFIED:
+        return None
+    if value not in _FUSION_NAMES:
+        raise InvalidArgument(
+            f"fusion {value} is not a FusionType; use FUSION_TYPE_ADAPTIVE, _RELATIVE_SCORE or _RANKED"
+        )
+    return _FUSION_NAMES[value]
+
+
 def query_request(spec: m.QuerySpec) -> search_pb2.QueryRequest:
     req = search_pb2.QueryRequest(
         tenant=spec.tenant,
@@ -493,6 +512,8 @@ def query_request(spec: m.QuerySpec) -> search_pb2.QueryRequest:
         req.vector.CopyFrom(embedding_pb(spec.vector, spec.model, spec.vector_name))
     if spec.alpha is not None:
         req.alpha = spec.alpha
+    if spec.fusion is not None:
+        req.fusion = FUSION_PB[spec.fusion]
     f = filter_pb(spec.filter)
     if f is not None:
         req.filter.CopyFrom(f)
@@ -506,6 +527,7 @@ def first_stage_scores(s: search_pb2.ScoreBreakdown) -> m.FirstStageScores:
         vector=s.vector_contribution,
         bm25=s.bm25,
         cosine=s.cosine_similarity,
+        vector_weight=s.vector_weight,
     )
 
 

@@ -165,6 +165,10 @@ def _scalar(v: Scalar) -> Any:
 # First stage (search service)
 
 
+# How a search's two first-stage legs are fused (search.proto, FusionType).
+FUSIONS = ("adaptive", "relative_score", "ranked")
+
+
 @dataclass(frozen=True)
 class QuerySpec:
     """One hybrid query to the search service."""
@@ -174,6 +178,7 @@ class QuerySpec:
     vector: Vector | None = None
     model: ModelRef | None = None
     alpha: float | None = None
+    fusion: str | None = None  # one of FUSIONS; None: the search service's default
     filter: Filter | None = None
     limit: int = 10
     offset: int = 0
@@ -191,6 +196,8 @@ class FirstStageScores:
     vector: float = 0.0
     bm25: float = 0.0
     cosine: float = 0.0
+    # The weight the first stage gave the vector leg (the keyword leg got 1 - it).
+    vector_weight: float = 0.0
 
 
 @dataclass
@@ -258,6 +265,7 @@ class SearchQuery:
     page_size: int = 20
     page_token: str = ""
     alpha: float | None = None
+    fusion: str | None = None  # one of FUSIONS; None: the package's (or the settings') default
     rerank: RerankOptions = field(default_factory=RerankOptions)
     include_unsafe: bool = False
     licenses: tuple[str, ...] = ()

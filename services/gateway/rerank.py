@@ -11,9 +11,14 @@ Steps, in order, one function each (each is optional and explained on the result
    Each modality's cosines are standardised over the candidate window (z-scores) and then combined
    convexly with `text_weight` (CombSUM over z-normalised scores, as in Montague & Aslam's score
    normalisation).
-3. Relevance (`relevance`) = alpha * minmax(semantic) + (1 - alpha) * minmax(BM25): the keyword
-   evidence of the first stage is kept (OCR and caption matches matter) with the same alpha the
-   caller chose, but the semantic part is now exact for every candidate.
+3. Relevance (`relevance`) = the first stage's keyword contribution + w * scaled(semantic), w being
+   the weight the first stage gave its vector leg (ScoreBreakdown.vector_weight). The keyword
+   evidence is kept exactly as the first stage weighed it (OCR and caption matches matter; under
+   adaptive fusion a full match of the query's words keeps its protection and a query no asset's
+   words match leaves the semantic part ~all the weight), and only the semantic part is re-scored,
+   exactly, for every candidate, and min-max scaled over the vector leg's candidates. Re-normalising
+   BM25 here (min-max over the window, as before) zeroed the window's weakest keyword match and
+   re-buried what the first stage had protected.
 4. Boosts (`boosts`): freshness 0.5 ** (age / half_life) and popularity log1p(p) / log1p(max p in
    the window), each in [0, 1] and weighted; final = relevance + boost.
 5. Near-duplicate collapse (`collapse_duplicates`): walking the list best first, a candidate with the
@@ -51,7 +56,8 @@ class RerankConfig:
     freshness_weight: float = 0.0
     popularity_weight: float = 0.0
     freshness_half_life_days: float = _CONFIGURED.rerank_freshness_half_life_days
-    # Weight of the semantic part against the first stage's keyword (BM25) evidence.
+    # The first stage's alpha (the caller's or the default); the relevance step reads the weight the
+    # first stage actually used from the hits (ScoreBreakdown.vector_weight).
     alpha: float = 1.0
 
 
@@ -181,13 +187,33 @@ def fuse_modalities(
     return sim.text_cos if text_vector is not None else sim.image_cos
 
 
+def vector_weight(hits: list[Hit], alpha: float) -> float:
+    """The weight the first stage gave its vector leg (one value per query); `alpha`, the weight it
+    was asked for, when it reported none (a first stage without a vector leg reports 0)."""
+    reported = max((h.scores.vector_weight for h in hits), default=0.0)
+    return reported if reported > 0.0 else alpha
+
+
 def relevance(hits: list[Hit], semantic: np.ndarray | None, alpha: float) -> np.ndarray:
-    """3. alpha * minmax(semantic) + (1 - alpha) * minmax(BM25); the first stage's fused score when
+    """3. first-stage keyword contribution + w * minmax(semantic); the first stage's fused score when
     there is no semantic score."""
     if semantic is None:
         return np.array([h.scores.fused for h in hits], dtype=np.float32)
-    bm25 = np.array([h.scores.bm25 for h in hits], dtype=np.float32)
-    return (alpha * _minmax(semantic) + (1 - alpha) * _minmax(bm25)).astype(np.float32)
+    keyword = np.array([h.scores.keyword for h in hits], dtype=np.float32)
+    return (keyword + vector_weight(hits, alpha) * _semantic_scale(hits, semantic)).astype(np.float32)
+
+
+def _semantic_scale(hits: list[Hit], semantic: np.ndarray) -> np.ndarray:
+    """Min-max of the semantic scores over the candidates the vector leg retrieved (as the first stage
+    normalised them), others clipped at 0: a keyword-only candidate with a poor cosine widens no range,
+    so it cannot change how the vector leg's candidates compare (or how MMR weighs them)."""
+    from_vector_leg = np.array([h.scores.vector > 0 or h.scores.keyword == 0 for h in hits])
+    if from_vector_leg.sum() < 2:
+        return _minmax(semantic)
+    lo, hi = float(semantic[from_vector_leg].min()), float(semantic[from_vector_leg].max())
+    if hi - lo < 1e-9:
+        return _minmax(semantic)
+    return np.maximum((semantic - lo) / (hi - lo), 0.0)
 
 
 def boosts(hits: list[Hit], cfg: RerankConfig, now: dt.datetime) -> Boosts:
@@ -231,7 +257,13 @@ def _ranked(
         )
         for i, h in enumerate(hits)
     ]
+    weight = vector_weight(hits, cfg.alpha)
     for i, r in enumerate(ranked):
+        if hits[i].scores.keyword > 0:
+            r.notes.append(
+                f"keyword evidence {hits[i].scores.keyword:.3f} kept from the first stage "
+                f"(semantic re-scored with weight {weight:.2f})"
+            )
         if cfg.freshness_weight > 0 and boost.freshness[i] > 0:
             r.notes.append(f"freshness boost +{cfg.freshness_weight * boost.freshness[i]:.3f}")
         if cfg.popularity_weight > 0 and boost.popularity[i] > 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from services.gateway.domain import (
     count_nodes,
 )
 from services.gateway.drift import DriftMonitor
+from services.gateway.fusion_defaults import FusionChooser, FusionDefaults, read_package_defaults
 from services.gateway.limits import (
     MAX_ASSET_ID_CHARS,
     MAX_FILTER_NODES,
@@ -63,6 +65,7 @@ log = structlog.get_logger("search")
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
 MAX_TEXT_CHARS = 1000
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEGRADED_SEARCHES = Counter(
     "gateway_degraded_searches_total",
@@ -72,7 +75,7 @@ DEGRADED_SEARCHES = Counter(
 
 @dataclass(frozen=True)
 class SearchConfig:
-    default_alpha: float
+    fusion: FusionChooser  # alpha and fusion: the caller's, else the package's, else the settings'
     rerank: RerankConfig  # the defaults a request's RerankOptions override
     candidate_window: int
     page_cache_entries: int
@@ -85,8 +88,12 @@ class SearchConfig:
 
     @classmethod
     def from_settings(cls, s: GatewaySettings) -> SearchConfig:
+        models_dir = Path(s.model_packages_dir) if s.model_packages_dir else REPO_ROOT / "models"
         return cls(
-            default_alpha=s.default_alpha,
+            fusion=FusionChooser(
+                FusionDefaults(s.default_alpha, s.default_fusion, "settings"),
+                read_package_defaults(models_dir),
+            ),
             rerank=RerankConfig(
                 text_weight=s.rerank_text_weight,
                 mmr_lambda=s.rerank_mmr_lambda,
@@ -198,8 +205,7 @@ class SearchFlow:
         first_stage_filter = all_of(q.filter, vis.filter(self.policy.granularity_s))
         _check_filter_size(first_stage_filter)
         text = q.text.strip()
-        alpha = self.cfg.default_alpha if q.alpha is None else q.alpha
-        cfg, window = self._rerank_config(q.rerank, alpha if text else 1.0)  # validated before any call
+        cfg, window = self._rerank_config(q.rerank, 1.0)  # validated before any call
         bound = paging.binding(
             "search",
             vis.cache_key(),
@@ -207,6 +213,7 @@ class SearchFlow:
             hashlib.sha256(q.image).hexdigest() if q.image else "",
             canonical(q.filter),
             q.alpha,
+            q.fusion or "",
             q.rerank,
             page_size,
         )
@@ -230,17 +237,20 @@ class SearchFlow:
             vector_name = VISUAL_VECTOR
         else:
             query_vec = vectors.text if vectors.text is not None else vectors.image
+        # The package's calibrated defaults need the model, known once the query is encoded.
+        alpha, fusion = self.cfg.fusion.choose(q.alpha, q.fusion, vectors.model)
         if query_vec is None:
-            first_alpha: float | None = 0.0
-            cfg = replace(cfg, alpha=0.0)
+            first_alpha = 0.0
         else:
             first_alpha = alpha if text else 1.0
+        cfg = replace(cfg, alpha=first_alpha)
         spec = QuerySpec(
             tenant=principal.tenant,
             text=text,
             vector=query_vec,
             model=vectors.model,
             alpha=first_alpha,
+            fusion=fusion,
             filter=first_stage_filter,
             vector_name=vector_name,
         )
@@ -287,7 +297,8 @@ class SearchFlow:
         )
         caption = source.asset.caption.strip()[:MAX_TEXT_CHARS]
         # No request field sets alpha here; an experiment arm may (experiments.Arm.apply).
-        alpha = (self.cfg.default_alpha if q.alpha is None else q.alpha) if caption else 1.0
+        alpha, fusion = self.cfg.fusion.choose(q.alpha, q.fusion, source.asset.embedding_model)
+        alpha = alpha if caption else 1.0
         cfg, window = self._rerank_config(q.rerank, alpha)
         spec = QuerySpec(
             tenant=principal.tenant,
@@ -295,6 +306,7 @@ class SearchFlow:
             vector=source_vec,
             model=source.asset.embedding_model,
             alpha=alpha,
+            fusion=fusion,
             filter=first_stage_filter,
             vector_name=vector_name,
         )

@@ -106,6 +106,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             page_size=request.page_size,
             page_token=request.page_token,
             alpha=request.alpha if request.HasField("alpha") else None,
+            fusion=convert.fusion_from_pb(request.fusion),
             rerank=convert.rerank_options(request.rerank),
             include_unsafe=request.include_unsafe,
             licenses=tuple(request.licenses),

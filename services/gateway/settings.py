@@ -160,7 +160,22 @@ class SearchFlowSettings(BaseModel):
     rerank_popularity_weight: float = Field(
         0.0, ge=0, le=1, description="Default weight of the popularity boost."
     )
-    default_alpha: float = Field(0.75, ge=0, le=1, description="Vector-leg weight of text queries.")
+    default_alpha: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="Vector-leg weight of text queries when the model package's card gives none "
+        "(fusion_defaults.text_query.hybrid_alpha in its package.json wins over this).",
+    )
+    default_fusion: Literal["adaptive", "relative_score", "ranked"] = Field(
+        "adaptive",
+        description="First-stage fusion of text queries when the model package's card gives none.",
+    )
+    model_packages_dir: str = Field(
+        "",
+        description="Where model packages' cards are read for their fusion defaults "
+        "(*/package/package.json; empty: the repository's models/).",
+    )
     page_cache_entries: int = Field(
         4096,
         ge=0,

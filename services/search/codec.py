@@ -89,6 +89,7 @@ def hits_to_bytes(hits: list[Hit]) -> bytes:
             {
                 "d": doc_to_dict(h.doc),
                 "s": [s.fused, s.keyword_contribution, s.vector_contribution, s.bm25, s.cosine_similarity],
+                "w": s.vector_weight,
                 "v": None
                 if h.vector is None
                 else base64.b64encode(h.vector.astype("<f4").tobytes()).decode(),
@@ -101,5 +102,7 @@ def hits_from_bytes(raw: bytes) -> list[Hit]:
     hits = []
     for h in json.loads(raw):
         vec = None if h["v"] is None else np.frombuffer(base64.b64decode(h["v"]), dtype="<f4")
-        hits.append(Hit(doc_from_dict(h["d"]), Scores(*h["s"]), vec))
+        fused, keyword, vector, bm25, cosine = h["s"]
+        scores = Scores(fused, keyword, vector, bm25, cosine, vector_weight=h.get("w", 0.0))
+        hits.append(Hit(doc_from_dict(h["d"]), scores, vec))
     return hits

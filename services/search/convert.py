@@ -47,9 +47,10 @@ _OPS = {
     common_pb2.FILTER_OPERATOR_IS_NULL: flt.Op.IS_NULL,
 }
 _FUSIONS = {
-    search_pb2.FUSION_TYPE_UNSPECIFIED: Fusion.RELATIVE_SCORE,
+    search_pb2.FUSION_TYPE_UNSPECIFIED: None,  # the server's default (settings)
     search_pb2.FUSION_TYPE_RELATIVE_SCORE: Fusion.RELATIVE_SCORE,
     search_pb2.FUSION_TYPE_RANKED: Fusion.RANKED,
+    search_pb2.FUSION_TYPE_ADAPTIVE: Fusion.ADAPTIVE,
 }
 _MAX_FILTER_DEPTH = 32
 # google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
@@ -323,6 +324,7 @@ def hit_to_proto(h: Hit, tenant: str) -> search_pb2.QueryHit:
             bm25=s.bm25,
             cosine_similarity=s.cosine_similarity,
             vector_name=s.vector_name,
+            vector_weight=s.vector_weight,
         ),
     )
     if h.vector is not None:
@@ -344,9 +346,9 @@ def query_from_proto(request: search_pb2.QueryRequest, *, max_filter_nodes: int)
         vector = decode_vector(request.vector, "vector")
         vector_model = _model(request.vector.model)
     vector_name = request.vector.vector_name if request.HasField("vector") else ""
-    fusion = _FUSIONS.get(request.fusion)
-    if fusion is None:
+    if request.fusion not in _FUSIONS:
         raise InvalidArgument(f"unknown fusion type {request.fusion}")
+    fusion = _FUSIONS[request.fusion]
     return dict(
         text=request.text,
         vector=vector,

@@ -29,6 +29,12 @@ BM25_B = 0.75
 # Embedding.vector_name means it. Other named vectors (e.g. "visual") are stored beside it.
 PRIMARY_VECTOR = "semantic"
 VECTOR_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def tokenize(text: str) -> list[str]:
+    """Weaviate's `word` tokenization: split on non-alphanumerics, lowercase (tantivy's `default`)."""
+    return [t.lower() for t in _TOKEN_RE.findall(text) if len(t.encode()) <= 40]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,7 @@ class VectorSpec:
 class Fusion(Enum):
     RELATIVE_SCORE = "relative_score"
     RANKED = "ranked"
+    ADAPTIVE = "adaptive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +149,8 @@ class QueryPlan:
     include_vectors: bool
     # The stored named vector the vector leg searches (PRIMARY_VECTOR unless another was asked for).
     vector_name: str = PRIMARY_VECTOR
+    # Adaptive fusion: the keyword leg's weight is (1 - alpha) * strength ** this (services.search.fusion).
+    strength_exponent: float = 2.0
 
     @property
     def uses_keyword(self) -> bool:
@@ -161,6 +170,8 @@ class Scores:
     cosine_similarity: float = 0.0
     # The named vector the vector leg searched ("" when the query had no vector leg).
     vector_name: str = ""
+    # The weight the fusion gave the vector leg for this query (the keyword leg got 1 - it).
+    vector_weight: float = 0.0
 
 
 @dataclass(slots=True)

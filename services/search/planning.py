@@ -37,7 +37,7 @@ async def plan_query(
     vector_model: ModelRef | None,
     vector_name: str = "",
     alpha: float | None,
-    fusion: Fusion,
+    fusion: Fusion | None,
     filter: FilterNode | None,
     limit: int,
     offset: int,
@@ -79,6 +79,8 @@ async def plan_query(
             )
     if not has_text and vector is None:
         raise InvalidArgument("a query needs `text`, `vector`, or both")
+    if fusion is None:
+        fusion = Fusion(s.hybrid_fusion)
     if alpha is None:
         alpha = s.hybrid_alpha if (has_text and vector is not None) else (1.0 if vector is not None else 0.0)
     if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
@@ -120,6 +122,7 @@ async def plan_query(
         keyword_fields=fields,
         include_vectors=include_vectors,
         vector_name=vector_name or PRIMARY_VECTOR,
+        strength_exponent=s.adaptive_strength_exponent,
     )
 
 
@@ -153,6 +156,7 @@ def plan_digest(tenant: str, plan: QueryPlan) -> str:
         "vector_name": plan.vector_name,
         "alpha": repr(plan.alpha),
         "fusion": plan.fusion.value,
+        "exponent": repr(plan.strength_exponent) if plan.fusion is Fusion.ADAPTIVE else "",
         "filter": canonical(plan.filter),
         "limit": plan.limit,
         "offset": plan.offset,

@@ -140,6 +140,18 @@ class SearchSettings(ServiceSettings):
         description="Weight of the vector leg when a query gives both text and a vector but no alpha "
         "(the keyword leg gets 1 - alpha).",
     )
+    hybrid_fusion: Literal["adaptive", "relative_score", "ranked"] = Field(
+        "adaptive",
+        description="How the keyword and vector legs are fused when a query names no fusion "
+        "(search.proto, FusionType).",
+    )
+    adaptive_strength_exponent: float = Field(
+        4.0,
+        ge=1,
+        le=16,
+        description="Adaptive fusion: the keyword leg's weight is (1 - alpha) * strength ** this, strength "
+        "being the best keyword candidate's share of the query's words (higher: partial matches count less).",
+    )
     default_limit: int = Field(10, ge=1, description="Results returned when a query sets no limit.")
 
     # ---- limits ----------------------------------------------------------------------------------

@@ -113,17 +113,20 @@ class Suite:
         tls_dir: Path | None = None,
         replicas: int = 1,
         search_env: dict[str, str] | None = None,
+        package: str = "demo",
     ) -> None:
         """`tls_dir`: a suite certificate directory; set, the internal hops run over mutual TLS.
         `replicas`: encoders and search services each (several search replicas need mode "stack": they
         share Weaviate); the gateway balances over them. `encoder`/`search` are the first replicas.
-        `search_env`: settings of the search service over the mode's (e.g. another cache)."""
+        `search_env`: settings of the search service over the mode's (e.g. another cache).
+        `package`: the encoder's model package (the clip-art "demo" unless a test is about another)."""
         if replicas > 1 and mode != "stack":
             raise ValueError("search replicas share one index only on the stack (Weaviate)")
         self.replicas = replicas
         self.encoders: list[ServiceProcess] = []
         self.searches: list[ServiceProcess] = []
         self.mode = mode
+        self.package = package
         self.search_env_over = search_env or {}
         self.tls_dir = tls_dir
         self.stack = stack
@@ -137,7 +140,7 @@ class Suite:
     def encoder_env(self) -> dict[str, str]:
         # The end-to-end data is the clip-art sample (models/demo/manifest.jsonl) and the retrieval
         # assertions are about it: the clip-art package, trained on that domain, is pinned here.
-        package = {"IMAGESEARCH_ENCODER_MODEL_PACKAGE": "demo"}
+        package = {"IMAGESEARCH_ENCODER_MODEL_PACKAGE": self.package}
         if self.mode == "stack":
             return {
                 **package,

@@ -135,7 +135,13 @@ async def test_text_search_ranks_and_explains(world: World) -> None:
     assert top.policy_reasons[0] == "tenant acme" and "CC-BY-4.0 allowed" in top.policy_reasons[1]
     assert page.model == MODEL and not page.degraded
     spec = world.search.queries[-1]
-    assert spec.tenant == "acme" and spec.include_vectors and spec.limit == 100 and spec.alpha == 0.75
+    assert (
+        spec.tenant == "acme"
+        and spec.include_vectors
+        and spec.limit == 100
+        and spec.alpha == 0.4
+        and spec.fusion == "adaptive"
+    )  # settings: the fake model has no card
     assert "license_name" in repr(spec.filter) and "safety_score" in repr(spec.filter)
 
 

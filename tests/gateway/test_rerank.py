@@ -34,16 +34,26 @@ def test_exact_cosine_reorders_the_window() -> None:
     assert set(trace.timings_ms) == {"similarity", "fusion", "boosts", "dedupe", "mmr"}
 
 
-def test_keyword_evidence_is_kept_with_alpha() -> None:
+def test_keyword_evidence_is_kept_as_the_first_stage_weighed_it() -> None:
     q = concept("sign")
+
+    def first_stage(asset_id: str, vec: np.ndarray, keyword: float, weight: float) -> Hit:
+        scores = FirstStageScores(fused=keyword, keyword=keyword, bm25=5.0 * keyword, vector_weight=weight)
+        return Hit(asset(asset_id), scores, unit(vec))
+
+    # Vector-only first stage (weight 1, no keyword contribution): semantics decide.
+    hits = [first_stage("ocr-match", concept("tree"), 0.0, 1.0), first_stage("semantic", q, 0.0, 1.0)]
+    assert ids(rerank(hits, RerankConfig(alpha=1.0), text_vector=q)[0])[0] == "semantic"
+    # Keyword leg strong (weight 0.25): the OCR match keeps its first-stage keyword evidence.
     hits = [
-        hit("ocr-match", concept("tree"), bm25=5.0),  # the text is inside the image: BM25 only
-        hit("semantic", q + 0.8 * concept("tree"), bm25=0.0),
+        first_stage("ocr-match", concept("tree"), 0.75, 0.25),  # the text is inside the image: BM25 only
+        first_stage("weaker-match", concept("boat"), 0.40, 0.25),
+        first_stage("semantic", q + 0.8 * concept("tree"), 0.0, 0.25),
     ]
-    semantic_only, _ = rerank(hits, RerankConfig(alpha=1.0), text_vector=q)
-    assert ids(semantic_only)[0] == "semantic"
-    keyword_heavy, _ = rerank(hits, RerankConfig(alpha=0.25), text_vector=q)
-    assert ids(keyword_heavy)[0] == "ocr-match"
+    ranked, _ = rerank(hits, RerankConfig(alpha=0.25), text_vector=q)
+    # The window's weakest keyword match is not zeroed by a min-max of BM25 (it was, before).
+    assert ids(ranked) == ["ocr-match", "weaker-match", "semantic"]
+    assert any("keyword evidence 0.400 kept" in n for n in ranked[1].notes)
 
 
 def test_text_image_fusion_standardises_each_modality() -> None:

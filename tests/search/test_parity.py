@@ -94,6 +94,10 @@ async def test_backends_rank_alike(cores: tuple[SearchCore, SearchCore, list[Ass
         modes = {
             "hybrid-relative": dict(text=text, vector=q, alpha=0.5, fusion=Fusion.RELATIVE_SCORE),
             "hybrid-ranked": dict(text=text, vector=q, alpha=0.5, fusion=Fusion.RANKED),
+            "hybrid-adaptive": dict(text=text, vector=q, alpha=0.5, fusion=Fusion.ADAPTIVE),
+            "adaptive-filtered": dict(
+                text=text, vector=q, alpha=0.5, fusion=Fusion.ADAPTIVE, filter=narrow if qi % 2 else wide
+            ),
             "vector": dict(text="", vector=q, alpha=1.0, fusion=Fusion.RELATIVE_SCORE),
             "keyword": dict(text=text, vector=None, alpha=0.0, fusion=Fusion.RELATIVE_SCORE),
             "hybrid-filtered": dict(

@@ -307,7 +307,10 @@ def test_pure_keyword_query_needs_no_vector(search_service: Service, tenant: str
     } == {"a0", "a2"}
 
 
-@pytest.mark.parametrize("fusion", [search_pb2.FUSION_TYPE_RELATIVE_SCORE, search_pb2.FUSION_TYPE_RANKED])
+@pytest.mark.parametrize(
+    "fusion",
+    [search_pb2.FUSION_TYPE_RELATIVE_SCORE, search_pb2.FUSION_TYPE_RANKED, search_pb2.FUSION_TYPE_ADAPTIVE],
+)
 def test_hybrid_query_explains_each_leg(search_service: Service, tenant: str, fusion: int) -> None:
     resp = query(
         search_service, tenant, text="red boat", vector=embedding(VECS["a2"]), alpha=0.5, fusion=fusion
@@ -318,7 +321,12 @@ def test_hybrid_query_explains_each_leg(search_service: Service, tenant: str, fu
         assert s.fused == pytest.approx(s.keyword_contribution + s.vector_contribution, abs=1e-5)
         if fusion == search_pb2.FUSION_TYPE_RANKED:  # weight / (0-based rank + 60)
             assert s.keyword_contribution <= 0.5 / 60 + 1e-6 and s.vector_contribution <= 0.5 / 60 + 1e-6
+        elif fusion == search_pb2.FUSION_TYPE_ADAPTIVE:  # "red boat": an asset holds both words
+            assert s.vector_weight == pytest.approx(0.5)
+            assert 0 <= s.keyword_contribution <= 0.5 + 1e-6 and 0 <= s.vector_contribution <= 0.5 + 1e-6
+            assert (s.keyword_contribution > 0) == (s.bm25 > 0)  # no min-max: every match keeps a share
         else:
+            assert s.vector_weight == pytest.approx(0.5)
             assert 0 <= s.keyword_contribution <= 0.5 + 1e-6 and 0 <= s.vector_contribution <= 0.5 + 1e-6
             assert s.keyword_contribution == 0 or s.bm25 > 0  # the leg minimum normalises to 0
     fused = [h.scores.fused for h in resp.hits]

@@ -1,5 +1,6 @@
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from imagesearch.v1 import common_pb2 as _common_pb2
+from imagesearch.v1 import search_pb2 as _search_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -84,7 +85,7 @@ class RerankOptions(_message.Message):
     def __init__(self, disable: bool = ..., candidate_window: _Optional[int] = ..., text_weight: _Optional[float] = ..., mmr_lambda: _Optional[float] = ..., duplicate_threshold: _Optional[float] = ..., freshness_weight: _Optional[float] = ..., popularity_weight: _Optional[float] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("text", "image", "filter", "page_size", "page_token", "alpha", "rerank", "include_unsafe", "licenses")
+    __slots__ = ("text", "image", "filter", "page_size", "page_token", "alpha", "rerank", "include_unsafe", "licenses", "fusion")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +95,7 @@ class SearchRequest(_message.Message):
     RERANK_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_UNSAFE_FIELD_NUMBER: _ClassVar[int]
     LICENSES_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: bytes
     filter: _common_pb2.Filter
@@ -103,7 +105,8 @@ class SearchRequest(_message.Message):
     rerank: RerankOptions
     include_unsafe: bool
     licenses: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., alpha: _Optional[float] = ..., rerank: _Optional[_Union[RerankOptions, _Mapping]] = ..., include_unsafe: bool = ..., licenses: _Optional[_Iterable[str]] = ...) -> None: ...
+    fusion: _search_pb2.FusionType
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., alpha: _Optional[float] = ..., rerank: _Optional[_Union[RerankOptions, _Mapping]] = ..., include_unsafe: bool = ..., licenses: _Optional[_Iterable[str]] = ..., fusion: _Optional[_Union[_search_pb2.FusionType, str]] = ...) -> None: ...
 
 class StageScores(_message.Message):
     __slots__ = ("keyword", "vector", "fused", "text_cosine", "image_cosine", "rerank", "boost", "final", "first_stage_rank", "vector_name")

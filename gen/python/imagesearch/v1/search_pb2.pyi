@@ -12,9 +12,11 @@ class FusionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FUSION_TYPE_UNSPECIFIED: _ClassVar[FusionType]
     FUSION_TYPE_RELATIVE_SCORE: _ClassVar[FusionType]
     FUSION_TYPE_RANKED: _ClassVar[FusionType]
+    FUSION_TYPE_ADAPTIVE: _ClassVar[FusionType]
 FUSION_TYPE_UNSPECIFIED: FusionType
 FUSION_TYPE_RELATIVE_SCORE: FusionType
 FUSION_TYPE_RANKED: FusionType
+FUSION_TYPE_ADAPTIVE: FusionType
 
 class AssetRecord(_message.Message):
     __slots__ = ("asset", "image_embedding", "vectors")
@@ -165,20 +167,22 @@ class QueryRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., text: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., alpha: _Optional[float] = ..., fusion: _Optional[_Union[FusionType, str]] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., candidate_window: _Optional[int] = ..., keyword_fields: _Optional[_Iterable[_Union[KeywordField, _Mapping]]] = ..., include_vectors: bool = ..., skip_cache: bool = ...) -> None: ...
 
 class ScoreBreakdown(_message.Message):
-    __slots__ = ("fused", "keyword_contribution", "vector_contribution", "bm25", "cosine_similarity", "vector_name")
+    __slots__ = ("fused", "keyword_contribution", "vector_contribution", "bm25", "cosine_similarity", "vector_name", "vector_weight")
     FUSED_FIELD_NUMBER: _ClassVar[int]
     KEYWORD_CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     VECTOR_CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     BM25_FIELD_NUMBER: _ClassVar[int]
     COSINE_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     VECTOR_NAME_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     fused: float
     keyword_contribution: float
     vector_contribution: float
     bm25: float
     cosine_similarity: float
     vector_name: str
-    def __init__(self, fused: _Optional[float] = ..., keyword_contribution: _Optional[float] = ..., vector_contribution: _Optional[float] = ..., bm25: _Optional[float] = ..., cosine_similarity: _Optional[float] = ..., vector_name: _Optional[str] = ...) -> None: ...
+    vector_weight: float
+    def __init__(self, fused: _Optional[float] = ..., keyword_contribution: _Optional[float] = ..., vector_contribution: _Optional[float] = ..., bm25: _Optional[float] = ..., cosine_similarity: _Optional[float] = ..., vector_name: _Optional[str] = ..., vector_weight: _Optional[float] = ...) -> None: ...
 
 class QueryHit(_message.Message):
     __slots__ = ("asset", "scores", "image_embedding")

@@ -23,6 +23,7 @@ from services.search.domain import (
     PRIMARY_VECTOR,
     AssetRecord,
     CollectionInfo,
+    Fusion,
     Hit,
     ItemFailure,
     ModelRef,
@@ -30,7 +31,7 @@ from services.search.domain import (
     Scores,
     Stats,
 )
-from services.search.fusion import fuse
+from services.search.fusion import content_terms, coverage, fuse, keyword_texts
 
 
 class EmbeddedBackend:
@@ -199,7 +200,17 @@ class EmbeddedBackend:
         if plan.uses_vector:
             assert plan.vector is not None
             vec = ranking.vector_leg(t, plan.vector_name, plan.vector, allowed, n_allowed, plan.window)
-        fused = fuse(kw, vec, plan.alpha, plan.fusion)[plan.offset : plan.offset + plan.limit]
+        coverages: dict[int, float] = {}
+        if plan.fusion is Fusion.ADAPTIVE and kw:
+            terms = content_terms(plan.text)
+            coverages = {
+                slot: coverage(terms, keyword_texts(t.docs[slot], plan.keyword_fields))
+                for slot, _ in kw
+                if slot in t.docs
+            }
+        fused = fuse(kw, vec, plan.alpha, plan.fusion, coverages, plan.strength_exponent)[
+            plan.offset : plan.offset + plan.limit
+        ]
         space = t.named.get(plan.vector_name)
 
         def stored_vector(slot: int) -> np.ndarray | None:
@@ -219,7 +230,12 @@ class EmbeddedBackend:
             if cos is None and plan.vector is not None and stored is not None:
                 cos = float(stored @ plan.vector)
             scores = Scores(
-                f.fused, f.keyword, f.vector, f.bm25, 0.0 if cos is None or math.isnan(cos) else cos
+                f.fused,
+                f.keyword,
+                f.vector,
+                f.bm25,
+                0.0 if cos is None or math.isnan(cos) else cos,
+                vector_weight=f.vector_weight,
             )
             hits.append(
                 Hit(doc, scores, stored.copy() if plan.include_vectors and stored is not None else None)

@@ -3,7 +3,6 @@ each live asset's keyword tokens (with per-field totals) feed exact BM25 scoring
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -11,16 +10,8 @@ from typing import Any
 import numpy as np
 
 from services.search.codec import ts_us
-from services.search.domain import KEYWORD_FIELDS, AssetDoc
+from services.search.domain import KEYWORD_FIELDS, AssetDoc, tokenize
 from services.search.filters import AllOf, AnyOf, Condition, FieldType, FilterNode, Not, Op, like_matches
-
-_TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
-
-
-def tokenize(text: str) -> list[str]:
-    """Weaviate's `word` tokenization: split on non-alphanumerics, lowercase (tantivy's `default`)."""
-    return [t.lower() for t in _TOKEN_RE.findall(text) if len(t.encode()) <= 40]
-
 
 _FIELD_INDEX = {f: i for i, f in enumerate(KEYWORD_FIELDS)}
 

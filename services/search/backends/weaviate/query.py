@@ -1,8 +1,10 @@
-"""Queries on the Weaviate collection: domain filters compiled to Weaviate filters, the hybrid query
-(or one leg fused with Weaviate's rules), and each hit's per-leg scores read from the explanation."""
+"""Queries on the Weaviate collection: domain filters compiled to Weaviate filters, Weaviate's hybrid
+query for relative-score and ranked fusion (each hit's per-leg scores read from the explanation), and
+for adaptive fusion or a single leg, the legs run separately and fused in the service."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,7 +17,7 @@ from weaviate.collections.classes.filters import _Filters
 from services.search.backends.weaviate.schema import properties_to_doc, weaviate_vector
 from services.search.domain import Fusion, Hit, QueryPlan, Scores
 from services.search.filters import AllOf, AnyOf, Condition, FieldType, FilterNode, Not, Op
-from services.search.fusion import fuse
+from services.search.fusion import content_terms, coverage, fuse
 
 # The backend's guarded call: runs one Weaviate call under the caller's deadline, mapping failures.
 Call = Callable[[Callable[[], Awaitable[Any]], str], Awaitable[Any]]
@@ -104,7 +106,8 @@ async def run_query(call: Call, col: Any, plan: QueryPlan) -> list[Hit]:
     hybrid_limit = plan.offset + plan.limit
     if plan.window > max(100, hybrid_limit):
         hybrid_limit = plan.window
-    if plan.uses_keyword and plan.uses_vector:
+    if plan.uses_keyword and plan.uses_vector and plan.fusion is not Fusion.ADAPTIVE:
+        # Weaviate's own hybrid (relative-score or ranked fusion).
         assert plan.vector is not None
         vector = plan.vector.astype(np.float32).tolist()
         # Ids, fused scores and the explanation only; the page's objects are fetched by id after.
@@ -132,20 +135,40 @@ async def run_query(call: Call, col: Any, plan: QueryPlan) -> list[Hit]:
         by_id = await _fetch_by_id(call, col, [o.uuid for o in ranked], include_vector)
         # An object deleted between the query and the page fetch is left out.
         return [_hybrid_hit(o, by_id[o.uuid], plan) for o in ranked if o.uuid in by_id]
-    # One leg only (alpha 0 or 1, or a missing text/vector): run that leg and fuse it with the same
-    # rules Weaviate's hybrid applies (min-max normalisation or reciprocal rank of one leg).
-    # The fusion needs every candidate's score but only the page's objects: when the window is
-    # much larger than the page, the leg returns ids and scores only and the page is fetched by id
-    # (the client's property decoding dominates a wide leg: docs/SEARCH.md, "Design figures").
-    page_only = 2 * (plan.offset + plan.limit) < plan.window
+    return await _fused_in_service(call, col, plan, filters, props, target, include_vector)
+
+
+async def _fused_in_service(
+    call: Call,
+    col: Any,
+    plan: QueryPlan,
+    filters: _Filters | None,
+    props: list[str],
+    target: str,
+    include_vector: list[str] | bool,
+) -> list[Hit]:
+    """Adaptive fusion (both legs), or one leg alone: each leg runs as its own query and the legs are
+    fused here with services.search.fusion, exactly as the embedded backend fuses them.
+
+    The fusion needs every candidate's score but only the page's objects: when the window is much
+    larger than the page, the legs return ids and scores only and the page is fetched by id (the
+    client's property decoding dominates a wide leg: docs/SEARCH.md, "Design figures"). The keyword
+    leg of adaptive fusion also returns its keyword fields: each candidate's coverage of the query.
+    """
+    page_only = (plan.uses_keyword and plan.uses_vector) or 2 * (plan.offset + plan.limit) < plan.window
     leg_properties: list[str] | None = [] if page_only else None
     leg_vector: list[str] | bool = False if page_only else include_vector
-    if plan.uses_vector:
+    adaptive = plan.fusion is Fusion.ADAPTIVE
+    kw_properties = [name for name, _ in plan.keyword_fields] if adaptive and page_only else leg_properties
+
+    async def vector_leg() -> list[Any]:
+        if not plan.uses_vector:
+            return []
         assert plan.vector is not None
-        vector = plan.vector.astype(np.float32).tolist()
+        query_vector = plan.vector.astype(np.float32).tolist()
         res = await call(
             lambda: col.query.near_vector(
-                near_vector=vector,
+                near_vector=query_vector,
                 target_vector=target,
                 filters=filters,
                 limit=plan.window,
@@ -155,32 +178,45 @@ async def run_query(call: Call, col: Any, plan: QueryPlan) -> list[Hit]:
             ),
             "vector query",
         )
-        legs: tuple[list[tuple[Any, float]], list[tuple[Any, float]]] = (
-            [],
-            [(o.uuid, 1.0 - float(o.metadata.distance)) for o in res.objects],
-        )
-    else:
+        return list(res.objects)
+
+    async def keyword_leg() -> list[Any]:
+        if not plan.uses_keyword:
+            return []
         res = await call(
             lambda: col.query.bm25(
                 query=plan.text,
                 query_properties=props,
                 filters=filters,
                 limit=plan.window,
-                return_properties=leg_properties,
+                return_properties=kw_properties,
                 include_vector=leg_vector,
                 return_metadata=MetadataQuery(score=True),
             ),
             "keyword query",
         )
-        legs = ([(o.uuid, float(o.metadata.score)) for o in res.objects], [])
-    fused = fuse(legs[0], legs[1], plan.alpha, plan.fusion)[plan.offset : plan.offset + plan.limit]
+        return list(res.objects)
+
+    # The legs are independent queries: run them together (one round trip of latency, not two).
+    vector_objects, keyword_objects = await asyncio.gather(vector_leg(), keyword_leg())
+    vector = [(o.uuid, 1.0 - float(o.metadata.distance)) for o in vector_objects]
+    keyword = [(o.uuid, float(o.metadata.score)) for o in keyword_objects]
+    objects: dict[Any, Any] = {o.uuid: o for o in [*vector_objects, *keyword_objects]}
+    coverages: dict[Any, float] = {}
+    if adaptive and keyword_objects:
+        terms = content_terms(plan.text)
+        coverages = {
+            o.uuid: coverage(terms, _keyword_texts(o.properties, plan.keyword_fields))
+            for o in keyword_objects
+        }
+    fused = fuse(keyword, vector, plan.alpha, plan.fusion, coverages, plan.strength_exponent)[
+        plan.offset : plan.offset + plan.limit
+    ]
     if page_only:
-        by_id = await _fetch_by_id(call, col, [uuid.UUID(str(f.key)) for f in fused], include_vector)
-    else:
-        by_id = {o.uuid: o for o in res.objects}
+        objects = await _fetch_by_id(call, col, [uuid.UUID(str(f.key)) for f in fused], include_vector)
     hits = []
     for f in fused:
-        o = by_id.get(f.key)
+        o = objects.get(f.key)
         if o is None:  # deleted between the leg and the page fetch
             continue
         vec = _vector(o, target)
@@ -188,11 +224,19 @@ async def run_query(call: Call, col: Any, plan: QueryPlan) -> list[Hit]:
         hits.append(
             Hit(
                 properties_to_doc(o.properties),
-                Scores(f.fused, f.keyword, f.vector, f.bm25, cos),
+                Scores(f.fused, f.keyword, f.vector, f.bm25, cos, vector_weight=f.vector_weight),
                 vec if plan.include_vectors else None,
             )
         )
     return hits
+
+
+def _keyword_texts(properties: dict[str, Any], fields: tuple[tuple[str, float], ...]) -> list[str]:
+    texts: list[str] = []
+    for name, _boost in fields:
+        value = properties.get(name) or ""
+        texts.extend(value if isinstance(value, list) else [str(value)])
+    return texts
 
 
 def _vector(o: Any, target: str) -> np.ndarray | None:
@@ -234,5 +278,6 @@ def _hybrid_hit(ranked: Any, o: Any, plan: QueryPlan) -> Hit:
         vector_contribution=vec_part,
         bm25=kw_raw or 0.0,
         cosine_similarity=cos,
+        vector_weight=plan.alpha,
     )
     return Hit(properties_to_doc(o.properties), scores, vec if plan.include_vectors else None)
