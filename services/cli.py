@@ -370,17 +370,23 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_online(args: argparse.Namespace) -> int:
+    return _online_report(args.metrics, args.timeout, as_json=args.json)
+
+
+def _online_report(metrics: str, timeout_s: float, as_json: bool, json_out: str | None = None) -> int:
     from services.evaluation.online import online_report
 
     try:
-        report = online_report(args.metrics, timeout_s=args.timeout)
+        report = online_report(metrics, timeout_s=timeout_s)
     except OSError as exc:
-        print(f"error: cannot read {args.metrics}: {exc}", file=sys.stderr)
+        print(f"error: cannot read {metrics}: {exc}", file=sys.stderr)
         print(
             "hint: the gateway serves metrics when IMAGESEARCH_GATEWAY_METRICS_PORT is set", file=sys.stderr
         )
         return 2
-    print(json.dumps(report.as_dict(), indent=2) if args.json else report.markdown())
+    if json_out:
+        Path(json_out).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    print(json.dumps(report.as_dict(), indent=2) if as_json else report.markdown())
     return 0
 
 
@@ -392,6 +398,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Relevance of the live gateway on judged queries (services/evaluation, docs/RELEVANCE.md)."""
     from services.evaluation.command import run_eval
 
+    if args.online:  # the live side: what callers clicked, per experiment arm
+        return _online_report(args.metrics, args.timeout or 10.0, as_json=False, json_out=args.json)
+    if not args.judgements:
+        print("imagesearch eval: give judgement files (JSONL), or --online", file=sys.stderr)
+        return 2
     with _channel(args.gateway) as channel:
         return run_eval(args, channel, _metadata(args))
 
@@ -468,7 +479,7 @@ def parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "eval", parents=[common], help="measure relevance on judged queries (docs/RELEVANCE.md)"
     )
-    ev.add_argument("judgements", nargs="+", help="JSONL judgement files")
+    ev.add_argument("judgements", nargs="*", help="JSONL judgement files (none with --online)")
     ev.add_argument("--images-root", help="folder query image paths are relative to (default: each file's)")
     ev.add_argument(
         "--config",
@@ -484,7 +495,14 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write the metrics as JSON here")
     ev.add_argument("--markdown", help="also write the markdown table here")
     ev.add_argument("--plot", help="write a bar chart of nDCG@10 per family and config here (PNG/SVG)")
-    ev.add_argument("--online", action="store_true", help="report per-arm click-through from feedback")
+    ev.add_argument(
+        "--online", action="store_true", help="per-arm click-through and MRR of clicks from recorded feedback"
+    )
+    ev.add_argument(
+        "--metrics",
+        default=os.environ.get("IMAGESEARCH_GATEWAY_METRICS_URL", _DEFAULT_METRICS),
+        help="with --online: the gateway's metrics URL",
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress on stderr")
     ev.set_defaults(func=cmd_eval)
 

@@ -77,17 +77,7 @@ def selected(args: argparse.Namespace) -> list[Judgement]:
     return judgements
 
 
-def online_report(args: argparse.Namespace) -> int:
-    """`--online`: per-arm click-through and MRR of clicks from recorded feedback (issue 16, part 4).
-
-    The hook for the feedback work: not part of this build yet."""
-    print("imagesearch eval --online: feedback reporting is not available in this build", file=sys.stderr)
-    return 2
-
-
 def run_eval(args: argparse.Namespace, channel: grpc.Channel, metadata: list[tuple[str, str]]) -> int:
-    if args.online:
-        return online_report(args)
     try:
         configs = configs_of(args)
         judgements = selected(args)

@@ -252,3 +252,14 @@ def test_more_like_this_is_served_by_the_arm_and_takes_feedback(suite: Suite) ->
         dwell_ms=2500,
     )
     assert [r.outcome for r in _feedback(suite, event)] == [OUTCOME.FEEDBACK_OUTCOME_RECORDED]
+
+
+def test_eval_online_reports_each_arms_ctr(suite: Suite, capsys: pytest.CaptureFixture[str]) -> None:
+    from services.cli import main
+
+    _feedback(suite, _click(_search(suite, "keyword"), f"online-{uuid.uuid4().hex}"))
+    assert suite.gateway is not None
+    metrics = f"http://127.0.0.1:{suite.gateway.metrics_port}/metrics"
+    assert main(["eval", "--online", "--metrics", metrics]) == 0
+    report = capsys.readouterr().out
+    assert "fb/keyword" in report and "fb/hybrid" in report, report
