@@ -67,6 +67,8 @@ class OutageReport:
     victim_missing_at_end: int = -1
     # Acknowledged assets the restarted node stores but its own vector index does not return.
     victim_unindexed: list[str] = dataclasses.field(default_factory=list)
+    # Assets acknowledged when the node was killed (ids are numbered in write order: a0, a1, ...).
+    acked_at_kill: int = 0
 
     def line(self) -> str:
         catch_up = "never" if self.catch_up_s is None else f"{self.catch_up_s:.1f}s"
@@ -78,8 +80,17 @@ class OutageReport:
             f"{self.failed_during}, p50 {self.p50_during_ms:.1f} ms, p99 {self.p99_during_ms:.1f} ms); "
             f"restart ready {self.restart_ready_s:.1f}s; caught up {catch_up} after it was ready "
             f"(missing on it at the end: {self.victim_missing_at_end}; not in its vector index: "
-            f"{len(self.victim_unindexed)})"
+            f"{len(self.victim_unindexed)}{self._unindexed_when()})"
         )
+
+    def _unindexed_when(self) -> str:
+        """Were the assets missing from the node's vector index written before or during its outage?"""
+        if not self.victim_unindexed:
+            return ""
+        numbers = sorted(int(a[1:]) for a in self.victim_unindexed)
+        before = sum(1 for n in numbers if n < self.acked_at_kill)
+        span = f"a{numbers[0]}..a{numbers[-1]}"
+        return f", {before} written before the kill ({span}; kill at about a{self.acked_at_kill})"
 
 
 def _vector(asset_id: str) -> np.ndarray:
@@ -291,6 +302,7 @@ def run_outage(
         try:
             time.sleep(warmup_s)
             killed_at = time.monotonic()
+            report.acked_at_kill = len(load.acked)
             cluster.kill(victim)
             time.sleep(outage_s)
             restart_at = time.monotonic()
