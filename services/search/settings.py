@@ -70,6 +70,18 @@ class SearchSettings(ServiceSettings):
         "that was down catches up without waiting for reads to repair it (at collection creation; for "
         "replication_factor > 1).",
     )
+    weaviate_async_replication_frequency_s: float = Field(
+        30.0,
+        gt=0,
+        description="Weaviate backend: how often replicas compare their copies (async replication; "
+        "Weaviate's default 30 s). A node that was down catches up within about frequency + delay.",
+    )
+    weaviate_async_replication_delay_s: float = Field(
+        30.0,
+        ge=0,
+        description="Weaviate backend: async replication leaves objects younger than this to the write "
+        "path (still in flight) and does not propagate them yet (Weaviate's default 30 s).",
+    )
     weaviate_write_consistency: Literal["ONE", "QUORUM", "ALL"] = Field(
         "QUORUM",
         description="Weaviate backend: replicas that must confirm a write before it is acknowledged. QUORUM "

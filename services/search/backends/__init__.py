@@ -35,6 +35,8 @@ def make_backend(settings: SearchSettings) -> SearchBackend:
                 async_enabled=settings.weaviate_async_replication,
                 write_consistency=settings.weaviate_write_consistency,
                 read_consistency=settings.weaviate_read_consistency,
+                async_frequency_s=settings.weaviate_async_replication_frequency_s,
+                async_delay_s=settings.weaviate_async_replication_delay_s,
             ),
         )
     from services.search.backends.embedded import EmbeddedBackend, HnswParams

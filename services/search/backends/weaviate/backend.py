@@ -108,6 +108,22 @@ class Replication:
     async_enabled: bool = False
     write_consistency: str = "QUORUM"
     read_consistency: str = "QUORUM"
+    async_frequency_s: float = 30.0
+    async_delay_s: float = 30.0
+
+    def config(self) -> Any:
+        """The collection's replication config (async replication only with copies to compare)."""
+        if not (self.async_enabled and self.factor > 1):
+            return Configure.replication(factor=self.factor, async_enabled=self.async_enabled)
+        return Configure.replication(
+            factor=self.factor,
+            async_enabled=True,
+            async_config=Configure.Replication.async_config(  # Weaviate takes milliseconds
+                frequency=int(self.async_frequency_s * 1000),
+                frequency_while_propagating=min(5000, int(self.async_frequency_s * 1000)),
+                propagation_delay=int(self.async_delay_s * 1000),
+            ),
+        )
 
 
 class WeaviateBackend:
@@ -267,10 +283,7 @@ class WeaviateBackend:
                             multi_tenancy_config=Configure.multi_tenancy(
                                 enabled=True, auto_tenant_creation=False, auto_tenant_activation=True
                             ),
-                            replication_config=Configure.replication(
-                                factor=self._replication.factor,
-                                async_enabled=self._replication.async_enabled,
-                            ),
+                            replication_config=self._replication.config(),
                             inverted_index_config=Configure.inverted_index(
                                 bm25_k1=BM25_K1,
                                 bm25_b=BM25_B,
