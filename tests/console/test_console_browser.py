@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.request
 from typing import Any
 
 from tests.console.conftest import ALICE, ConsoleWorld, png, screenshot, sign_in
@@ -190,8 +191,32 @@ def test_results_are_reachable_by_keyboard(world: ConsoleWorld, page: Any) -> No
     assert page.locator("h1").inner_text()
 
 
-def test_opening_a_result_survives_a_gateway_without_feedback(world: ConsoleWorld, page: Any) -> None:
-    """Clicks go to RecordFeedback; a gateway that does not implement it yet loses the click, not the page."""
+def test_a_click_on_a_result_is_recorded_as_feedback(world: ConsoleWorld, page: Any) -> None:
+    assert world.suite.gateway is not None
+    metrics = f"http://127.0.0.1:{world.suite.gateway.metrics_port}/metrics"
+    before = clicks_recorded(metrics)
+    sign_in(page, world.url)
+    page.goto(f"{world.url}/search?text=face&n=5")
+    page.locator("li.result a.thumb").first.click()
+    page.wait_for_url(re.compile(r"/asset/.*[?&]s=[^&]+"))  # the link carries the search_id and rank
+    deadline = time.monotonic() + 10  # sent without making the asset page wait for it
+    while clicks_recorded(metrics) <= before:
+        assert time.monotonic() < deadline, "the click never reached the gateway's feedback store"
+        time.sleep(0.2)
+
+
+def clicks_recorded(metrics_url: str) -> float:
+    with urllib.request.urlopen(metrics_url, timeout=5) as reply:
+        text = reply.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gateway_feedback_events_total{") and 'kind="click"' in line
+    )
+
+
+def test_opening_a_result_with_an_unknown_search_id_still_shows_it(world: ConsoleWorld, page: Any) -> None:
+    """The gateway refuses feedback naming a search it never served; the click is lost, not the page."""
     sign_in(page, world.url)
     asset_id = world.sample[0].asset_id
     reply = page.goto(f"{world.url}/asset/{asset_id}?s=search-123&r=2")
