@@ -281,7 +281,14 @@ class SearchFlow:
         _check_filter_size(first_stage_filter)
         self._rerank_config(q.rerank, 1.0)  # the options are validated before any call
         bound = paging.binding(
-            "similar", vis.cache_key(), q.similar_to, canonical(q.filter), q.alpha, q.rerank, page_size
+            "similar",
+            vis.cache_key(),
+            q.similar_to,
+            canonical(q.filter),
+            q.alpha,
+            q.fusion or "",
+            q.rerank,
+            page_size,
         )
         ask = self._page_request(principal, action, vis, bound, q, page_size)
         cached, generation = await self.pages.lookup(ask)
@@ -296,7 +303,7 @@ class SearchFlow:
             (visual, VISUAL_VECTOR) if visual is not None else (source.vector, PRIMARY_VECTOR)
         )
         caption = source.asset.caption.strip()[:MAX_TEXT_CHARS]
-        # No request field sets alpha here; an experiment arm may (experiments.Arm.apply).
+        # No request field sets alpha or fusion here; an experiment arm may (experiments.Arm.apply).
         alpha, fusion = self.cfg.fusion.choose(q.alpha, q.fusion, source.asset.embedding_model)
         alpha = alpha if caption else 1.0
         cfg, window = self._rerank_config(q.rerank, alpha)
