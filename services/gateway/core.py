@@ -6,6 +6,7 @@ single-asset calls, over one shared read layer.
              ├─ IngestFlow  (ingest_flow.py: batchers, id locks, hash claims, duplicates, upserts)
              ├─ Experiments (experiments.py: the arm that serves each search, by a stable hash)
              ├─ FeedbackFlow (feedback_flow.py: search ids, RecordFeedback, per-arm metrics)
+             ├─ CallerPreferences (preferences.py: the optional per-caller boost from recent clicks)
              ├─ AssetImages (images.py: originals and thumbnails in the object store)
              └─ Reads       (reads.py: query, get by id, visibility check; used by both)
 """
@@ -41,6 +42,7 @@ from services.gateway.ingest_flow import IngestConfig, IngestFlow
 from services.gateway.limits import MAX_ASSET_ID_CHARS
 from services.gateway.paging import PageTokens
 from services.gateway.policy import Policy
+from services.gateway.preferences import CallerPreferences
 from services.gateway.ratelimit import RateLimits
 from services.gateway.reads import Reads
 from services.gateway.search_flow import SearchConfig, SearchFlow
@@ -71,6 +73,7 @@ class Gateway:
         self._search = search
         self.drift = DriftMonitor(DriftConfig.from_settings(settings))
         self.reads = Reads(search, policy)
+        self.preferences = CallerPreferences.from_settings(feedback_store, settings)
         self.search_flow = SearchFlow(
             encoder,
             search,
@@ -79,6 +82,7 @@ class Gateway:
             page_tokens,
             SearchConfig.from_settings(settings),
             drift=self.drift,
+            preferences=self.preferences,
         )
         self.ingest_flow = IngestFlow(
             encoder,
@@ -132,7 +136,10 @@ class Gateway:
     ) -> list[FeedbackAck]:
         if self.feedback is None:
             raise FailedPrecondition("this gateway runs without a feedback store")
-        return await self.feedback.record(principal, events)
+        acks = await self.feedback.record(principal, events)
+        if self.preferences is not None:
+            self.preferences.forget(principal)  # its next search sees the new clicks
+        return acks
 
     def ingest(self, principal: Principal, items: AsyncIterator[IngestItem]) -> AsyncIterator[IngestAck]:
         return self.ingest_flow.ingest(principal, items)

@@ -470,6 +470,7 @@ class StoredFeedback:
     dwell_ms: int
     rating: int
     occurred_at: dt.datetime
+    caller: str = ""  # the principal's subject: its clicks feed its own preference boost (if enabled)
 
 
 @dataclass(frozen=True)

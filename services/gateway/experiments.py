@@ -8,6 +8,7 @@
           arms:
             - {name: control, share: 0.5}
             - {name: keyword-heavy, share: 0.5, alpha: 0.3, rerank: {mmr_lambda: 0.9}}
+            - ...                        # an arm may also set fusion: adaptive | relative_score | ranked
 
 A tenant runs at most one experiment at a time (overlapping tenant sets are refused at load). The arm of
 one search is the first arm whose cumulative share exceeds u = sha256(json [experiment, tenant, unit])
@@ -17,9 +18,9 @@ named "<experiment>/<arm>" in responses, metrics and audit lines; searches outsi
 served by "control" with the server's configuration.
 
 An arm's overrides replace the server's defaults; what a caller sets explicitly on a request still wins
-(an explicit alpha is a different question, not a different arm's answer to the same one). Arms that
-change the fusion type or the model package are refused at load until the search service and the
-model-package lifecycle can serve them per request (docs/GATEWAY.md, "Experiments and feedback").
+(an explicit alpha or fusion is a different question, not a different arm's answer to the same one).
+Arms that change the model package are refused at load until the model-package lifecycle can serve
+more than one package per deployment (docs/GATEWAY.md, "Experiments and feedback").
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class _ArmSpec(BaseModel):
     share: float = Field(gt=0, le=1)
     alpha: float | None = Field(None, ge=0, le=1)
     rerank: _RerankOverrides = _RerankOverrides()
-    fusion: str | None = None
+    fusion: Literal["adaptive", "relative_score", "ranked"] | None = None  # domain.FUSIONS
     model_package: str | None = None
 
 
@@ -91,6 +92,7 @@ class Arm:
     share: float = 1.0
     alpha: float | None = None
     rerank: RerankOptions = field(default_factory=RerankOptions)
+    fusion: str | None = None  # one of domain.FUSIONS; None: the caller's, package's or settings' choice
 
     def apply(self, q: SearchQuery) -> SearchQuery:
         """The query as this arm serves it: its overrides stand in for the server's defaults, the
@@ -112,7 +114,8 @@ class Arm:
             freshness_weight=pick(own.freshness_weight, arm.freshness_weight),
             popularity_weight=pick(own.popularity_weight, arm.popularity_weight),
         )
-        return replace(q, alpha=pick(q.alpha, self.alpha), rerank=rerank)
+        fusion = q.fusion if q.fusion is not None else self.fusion
+        return replace(q, alpha=pick(q.alpha, self.alpha), fusion=fusion, rerank=rerank)
 
 
 CONTROL_ARM = Arm(CONTROL)
@@ -221,17 +224,13 @@ def _experiment(e: _ExperimentSpec, where: str) -> Experiment:
                 "arms are not served yet (the encoder serves one package per deployment until the "
                 "package lifecycle work lands): remove it, or run the package as a separate deployment"
             )
-        if a.fusion is not None:
-            raise ExperimentsFileError(
-                f"{where}: arm {e.name}/{a.name} sets fusion {a.fusion!r}; fusion arms are not served yet "
-                "(the search service takes no per-query fusion type): vary alpha or rerank options instead"
-            )
     arms = tuple(
         Arm(
             name=f"{e.name}/{a.name}",
             share=a.share,
             alpha=a.alpha,
             rerank=RerankOptions(**{**a.rerank.model_dump(exclude_none=True)}),
+            fusion=a.fusion,
         )
         for a in e.arms
     )

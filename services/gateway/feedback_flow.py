@@ -209,6 +209,7 @@ class FeedbackFlow:
             dwell_ms=event.dwell_ms,
             rating=event.rating,
             occurred_at=occurred_at,
+            caller=principal.subject,
         )
         put = await self.store.put(stored)
         if not put.recorded:

@@ -32,10 +32,13 @@ class PageRequest:
     offset: int
     page_size: int
     disable_rerank: bool
+    # A page personalised by the caller's preference boost is that caller's (preferences.personal_key):
+    # it is cached apart, but its page tokens stay valid when the caller's clicks change.
+    personal: str = ""
 
     @property
-    def cache_key(self) -> tuple[str, int]:
-        return (self.bound, self.offset)
+    def cache_key(self) -> tuple[str, int, str]:
+        return (self.bound, self.offset, self.personal)
 
 
 @dataclass
@@ -55,7 +58,7 @@ class PageCache:
         max_tenants: int,
     ) -> None:
         self.enabled = entries > 0
-        self._pages: TTLCache[tuple[str, int], _Entry] = TTLCache(max(1, entries), ttl_s)
+        self._pages: TTLCache[tuple[str, int, str], _Entry] = TTLCache(max(1, entries), ttl_s)
         self._search = search
         self._policy = policy
         # Per tenant, the highest generation seen (bounded: a tenant dropped here only loses the

@@ -20,7 +20,9 @@ Steps, in order, one function each (each is optional and explained on the result
    BM25 here (min-max over the window, as before) zeroed the window's weakest keyword match and
    re-buried what the first stage had protected.
 4. Boosts (`boosts`): freshness 0.5 ** (age / half_life) and popularity log1p(p) / log1p(max p in
-   the window), each in [0, 1] and weighted; final = relevance + boost.
+   the window), each in [0, 1] and weighted, and the optional per-caller preference boost (a flat
+   `preference_weight` for each asset the same caller clicked recently: preferences.py; off unless
+   configured); final = relevance + boost.
 5. Near-duplicate collapse (`collapse_duplicates`): walking the list best first, a candidate with the
    same content hash as a kept one, or an embedding cosine above `duplicate_threshold` with one, is
    folded into it.
@@ -59,6 +61,9 @@ class RerankConfig:
     # The first stage's alpha (the caller's or the default); the relevance step reads the weight the
     # first stage actually used from the hits (ScoreBreakdown.vector_weight).
     alpha: float = 1.0
+    # Per-caller preference boost: added to the assets in `preferred` (the caller's recent clicks).
+    preference_weight: float = 0.0
+    preferred: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -88,11 +93,12 @@ class Similarity:
 
 @dataclass
 class Boosts:
-    """Step 4's output: each hit's total boost and its two parts (before weighting)."""
+    """Step 4's output: each hit's total boost and its parts (before weighting)."""
 
     total: np.ndarray
     freshness: np.ndarray
     popularity: np.ndarray
+    preference: np.ndarray  # 1 for an asset the caller clicked recently, else 0
 
 
 class _Stopwatch:
@@ -217,11 +223,13 @@ def _semantic_scale(hits: list[Hit], semantic: np.ndarray) -> np.ndarray:
 
 
 def boosts(hits: list[Hit], cfg: RerankConfig, now: dt.datetime) -> Boosts:
-    """4. Weighted freshness (0.5 ** (age / half-life)) and popularity (log1p(p) / log1p(max p))."""
+    """4. Weighted freshness (0.5 ** (age / half-life)), popularity (log1p(p) / log1p(max p)) and the
+    caller's preference (1 for an asset the caller clicked recently)."""
     n = len(hits)
     total = np.zeros(n, dtype=np.float32)
     fresh = np.zeros(n, dtype=np.float32)
     pop = np.zeros(n, dtype=np.float32)
+    liked = np.zeros(n, dtype=np.float32)
     if cfg.freshness_weight > 0:
         for i, h in enumerate(hits):
             age = _age_days(h, now)
@@ -233,7 +241,10 @@ def boosts(hits: list[Hit], cfg: RerankConfig, now: dt.datetime) -> Boosts:
         if top > 0:
             pop = (np.log1p(raw) / top).astype(np.float32)
         total += cfg.popularity_weight * pop
-    return Boosts(total, fresh, pop)
+    if cfg.preference_weight > 0 and cfg.preferred:
+        liked = np.array([h.asset.asset_id in cfg.preferred for h in hits], dtype=np.float32)
+        total += cfg.preference_weight * liked
+    return Boosts(total, fresh, pop, liked)
 
 
 def _ranked(
@@ -268,6 +279,8 @@ def _ranked(
             r.notes.append(f"freshness boost +{cfg.freshness_weight * boost.freshness[i]:.3f}")
         if cfg.popularity_weight > 0 and boost.popularity[i] > 0:
             r.notes.append(f"popularity boost +{cfg.popularity_weight * boost.popularity[i]:.3f}")
+        if boost.preference[i] > 0:
+            r.notes.append(f"preference boost +{cfg.preference_weight:.3f} (you clicked this recently)")
     return ranked
 
 

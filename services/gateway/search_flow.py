@@ -55,6 +55,7 @@ from services.gateway.limits import (
 )
 from services.gateway.page_cache import PageCache, PageRequest
 from services.gateway.policy import Policy, Visibility
+from services.gateway.preferences import NO_PREFERENCES, CallerPreferences, personal_key
 from services.gateway.query_vectors import QueryVectors
 from services.gateway.reads import Reads
 from services.gateway.rerank import Ranked, RerankConfig, rerank
@@ -164,9 +165,11 @@ class SearchFlow:
         page_tokens: paging.PageTokens,
         config: SearchConfig,
         drift: DriftMonitor | None = None,
+        preferences: CallerPreferences | None = None,
     ) -> None:
         self.cfg = config
         self.drift = drift
+        self.preferences = preferences  # None: the preference boost is off
         self.reads = reads
         self.policy = policy
         self.tokens = page_tokens
@@ -217,10 +220,12 @@ class SearchFlow:
             q.rerank,
             page_size,
         )
-        ask = self._page_request(principal, action, vis, bound, q, page_size)
+        preferred = await self._preferred(principal, q.rerank)
+        ask = self._page_request(principal, action, vis, bound, q, page_size, preferred)
         cached, generation = await self.pages.lookup(ask)
         if cached is not None:
             return cached
+        cfg = self._personalised(cfg, preferred)
 
         vectors = await self._encode_query(text, q.image)
         query_vec: Vector | None
@@ -281,9 +286,17 @@ class SearchFlow:
         _check_filter_size(first_stage_filter)
         self._rerank_config(q.rerank, 1.0)  # the options are validated before any call
         bound = paging.binding(
-            "similar", vis.cache_key(), q.similar_to, canonical(q.filter), q.alpha, q.rerank, page_size
+            "similar",
+            vis.cache_key(),
+            q.similar_to,
+            canonical(q.filter),
+            q.alpha,
+            q.fusion or "",
+            q.rerank,
+            page_size,
         )
-        ask = self._page_request(principal, action, vis, bound, q, page_size)
+        preferred = await self._preferred(principal, q.rerank)
+        ask = self._page_request(principal, action, vis, bound, q, page_size, preferred)
         cached, generation = await self.pages.lookup(ask)
         if cached is not None:
             return cached
@@ -296,10 +309,11 @@ class SearchFlow:
             (visual, VISUAL_VECTOR) if visual is not None else (source.vector, PRIMARY_VECTOR)
         )
         caption = source.asset.caption.strip()[:MAX_TEXT_CHARS]
-        # No request field sets alpha here; an experiment arm may (experiments.Arm.apply).
+        # No request field sets alpha or fusion here; an experiment arm may (experiments.Arm.apply).
         alpha, fusion = self.cfg.fusion.choose(q.alpha, q.fusion, source.asset.embedding_model)
         alpha = alpha if caption else 1.0
         cfg, window = self._rerank_config(q.rerank, alpha)
+        cfg = self._personalised(cfg, preferred)
         spec = QuerySpec(
             tenant=principal.tenant,
             text=caption,
@@ -327,11 +341,32 @@ class SearchFlow:
             self.drift.observe_query(tenant, model, vector, best)
 
     def _page_request(
-        self, principal: Principal, action: str, vis: Visibility, bound: str, q: SearchQuery, page_size: int
+        self,
+        principal: Principal,
+        action: str,
+        vis: Visibility,
+        bound: str,
+        q: SearchQuery,
+        page_size: int,
+        preferred: frozenset[str],
     ) -> PageRequest:
         """The page asked for; its token must verify against `bound` (INVALID_ARGUMENT otherwise)."""
         offset = self.tokens.offset(q.page_token, bound)
-        return PageRequest(principal, action, vis, bound, offset, page_size, q.rerank.disable)
+        return PageRequest(
+            principal, action, vis, bound, offset, page_size, q.rerank.disable, personal_key(preferred)
+        )
+
+    async def _preferred(self, principal: Principal, opts: RerankOptions) -> frozenset[str]:
+        """The caller's recently clicked assets when the preference boost is on (the boost is a rerank
+        step: a search without the rerank is not personalised)."""
+        if self.preferences is None or opts.disable:
+            return NO_PREFERENCES
+        return await self.preferences.clicked(principal)
+
+    def _personalised(self, cfg: RerankConfig, preferred: frozenset[str]) -> RerankConfig:
+        if self.preferences is None or not preferred:
+            return cfg
+        return replace(cfg, preference_weight=self.preferences.weight, preferred=preferred)
 
     async def _encode_query(self, text: str, image: bytes) -> _QueryVectors:
         """Encode the text and the image concurrently. The encoder being down or slow degrades a

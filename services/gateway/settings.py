@@ -383,7 +383,8 @@ class FeedbackSettings(BaseModel):
     experiments_file: Path | None = Field(
         None,
         description="JSON or YAML experiments: {experiments: [{name, tenants?, unit: caller|session, arms: "
-        "[{name, share, alpha?, rerank?}]}]} (docs/GATEWAY.md); unset: every search is served by `control`.",
+        "[{name, share, alpha?, fusion?, rerank?}]}]} (docs/GATEWAY.md); unset: every search is served by "
+        "`control`.",
     )
     feedback_backend: Literal["sqlite", "redis"] = Field(
         "sqlite",
@@ -402,6 +403,29 @@ class FeedbackSettings(BaseModel):
         gt=0,
         description="How long a search's record (tenant, arm, results) is kept: feedback naming an older "
         "search_id is refused as NOT_FOUND.",
+    )
+    preference_boost_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Per-caller preference boost: added to the rerank score of each asset the same caller "
+        "clicked recently (RecordFeedback clicks); 0 = off. Measured before offering it: docs/RELEVANCE.md.",
+    )
+    preference_recent_clicks: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="Preference boost: how many of a caller's most recent clicks the feedback store keeps "
+        "and the boost reads.",
+    )
+    preference_cache_ttl_s: float = Field(
+        30.0,
+        ge=0,
+        description="Preference boost: how long a gateway reuses a caller's recent-click set before "
+        "reading it again (the caller's own clicks through this gateway refresh it at once).",
+    )
+    preference_cache_entries: int = Field(
+        10000, ge=1, description="Preference boost: callers whose recent-click sets are cached."
     )
 
 

@@ -84,6 +84,16 @@ def test_arm_overrides_defaults_but_not_the_callers_explicit_values() -> None:
     assert explicit.rerank.mmr_lambda == 0.5 and explicit.rerank.candidate_window == 50
 
 
+@pytest.mark.parametrize("fusion", ["adaptive", "relative_score", "ranked"])
+def test_an_arms_fusion_stands_in_for_the_default_but_not_for_the_callers(fusion: str) -> None:
+    exps = _experiments({"name": "f", "share": 1.0, "fusion": fusion})
+    arm = exps.assign(_principal("alice")).arm
+    assert arm.fusion == fusion
+    assert arm.apply(SearchQuery(text="cat")).fusion == fusion
+    assert arm.apply(SearchQuery(text="cat", fusion="relative_score")).fusion == "relative_score"
+    assert Experiments().assign(_principal("alice")).arm.apply(SearchQuery(text="cat")).fusion is None
+
+
 @pytest.mark.parametrize(
     ("experiments", "message"),
     [
@@ -97,7 +107,7 @@ def test_arm_overrides_defaults_but_not_the_callers_explicit_values() -> None:
         ),
         (
             [{"name": "e", "arms": [{"name": "a", "share": 1.0, "fusion": "rrf"}]}],
-            "fusion arms are not served yet",
+            "experiments.0.arms.0.fusion: Input should be 'adaptive', 'relative_score' or 'ranked'",
         ),
         (
             [{"name": "e", "arms": [{"name": "a", "share": 0.5}, {"name": "a", "share": 0.5}]}],

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
-from imagesearch.v1 import common_pb2, gateway_pb2
+from imagesearch.v1 import common_pb2, gateway_pb2, search_pb2
 
 from devstack import Stack, StackInfo
 from services.evaluation.online import OnlineReport, online_report
@@ -38,8 +38,10 @@ EXPERIMENT = {
             "tenants": ["acme"],
             "unit": "session",
             "arms": [
-                {"name": "keyword", "share": 0.5, "alpha": 0.0},
-                {"name": "hybrid", "share": 0.5},
+                {"name": "keyword", "share": 0.4, "alpha": 0.0},
+                {"name": "hybrid", "share": 0.4},
+                # A fusion arm, first-stage order shown as is (ranked fusion's scores are w / (rank + 60)).
+                {"name": "ranked", "share": 0.2, "fusion": "ranked", "rerank": {"disable": True}},
             ],
         }
     ]
@@ -48,10 +50,10 @@ EXPERIMENT = {
 
 def _session_for(arm: str) -> str:
     """A session id that the experiment puts in `arm` (found by the same hash the gateway uses)."""
+    lower, upper = {"keyword": (0.0, 0.4), "hybrid": (0.4, 0.8), "ranked": (0.8, 1.0)}[arm]
     for i in range(1000):
         session = f"session-{i}"
-        u = unit_fraction("fb", "acme", session)
-        if (u < 0.5) == (arm == "keyword"):
+        if lower + 1e-9 < unit_fraction("fb", "acme", session) < upper - 1e-9:
             return session
     raise AssertionError("no session found")
 
@@ -150,6 +152,26 @@ def test_each_search_names_its_arm_and_a_search_id(suite: Suite) -> None:
     while not re.search(r'"arm":\s*"fb/keyword"', suite.gateway.logs()):
         assert time.monotonic() < deadline, "no audit line names the arm"
         time.sleep(0.1)
+
+
+def test_a_fusion_arm_reaches_the_first_stage_and_the_callers_fusion_still_wins(suite: Suite) -> None:
+    ranked = _search(suite, "ranked")
+    assert ranked.arm == "fb/ranked"
+    # Ranked fusion: each leg adds at most weight / 60, so no fused score exceeds 1 / 60 (weights sum to 1).
+    assert all(0.0 < r.scores.fused <= 1 / 60 + 1e-6 for r in ranked.results), [
+        r.scores.fused for r in ranked.results
+    ]
+    caption = open_data_sample(groups=2, extra=0)[0].caption
+    metadata = [*ALICE, ("x-session-id", _session_for("ranked"))]
+    explicit = suite.gateway_stub().Search(
+        gateway_pb2.SearchRequest(text=caption, page_size=5, fusion=search_pb2.FUSION_TYPE_ADAPTIVE),
+        metadata=metadata,
+        timeout=30,
+    )
+    assert explicit.arm == "fb/ranked"
+    # Adaptive fusion gives its best full keyword match a fused score far above ranked fusion's ceiling.
+    assert explicit.results[0].scores.fused > 0.1, [r.scores.fused for r in explicit.results]
+    assert not explicit.cached, "another fusion is another question: not the arm's cached page"
 
 
 def test_a_cached_page_gets_its_own_search_id_on_every_hit(suite: Suite) -> None:

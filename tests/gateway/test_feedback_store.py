@@ -63,10 +63,10 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Opens the store anew on the same data each call (what a gateway restart does)."""
     if request.param == "sqlite":
         path = tmp_path / "feedback.sqlite3"
-        return lambda: SqliteFeedbackStore(path)
+        return lambda: SqliteFeedbackStore(path, recent_clicks_kept=3)
     url = request.getfixturevalue("redis_url")
     prefix = f"test-feedback:{uuid.uuid4().hex}:"
-    return lambda: RedisFeedbackStore(url, prefix, 1.0)
+    return lambda: RedisFeedbackStore(url, prefix, 1.0, recent_clicks_kept=3)
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -137,6 +137,26 @@ def test_click_counts_once_and_moves_its_arms_ctr_and_mrr(open_store: StoreFacto
         assert after.click_through_rate == pytest.approx(0.5)
         assert after.mrr_of_clicks == pytest.approx((1 / 2 + 1 / 1) / 2)
         assert after.events == {"click": 2, "dwell": 1, "rating": 1}
+
+    run(_with_flow(open_store(), body))
+
+
+def test_each_callers_recent_clicks_are_kept_bounded_newest_first(open_store: StoreFactory) -> None:
+    arm = Assignment(Arm("control"))
+    bob = Principal("bob", "acme", frozenset({"search"}), 0.5, None, "api-key")
+
+    async def body(flow: FeedbackFlow) -> None:
+        s1 = await flow.served(ALICE, "search", arm, _page("a1", "a2", "a3", "a4", "a5"))
+        await flow.record(ALICE, [_event("c1", s1, "a1"), _event("c2", s1, "a2"), _event("c3", s1, "a3")])
+        await flow.record(ALICE, [_event("c1", s1, "a1")])  # a retried event is not a new click
+        await flow.record(ALICE, [_event("d1", s1, "a5", kind=FeedbackKind.DWELL, dwell_ms=900)])
+        assert await flow.store.recent_clicks("acme", "alice") == ["a3", "a2", "a1"]
+        await flow.record(ALICE, [_event("c4", s1, "a4")])  # the bound (3) drops the oldest
+        assert await flow.store.recent_clicks("acme", "alice") == ["a4", "a3", "a2"]
+        await flow.record(bob, [_event("b1", s1, "a5")])
+        assert await flow.store.recent_clicks("acme", "bob") == ["a5"]
+        assert await flow.store.recent_clicks("acme", "alice") == ["a4", "a3", "a2"]
+        assert await flow.store.recent_clicks("globex", "alice") == []
 
     run(_with_flow(open_store(), body))
 

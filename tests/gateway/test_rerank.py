@@ -135,3 +135,33 @@ def test_keyword_only_keeps_first_stage_order() -> None:
     assert ids(ranked) == ["a", "b"]
     assert abs(ranked[0].scores.final - 0.9) < 1e-6
     assert rerank([], RerankConfig())[0] == []
+
+
+def test_preference_boost_lifts_only_the_callers_clicked_assets() -> None:
+    q = concept("dog")
+    window = [
+        hit("best", q),
+        hit("near", q + 0.4 * concept("cat")),
+        hit("far", q + 1.5 * concept("cat")),
+    ]
+    base, _ = rerank(window, OFF, text_vector=q)
+    assert ids(base) == ["best", "near", "far"]
+    # The weight alone decides how far a clicked asset may climb: 0.2 lifts "far" past "near" only
+    # when their relevance differs by less than that.
+    near_gap = base[1].scores.rerank - base[2].scores.rerank
+    liked = RerankConfig(
+        text_weight=0.5, alpha=1.0, preference_weight=near_gap + 0.05, preferred=frozenset({"far", "x"})
+    )
+    boosted, _ = rerank(window, liked, text_vector=q)
+    assert ids(boosted) == ["best", "far", "near"]
+    far = boosted[1]
+    assert abs(far.scores.boost - (near_gap + 0.05)) < 1e-6
+    assert far.scores.final == far.scores.rerank + far.scores.boost
+    assert any("preference boost" in n and "clicked" in n for n in far.notes)
+    assert all(r.scores.boost == 0.0 and not any("preference" in n for n in r.notes) for r in boosted[::2])
+    # A weight of 0 (the default: the boost is off) or an empty set changes nothing.
+    for cfg in (
+        RerankConfig(text_weight=0.5, alpha=1.0, preferred=frozenset({"far"})),
+        RerankConfig(text_weight=0.5, alpha=1.0, preference_weight=1.0),
+    ):
+        assert ids(rerank(window, cfg, text_vector=q)[0]) == ids(base)

@@ -16,8 +16,13 @@ def make_feedback_store(settings: GatewaySettings) -> FeedbackStore:
         from services.gateway.backends.feedback.redis import RedisFeedbackStore
 
         return RedisFeedbackStore(
-            settings.feedback_redis_url, settings.feedback_key_prefix, settings.feedback_redis_timeout_s
+            settings.feedback_redis_url,
+            settings.feedback_key_prefix,
+            settings.feedback_redis_timeout_s,
+            recent_clicks_kept=settings.preference_recent_clicks,
         )
     from services.gateway.backends.feedback.sqlite import SqliteFeedbackStore
 
-    return SqliteFeedbackStore(settings.data_dir / "feedback.sqlite3")
+    return SqliteFeedbackStore(
+        settings.data_dir / "feedback.sqlite3", recent_clicks_kept=settings.preference_recent_clicks
+    )

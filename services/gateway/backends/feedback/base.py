@@ -7,7 +7,9 @@ A store keeps three things, all scoped by tenant:
   idempotent: a second put of the same id answers "duplicate" and changes nothing);
 - per-arm totals, updated in the same atomic step as the event insert, so a retried event can never
   count twice: searches served, searches with at least one click, clicks, the sum of 1/rank of clicks,
-  and events per kind.
+  and events per kind;
+- per caller (tenant, principal subject), the asset ids of its most recent clicks, bounded (the
+  optional preference boost reads them: services/gateway/preferences.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ class FeedbackStore(Protocol):
         ...
 
     async def put(self, event: StoredFeedback) -> PutResult: ...
+
+    async def recent_clicks(self, tenant: str, caller: str) -> list[str]:
+        """The distinct asset ids the caller clicked most recently, newest first (at most the store's
+        bound)."""
+        ...
 
     async def arm_totals(self) -> dict[str, ArmTotals]:
         """Totals of every arm that served a search or got an event."""

@@ -6,6 +6,7 @@ Keys (prefix P, tenant written as "<length>:<name>" so no tenant name can spell 
     P e:<tenant>:<event_id>    the event as JSON                      kept
     P arm:<arm>                hash of the arm's totals               kept
     P arms                     set of arm names                       kept
+    P c:<tenant>:<caller>      list of the caller's clicked asset ids  the newest `recent_clicks_kept`
 An event's insert and its counters run in one Lua script (`_PUT_LUA`): SET NX decides whether the event
 is new, and only a new event touches the counters, so a retried event never counts twice.
 """
@@ -28,13 +29,18 @@ log = structlog.get_logger("gateway.feedback")
 
 UNAVAILABLE = "the feedback store is unavailable; retry the events later (they are idempotent)"
 
-# KEYS: event, search, arm totals, arm set. ARGV: event JSON, kind, is click ("1"/"0"), 1/rank, arm.
+# KEYS: event, search, arm totals, arm set, the caller's recent clicks ("" key unused: no caller).
+# ARGV: event JSON, kind, is click ("1"/"0"), 1/rank, arm, asset id, recent clicks kept.
 # Returns {recorded (0/1), first click of its search (0/1)}.
 _PUT_LUA = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {0, 0} end
 redis.call('SADD', KEYS[4], ARGV[5])
 redis.call('HINCRBY', KEYS[3], 'events:' .. ARGV[2], 1)
 if ARGV[3] ~= '1' then return {1, 0} end
+if ARGV[7] ~= '0' then
+  redis.call('LPUSH', KEYS[5], ARGV[6])
+  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[7]) - 1)
+end
 redis.call('HINCRBY', KEYS[3], 'clicks', 1)
 redis.call('HINCRBYFLOAT', KEYS[3], 'reciprocal_rank_sum', ARGV[4])
 local first = 0
@@ -51,9 +57,10 @@ def _tenant(tenant: str) -> str:
 class RedisFeedbackStore:
     name = "redis"
 
-    def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
+    def __init__(self, url: str, prefix: str, timeout_s: float, recent_clicks_kept: int = 50) -> None:
         self._redis = fail_fast_client(url, timeout_s)
         self._prefix = prefix
+        self.recent_clicks_kept = recent_clicks_kept
         self._put_script = self._redis.register_script(_PUT_LUA)
 
     def _search_key(self, tenant: str, search_id: str) -> str:
@@ -61,6 +68,9 @@ class RedisFeedbackStore:
 
     def _event_key(self, tenant: str, event_id: str) -> str:
         return f"{self._prefix}e:{_tenant(tenant)}:{event_id}"
+
+    def _clicks_key(self, tenant: str, caller: str) -> str:
+        return f"{self._prefix}c:{_tenant(tenant)}:{caller}"
 
     def _arm_key(self, arm: str) -> str:
         return f"{self._prefix}arm:{arm}"
@@ -109,14 +119,33 @@ class RedisFeedbackStore:
             self._search_key(e.tenant, e.search_id),
             self._arm_key(e.arm),
             f"{self._prefix}arms",
+            self._clicks_key(e.tenant, e.caller),
         ]
         click = e.kind is FeedbackKind.CLICK
-        args = [doc, e.kind.value, "1" if click else "0", repr(1.0 / e.rank) if click else "0", e.arm]
+        args = [
+            doc,
+            e.kind.value,
+            "1" if click else "0",
+            repr(1.0 / e.rank) if click else "0",
+            e.arm,
+            e.asset_id,
+            str(self.recent_clicks_kept if e.caller else 0),
+        ]
         try:
             recorded, first = await self._put_script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from None
         return PutResult(recorded=bool(recorded), first_click=bool(first))
+
+    async def recent_clicks(self, tenant: str, caller: str) -> list[str]:
+        try:
+            raw = await cast(
+                Awaitable[list[bytes]],
+                self._redis.lrange(self._clicks_key(tenant, caller), 0, self.recent_clicks_kept - 1),
+            )
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from None
+        return list(dict.fromkeys(a.decode() for a in raw))
 
     async def arm_totals(self) -> dict[str, ArmTotals]:
         try:

@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS arm_totals (
   arm TEXT PRIMARY KEY, searches INTEGER NOT NULL DEFAULT 0, clicked_searches INTEGER NOT NULL DEFAULT 0,
   clicks INTEGER NOT NULL DEFAULT 0, reciprocal_rank_sum REAL NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS caller_clicks (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, caller TEXT NOT NULL,
+  asset_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS caller_clicks_by_caller ON caller_clicks (tenant, caller, seq);
 CREATE TABLE IF NOT EXISTS arm_events (
   arm TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (arm, kind)
 ) WITHOUT ROWID;
@@ -75,9 +80,10 @@ def _store_errors(step: Callable[P, R]) -> Callable[P, R]:
 class SqliteFeedbackStore:
     name = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, recent_clicks_kept: int = 50) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.recent_clicks_kept = recent_clicks_kept
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -164,7 +170,35 @@ class SqliteFeedbackStore:
                 "reciprocal_rank_sum = reciprocal_rank_sum + excluded.reciprocal_rank_sum",
                 (e.arm, first, 1.0 / e.rank),
             )
+            if e.caller:
+                self._remember_click(e)
             return PutResult(recorded=True, first_click=bool(first))
+
+    def _remember_click(self, e: StoredFeedback) -> None:
+        """Append to the caller's recent clicks and drop what falls beyond the bound (in _put's
+        transaction)."""
+        self._db.execute(
+            "INSERT INTO caller_clicks (tenant, caller, asset_id) VALUES (?, ?, ?)",
+            (e.tenant, e.caller, e.asset_id),
+        )
+        self._db.execute(
+            "DELETE FROM caller_clicks WHERE tenant = ? AND caller = ? AND seq <= ("
+            "SELECT seq FROM caller_clicks WHERE tenant = ? AND caller = ? ORDER BY seq DESC "
+            "LIMIT 1 OFFSET ?)",
+            (e.tenant, e.caller, e.tenant, e.caller, self.recent_clicks_kept),
+        )
+
+    async def recent_clicks(self, tenant: str, caller: str) -> list[str]:
+        return await asyncio.to_thread(self._recent_clicks, tenant, caller)
+
+    @_store_errors
+    def _recent_clicks(self, tenant: str, caller: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT asset_id FROM caller_clicks WHERE tenant = ? AND caller = ? ORDER BY seq DESC",
+                (tenant, caller),
+            ).fetchall()
+        return list(dict.fromkeys(str(r[0]) for r in rows))
 
     async def arm_totals(self) -> dict[str, ArmTotals]:
         return await asyncio.to_thread(self._arm_totals)
