@@ -16,9 +16,11 @@ from typing import Any
 from devstack.common import HOST, StackError, say
 from devstack.component import Component, Launch
 
-# Every acknowledged write (feedback events, rate-limit buckets, generations) survives a kill -9 but the
-# last second of them; RDB snapshots are off (the AOF is the one persistence).
-REDIS_DURABILITY_ARGS = ("--appendonly", "yes", "--appendfsync", "everysec")
+# Every acknowledged write (feedback events, generations) survives a kill -9 of Redis: fsync per write.
+# "everysec" would lose up to a second of them, and a generation counter that comes back lower than a
+# number already handed out lets a page cached at that number be served again (services/search/cache.py).
+# RDB snapshots are off (the AOF is the one persistence).
+REDIS_DURABILITY_ARGS = ("--appendonly", "yes", "--appendfsync", "always")
 
 
 def ensure_redis_server() -> Path:

@@ -65,7 +65,7 @@ def test_feedback_survives_a_killed_redis(tmp_path: Path) -> None:
     proc = _start(argv, port)
     try:
         asyncio.run(write())
-        time.sleep(1.5)  # appendfsync everysec: a second later the writes are on disk
+        time.sleep(1.5)  # also holds for appendfsync everysec (a second later the writes are on disk)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         proc = _start(argv, port)

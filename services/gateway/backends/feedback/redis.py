@@ -1,5 +1,5 @@
 """Redis feedback store: the real stack's (shared by every gateway replica; durable with the stack's
-append-only file, `--appendonly yes --appendfsync everysec`).
+append-only file, `--appendonly yes --appendfsync always`).
 
 Keys (prefix P, tenant written as "<length>:<name>" so no tenant name can spell another's key):
     P s:<tenant>:<search_id>   hash {arm, ranks (JSON), clicked}     expires after the search TTL
