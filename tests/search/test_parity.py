@@ -75,7 +75,10 @@ async def cores(
         await embedded.backend.close()
         client = weaviate.backend._client  # type: ignore[attr-defined]
         await client.collections.delete(weaviate.backend._name)  # type: ignore[attr-defined]
-        await weaviate.backend.close()
+        # Not closed: here the Weaviate client is the process's last grpc.aio object (no server runs in
+        # this test), and its async close then joins grpc's aio poller thread from the event loop and
+        # never returns (seen since the adaptive modes joined this test; cause not found yet). The
+        # services close it under their gRPC server and do not hang; process exit releases it here.
 
 
 @pytest.mark.integration
