@@ -59,6 +59,9 @@ log = structlog.get_logger("search.weaviate")
 
 _TENANT_MISSING = re.compile(r"tenant not found|tenant .* not found|no tenant found", re.IGNORECASE)
 _TOO_FEW_NODES = re.compile(r"not find enough weaviate nodes for replication", re.IGNORECASE)
+# Weaviate answers again after a restart before it has loaded every collection's index: a query then
+# fails "tried to browse non-existing index" for a few seconds. Retryable, like an unreachable Weaviate.
+_LOADING = re.compile(r"non-existing index", re.IGNORECASE)
 _UNREACHABLE = re.compile(
     r"UNAVAILABLE|connect|Connection refused|DEADLINE_EXCEEDED|timed? ?out|Socket closed", re.IGNORECASE
 )
@@ -227,6 +230,8 @@ class WeaviateBackend:
                 raise NotFound("tenant has no assets (it is created by its first upsert)") from exc
             if _UNREACHABLE.search(text):
                 raise _unreachable(what, exc) from exc
+            if _LOADING.search(text):
+                raise Unavailable(f"weaviate is still loading the collection ({what}); retry later") from exc
             raise
 
     async def _unless_refused(self, call: Awaitable[T], limit_s: float) -> T:
