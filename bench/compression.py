@@ -338,18 +338,28 @@ def run_group(
 # ---- output -----------------------------------------------------------------------------------------
 
 
+def note(report: ConfigReport) -> str:
+    if report.compress_s is None:
+        return "quantizer set at creation" if report.config != "none" else ""
+    return (
+        f"switched on after the uncompressed import, compressed in {report.compress_s:.0f} s; "
+        "same process as the row before"
+    )
+
+
 def table(reports: list[ConfigReport]) -> str:
     lines = [
-        "| config | compressed | import (vectors/s) | recall@10 | p50 | p99 | RSS | Go heap in use |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | compressed | import (vectors/s) | recall@10 | p50 | p99 | RSS | Go heap in use | note |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         if r.error:
-            lines.append(f"| {r.quantizer} | error: {r.error} |  |  |  |  |  |  |")
+            lines.append(f"| {r.quantizer} | error: {r.error} |  |  |  |  |  |  |  |")
             continue
         lines.append(
             f"| {r.quantizer} | {r.compressed} | {r.import_rate_per_s:,.0f} | {r.recall_at_10:.3f} | "
-            f"{r.p50_ms:.2f} ms | {r.p99_ms:.2f} ms | {r.rss_mib:,.0f} MiB | {r.heap_inuse_mib:,.0f} MiB |"
+            f"{r.p50_ms:.2f} ms | {r.p99_ms:.2f} ms | {r.rss_mib:,.0f} MiB | {r.heap_inuse_mib:,.0f} MiB | "
+            f"{note(r)} |"
         )
     return "\n".join(lines)
 
