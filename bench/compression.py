@@ -142,6 +142,40 @@ def queries_for(spec: MixtureSpec, count: int) -> np.ndarray:
     return spec.sample(count, seed_offset=0)
 
 
+# ---- real embeddings (a small sanity check) ---------------------------------------------------------
+
+IMAGE_SUFFIXES = {".png", ".webp", ".jpg", ".jpeg"}
+
+
+def photo_embeddings(images_dir: Path, package_dir: Path) -> np.ndarray:
+    """The photo package's semantic vectors of every image under images_dir, preprocessed as the
+    encoder does (its own decode, size and colour mode from the package card)."""
+    import onnxruntime as ort
+
+    from services.encoder.preprocess import decode_image
+
+    card = json.loads((package_dir / "package.json").read_text())
+    prep = card["preprocessing"]["image"]
+    size, color_mode = int(prep["size"]), str(prep["color_mode"])
+    session = ort.InferenceSession(str(package_dir / "image.onnx"), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    paths = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    vectors: list[np.ndarray] = []
+    for start in range(0, len(paths), 32):
+        pixels = np.stack(
+            [decode_image(p.read_bytes(), size, 64_000_000, color_mode) for p in paths[start : start + 32]]
+        )
+        outputs = session.run(["semantic"], {input_name: pixels})
+        vectors.append(np.asarray(outputs[0], dtype=np.float32))
+    return normalised(np.concatenate(vectors))
+
+
+def held_out(vectors: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(data, queries): ``count`` random vectors taken out of the set to query it with."""
+    order = np.random.default_rng(seed).permutation(len(vectors))
+    return vectors[order[count:]], vectors[order[:count]]
+
+
 # ---- ground truth and recall ------------------------------------------------------------------------
 
 
@@ -377,11 +411,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=1_000)
     parser.add_argument("--gomemlimit", default="8GiB")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--real-images",
+        type=Path,
+        help="also run every config on the photo package's real embeddings of these images (a small "
+        "sanity check; 100 of them held out as queries), e.g. ~/.cache/imagesearch/eval/photo/gallery",
+    )
+    parser.add_argument("--package", type=Path, default=Path("models/photo/package"))
     args = parser.parse_args(argv)
     unknown = [c for c in args.configs.split(",") if c not in PLANS]
     if unknown:
         parser.error(f"unknown config(s) {unknown}; known: {', '.join(PLANS)}")
     return args
+
+
+def run_all(
+    data: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: argparse.Namespace
+) -> list[ConfigReport]:
+    reports: list[ConfigReport] = []
+    for group in import_groups(args.configs.split(",")):
+        for report in run_group(group, data, queries, truth, args):
+            reports.append(report)
+            print(json.dumps(dataclasses.asdict(report)), flush=True)
+    return reports
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,15 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     queries = queries_for(spec, args.queries)
     truth = exact_top_k(data, queries)
     print(f"data and exact top {K} ready in {time.perf_counter() - began:.1f} s", flush=True)
-    reports: list[ConfigReport] = []
-    for group in import_groups(args.configs.split(",")):
-        for report in run_group(group, data, queries, truth, args):
-            reports.append(report)
-            print(json.dumps(dataclasses.asdict(report)), flush=True)
-    print(f"\nWeaviate {WEAVIATE_VERSION}, HNSW defaults, one node; data: {data_label}")
-    print(f"{args.queries} queries, one at a time, limit {K}, near-vector over gRPC\n")
-    print(table(reports))
-    document = {
+    reports = run_all(data, queries, truth, args)
+    document: dict[str, Any] = {
         "weaviate": WEAVIATE_VERSION,
         "data": data_label,
         "synthetic": True,
@@ -414,10 +459,27 @@ def main(argv: list[str] | None = None) -> int:
         "queries": args.queries,
         "reports": [dataclasses.asdict(r) for r in reports],
     }
+    real_reports: list[ConfigReport] = []
+    if args.real_images:
+        vectors = photo_embeddings(args.real_images.expanduser(), args.package)
+        real_data, real_queries = held_out(vectors, min(100, len(vectors) // 5), args.seed)
+        real_label = (
+            f"REAL: photo package semantic vectors of {len(vectors)} images under {args.real_images} "
+            f"({len(real_data)} indexed, {len(real_queries)} held out as queries)"
+        )
+        print(real_label, flush=True)
+        real_reports = run_all(real_data, real_queries, exact_top_k(real_data, real_queries), args)
+        document["real"] = {"data": real_label, "reports": [dataclasses.asdict(r) for r in real_reports]}
+    print(f"\nWeaviate {WEAVIATE_VERSION}, HNSW defaults, one node; data: {data_label}")
+    print(f"{args.queries} queries, one at a time, limit {K}, near-vector over gRPC\n")
+    print(table(reports))
+    if real_reports:
+        print(f"\n{document['real']['data']}\n")
+        print(table(real_reports))
     if args.json:
         args.json.write_text(json.dumps(document, indent=2) + "\n")
     print(json.dumps(document))
-    return 1 if any(r.error for r in reports) else 0
+    return 1 if any(r.error for r in reports + real_reports) else 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from bench.compression import (
     MixtureSpec,
     dataset,
     exact_top_k,
+    held_out,
     import_groups,
     queries_for,
     recall_at_k,
@@ -45,3 +46,11 @@ def test_pq_shares_the_uncompressed_import_when_both_are_measured() -> None:
     assert import_groups(["none", "rq8", "pq", "bq"]) == [["none", "pq"], ["rq8"], ["bq"]]
     assert import_groups(["pq", "rq8"]) == [["rq8"], ["pq"]]
     assert import_groups(["bq"]) == [["bq"]]
+
+
+def test_held_out_queries_leave_the_indexed_set() -> None:
+    vectors = np.arange(40, dtype=np.float32).reshape(20, 2)
+    data, queries = held_out(vectors, 5, seed=0)
+    assert len(data) == 15 and len(queries) == 5
+    indexed = {tuple(v) for v in data.tolist()}
+    assert not any(tuple(q) in indexed for q in queries.tolist())
