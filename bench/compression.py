@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -95,6 +96,8 @@ class ConfigReport:
     p99_ms: float = 0.0
     rss_mib: float = 0.0
     heap_inuse_mib: float = 0.0
+    # Heap in use after the queries minus before the import, per vector: what each vector cost.
+    heap_per_vector_bytes: float = 0.0
     error: str | None = None
 
 
@@ -342,6 +345,7 @@ def run_group(
                         vector_index_config=Configure.VectorIndex.hnsw(),
                     ),
                 )
+                heap_before = metric_bytes(metrics_port, "go_memstats_heap_inuse_bytes")
                 began = time.perf_counter()
                 failed = import_vectors(collection, data, args.batch_size)
                 import_s = time.perf_counter() - began
@@ -362,6 +366,7 @@ def run_group(
                         )
                         report.compress_s = wait_compressed(ports.http)
                     measure(report, collection, queries, truth, cluster, metrics_port, args.warmup)
+                    report.heap_per_vector_bytes = (report.heap_inuse_mib * 2**20 - heap_before) / len(data)
             except Exception as exc:  # a config failing (e.g. a quantizer this version lacks) is reported
                 current.error = f"{type(exc).__name__}: {exc}"[:400]
             finally:
@@ -383,17 +388,18 @@ def note(report: ConfigReport) -> str:
 
 def table(reports: list[ConfigReport]) -> str:
     lines = [
-        "| config | compressed | import (vectors/s) | recall@10 | p50 | p99 | RSS | Go heap in use | note |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| config | compressed | import (vectors/s) | recall@10 | p50 | p99 | RSS | Go heap in use "
+        "| heap / vector | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         if r.error:
-            lines.append(f"| {r.quantizer} | error: {r.error} |  |  |  |  |  |  |  |")
+            lines.append(f"| {r.quantizer} | error: {r.error} |  |  |  |  |  |  |  |  |")
             continue
         lines.append(
             f"| {r.quantizer} | {r.compressed} | {r.import_rate_per_s:,.0f} | {r.recall_at_10:.3f} | "
             f"{r.p50_ms:.2f} ms | {r.p99_ms:.2f} ms | {r.rss_mib:,.0f} MiB | {r.heap_inuse_mib:,.0f} MiB | "
-            f"{note(r)} |"
+            f"{r.heap_per_vector_bytes:,.0f} B | {note(r)} |"
         )
     return "\n".join(lines)
 
@@ -438,6 +444,8 @@ def run_all(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # `timeout` sends SIGTERM: exit through the `with` blocks, so the Weaviate node is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     spec = MixtureSpec(dim=args.dim, clusters=args.clusters, spread=args.spread, seed=args.seed)
     data_label = (
         f"SYNTHETIC: Gaussian mixture on the unit sphere, {args.n:,} x {args.dim}, "
