@@ -80,8 +80,8 @@ def test_breaking_check_lets_an_added_field_through(tmp_path: Path) -> None:
     changed = contract_copy(tmp_path)
     edit(
         changed / "protos/imagesearch/v1/gateway.proto",
-        "  repeated string licenses = 9;\n}",
-        "  repeated string licenses = 9;\n  // Only assets from this source.\n  string source = 10;\n}",
+        "  FusionType fusion = 10;\n}",
+        "  FusionType fusion = 10;\n  // Only assets from this source.\n  string source = 11;\n}",
     )
     result = buf("breaking", str(changed), "--against", str(REPO))
     assert result.returncode == 0, result.stdout + result.stderr
