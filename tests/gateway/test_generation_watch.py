@@ -161,7 +161,8 @@ def test_a_write_after_a_search_service_restart_invalidates_the_cached_page(suit
 
 @pytest.mark.xfail(
     reason="known defect, found at the end of stop 25 (with adaptive fusion merged): a write acknowledged "
-    "while the search service's Redis is down is missing from the next (uncached) search; not diagnosed yet",
+    "while the search service's Redis is down is missing from the next (uncached) search under adaptive "
+    "fusion (passes with relative_score); not diagnosed yet",
     strict=False,
 )
 def test_a_write_after_a_redis_restart_invalidates_the_cached_page(
