@@ -85,6 +85,22 @@ def _render(
     )
 
 
+def _search_error(
+    request: Request, session: Session, fields: dict[str, str], status_code: int, message: str
+) -> Response:
+    """The search page again, with the caller's form as they sent it and what was wrong."""
+    settings: ConsoleSettings = request.app.state.settings
+    return _render(
+        request,
+        "search.html",
+        session,
+        status_code=status_code,
+        form=fields,
+        settings=settings,
+        error=message,
+    )
+
+
 def _signed_in(handler: Callable[[Request, str, Session], Awaitable[Response]]) -> Handler:
     """Runs `handler` for a signed-in session; otherwise sends the browser to the sign-in page. A key the
     gateway stops accepting ends the session there too."""
@@ -226,14 +242,8 @@ async def search_page(request: Request, session_id: str, session: Session) -> Re
     image_ref = fields.pop("img", "")
     image = session.query_images.get(image_ref) if image_ref else None
     if image_ref and image is None:
-        return _render(
-            request,
-            "search.html",
-            session,
-            status_code=400,
-            form=fields,
-            settings=settings,
-            error="That image search has expired; drop the image again.",
+        return _search_error(
+            request, session, fields, 400, "That image search has expired; drop the image again."
         )
     if not fields.get("text") and image is None:
         return _render(request, "search.html", session, form=fields, settings=settings)
@@ -242,15 +252,7 @@ async def search_page(request: Request, session_id: str, session: Session) -> Re
         results = await console.gateway.search(session.api_key, query)
     except (InvalidInput, ConsoleError) as exc:
         status_code, message = _shown(exc)
-        return _render(
-            request,
-            "search.html",
-            session,
-            status_code=status_code,
-            form=fields,
-            settings=settings,
-            error=message,
-        )
+        return _search_error(request, session, fields, status_code, message)
     params = forms.search_params(fields, image_ref)
     return _render(
         request,
@@ -281,26 +283,10 @@ async def search_post(request: Request, session_id: str, session: Session) -> Re
         data = await upload.read()
         problem = upload_problem(upload.filename, upload.content_type or "", data, settings.max_upload_bytes)
         if problem:
-            return _render(
-                request,
-                "search.html",
-                session,
-                status_code=400,
-                form=fields,
-                settings=settings,
-                error=problem,
-            )
+            return _search_error(request, session, fields, 400, problem)
         image_ref = session.keep_query_image(data)
     if not fields.get("text", "").strip() and not image_ref:
-        return _render(
-            request,
-            "search.html",
-            session,
-            status_code=400,
-            form=fields,
-            settings=settings,
-            error="Give a query text, an image, or both.",
-        )
+        return _search_error(request, session, fields, 400, "Give a query text, an image, or both.")
     return RedirectResponse(f"/search?{forms.search_params(fields, image_ref)}", status_code=303)
 
 
@@ -315,15 +301,7 @@ async def similar_page(request: Request, session_id: str, session: Session) -> R
         results = await console.gateway.similar(session.api_key, asset_id, query)
     except (InvalidInput, ConsoleError) as exc:
         status_code, message = _shown(exc)
-        return _render(
-            request,
-            "search.html",
-            session,
-            status_code=status_code,
-            form={},
-            settings=settings,
-            error=message,
-        )
+        return _search_error(request, session, {}, status_code, message)
     params = forms.search_params(fields)
     return _render(
         request,

@@ -91,12 +91,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleWorld]:
             )
             for i in sample
         ]
-        acks = list(
-            suite.gateway_stub().Ingest(
-                iter(requests), metadata=[("authorization", f"Bearer {ALICE}")], timeout=300
-            )
-        )
-        assert all(a.outcome == gateway_pb2.INGEST_OUTCOME_CREATED for a in acks), acks
+        suite.ingest_all_created(requests, [("authorization", f"Bearer {ALICE}")])
         log = tmp_path_factory.mktemp("console") / "console.log"
         assert suite.gateway is not None
         proc, url = start_console(suite.gateway.address, log)

@@ -16,12 +16,13 @@ import random
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-from imagesearch.v1 import gateway_pb2_grpc, search_pb2_grpc
+from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc, search_pb2_grpc
 
 from tests.service_process import REPO_ROOT, ServiceProcess
 
@@ -258,6 +259,13 @@ class Suite:
     def gateway_stub(self) -> gateway_pb2_grpc.GatewayServiceStub:
         assert self.gateway is not None
         return gateway_pb2_grpc.GatewayServiceStub(self.channel(self.gateway.address))
+
+    def ingest_all_created(
+        self, requests: Iterable[gateway_pb2.IngestRequest], metadata: Sequence[tuple[str, str]]
+    ) -> None:
+        """Ingest `requests` through the gateway in one stream; every item must be CREATED."""
+        acks = list(self.gateway_stub().Ingest(iter(requests), metadata=metadata, timeout=300))
+        assert all(a.outcome == gateway_pb2.INGEST_OUTCOME_CREATED for a in acks), acks
 
     def search_stub(self) -> search_pb2_grpc.SearchServiceStub:
         assert self.search is not None

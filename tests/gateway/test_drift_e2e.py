@@ -66,24 +66,19 @@ def suite(
     }
     s = Suite(request.param, stack, gateway_env=env).start()
     try:
-        stub = s.gateway_stub()
         sample = open_data_sample()
-        acks = list(
-            stub.Ingest(
-                iter(
-                    gateway_pb2.IngestRequest(
-                        asset_id=i.asset_id,
-                        image=i.data,
-                        caption=i.caption,
-                        license=common_pb2.License(name=i.license),
-                    )
-                    for i in sample
-                ),
-                metadata=ALICE,
-                timeout=300,
-            )
+        s.ingest_all_created(
+            (
+                gateway_pb2.IngestRequest(
+                    asset_id=i.asset_id,
+                    image=i.data,
+                    caption=i.caption,
+                    license=common_pb2.License(name=i.license),
+                )
+                for i in sample
+            ),
+            ALICE,
         )
-        assert all(a.outcome == gateway_pb2.INGEST_OUTCOME_CREATED for a in acks), acks
         yield s, references
     finally:
         s.stop()

@@ -82,22 +82,18 @@ def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     s = Suite("embedded", gateway_env=env).start()
     try:
         items = open_data_sample(groups=2, extra=0)
-        acks = list(
-            s.gateway_stub().Ingest(
-                iter(
-                    gateway_pb2.IngestRequest(
-                        asset_id=i.asset_id,
-                        image=i.data,
-                        caption=i.caption,
-                        license=common_pb2.License(name="MIT"),
-                    )
-                    for i in items
-                ),
-                metadata=ALICE,
-                timeout=300,
-            )
+        s.ingest_all_created(
+            (
+                gateway_pb2.IngestRequest(
+                    asset_id=i.asset_id,
+                    image=i.data,
+                    caption=i.caption,
+                    license=common_pb2.License(name="MIT"),
+                )
+                for i in items
+            ),
+            ALICE,
         )
-        assert all(a.outcome == gateway_pb2.INGEST_OUTCOME_CREATED for a in acks), acks
         yield s
     finally:
         s.stop()
