@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -301,20 +300,9 @@ def rerank_options(r: gateway_pb2.RerankOptions) -> m.RerankOptions:
     )
 
 
-# A result's response message, once built: a page served again from the page cache returns the same
-# SearchResult objects, and converting them again would be most of a cache hit's CPU. Entries go
-# when their result does (the page left the cache).
-_result_messages: weakref.WeakKeyDictionary[m.SearchResult, gateway_pb2.SearchResult] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
-    message = _result_messages.get(r)
-    if message is not None:
-        return message
     s = r.scores
-    message = gateway_pb2.SearchResult(
+    return gateway_pb2.SearchResult(
         asset=asset_pb(r.asset),
         scores=gateway_pb2.StageScores(
             keyword=s.keyword,
@@ -331,8 +319,6 @@ def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
         rerank_notes=r.rerank_notes,
         policy=gateway_pb2.PolicyVerdict(reasons=r.policy_reasons),
     )
-    _result_messages[r] = message
-    return message
 
 
 _FEEDBACK_KINDS = {
