@@ -6,8 +6,10 @@ service (real process, replication factor 3, QUORUM writes and reads, talking to
 an upsert stream and searches; the node gets SIGKILL and is restarted on its ports and data. Checked:
 every acknowledged asset is the top hit for its own vector and for its own keyword, no search fails
 during the outage, and the restarted node itself holds every acknowledged asset again (a consistency-ONE
-read on it, and its node status) within the limit. Async replication runs every 5 s here (Weaviate's
-30 s default makes the catch-up take about a minute; docs/SCALING.md has both).
+read through it, which reads its own copy) within the limit. Async replication runs every 5 s here.
+The node status API's object count is not waited for: Weaviate refreshes it lazily, about a minute
+behind the data (node 0's xfail of stop 25 was that lag; the copy itself catches up about 10 s after
+the restart: docs/SCALING.md).
 """
 
 from __future__ import annotations
@@ -37,21 +39,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeaviateCluste
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(
-    "victim",
-    [
-        pytest.param(
-            0,
-            marks=pytest.mark.xfail(
-                reason="in the fresh-clone CI run of stop 25 (2 loaded cores) node0 lost nothing and every "
-                "search answered, but its own copy was still 2,240 assets short 90 s after it was ready "
-                "(63 s on a quieter machine: docs/SCALING.md); catch-up time under load not solved yet",
-                strict=False,
-            ),
-        ),
-        1,
-    ],
-)
+@pytest.mark.parametrize("victim", [0, 1])
 def test_kill_9_of_node_loses_nothing_and_the_node_catches_up(cluster: WeaviateCluster, victim: int) -> None:
     report = run_outage(
         cluster,
@@ -60,6 +48,7 @@ def test_kill_9_of_node_loses_nothing_and_the_node_catches_up(cluster: WeaviateC
         outage_s=8.0,
         after_s=2.0,
         catch_up_timeout_s=CATCH_UP_LIMIT_S,
+        await_node_status=False,  # trails the data by about a minute (bench/weaviate_cluster.py)
         extra_env=FAST_CATCH_UP,
     )
     print(report.line())
