@@ -97,7 +97,9 @@ class Gateway:
             drift=self.drift,
         )
         self.feedback = (
-            FeedbackFlow(feedback_store, policy, settings.feedback_search_ttl_s)
+            FeedbackFlow(
+                feedback_store, policy, settings.feedback_search_ttl_s, settings.feedback_record_retry_after_s
+            )
             if feedback_store is not None
             else None
         )

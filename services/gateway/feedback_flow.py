@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -35,6 +34,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from services.common.errors import DomainError, InvalidArgument, NotFound, status_number
+from services.common.outage import SkipWindow
 from services.gateway.auth import Principal
 from services.gateway.backends.feedback import FeedbackStore
 from services.gateway.domain import (
@@ -59,7 +59,6 @@ MAX_SEARCH_ID_CHARS = 128
 MAX_DWELL_MS = 24 * 3600 * 1000
 # Clocks of callers' devices run ahead: an event up to this far in the future is taken as now.
 FUTURE_SKEW = dt.timedelta(minutes=5)
-RECORD_RETRY_AFTER_S = 1.0
 
 SEARCHES_SERVED = Counter("gateway_searches_served_total", "Searches served, by experiment arm.", ["arm"])
 SEARCHES_CLICKED = Counter(
@@ -88,15 +87,17 @@ ARM_MRR = Gauge(
 
 
 class FeedbackFlow:
-    def __init__(self, store: FeedbackStore, policy: Policy, search_ttl_s: float) -> None:
+    def __init__(
+        self, store: FeedbackStore, policy: Policy, search_ttl_s: float, record_retry_after_s: float
+    ) -> None:
         self.store = store
         self.policy = policy
         self.search_ttl_s = search_ttl_s
         # The store's totals as last read, plus this process's searches since: what the gauges show.
         self._totals: dict[str, ArmTotals] = {}
         # After a failed record, searches skip the store for a while: an outage costs one store
-        # timeout per RECORD_RETRY_AFTER_S, not one per search.
-        self._skip_until = 0.0
+        # timeout per window, not one per search.
+        self._skip = SkipWindow(record_retry_after_s)
 
     # ---- the search side ------------------------------------------------------------------------
 
@@ -112,15 +113,16 @@ class FeedbackFlow:
         record = SearchRecord(
             search_id, principal.tenant, arm, {r.asset.asset_id: i + 1 for i, r in enumerate(page.results)}
         )
-        if time.monotonic() < self._skip_until:
+        if not self._skip.usable():
             SEARCH_RECORD_FAILED.inc()
             search_id = ""
         else:
             try:
                 await self.store.record_search(record, self.search_ttl_s)
+                self._skip.ok()
             except DomainError as exc:
                 SEARCH_RECORD_FAILED.inc()
-                self._skip_until = time.monotonic() + RECORD_RETRY_AFTER_S
+                self._skip.failed()
                 log.warning("search served without a search_id", detail=exc.message)
                 search_id = ""
         self.policy.audit.record(

@@ -36,6 +36,7 @@ from cachetools import LRUCache
 from prometheus_client import Counter
 
 from services.common.errors import ResourceExhausted
+from services.common.outage import SkipWindow
 from services.common.redis import fail_fast_client
 
 log = structlog.get_logger("gateway.ratelimit")
@@ -230,34 +231,28 @@ class RedisLimiter:
 
     def __init__(self, url: str, prefix: str, timeout_s: float, retry_after_s: float) -> None:
         self._prefix = prefix
-        self._retry_after = retry_after_s
+        self._skip = SkipWindow(retry_after_s)
         self._redis = fail_fast_client(url, timeout_s)
         self._acquire = self._redis.register_script(_ACQUIRE_LUA)
         self._count = self._redis.register_script(_COUNT_LUA)
-        self._down_until = 0.0
-        self._down = False
 
     def _failed(self, op: str, exc: BaseException) -> None:
-        if not self._down:
+        if self._skip.failed():
             log.warning(
                 "rate limiter's redis unavailable: limits are not enforced (failing open)",
                 op=op,
                 error=repr(exc),
-                retry_after_s=self._retry_after,
+                retry_after_s=self._skip.retry_after_s,
             )
-        self._down = True
-        self._down_until = time.monotonic() + self._retry_after
 
     def _ok(self) -> None:
-        if self._down:
+        if self._skip.ok():
             log.info("rate limiter's redis is back: limits are enforced again")
-        self._down = False
-        self._down_until = 0.0
 
     async def acquire(self, buckets: Sequence[Bucket], cost: float = 1.0) -> Decision:
         if not buckets:
             return Decision(True)
-        if time.monotonic() < self._down_until:
+        if not self._skip.usable():
             FAILED_OPEN.inc()
             return Decision(True)
         args: list[float] = [cost]
@@ -279,7 +274,7 @@ class RedisLimiter:
     async def count(self, quotas: Sequence[Quota], ttl_s: int) -> int:
         if not quotas:
             return -1
-        if time.monotonic() < self._down_until:
+        if not self._skip.usable():
             FAILED_OPEN.inc()
             return -1
         try:

@@ -398,6 +398,12 @@ class FeedbackSettings(BaseModel):
     feedback_key_prefix: str = Field(
         "imagesearch:feedback:", description="Redis feedback store: prefix of every key."
     )
+    feedback_record_retry_after_s: float = Field(
+        1.0,
+        gt=0,
+        description="After the feedback store failed to record a search, searches skip it for this long "
+        "(served without a search_id): an outage costs one store timeout per window, not one per search.",
+    )
     feedback_search_ttl_s: float = Field(
         86400.0,
         gt=0,

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from services.common.outage import SkipWindow
 from services.common.redis import fail_fast_client
 from services.search.generations import GenerationFeed, RedisGenerationRelay, channel_name
 from services.search.metrics import CACHE_AVAILABLE, CACHE_LATENCY
@@ -192,12 +193,11 @@ class RedisCache:
     def __init__(self, url: str, ttl_s: int, prefix: str, timeout_s: float, retry_after_s: float) -> None:
         self._ttl = ttl_s
         self._prefix = prefix
-        self._retry_after = retry_after_s
+        self._skip = SkipWindow(retry_after_s)
         self._redis = fail_fast_client(url, timeout_s)
         self._lookup = self._redis.register_script(_LOOKUP_LUA)
         self._read_gen = self._redis.register_script(_GENERATION_LUA)
         self._incr_gen = self._redis.register_script(_BUMP_LUA)
-        self._down_until = 0.0
         self._dirty: set[str] = set()
         self._last_gen: dict[str, int] = {}
         self._channel = channel_name(prefix)
@@ -215,15 +215,16 @@ class RedisCache:
         return f"{self._prefix}r:{tenant}:"
 
     def _usable(self) -> bool:
-        return time.monotonic() >= self._down_until
+        return self._skip.usable()
 
     def _failed(self, op: str, exc: BaseException) -> None:
-        if self._usable():
+        if self._skip.failed():
             log.warning("redis unavailable: bypassing the cache", op=op, error=repr(exc))
-        self._down_until = time.monotonic() + self._retry_after
         CACHE_AVAILABLE.labels(self.name).set(0)
 
     def _ok(self) -> None:
+        if self._skip.ok():
+            log.info("redis is back: the cache is used again")
         CACHE_AVAILABLE.labels(self.name).set(1)
 
     async def _retry_dirty(self, tenant: str) -> bool:
@@ -281,7 +282,6 @@ class RedisCache:
             CACHE_LATENCY.labels(self.name, "bump").observe(time.perf_counter() - start)
         self._ok()
         self._dirty.discard(tenant)
-        self._down_until = 0.0
         self._last_gen[tenant] = gen
         return gen
 
@@ -317,7 +317,6 @@ class RedisCache:
             self._failed("ping", exc)
             return False
         if ok:
-            self._down_until = 0.0
             self._ok()
         return ok
 

@@ -93,7 +93,7 @@ def _event(event_id: str, search_id: str, asset_id: str = "a2", **kw: Any) -> Fe
 
 
 async def _with_flow(store: FeedbackStore, body: Callable[[FeedbackFlow], Awaitable[T]]) -> T:
-    flow = FeedbackFlow(store, Policy(AuditLog(sink=lambda _entry: None)), 3600.0)
+    flow = FeedbackFlow(store, Policy(AuditLog(sink=lambda _entry: None)), 3600.0, 1.0)
     try:
         return await body(flow)
     finally:
