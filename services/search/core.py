@@ -18,6 +18,7 @@ import structlog
 
 from services.common.batching import MicroBatcher, submit_stream
 from services.common.errors import (
+    Aborted,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
@@ -281,6 +282,13 @@ class SearchCore:
                         status_number(NotFound.code),
                         f"asset '{r.doc.asset_id}' not found in tenant '{tenant}' (a vectors-only write "
                         "needs an existing asset)",
+                    )
+                    continue
+                if r.doc.content_sha256 and r.doc.content_sha256 != old.doc.content_sha256:
+                    errors[i] = ItemFailure(
+                        status_number(Aborted.code),
+                        f"asset '{r.doc.asset_id}' holds another image now (its content_sha256 changed "
+                        "since these vectors were computed); re-read it",
                     )
                     continue
                 doc = replace(old.doc)

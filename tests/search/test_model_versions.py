@@ -116,6 +116,11 @@ def test_two_versions_activate_rollback_gc(search_service: Service) -> None:
     )
     assert [r.HasField("error") for r in resp.results] == [False, False, False, True]
     assert resp.results[3].error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    # Vectors computed from an image the asset no longer holds are refused (ABORTED), nothing changes.
+    stale = new_only("a4")
+    stale.asset.content_sha256 = f"{77:064x}"
+    resp = stub.UpsertAssets(search_pb2.UpsertAssetsRequest(tenant=tenant, assets=[stale], vectors_only=True))
+    assert resp.results[0].error.code == grpc.StatusCode.ABORTED.value[0], resp
     got = stub.GetAssets(
         search_pb2.GetAssetsRequest(tenant=tenant, asset_ids=["a1", "a4"], include_vectors=True)
     )
