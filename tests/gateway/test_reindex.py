@@ -53,59 +53,62 @@ def image_encodes(proc: ServiceProcess) -> int:
     )
 
 
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Suite, ServiceProcess]]:
+def start_suite(
+    gateway_env: dict[str, str], search_env: dict[str, str] | None = None
+) -> tuple[Suite, ServiceProcess]:
+    """encoder "demo" (the ingest default) + encoder "photo" + search + gateway, with the gateway's
+    model_encoders naming both."""
     photo = ServiceProcess(
         "services.encoder",
         {"IMAGESEARCH_ENCODER_MODEL_PACKAGE": "photo", "IMAGESEARCH_ENCODER_BACKEND": "onnxruntime"},
     ).start(timeout_s=180)
-    blobs = tmp_path_factory.mktemp("blobs")
-    s = Suite(
-        "embedded",
-        gateway_env={
-            "IMAGESEARCH_GATEWAY_BLOB_DIR": str(blobs),
-            "IMAGESEARCH_GATEWAY_MODEL_ENCODERS": "",  # filled below, once the demo encoder's port is known
+    s = Suite("embedded", search_env=search_env)
+    try:
+        demo = ServiceProcess("services.encoder", s.encoder_env()).start(timeout_s=180)
+        s.encoders.append(demo)
+        s.encoder = demo
+        s.search = ServiceProcess("services.search", s.search_env()).start(timeout_s=120)
+        s.searches.append(s.search)
+        encoders = {
+            f"{DEMO_REF.name}:{DEMO_REF.version}": demo.address,
+            f"{PHOTO_REF.name}:{PHOTO_REF.version}": photo.address,
+        }
+        s.gateway = ServiceProcess(
+            "services.gateway",
+            {
+                "IMAGESEARCH_GATEWAY_ENCODER_ADDRESS": demo.address,
+                "IMAGESEARCH_GATEWAY_SEARCH_ADDRESS": s.search.address,
+                "IMAGESEARCH_GATEWAY_API_KEYS_JSON": json.dumps(KEYRING),
+                "IMAGESEARCH_GATEWAY_DATA_DIR": str(s.tmp / "gateway"),
+                "IMAGESEARCH_GATEWAY_MODEL_ENCODERS": json.dumps(encoders),
+                "IMAGESEARCH_GATEWAY_SAFETY_ENABLED": "false",
+                "IMAGESEARCH_GATEWAY_OCR_ENABLED": "false",
+                **gateway_env,
+            },
+        ).start(timeout_s=120)
+    except BaseException:
+        s.stop()
+        photo.stop()
+        raise
+    return s, photo
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Suite, ServiceProcess]]:
+    s, photo = start_suite(
+        {
+            "IMAGESEARCH_GATEWAY_BLOB_DIR": str(tmp_path_factory.mktemp("blobs")),
             "IMAGESEARCH_GATEWAY_REINDEX_RATE_PER_S": "4",
             "IMAGESEARCH_GATEWAY_REINDEX_PAGE_SIZE": "3",
             "IMAGESEARCH_GATEWAY_REINDEX_BATCH": "3",
             "IMAGESEARCH_GATEWAY_MODEL_STATE_TTL_S": "0.5",
-            "IMAGESEARCH_GATEWAY_SAFETY_ENABLED": "false",
-            "IMAGESEARCH_GATEWAY_OCR_ENABLED": "false",
-        },
-    )
-    # The gateway needs both encoders' addresses: start the suite's encoder first (Suite.start does
-    # it again for the others, so pin its port through the env).
-    demo = ServiceProcess("services.encoder", s.encoder_env()).start(timeout_s=180)
-    s.encoders.append(demo)
-    s.gateway_env["IMAGESEARCH_GATEWAY_MODEL_ENCODERS"] = json.dumps(
-        {
-            f"{DEMO_REF.name}:{DEMO_REF.version}": demo.address,
-            f"{PHOTO_REF.name}:{PHOTO_REF.version}": photo.address,
         }
     )
     try:
-        _start_without_encoder(s, demo)
         yield s, photo
     finally:
         s.stop()
         photo.stop()
-
-
-def _start_without_encoder(s: Suite, demo: ServiceProcess) -> None:
-    """Suite.start with the demo encoder already running (one encoder, one search, the gateway)."""
-    s.search = ServiceProcess("services.search", s.search_env()).start(timeout_s=120)
-    s.searches.append(s.search)
-    s.encoder = demo
-    s.gateway = ServiceProcess(
-        "services.gateway",
-        {
-            "IMAGESEARCH_GATEWAY_ENCODER_ADDRESS": demo.address,
-            "IMAGESEARCH_GATEWAY_SEARCH_ADDRESS": s.search.address,
-            "IMAGESEARCH_GATEWAY_API_KEYS_JSON": json.dumps(KEYRING),
-            "IMAGESEARCH_GATEWAY_DATA_DIR": str(s.tmp / "gateway"),
-            **s.gateway_env,
-        },
-    ).start(timeout_s=120)
 
 
 def restart_gateway(s: Suite) -> None:
