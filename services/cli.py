@@ -11,6 +11,9 @@
     imagesearch eval JUDGEMENTS.jsonl... [--config NAME:alpha=0.4,fusion=adaptive] [--baselines]
                      [--split heldout] [--json OUT] [--markdown OUT] [--plot OUT.png]
     imagesearch serve                      # encoder + search + gateway on embedded defaults (make run)
+    imagesearch reindex --tenant T --to NAME@VERSION [--no-wait]   # admin: re-embed every asset
+    imagesearch models [--tenant T]        # admin: model versions, coverage, the active one
+    imagesearch activate NAME@VERSION | rollback | gc NAME@VERSION   # admin (docs/LIFECYCLE.md)
 
 Credentials: --api-key, else $IMAGESEARCH_API_KEY, else the demo key of `make run` ("demo-key").
 Gateway: --gateway, else $IMAGESEARCH_GATEWAY_ADDRESS, else 127.0.0.1:50070.
@@ -38,7 +41,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from imagesearch.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from imagesearch.v1 import admin_pb2, admin_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 DEFAULT_GATEWAY = "127.0.0.1:50070"
@@ -329,6 +332,122 @@ def cmd_drift_reference(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# model versions (admin; docs/LIFECYCLE.md)
+
+
+def _model_arg(text: str) -> common_pb2.ModelRef:
+    name, sep, version = text.rpartition("@")
+    if not sep or not name or not version:
+        raise SystemExit(f"error: model version {text!r} must be NAME@VERSION")
+    return common_pb2.ModelRef(name=name, version=version)
+
+
+def _print_versions(v: admin_pb2.ListModelVersionsResponse) -> None:
+    for m in v.versions:
+        flags = [f for f, on in (("active", m.active), ("held", m.held)) if on]
+        if not m.encoder_configured:
+            flags.append("no encoder in this gateway")
+        print(
+            f"{m.model.name}@{m.model.version}: {m.assets_covered}/{v.asset_count} assets"
+            + (f" ({', '.join(flags)})" if flags else "")
+        )
+    if v.HasField("previous"):
+        print(f"rollback would return to {v.previous.name}@{v.previous.version}")
+
+
+def _job_line(job: admin_pb2.ReindexJob) -> str:
+    state = admin_pb2.ReindexState.Name(job.state).removeprefix("REINDEX_STATE_").lower()
+    line = (
+        f"re-index of {job.tenant} to {job.target.name}@{job.target.version}: {state}, {job.scanned}/"
+        f"{job.total_assets} scanned, {job.reindexed} re-embedded, {job.already_done} already done, "
+        f"{job.missing_originals} without original, {job.failed} failed"
+    )
+    if job.missing_asset_ids:
+        line += "\n  without original: " + ", ".join(job.missing_asset_ids[:20])
+    if job.error:
+        line += f"\n  error: {job.error}"
+    return line
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Start (or resume, or join) the tenant's re-index job; follow it with a progress bar."""
+    from tqdm import tqdm
+
+    with _channel(args.gateway) as ch:
+        stub = admin_pb2_grpc.AdminServiceStub(ch)
+        md = _metadata(args)
+        try:
+            job = stub.StartReindex(
+                admin_pb2.StartReindexRequest(tenant=args.tenant, target=_model_arg(args.to)),
+                metadata=md,
+                timeout=args.timeout,
+            ).job
+            if args.no_wait:
+                print(_job_line(job))
+                return 0
+            bar = tqdm(total=job.total_assets or None, unit="asset", desc="reindex", disable=args.quiet)
+            while job.state == admin_pb2.REINDEX_STATE_RUNNING:
+                bar.update(max(0, min(job.scanned, job.total_assets or job.scanned) - bar.n))
+                bar.set_postfix(done=job.reindexed, missing=job.missing_originals, refresh=False)
+                time.sleep(args.poll_s)
+                job = stub.GetReindexJob(
+                    admin_pb2.GetReindexJobRequest(tenant=args.tenant), metadata=md, timeout=args.timeout
+                ).job
+            bar.update(max(0, (job.total_assets or job.scanned) - bar.n))
+            bar.close()
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    print(_job_line(job))
+    return 0 if job.state == admin_pb2.REINDEX_STATE_SUCCEEDED else 1
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    with _channel(args.gateway) as ch:
+        stub = admin_pb2_grpc.AdminServiceStub(ch)
+        try:
+            v = stub.ListModelVersions(
+                admin_pb2.ListModelVersionsRequest(tenant=args.tenant),
+                metadata=_metadata(args),
+                timeout=args.timeout,
+            )
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    _print_versions(v)
+    return 0
+
+
+def cmd_activate(args: argparse.Namespace) -> int:
+    return _admin_change(
+        args,
+        "ActivateModel",
+        admin_pb2.ActivateModelRequest(tenant=args.tenant, model=_model_arg(args.model)),
+    )
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _admin_change(args, "RollbackModel", admin_pb2.RollbackModelRequest(tenant=args.tenant))
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    return _admin_change(
+        args, "RemoveModel", admin_pb2.RemoveModelRequest(tenant=args.tenant, model=_model_arg(args.model))
+    )
+
+
+def _admin_change(args: argparse.Namespace, method: str, request: Any) -> int:
+    with _channel(args.gateway) as ch:
+        stub = admin_pb2_grpc.AdminServiceStub(ch)
+        try:
+            resp = getattr(stub, method)(request, metadata=_metadata(args), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    if method == "RemoveModel":
+        print(f"removed the version's vectors from {resp.assets_changed} assets")
+    _print_versions(resp.versions)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # feedback and the online report
 
 FEEDBACK_KINDS = {
@@ -518,6 +637,26 @@ def parser() -> argparse.ArgumentParser:
         help="admin: the current drift statistics of the key's tenant become its reference",
     )
     ref.set_defaults(func=cmd_drift_reference)
+    tenant = argparse.ArgumentParser(add_help=False)
+    tenant.add_argument("--tenant", default="", help="the tenant (default: the key's; must be the key's)")
+    rx = sub.add_parser(
+        "reindex", parents=[common, tenant], help="admin: re-embed every asset with another model version"
+    )
+    rx.add_argument("--to", required=True, help="the model version, NAME@VERSION")
+    rx.add_argument("--no-wait", action="store_true", help="start it and return (no progress bar)")
+    rx.add_argument("--poll-s", type=float, default=1.0, help="seconds between progress reads")
+    rx.add_argument("--quiet", action="store_true", help="no progress bar")
+    rx.set_defaults(func=cmd_reindex)
+    mo = sub.add_parser("models", parents=[common, tenant], help="admin: the tenant's model versions")
+    mo.set_defaults(func=cmd_models)
+    ac = sub.add_parser("activate", parents=[common, tenant], help="admin: switch queries to a version")
+    ac.add_argument("model", help="NAME@VERSION")
+    ac.set_defaults(func=cmd_activate)
+    rb = sub.add_parser("rollback", parents=[common, tenant], help="admin: back to the previous version")
+    rb.set_defaults(func=cmd_rollback)
+    gc = sub.add_parser("gc", parents=[common, tenant], help="admin: remove a retired version's vectors")
+    gc.add_argument("model", help="NAME@VERSION")
+    gc.set_defaults(func=cmd_gc)
     im = sub.add_parser("image", parents=[common], help="save one asset's stored image")
     im.add_argument("asset_id")
     im.add_argument("-o", "--output", required=True, help="file to write")
@@ -528,7 +667,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.timeout is None and args.command not in ("ingest", "serve"):
+    if args.timeout is None and args.command not in ("ingest", "serve", "gc"):
         args.timeout = 30.0
     return int(args.func(args))
 

@@ -47,6 +47,12 @@ class FailedPrecondition(DomainError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Aborted(DomainError):
+    """A concurrent change made this operation's input stale (re-read and retry)."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
-from imagesearch.v1 import common_pb2, encoder_pb2, gateway_pb2, search_pb2
+from imagesearch.v1 import admin_pb2, common_pb2, encoder_pb2, gateway_pb2, search_pb2
 
 from services.common.errors import InvalidArgument
 from services.gateway import domain as m
@@ -535,10 +535,54 @@ def stored_assets(resp: search_pb2.GetAssetsResponse) -> list[m.StoredAsset]:
         m.StoredAsset(
             asset(r.asset),
             vector(r.image_embedding) if r.HasField("image_embedding") else None,
-            named_vectors(r.vectors),
+            # the primary's model's named vectors (the others are other model versions')
+            named_vectors([e for e in r.vectors if e.model == r.image_embedding.model]),
         )
         for r in resp.assets
     ]
+
+
+def scanned_assets(resp: search_pb2.ScanAssetsResponse) -> list[m.ScannedAsset]:
+    return [
+        m.ScannedAsset(
+            r.asset.asset_id,
+            r.asset.content_sha256,
+            tuple(m.ModelRef(x.name, x.version) for x in r.models),
+        )
+        for r in resp.assets
+    ]
+
+
+def tenant_models(resp: search_pb2.GetModelVersionsResponse) -> m.TenantModels:
+    return m.TenantModels(
+        versions=tuple(
+            m.TenantModelVersion(
+                m.ModelRef(v.model.name, v.model.version), v.held, v.active, v.assets_covered
+            )
+            for v in resp.versions
+        ),
+        active=model_ref(resp.active) if resp.HasField("active") else None,
+        previous=model_ref(resp.previous) if resp.HasField("previous") else None,
+        asset_count=resp.asset_count,
+    )
+
+
+def vectors_only_request(
+    tenant: str, items: Sequence[tuple[str, str, m.ModelRef, m.ModelVectors]]
+) -> search_pb2.UpsertAssetsRequest:
+    """A re-index write: (asset id, the content hash the vectors were computed from, model, vectors)."""
+    return search_pb2.UpsertAssetsRequest(
+        tenant=tenant,
+        vectors_only=True,
+        assets=[
+            search_pb2.AssetRecord(
+                asset=common_pb2.Asset(asset_id=aid, content_sha256=sha),
+                image_embedding=embedding_pb(vecs.vector, model),
+                vectors=[embedding_pb(v, model, name) for name, v in sorted(vecs.named.items())],
+            )
+            for aid, sha, model, vecs in items
+        ],
+    )
 
 
 def upsert_request(tenant: str, records: Sequence[m.UpsertRecord]) -> search_pb2.UpsertAssetsRequest:
@@ -548,7 +592,15 @@ def upsert_request(tenant: str, records: Sequence[m.UpsertRecord]) -> search_pb2
             search_pb2.AssetRecord(
                 asset=asset_pb(r.asset),
                 image_embedding=embedding_pb(r.vector, r.model),
-                vectors=[embedding_pb(v, r.model, name) for name, v in sorted(r.named.items())],
+                vectors=[embedding_pb(v, r.model, name) for name, v in sorted(r.named.items())]
+                + [
+                    e
+                    for model, vecs in r.others.items()
+                    for e in [
+                        embedding_pb(vecs.vector, model),
+                        *(embedding_pb(v, model, name) for name, v in sorted(vecs.named.items())),
+                    ]
+                ],
             )
             for r in records
         ],
@@ -580,4 +632,68 @@ def drift_stream_pb(report: StreamReport) -> gateway_pb2.DriftStream:
     )
     if report.drift is not None:
         out.drift_score = report.drift.score
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Admin: model versions and re-index jobs (admin.proto)
+
+_REINDEX_STATES = {
+    "running": admin_pb2.REINDEX_STATE_RUNNING,
+    "succeeded": admin_pb2.REINDEX_STATE_SUCCEEDED,
+    "failed": admin_pb2.REINDEX_STATE_FAILED,
+}
+
+
+def model_from_pb(ref: common_pb2.ModelRef) -> m.ModelRef:
+    return m.ModelRef(ref.name, ref.version)
+
+
+def _ts(iso: str) -> Timestamp | None:
+    if not iso:
+        return None
+    t = Timestamp()
+    t.FromDatetime(dt.datetime.fromisoformat(iso))
+    return t
+
+
+def reindex_job_pb(job: m.ReindexJob) -> admin_pb2.ReindexJob:
+    out = admin_pb2.ReindexJob(
+        tenant=job.tenant,
+        target=model_ref_pb(job.target),
+        state=_REINDEX_STATES[job.state],
+        total_assets=job.total_assets,
+        scanned=job.scanned,
+        reindexed=job.reindexed,
+        already_done=job.already_done,
+        missing_originals=job.missing_originals,
+        missing_asset_ids=job.missing_asset_ids,
+        failed=job.failed,
+        error=job.error,
+    )
+    for name in ("started_at", "updated_at"):
+        t = _ts(getattr(job, name))
+        if t is not None:
+            getattr(out, name).CopyFrom(t)
+    return out
+
+
+def tenant_models_pb(state: m.TenantModels) -> admin_pb2.ListModelVersionsResponse:
+    out = admin_pb2.ListModelVersionsResponse(
+        asset_count=state.asset_count,
+        versions=[
+            admin_pb2.TenantModelVersion(
+                model=model_ref_pb(v.model),
+                held=v.held,
+                active=v.active,
+                assets_covered=v.covered,
+                encoder_configured=v.encoder_configured,
+            )
+            for v in state.versions
+        ],
+    )
+    if state.active is not None:
+        out.active.CopyFrom(model_ref_pb(state.active))
+    if state.previous is not None:
+        out.previous.CopyFrom(model_ref_pb(state.previous))
     return out

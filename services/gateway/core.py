@@ -13,14 +13,22 @@ single-asset calls, over one shared read layer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
+from typing import cast
 
 import structlog
 
-from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
-from services.gateway.auth import Principal
-from services.gateway.backends.base import Analyzer, EncoderClient, SearchClient
+from services.common.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from services.gateway.auth import TENANT_RE, Principal
+from services.gateway.backends.base import Analyzer, EncoderClient, ModelVersionsClient, SearchClient
 from services.gateway.backends.blobs import BlobStore
 from services.gateway.backends.feedback import FeedbackStore
 from services.gateway.domain import (
@@ -31,8 +39,11 @@ from services.gateway.domain import (
     ImageVariant,
     IngestAck,
     IngestItem,
+    ModelRef,
+    ReindexJob,
     SearchPage,
     SearchQuery,
+    TenantModels,
 )
 from services.gateway.drift import DriftConfig, DriftMonitor, StreamReport
 from services.gateway.experiments import Assignment, Experiments
@@ -40,11 +51,13 @@ from services.gateway.feedback_flow import FeedbackFlow
 from services.gateway.images import AssetImages
 from services.gateway.ingest_flow import IngestConfig, IngestFlow
 from services.gateway.limits import MAX_ASSET_ID_CHARS
+from services.gateway.model_versions import ModelVersions, check_model
 from services.gateway.paging import PageTokens
 from services.gateway.policy import Policy
 from services.gateway.preferences import CallerPreferences
 from services.gateway.ratelimit import RateLimits
 from services.gateway.reads import Reads
+from services.gateway.reindex import ReindexConfig, Reindexer
 from services.gateway.search_flow import SearchConfig, SearchFlow
 from services.gateway.settings import GatewaySettings
 
@@ -64,6 +77,7 @@ class Gateway:
         rate_limits: RateLimits | None = None,
         feedback_store: FeedbackStore | None = None,
         experiments: Experiments | None = None,
+        model_encoders: Mapping[ModelRef, EncoderClient] | None = None,
     ) -> None:
         self.policy = policy
         self.experiments = experiments or Experiments()
@@ -73,6 +87,24 @@ class Gateway:
         self._search = search
         self.drift = DriftMonitor(DriftConfig.from_settings(settings))
         self.reads = Reads(search, policy)
+        # Model versions (docs/LIFECYCLE.md): the search client also speaks the model-version calls.
+        versions_client = cast(ModelVersionsClient, search)
+        self.models = ModelVersions(
+            versions_client, model_encoders or {}, settings.model_state_ttl_s, settings.max_tenants_tracked
+        )
+        self.reindexer = Reindexer(
+            versions_client,
+            blobs,
+            self.models,
+            ReindexConfig(
+                state_dir=Path(settings.data_dir) / "reindex",
+                rate_per_s=settings.reindex_rate_per_s,
+                batch=settings.reindex_batch,
+                concurrency=settings.reindex_concurrency,
+                page_size=settings.reindex_page_size,
+                sweep_delay_s=settings.model_state_ttl_s + 1.0,
+            ),
+        )
         self.preferences = CallerPreferences.from_settings(feedback_store, settings)
         self.search_flow = SearchFlow(
             encoder,
@@ -83,6 +115,7 @@ class Gateway:
             SearchConfig.from_settings(settings),
             drift=self.drift,
             preferences=self.preferences,
+            models=self.models,
         )
         self.ingest_flow = IngestFlow(
             encoder,
@@ -95,6 +128,7 @@ class Gateway:
             on_model=self.search_flow.vectors.note_model,
             admit=self._admit_ingest_item if rate_limits is not None else None,
             drift=self.drift,
+            models=self.models,
         )
         self.feedback = (
             FeedbackFlow(
@@ -151,6 +185,73 @@ class Gateway:
         version it has statistics for). Returns each stream as it stood just before."""
         self.policy.authorize(principal, "take_drift_reference")
         return self.drift.take_reference(principal.tenant)
+
+    # ---- admin: model versions (AdminService; docs/LIFECYCLE.md) -----------------------------------
+
+    def _admin_tenant(self, principal: Principal, action: str, tenant: str) -> str:
+        """The tenant an admin call acts on: the caller's own (empty means it; another is refused)."""
+        self.policy.authorize(principal, action)
+        if tenant and not TENANT_RE.match(tenant):
+            raise InvalidArgument(f"tenant {tenant[:80]!r} is invalid: 1-64 of letters, digits, '-' and '_'")
+        if tenant and tenant != principal.tenant:
+            raise PermissionDenied(
+                f"credential {principal.subject!r} administers tenant {principal.tenant!r} only"
+            )
+        return principal.tenant
+
+    async def start_reindex(self, principal: Principal, tenant: str, target: ModelRef) -> ReindexJob:
+        return await self.reindexer.start(
+            self._admin_tenant(principal, "reindex", tenant), check_model(target)
+        )
+
+    def reindex_job(self, principal: Principal, tenant: str) -> ReindexJob:
+        return self.reindexer.get(self._admin_tenant(principal, "reindex", tenant))
+
+    async def list_model_versions(self, principal: Principal, tenant: str) -> TenantModels:
+        tenant = self._admin_tenant(principal, "model_versions", tenant)
+        return self._with_encoders(await self.models.client.model_versions(tenant, coverage=True))
+
+    async def activate_model(self, principal: Principal, tenant: str, model: ModelRef) -> TenantModels:
+        tenant = self._admin_tenant(principal, "activate_model", tenant)
+        check_model(model)
+        if self.models.configured and self.models.encoder_of(model) is None:
+            raise FailedPrecondition(
+                f"this gateway has no encoder for {model.name}:{model.version}, so queries could not use "
+                "it (IMAGESEARCH_GATEWAY_MODEL_ENCODERS)"
+            )
+        await self.models.client.activate_model_version(tenant, model)
+        self.models.forget(tenant)
+        return self._with_encoders(await self.models.client.model_versions(tenant, coverage=True))
+
+    async def rollback_model(self, principal: Principal, tenant: str) -> TenantModels:
+        tenant = self._admin_tenant(principal, "rollback_model", tenant)
+        await self.models.client.rollback_model_version(tenant)
+        self.models.forget(tenant)
+        return self._with_encoders(await self.models.client.model_versions(tenant, coverage=True))
+
+    async def remove_model(
+        self, principal: Principal, tenant: str, model: ModelRef
+    ) -> tuple[TenantModels, int]:
+        tenant = self._admin_tenant(principal, "remove_model", tenant)
+        check_model(model)
+        job = self.reindexer.running(tenant)
+        if job is not None and job.target == model:
+            raise FailedPrecondition(
+                f"a re-index of tenant '{tenant}' to {model.name}:{model.version} is running"
+            )
+        state, changed = await self.models.client.remove_model_version(tenant, model)
+        self.models.forget(tenant)
+        return self._with_encoders(state), changed
+
+    def _with_encoders(self, state: TenantModels) -> TenantModels:
+        versions = tuple(
+            replace(
+                v,
+                encoder_configured=not self.models.configured or self.models.encoder_of(v.model) is not None,
+            )
+            for v in state.versions
+        )
+        return replace(state, versions=versions)
 
     async def get_asset(self, principal: Principal, asset_id: str) -> tuple[Asset, list[str]]:
         action = "get_asset"

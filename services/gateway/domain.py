@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -405,12 +405,53 @@ class EncodedBatch:
 
 
 @dataclass
+class ModelVectors:
+    """One model version's vectors of an image: the primary and its other named vectors."""
+
+    vector: Vector
+    named: dict[str, Vector] = field(default_factory=dict)
+
+
+@dataclass
 class UpsertRecord:
     asset: Asset
     vector: Vector
     model: ModelRef | None
     # The model's other named vectors (e.g. "visual"), stored beside the primary `vector`.
     named: dict[str, Vector] = field(default_factory=dict)
+    # The same image's vectors of other model versions the tenant holds (written together).
+    others: dict[ModelRef, ModelVectors] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScannedAsset:
+    """One asset of a re-index scan: its id, content hash and the model versions it holds."""
+
+    asset_id: str
+    content_sha256: str
+    models: tuple[ModelRef, ...]
+
+
+@dataclass(frozen=True)
+class TenantModelVersion:
+    model: ModelRef
+    held: bool
+    active: bool
+    covered: int = 0
+    encoder_configured: bool = False
+
+
+@dataclass(frozen=True)
+class TenantModels:
+    """A tenant's model versions as the search service reports them (GetModelVersions)."""
+
+    versions: tuple[TenantModelVersion, ...]
+    active: ModelRef | None
+    previous: ModelRef | None
+    asset_count: int
+
+    def held(self) -> list[ModelRef]:
+        return [v.model for v in self.versions if v.held]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -499,3 +540,40 @@ class ArmTotals:
     @property
     def mrr_of_clicks(self) -> float:
         return self.reciprocal_rank_sum / self.clicks if self.clicks else 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Re-index jobs (services/gateway/reindex.py)
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+
+
+@dataclass
+class ReindexJob:
+    tenant: str
+    target: ModelRef
+    state: str = RUNNING
+    total_assets: int = 0
+    scanned: int = 0
+    reindexed: int = 0
+    already_done: int = 0
+    missing_originals: int = 0
+    missing_asset_ids: list[str] = field(default_factory=list)
+    failed: int = 0
+    error: str = ""
+    started_at: str = ""
+    updated_at: str = ""
+    cursor: str = ""
+    # Pass 1 is the scan; pass 2 the sweep for assets an ingest wrote before it knew of the job.
+    scan_pass: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["target"] = [self.target.name, self.target.version]
+        return d
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> ReindexJob:
+        d = dict(d)
+        d["target"] = ModelRef(*d["target"])
+        return ReindexJob(**d)

@@ -59,6 +59,7 @@ from services.gateway.domain import (
     IngestItem,
     IngestOutcome,
     ModelRef,
+    ModelVectors,
     StoredAsset,
     UpsertOutcome,
     UpsertRecord,
@@ -67,6 +68,7 @@ from services.gateway.domain import (
 from services.gateway.drift import DriftMonitor
 from services.gateway.images import AssetImages
 from services.gateway.limits import MAX_ASSET_ID_CHARS
+from services.gateway.model_versions import ModelVersions
 from services.gateway.policy import Policy, Visibility
 from services.gateway.reads import Reads
 from services.gateway.settings import GatewaySettings
@@ -132,8 +134,10 @@ class IngestFlow:
         on_model: Callable[[ModelRef | None], None],
         admit: Callable[[Principal], Awaitable[None]] | None = None,
         drift: DriftMonitor | None = None,
+        models: ModelVersions | None = None,
     ) -> None:
         self.cfg = config
+        self._models = models  # other model versions the tenant holds are written too (re-index)
         self._drift = drift
         self._images = images
         self._admit = admit  # rate limits: raises (that item fails) when the caller is over its limit
@@ -312,6 +316,7 @@ class IngestFlow:
                 )
             if self._drift is not None:
                 self._drift.observe_image(tenant, model, encoded.vector)
+            others = await self._models.other_vectors(tenant, item.image, model) if self._models else {}
             with self._stage("keep images"):
                 await self._images.keep(tenant, sha, item.image, thumbnail)
             created = existing.asset.created_at if existing is not None and existing.asset.created_at else now
@@ -323,7 +328,7 @@ class IngestFlow:
             )
             asset.embedding_model = model
             with self._stage("store"):
-                await self._store(tenant, asset, encoded.vector, model, encoded.named)
+                await self._store(tenant, asset, encoded.vector, model, encoded.named, others)
             stored_as = asset
             return _ack(IngestOutcome.UPDATED if existing is not None else IngestOutcome.CREATED, asset)
         finally:
@@ -372,10 +377,17 @@ class IngestFlow:
         return await self._analyzer.analyze(rgb)
 
     async def _store(
-        self, tenant: str, asset: Asset, vector: Vector, model: ModelRef | None, named: dict[str, Vector]
+        self,
+        tenant: str,
+        asset: Asset,
+        vector: Vector,
+        model: ModelRef | None,
+        named: dict[str, Vector],
+        others: dict[ModelRef, ModelVectors] | None = None,
     ) -> None:
-        """Store the asset with every vector the model gave it (the primary and e.g. "visual")."""
-        record = UpsertRecord(asset, vector, model, named)
+        """Store the asset with every vector the model gave it (the primary and e.g. "visual"), and
+        the other model versions' vectors of the image (`others`)."""
+        record = UpsertRecord(asset, vector, model, named, others or {})
         try:
             outcome: UpsertOutcome = await self._upserts(tenant).submit(record)
         except DomainError as exc:

@@ -36,6 +36,12 @@ ACTION_ROLES = {
     "ingest": "ingest",
     "delete_asset": "delete",
     "take_drift_reference": "admin",
+    # model versions (AdminService)
+    "reindex": "admin",
+    "model_versions": "admin",
+    "activate_model": "admin",
+    "rollback_model": "admin",
+    "remove_model": "admin",
     "record_feedback": "search",  # whoever may search may say what they did with the results
 }
 

@@ -53,6 +53,7 @@ from services.gateway.limits import (
     MAX_LIST_VALUES,
     MAX_QUERY_LIMIT,
 )
+from services.gateway.model_versions import ModelVersions
 from services.gateway.page_cache import PageCache, PageRequest
 from services.gateway.policy import Policy, Visibility
 from services.gateway.preferences import NO_PREFERENCES, CallerPreferences, personal_key
@@ -166,8 +167,11 @@ class SearchFlow:
         config: SearchConfig,
         drift: DriftMonitor | None = None,
         preferences: CallerPreferences | None = None,
+        models: ModelVersions | None = None,
     ) -> None:
         self.cfg = config
+        self.models = models  # which encoder serves the tenant's active model version
+        self._model_vectors: dict[ModelRef, QueryVectors] = {}
         self.drift = drift
         self.preferences = preferences  # None: the preference boost is off
         self.reads = reads
@@ -227,7 +231,7 @@ class SearchFlow:
             return cached
         cfg = self._personalised(cfg, preferred)
 
-        vectors = await self._encode_query(text, q.image)
+        vectors = await self._encode_query(text, q.image, await self._query_vectors(principal.tenant))
         query_vec: Vector | None
         vector_name = PRIMARY_VECTOR
         image_vec = vectors.image
@@ -368,7 +372,24 @@ class SearchFlow:
             return cfg
         return replace(cfg, preference_weight=self.preferences.weight, preferred=preferred)
 
-    async def _encode_query(self, text: str, image: bytes) -> _QueryVectors:
+    async def _query_vectors(self, tenant: str) -> QueryVectors:
+        """The query-vector source of the tenant's active model version (its encoder, its caches)."""
+        model = await self.models.query_model(tenant) if self.models is not None else None
+        if model is None or self.models is None:
+            return self.vectors
+        qv = self._model_vectors.get(model)
+        encoder = self.models.encoder_of(model)
+        if qv is None and encoder is not None:
+            c = self.cfg
+            qv = QueryVectors(
+                encoder, c.query_vector_entries, c.query_vector_ttl_s, c.max_image_bytes, c.max_image_pixels
+            )
+            self._model_vectors[model] = qv
+        return qv or self.vectors
+
+    async def _encode_query(
+        self, text: str, image: bytes, source: QueryVectors | None = None
+    ) -> _QueryVectors:
         """Encode the text and the image concurrently. The encoder being down or slow degrades a
         query with text to keyword-only (both vectors dropped: a half-encoded text + image query
         would silently change meaning); an image-only query fails."""
@@ -376,10 +397,10 @@ class SearchFlow:
         coros: list[Any] = []
         if text:
             kinds.append("text")
-            coros.append(self.vectors.text(text))
+            coros.append((source or self.vectors).text(text))
         if image:
             kinds.append("image")
-            coros.append(self.vectors.image(image))
+            coros.append((source or self.vectors).image(image))
         out = _QueryVectors()
         degraded: list[str] = []
         outcomes = await asyncio.gather(*coros, return_exceptions=True)

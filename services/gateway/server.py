@@ -8,7 +8,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 import structlog
-from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
+from imagesearch.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 
 from services.common.errors import DomainError, Unauthenticated
 from services.common.jsonlines import JsonLinesWriter
@@ -27,6 +27,7 @@ from services.gateway.ratelimit import Limits, Rate, RateLimits, make_limiter
 from services.gateway.settings import GatewaySettings
 
 SERVICE_NAME = "imagesearch.v1.GatewayService"
+ADMIN_SERVICE_NAME = "imagesearch.v1.AdminService"
 
 log = structlog.get_logger("gateway")
 
@@ -57,6 +58,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._gw = gateway
         self._auth = authenticator
         self._audit = audit
+
+    async def principal(self, ctx: grpc.aio.ServicerContext, action: str) -> Principal:
+        return await self._principal(ctx, action)
 
     async def _principal(self, ctx: grpc.aio.ServicerContext, action: str) -> Principal:
         authorization = None
@@ -200,6 +204,64 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.RecordFeedbackResponse(results=[convert.feedback_result_pb(a) for a in acks])
 
 
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    """Model versions and re-index jobs of the caller's tenant (role `admin`; docs/LIFECYCLE.md)."""
+
+    def __init__(self, gateway: Gateway, principal: Callable[..., Awaitable[Principal]]) -> None:
+        self._gw = gateway
+        self._principal = principal
+
+    @_backend_errors_for_callers
+    async def StartReindex(
+        self, request: admin_pb2.StartReindexRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.StartReindexResponse:
+        principal = await self._principal(context, "reindex")
+        job = await self._gw.start_reindex(principal, request.tenant, convert.model_from_pb(request.target))
+        return admin_pb2.StartReindexResponse(job=convert.reindex_job_pb(job))
+
+    @_backend_errors_for_callers
+    async def GetReindexJob(
+        self, request: admin_pb2.GetReindexJobRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetReindexJobResponse:
+        principal = await self._principal(context, "reindex")
+        return admin_pb2.GetReindexJobResponse(
+            job=convert.reindex_job_pb(self._gw.reindex_job(principal, request.tenant))
+        )
+
+    @_backend_errors_for_callers
+    async def ListModelVersions(
+        self, request: admin_pb2.ListModelVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListModelVersionsResponse:
+        principal = await self._principal(context, "model_versions")
+        return convert.tenant_models_pb(await self._gw.list_model_versions(principal, request.tenant))
+
+    @_backend_errors_for_callers
+    async def ActivateModel(
+        self, request: admin_pb2.ActivateModelRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ActivateModelResponse:
+        principal = await self._principal(context, "activate_model")
+        state = await self._gw.activate_model(principal, request.tenant, convert.model_from_pb(request.model))
+        return admin_pb2.ActivateModelResponse(versions=convert.tenant_models_pb(state))
+
+    @_backend_errors_for_callers
+    async def RollbackModel(
+        self, request: admin_pb2.RollbackModelRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.RollbackModelResponse:
+        principal = await self._principal(context, "rollback_model")
+        state = await self._gw.rollback_model(principal, request.tenant)
+        return admin_pb2.RollbackModelResponse(versions=convert.tenant_models_pb(state))
+
+    @_backend_errors_for_callers
+    async def RemoveModel(
+        self, request: admin_pb2.RemoveModelRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.RemoveModelResponse:
+        principal = await self._principal(context, "remove_model")
+        state, changed = await self._gw.remove_model(
+            principal, request.tenant, convert.model_from_pb(request.model)
+        )
+        return admin_pb2.RemoveModelResponse(versions=convert.tenant_models_pb(state), assets_changed=changed)
+
+
 def limits_from_settings(s: GatewaySettings) -> Limits:
     return Limits(
         search_tenant=Rate.of(s.search_rate_per_tenant, s.search_burst_per_tenant),
@@ -258,8 +320,10 @@ async def build(settings: GatewaySettings) -> App:
         rate_limits,
         feedback_store,
         experiments,
+        model_encoders=backends.model_encoders,
     )
     assert gateway.feedback is not None
+    await gateway.reindexer.resume_all()  # jobs a previous run left running (crash or restart)
     try:
         await gateway.feedback.refresh_gauges()  # the durable per-arm figures, before any feedback
     except DomainError as exc:
@@ -279,20 +343,23 @@ async def build(settings: GatewaySettings) -> App:
         probes.append(Probe("feedback", feedback_store.healthy, required=False))
 
     async def stop() -> None:
+        await gateway.reindexer.close()  # checkpoints stay: the next start resumes the jobs
         await backends.close()
         await blobs.close()
         await limiter.close()
         await feedback_store.close()
         await audit_lines.close()  # after the drain: every line of every finished call is written
 
+    servicer = GatewayServicer(gateway, Authenticator(keyring, tokens), audit)
     return App(
         name="gateway",
         services=[
+            (gateway_pb2_grpc.add_GatewayServiceServicer_to_server, servicer, SERVICE_NAME),
             (
-                gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
-                GatewayServicer(gateway, Authenticator(keyring, tokens), audit),
-                SERVICE_NAME,
-            )
+                admin_pb2_grpc.add_AdminServiceServicer_to_server,
+                AdminServicer(gateway, servicer.principal),
+                ADMIN_SERVICE_NAME,
+            ),
         ],
         # Search is required (nothing works without it); the encoder only degrades text search.
         probes=probes,

@@ -435,11 +435,38 @@ class FeedbackSettings(BaseModel):
     )
 
 
+class LifecycleSettings(BaseModel):
+    """Model versions (docs/LIFECYCLE.md): one encoder per model version, the re-index job."""
+
+    model_encoders: dict[str, str] = Field(
+        default_factory=dict,
+        description='Encoder address per model version, JSON {"name:version": "host:port", ...}: queries of '
+        "a tenant are encoded by its active version's encoder, ingest also writes the vectors of every "
+        "other version the tenant holds that has one here, and a re-index needs its target here. Empty: "
+        "the one encoder (encoder_address) for its own model.",
+    )
+    model_state_ttl_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long a gateway reuses a tenant's model-version state (active version, held "
+        "versions) before reading it again; a stale view stays correct (queries name their version).",
+    )
+    reindex_rate_per_s: float = Field(
+        50.0, ge=0, description="Re-index: images re-embedded per second per job at most (0 = unlimited)."
+    )
+    reindex_batch: int = Field(16, ge=1, le=256, description="Re-index: images per encoder call.")
+    reindex_concurrency: int = Field(2, ge=1, le=16, description="Re-index: encoder calls in flight per job.")
+    reindex_page_size: int = Field(
+        200, ge=1, le=1000, description="Re-index: assets per scan page (the checkpoint follows each page)."
+    )
+
+
 # Sections are listed last-first: pydantic collects inherited fields in reverse method-resolution
 # order, and the README reference shows them in that order (backends first).
 class GatewaySettings(
     ServiceSettings,
     PublicTlsSettings,
+    LifecycleSettings,
     DriftSettings,
     FeedbackSettings,
     RateLimitSettings,

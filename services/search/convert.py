@@ -27,10 +27,13 @@ from services.search.domain import (
     Hit,
     ItemFailure,
     ModelRef,
+    ModelVectors,
+    ModelVersionsView,
     SafetyLabel,
     Stats,
     StreamedUpsert,
     UpsertOutcome,
+    VectorSpec,
 )
 
 _OPS = {
@@ -131,6 +134,7 @@ def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailu
     )
     vector = None
     named: dict[str, np.ndarray] = {}
+    others: dict[ModelRef, ModelVectors] = {}
     try:
         if problem is None and r.HasField("image_embedding") and r.image_embedding.values:
             primary_name = r.image_embedding.vector_name
@@ -141,19 +145,42 @@ def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailu
                 )
             vector = decode_vector(r.image_embedding, "image_embedding")
         if problem is None:
-            named = _named_vectors(r)
+            named, others = _vectors_of(r)
     except InvalidArgument as exc:  # fails this item only
         problem = _failure(exc)
-    return AssetRecord(doc, vector, named), problem
+    return AssetRecord(doc, vector, named, others), problem
 
 
 def _named_vectors(r: search_pb2.AssetRecord) -> dict[str, np.ndarray]:
-    """The record's non-primary vectors by name; InvalidArgument naming the first bad one."""
+    """The record's non-primary vectors of image_embedding's model by name; InvalidArgument naming
+    the first bad one."""
+    return _vectors_of(r)[0]
+
+
+def _vectors_of(r: search_pb2.AssetRecord) -> tuple[dict[str, np.ndarray], dict[ModelRef, ModelVectors]]:
+    """image_embedding's model's other named vectors, and the vectors of other model versions."""
     out: dict[str, np.ndarray] = {}
+    others: dict[ModelRef, ModelVectors] = {}
     primary_model = _model(r.image_embedding.model)
     for i, e in enumerate(r.vectors):
         path = f"vectors[{i}]"
         name = e.vector_name
+        model = _model(e.model)
+        if model != primary_model:
+            if model is None or not model.name or not model.version:
+                raise InvalidArgument(f"{path}.model needs a name and a version")
+            if name not in ("", PRIMARY_VECTOR) and not VECTOR_NAME_RE.match(name):
+                raise InvalidArgument(f"{path}.vector_name is {name[:40]!r}: not a vector name")
+            vecs = others.setdefault(model, ModelVectors(None))
+            if name in ("", PRIMARY_VECTOR):
+                if vecs.vector is not None:
+                    raise InvalidArgument(f"{path}: the primary vector of {model} repeats")
+                vecs.vector = decode_vector(e, path)
+            elif name in vecs.named:
+                raise InvalidArgument(f"{path}.vector_name {name!r} of {model} repeats")
+            else:
+                vecs.named[name] = decode_vector(e, path)
+            continue
         if not VECTOR_NAME_RE.match(name):
             raise InvalidArgument(
                 f"{path}.vector_name is {name[:40]!r}: a vector name is 1-32 characters, lowercase letters, "
@@ -165,13 +192,11 @@ def _named_vectors(r: search_pb2.AssetRecord) -> dict[str, np.ndarray]:
             )
         if name in out:
             raise InvalidArgument(f"{path}.vector_name {name!r} repeats: each vector name at most once")
-        if _model(e.model) != primary_model:
-            raise InvalidArgument(
-                f"{path} ({name!r}) comes from model {_model(e.model)}; image_embedding's is {primary_model} "
-                "(every vector of an asset must come from the same model)"
-            )
         out[name] = decode_vector(e, path)
-    return out
+    for model, vecs in others.items():
+        if vecs.vector is None:
+            raise InvalidArgument(f"vectors of {model} need its primary vector (vector_name empty)")
+    return out, others
 
 
 def _typed(v: common_pb2.Value, path: str) -> flt.TypedValue:
@@ -328,7 +353,8 @@ def hit_to_proto(h: Hit, tenant: str) -> search_pb2.QueryHit:
         ),
     )
     if h.vector is not None:
-        out.image_embedding.CopyFrom(_embedding(h.vector, h.doc.embedding_model, s.vector_name))
+        model = h.vector_model or h.doc.embedding_model
+        out.image_embedding.CopyFrom(_embedding(h.vector, model, s.vector_name))
     return out
 
 
@@ -385,7 +411,50 @@ def asset_record_to_proto(record: AssetRecord, tenant: str) -> search_pb2.AssetR
         out.image_embedding.CopyFrom(_embedding(record.vector, record.doc.embedding_model, PRIMARY_VECTOR))
     for name, vec in sorted(record.named.items()):
         out.vectors.append(_embedding(vec, record.doc.embedding_model, name))
+    for model, vecs in record.others.items():
+        if vecs.vector is not None:
+            out.vectors.append(_embedding(vecs.vector, model, ""))
+        for name, vec in sorted(vecs.named.items()):
+            out.vectors.append(_embedding(vec, model, name))
+    for model in record.models:
+        out.models.append(common_pb2.ModelRef(name=model.name, version=model.version))
     return out
+
+
+def model_from_proto(m: common_pb2.ModelRef, what: str = "model") -> ModelRef:
+    if not m.name or not m.version:
+        raise InvalidArgument(f"{what} needs a name and a version")
+    return ModelRef(m.name, m.version)
+
+
+def _model_pb(m: ModelRef) -> common_pb2.ModelRef:
+    return common_pb2.ModelRef(name=m.name, version=m.version)
+
+
+def model_versions_to_proto(view: ModelVersionsView) -> search_pb2.GetModelVersionsResponse:
+    out = search_pb2.GetModelVersionsResponse(asset_count=view.asset_count, index_generation=view.generation)
+    if view.active is not None:
+        out.active.CopyFrom(_model_pb(view.active))
+    if view.previous is not None:
+        out.previous.CopyFrom(_model_pb(view.previous))
+    for v in view.versions:
+        out.versions.append(
+            search_pb2.ModelVersion(
+                model=_model_pb(v.model),
+                held=v.held,
+                active=v.active,
+                primary_slot=v.primary_slot,
+                assets_covered=v.covered,
+                vectors=[_vector_spec(s) for s in v.vectors],
+            )
+        )
+    return out
+
+
+def _vector_spec(v: VectorSpec) -> common_pb2.VectorSpec:
+    return common_pb2.VectorSpec(
+        name=v.name, dimension=v.dimension, from_text=v.primary, from_image=True, primary=v.primary
+    )
 
 
 def content_hash_matches_to_proto(matches: list[ContentHashMatch]) -> search_pb2.FindByContentHashResponse:
@@ -408,9 +477,7 @@ def stats_to_proto(stats: Stats, generation: int, backend: str, cache: str) -> s
     if stats.model is not None:
         out.model.name, out.model.version = stats.model.name, stats.model.version
     for v in stats.vectors:
-        out.vectors.append(
-            common_pb2.VectorSpec(
-                name=v.name, dimension=v.dimension, from_text=v.primary, from_image=True, primary=v.primary
-            )
-        )
+        out.vectors.append(_vector_spec(v))
+    for m in stats.models:
+        out.models.append(_model_pb(m))
     return out

@@ -18,6 +18,7 @@ import structlog
 
 from services.common.batching import MicroBatcher, submit_stream
 from services.common.errors import (
+    Aborted,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
@@ -29,20 +30,26 @@ from services.search.backends.base import SearchBackend
 from services.search.cache import ResultCache
 from services.search.codec import hits_from_bytes, hits_to_bytes
 from services.search.domain import (
+    PRIMARY_VECTOR,
     SHA256_HEX_RE,
+    SLOT_SEPARATOR,
     TENANT_RE,
     AssetDoc,
     AssetRecord,
+    CollectionInfo,
     ContentHashMatch,
     Hit,
     ItemFailure,
     ModelRef,
+    ModelVersionsView,
     QueryPlan,
     QueryResult,
     Stats,
     StreamedUpsert,
+    TenantModels,
     UpsertOutcome,
     WriteSummary,
+    storage_name,
     validate_vector,
 )
 from services.search.metrics import (
@@ -54,6 +61,14 @@ from services.search.metrics import (
 )
 from services.search.planning import plan_digest, plan_query
 from services.search.settings import SearchSettings
+from services.search.versions import (
+    SCAN_PAGE,
+    ModelVersions,
+    compose,
+    decompose,
+    held_models,
+    model_sets,
+)
 
 log = structlog.get_logger("search.core")
 
@@ -83,6 +98,7 @@ class SearchCore:
         )
         # Long-running maintenance (the vector index repair watcher); cancelled by close().
         self._background: list[asyncio.Task[None]] = []
+        self.versions = ModelVersions(backend)
 
     def run_in_background(self, job: Coroutine[Any, Any, None]) -> None:
         self._background.append(asyncio.create_task(job))
@@ -149,16 +165,27 @@ class SearchCore:
             rec.vector = validate_vector(rec.vector, "image_embedding")
             for name, vec in rec.named.items():
                 rec.named[name] = validate_vector(vec, f"vector {name!r}")
+            for other, vecs in rec.others.items():
+                if vecs.vector is None:
+                    return ItemFailure(_INVALID, f"the vectors of {other} need its primary vector")
+                vecs.vector = validate_vector(vecs.vector, f"the {other} primary vector")
+                for name, vec in vecs.named.items():
+                    vecs.named[name] = validate_vector(vec, f"the {other} vector {name!r}")
         except InvalidArgument as exc:
             return ItemFailure(_INVALID, exc.message)
         return None
 
     async def upsert(
-        self, tenant: str, records: list[AssetRecord], wire_errors: list[ItemFailure | None] | None = None
+        self,
+        tenant: str,
+        records: list[AssetRecord],
+        wire_errors: list[ItemFailure | None] | None = None,
+        vectors_only: bool = False,
     ) -> WriteSummary:
         """Validate every item, write the valid ones, bump the tenant's generation if anything was stored.
 
         `wire_errors` carries problems found while decoding items (they fail those items only).
+        `vectors_only` writes only the records' vectors into existing assets (a re-index).
         """
         validate_tenant(tenant)
         self._check_batch(len(records), "upsert")
@@ -177,21 +204,116 @@ class SearchCore:
                 else:
                     seen[r.doc.asset_id] = i
         first = next((r for r, e in zip(records, errors, strict=True) if e is None), None)
-        model, dim = await self._collection_model(first)
+        if vectors_only and first is not None and not await self.backend.tenant_exists(tenant):
+            raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
+        await self._collection_model(None if vectors_only else first)
+        info = await self.backend.collection_info()
+        state = await self.versions.state(tenant) if info.versions else TenantModels()
         for i, r in enumerate(records):
-            if errors[i] is not None:
-                continue
-            assert r.vector is not None
-            if dim and len(r.vector) != dim:
-                errors[i] = ItemFailure(
-                    _INVALID, f"image_embedding has dimension {len(r.vector)}; the collection's is {dim}"
+            if errors[i] is None:
+                errors[i] = self._model_error(tenant, info, state, r)
+        merge = (
+            vectors_only
+            or bool(state.held)
+            or any(
+                set(model_sets(r)) - {info.model} for r, e in zip(records, errors, strict=True) if e is None
+            )
+        )
+        if not merge:
+            return await self._store(tenant, records, errors, info)
+        async with self.versions.lock(tenant):
+            await self._merge(tenant, records, errors, info, vectors_only)
+            return await self._store(tenant, records, errors, info)
+
+    def _model_error(
+        self, tenant: str, info: CollectionInfo, state: TenantModels, r: AssetRecord
+    ) -> ItemFailure | None:
+        """Each model version the record carries must be registered and held by the tenant, and
+        its primary of the registered dimension."""
+        for model, vecs in model_sets(r).items():
+            slot = info.slot_of(model)
+            if slot is None:
+                return ItemFailure(
+                    _PRECONDITION,
+                    f"image_embedding comes from model {model}; the collection holds {info.model} "
+                    "(re-embed the asset with that model, or re-index the collection to the new one)",
                 )
-            elif model is not None and r.doc.embedding_model != model:
+            if slot and model not in state.held:
+                return ItemFailure(
+                    _PRECONDITION,
+                    f"tenant '{tenant}' does not hold vectors of model version {model} "
+                    "(re-index to it first)",
+                )
+            assert vecs.vector is not None
+            dim = info.dimension if not slot else info.named.get(storage_name(slot, PRIMARY_VECTOR), 0)
+            if dim and len(vecs.vector) != dim:
+                what = "image_embedding" if model == r.doc.embedding_model else f"the {model} primary vector"
+                return ItemFailure(
+                    _INVALID, f"{what} has dimension {len(vecs.vector)}; the collection's is {dim}"
+                )
+            reserved = next((n for n in vecs.named if SLOT_SEPARATOR in n), None)
+            if reserved is not None:
+                return ItemFailure(_INVALID, f"vector name {reserved!r}: '__' is reserved")
+        return None
+
+    async def _merge(
+        self,
+        tenant: str,
+        records: list[AssetRecord],
+        errors: list[ItemFailure | None],
+        info: CollectionInfo,
+        vectors_only: bool,
+    ) -> None:
+        """Keep what a write does not replace: the stored vectors of the versions it does not carry
+        (while the image is unchanged) and, for a vectors-only write, the stored metadata. Records are
+        turned into storage records in place."""
+        state = await self.versions.state(tenant)
+        valid = [i for i, e in enumerate(errors) if e is None]
+        existing: list[AssetRecord | None] = [None] * len(valid)
+        if valid and await self.backend.tenant_exists(tenant):
+            existing = await self.backend.get(tenant, [records[i].doc.asset_id for i in valid], True)
+        for i, old in zip(valid, existing, strict=True):
+            r = records[i]
+            sets = model_sets(r)
+            doc = r.doc
+            if vectors_only:
+                if old is None:
+                    errors[i] = ItemFailure(
+                        status_number(NotFound.code),
+                        f"asset '{r.doc.asset_id}' not found in tenant '{tenant}' (a vectors-only write "
+                        "needs an existing asset)",
+                    )
+                    continue
+                if r.doc.content_sha256 and r.doc.content_sha256 != old.doc.content_sha256:
+                    errors[i] = ItemFailure(
+                        status_number(Aborted.code),
+                        f"asset '{r.doc.asset_id}' holds another image now (its content_sha256 changed "
+                        "since these vectors were computed); re-read it",
+                    )
+                    continue
+                doc = replace(old.doc)
+            if old is not None and (vectors_only or old.doc.content_sha256 == doc.content_sha256):
+                sets = {**decompose(info, old), **sets}
+            sets = {m: v for m, v in sets.items() if m == info.model or m in state.held}
+            if info.model not in sets:
                 errors[i] = ItemFailure(
                     _PRECONDITION,
-                    f"image_embedding comes from model {r.doc.embedding_model}; the collection holds {model} "
-                    "(re-embed the asset with that model, or re-index the collection)",
+                    f"asset '{r.doc.asset_id}' needs vectors of {info.model}, the collection's first "
+                    "model (every asset holds them)",
                 )
+                continue
+            records[i] = compose(info, AssetRecord(doc), sets)
+
+    async def _store(
+        self,
+        tenant: str,
+        records: list[AssetRecord],
+        errors: list[ItemFailure | None],
+        info: CollectionInfo,
+    ) -> WriteSummary:
+        for i, r in enumerate(records):
+            if errors[i] is None and r.others:
+                records[i] = compose(info, r, model_sets(r))
         named_dims = await self._named_dimensions(
             [r for r, e in zip(records, errors, strict=True) if e is None]
         )
@@ -291,7 +413,28 @@ class SearchCore:
         self._check_ids(asset_ids)
         if not await self.backend.tenant_exists(tenant):
             raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
-        return await self.backend.get(tenant, asset_ids, include_vectors)
+        found = await self.backend.get(tenant, asset_ids, include_vectors)
+        info = await self.backend.collection_info()
+        if not info.versions:
+            return found
+        out: list[AssetRecord | None] = []
+        for r in found:
+            if r is None:
+                out.append(None)
+                continue
+            models = held_models(info, r) if include_vectors else ()
+            sets = decompose(info, r) if include_vectors else {}
+            first = sets.pop(info.model, None) if info.model is not None else None
+            out.append(
+                AssetRecord(
+                    r.doc,
+                    first.vector if first else r.vector,
+                    first.named if first else {},
+                    sets,
+                    models,
+                )
+            )
+        return out
 
     async def find_by_content_hash(self, tenant: str, digests: list[str]) -> list[ContentHashMatch]:
         """One match per requested digest, in request order, read from the store (never the result
@@ -313,9 +456,22 @@ class SearchCore:
         return [ContentHashMatch(d, tuple(sorted(found.get(d, ())))) for d in digests]
 
     # ---- queries ---------------------------------------------------------------------------------
-    async def plan(self, **query: Any) -> QueryPlan:
-        """Validate a query and fill in every default (the keyword arguments of planning.plan_query)."""
-        return await plan_query(self.settings, self.backend.collection_info, **query)
+    async def plan(self, tenant: str = "", **query: Any) -> QueryPlan:
+        """Validate a query and fill in every default (the keyword arguments of planning.plan_query).
+
+        With a tenant, a query vector is searched in its model version's vectors, or in the tenant's
+        active version's when it names no model."""
+        if not tenant or query.get("vector") is None:
+            if query.get("vector") is not None and query.get("vector_model") is None:
+                raise InvalidArgument("vector.model needs a name and a version")
+            return await plan_query(self.settings, self.backend.collection_info, **query)
+        name = query.pop("vector_name", "") or PRIMARY_VECTOR
+        model, stored = await self.versions.resolve(tenant, query.pop("vector_model", None), name)
+        info = await self.backend.collection_info()
+        plan = await plan_query(
+            self.settings, self.backend.collection_info, vector_model=info.model, vector_name=stored, **query
+        )
+        return replace(plan, vector_model=model, vector_label=name)
 
     @staticmethod
     def digest(tenant: str, plan: QueryPlan) -> str:
@@ -384,7 +540,78 @@ class SearchCore:
         return await self._with_specs(await self.backend.stats(None)), 0
 
     async def _with_specs(self, stats: Stats) -> Stats:
-        return replace(stats, vectors=(await self.backend.collection_info()).specs())
+        info = await self.backend.collection_info()
+        return replace(stats, vectors=info.specs(), models=tuple(info.all_models()))
+
+    # ---- model versions (services.search.versions) --------------------------------------------------
+
+    async def model_versions(self, tenant: str, coverage: bool = False) -> ModelVersionsView:
+        validate_tenant(tenant)
+        gen = await self.cache.generation(tenant) or 0
+        return await self.versions.view(tenant, coverage, gen)
+
+    async def add_model_version(self, tenant: str, model: ModelRef) -> ModelVersionsView:
+        validate_tenant(tenant)
+        await self.versions.add(tenant, model)
+        return await self.model_versions(tenant)
+
+    async def activate_model_version(self, tenant: str, model: ModelRef) -> ModelVersionsView:
+        validate_tenant(tenant)
+        await self.versions.activate(tenant, model)
+        await self._after_write(tenant, True)  # cached results and pages were computed for the old one
+        return await self.model_versions(tenant)
+
+    async def rollback_model_version(self, tenant: str) -> ModelVersionsView:
+        validate_tenant(tenant)
+        await self.versions.rollback(tenant)
+        await self._after_write(tenant, True)
+        return await self.model_versions(tenant)
+
+    async def remove_model_version(self, tenant: str, model: ModelRef) -> tuple[ModelVersionsView, int]:
+        """gc: the tenant stops holding the version, then its vectors are removed asset by asset (a
+        rewrite of each asset without them; metadata and other versions' vectors unchanged). Safe to
+        run again after a crash."""
+        validate_tenant(tenant)
+        await self.versions.retire(tenant, model)
+        info = await self.backend.collection_info()
+        slot = info.slot_of(model)
+        assert slot
+        prefix = slot + SLOT_SEPARATOR
+        changed, cursor = 0, ""
+        while await self.backend.tenant_exists(tenant):
+            page, cursor = await self.backend.scan(tenant, cursor, SCAN_PAGE, include_vectors=False)
+            ids = [r.doc.asset_id for r in page if any(n.startswith(prefix) for n in r.named)]
+            if ids:
+                async with self.versions.lock(tenant):
+                    found = await self.backend.get(tenant, ids, include_vectors=True)
+                    kept = [
+                        AssetRecord(
+                            r.doc, r.vector, {n: v for n, v in r.named.items() if not n.startswith(prefix)}
+                        )
+                        for r in found
+                        if r is not None
+                    ]
+                    if kept:
+                        results = await self.backend.upsert(tenant, kept)
+                        changed += sum(e is None for e in results)
+                await self._after_write(tenant, True)
+            if not cursor:
+                break
+        await self._after_write(tenant, True)
+        return await self.model_versions(tenant, coverage=True), changed
+
+    async def scan(self, tenant: str, page_token: str, page_size: int) -> tuple[list[AssetRecord], str]:
+        """One page of the tenant's assets (metadata and the versions each holds, no vectors)."""
+        validate_tenant(tenant)
+        if page_size < 0 or page_size > self.settings.max_batch:
+            raise InvalidArgument(f"page_size must be in [1, {self.settings.max_batch}], got {page_size}")
+        if len(page_token) > 256:
+            raise InvalidArgument("page_token is not one this service handed out")
+        if not await self.backend.tenant_exists(tenant):
+            raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
+        info = await self.backend.collection_info()
+        page, token = await self.backend.scan(tenant, page_token, page_size or 100, include_vectors=False)
+        return [AssetRecord(r.doc, models=held_models(info, r)) for r in page], token
 
     async def index_generation(self, tenant: str) -> int | None:
         """The tenant's generation for validating derived caches (None: do not trust it now)."""
@@ -432,7 +659,8 @@ def _rounds(indexes: list[int], asset_id: Callable[[int], str]) -> list[list[int
 def _mark_vector_name(hits: list[Hit], plan: QueryPlan) -> None:
     if plan.uses_vector:
         for h in hits:
-            h.scores.vector_name = plan.vector_name
+            h.scores.vector_name = plan.vector_label
+            h.vector_model = plan.vector_model
 
 
 def _copy_hits(hits: list[Hit]) -> list[Hit]:

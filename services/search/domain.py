@@ -29,6 +29,9 @@ BM25_B = 0.75
 # Embedding.vector_name means it. Other named vectors (e.g. "visual") are stored beside it.
 PRIMARY_VECTOR = "semantic"
 VECTOR_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# A model version registered after the collection's first model stores its vectors under internal
+# names "<slot>__<name>" (slot "m2", "m3", ...); "__" is therefore reserved in model vector names.
+SLOT_SEPARATOR = "__"
 _TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
 
 
@@ -77,13 +80,25 @@ class AssetDoc:
 
 
 @dataclass(slots=True)
+class ModelVectors:
+    """One model version's vectors of an image: its primary and its other named vectors."""
+
+    vector: np.ndarray | None
+    named: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class AssetRecord:
     """An asset with its image embedding (None only when read back without vectors) and its other
-    named vectors (name -> vector; never the primary)."""
+    named vectors (name -> vector; never the primary), both of `doc.embedding_model`; `others` holds
+    the same image's vectors of other model versions. `models` (reads only) lists the versions the
+    stored asset holds vectors of."""
 
     doc: AssetDoc
     vector: np.ndarray | None = None
     named: dict[str, np.ndarray] = field(default_factory=dict)
+    others: dict[ModelRef, ModelVectors] = field(default_factory=dict)
+    models: tuple[ModelRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,16 +117,69 @@ class CollectionInfo:
     model: ModelRef | None
     dimension: int
     named: dict[str, int] = field(default_factory=dict)
+    # Model versions registered after the first (`model`), each with its slot ("m2", ...).
+    versions: dict[ModelRef, str] = field(default_factory=dict)
+
+    def slot_of(self, model: ModelRef) -> str | None:
+        """ "" for the first model, the slot of a registered version, None for an unknown one."""
+        if model == self.model:
+            return ""
+        return self.versions.get(model)
+
+    def all_models(self) -> list[ModelRef]:
+        return ([self.model] if self.model is not None else []) + list(self.versions)
 
     def dimension_of(self, name: str) -> int:
         """The stored dimension of a vector name (0 when the collection has no such vector)."""
         return self.dimension if name == PRIMARY_VECTOR else self.named.get(name, 0)
 
-    def specs(self) -> tuple[VectorSpec, ...]:
+    def specs(self, model: ModelRef | None = None) -> tuple[VectorSpec, ...]:
+        """The named vectors one model version stores per asset (default: the first model's)."""
         if self.model is None:
             return ()
-        primary = VectorSpec(PRIMARY_VECTOR, self.dimension, primary=True)
-        return (primary, *(VectorSpec(n, d) for n, d in sorted(self.named.items())))
+        slot = "" if model is None else self.slot_of(model)
+        if slot is None:
+            return ()
+        if not slot:
+            primary = VectorSpec(PRIMARY_VECTOR, self.dimension, primary=True)
+            own = {n: d for n, d in self.named.items() if SLOT_SEPARATOR not in n}
+            return (primary, *(VectorSpec(n, d) for n, d in sorted(own.items())))
+        prefix = slot + SLOT_SEPARATOR
+        own = {n[len(prefix) :]: d for n, d in self.named.items() if n.startswith(prefix)}
+        out = []
+        if PRIMARY_VECTOR in own:
+            out.append(VectorSpec(PRIMARY_VECTOR, own.pop(PRIMARY_VECTOR), primary=True))
+        return (*out, *(VectorSpec(n, d) for n, d in sorted(own.items())))
+
+
+def storage_name(slot: str, name: str) -> str:
+    """The stored vector name of a model's named vector: the first model's keep their own names."""
+    return name if not slot else f"{slot}{SLOT_SEPARATOR}{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class TenantModels:
+    """A tenant's model-version state: the active version (None: the collection's first model), the
+    one a rollback returns to, and the later versions its assets may hold vectors of."""
+
+    active: ModelRef | None = None
+    previous: ModelRef | None = None
+    held: tuple[ModelRef, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        def ref(m: ModelRef | None) -> list[str] | None:
+            return None if m is None else [m.name, m.version]
+
+        held = [ref(m) for m in self.held]
+        return {"active": ref(self.active), "previous": ref(self.previous), "held": held}
+
+    @staticmethod
+    def from_json(d: dict[str, object]) -> TenantModels:
+        def ref(v: object) -> ModelRef | None:
+            return None if not v else ModelRef(str(v[0]), str(v[1]))  # type: ignore[index]
+
+        held = tuple(m for m in (ref(v) for v in d.get("held") or ()) if m is not None)  # type: ignore[attr-defined]
+        return TenantModels(ref(d.get("active")), ref(d.get("previous")), held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +215,12 @@ class QueryPlan:
     window: int
     keyword_fields: tuple[tuple[str, float], ...]
     include_vectors: bool
-    # The stored named vector the vector leg searches (PRIMARY_VECTOR unless another was asked for).
+    # The stored named vector the vector leg searches (PRIMARY_VECTOR unless another was asked for;
+    # a later model version's names are "<slot>__<name>").
     vector_name: str = PRIMARY_VECTOR
+    # The model version the query vector comes from, and its name as that model calls it.
+    vector_model: ModelRef | None = None
+    vector_label: str = PRIMARY_VECTOR
     # Adaptive fusion: the keyword leg's weight is (1 - alpha) * strength ** this (services.search.fusion).
     strength_exponent: float = 2.0
 
@@ -179,6 +251,8 @@ class Hit:
     doc: AssetDoc
     scores: Scores
     vector: np.ndarray | None = None
+    # The model of `vector` (the query's model version).
+    vector_model: ModelRef | None = None
 
 
 @dataclass(slots=True)
@@ -194,6 +268,27 @@ class Stats:
     model: ModelRef | None
     dimension: int
     vectors: tuple[VectorSpec, ...] = ()
+    # The model versions the collection holds (the first model first).
+    models: tuple[ModelRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionInfo:
+    model: ModelRef
+    held: bool
+    active: bool
+    primary_slot: bool
+    covered: int = 0
+    vectors: tuple[VectorSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionsView:
+    versions: tuple[ModelVersionInfo, ...]
+    active: ModelRef | None
+    previous: ModelRef | None
+    asset_count: int
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

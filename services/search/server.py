@@ -28,7 +28,12 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         self, request: search_pb2.UpsertAssetsRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.UpsertAssetsResponse:
         decoded = [convert.record_from_proto(r) for r in request.assets]
-        summary = await self.core.upsert(request.tenant, [d[0] for d in decoded], [d[1] for d in decoded])
+        summary = await self.core.upsert(
+            request.tenant,
+            [d[0] for d in decoded],
+            [d[1] for d in decoded],
+            vectors_only=request.vectors_only,
+        )
         return search_pb2.UpsertAssetsResponse(
             results=[convert.upsert_result(o) for o in summary.outcomes], index_generation=summary.generation
         )
@@ -77,7 +82,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     ) -> search_pb2.QueryResponse:
         validate_tenant(request.tenant)  # before the query's own problems: a bad tenant is the first to fix
         query = convert.query_from_proto(request, max_filter_nodes=self.core.settings.max_filter_nodes)
-        plan = await self.core.plan(**query)
+        plan = await self.core.plan(request.tenant, **query)
         result = await self.core.query(request.tenant, plan, skip_cache=request.skip_cache)
         return search_pb2.QueryResponse(
             hits=[convert.hit_to_proto(h, request.tenant) for h in result.hits],
@@ -96,6 +101,51 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     ) -> search_pb2.GetIndexGenerationResponse:
         gen = await self.core.index_generation(request.tenant)
         return search_pb2.GetIndexGenerationResponse(index_generation=gen or 0, consistent=gen is not None)
+
+    async def GetModelVersions(
+        self, request: search_pb2.GetModelVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.GetModelVersionsResponse:
+        view = await self.core.model_versions(request.tenant, request.include_coverage)
+        return convert.model_versions_to_proto(view)
+
+    async def AddModelVersion(
+        self, request: search_pb2.AddModelVersionRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.AddModelVersionResponse:
+        validate_tenant(request.tenant)
+        view = await self.core.add_model_version(request.tenant, convert.model_from_proto(request.model))
+        return search_pb2.AddModelVersionResponse(versions=convert.model_versions_to_proto(view))
+
+    async def ActivateModelVersion(
+        self, request: search_pb2.ActivateModelVersionRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.ActivateModelVersionResponse:
+        validate_tenant(request.tenant)
+        view = await self.core.activate_model_version(request.tenant, convert.model_from_proto(request.model))
+        return search_pb2.ActivateModelVersionResponse(versions=convert.model_versions_to_proto(view))
+
+    async def RollbackModelVersion(
+        self, request: search_pb2.RollbackModelVersionRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.RollbackModelVersionResponse:
+        view = await self.core.rollback_model_version(request.tenant)
+        return search_pb2.RollbackModelVersionResponse(versions=convert.model_versions_to_proto(view))
+
+    async def RemoveModelVersion(
+        self, request: search_pb2.RemoveModelVersionRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.RemoveModelVersionResponse:
+        validate_tenant(request.tenant)
+        view, changed = await self.core.remove_model_version(
+            request.tenant, convert.model_from_proto(request.model)
+        )
+        return search_pb2.RemoveModelVersionResponse(
+            versions=convert.model_versions_to_proto(view), assets_changed=changed
+        )
+
+    async def ScanAssets(
+        self, request: search_pb2.ScanAssetsRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.ScanAssetsResponse:
+        page, token = await self.core.scan(request.tenant, request.page_token, request.page_size)
+        return search_pb2.ScanAssetsResponse(
+            assets=[convert.asset_record_to_proto(r, request.tenant) for r in page], next_page_token=token
+        )
 
     async def WatchIndexGenerations(
         self, request: search_pb2.WatchIndexGenerationsRequest, context: grpc.aio.ServicerContext

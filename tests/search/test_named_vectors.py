@@ -148,7 +148,9 @@ def test_bad_named_vectors_fail_their_item_only(search_service: Service, tenant:
     assert "'visual' has dimension 25" in errors[1].message and "24" in errors[1].message
     assert "repeats" in errors[2].message
     assert "non-finite" in errors[3].message and "'visual'" in errors[3].message
-    assert "same model" in errors[4].message
+    # A vector of another model is that model version's (docs/LIFECYCLE.md): without its primary it
+    # is refused, naming the model.
+    assert "other-model:1" in errors[4].message and "primary" in errors[4].message
     assert "image_embedding" in errors[5].message
     got = search_service.stub.GetAssets(
         search_pb2.GetAssetsRequest(tenant=tenant, asset_ids=["x1", "x2", "x3", "x4", "x5"])

@@ -17,6 +17,8 @@ from services.gateway.analysis import ImageAnalyzer
 from services.gateway.backends.calls import CircuitBreaker, RetryPolicy, channel
 from services.gateway.backends.encoder import GrpcEncoderClient
 from services.gateway.backends.search import GrpcSearchClient
+from services.gateway.domain import ModelRef
+from services.gateway.model_versions import parse_model
 from services.gateway.settings import GatewaySettings
 
 
@@ -26,6 +28,8 @@ class Backends:
     search: GrpcSearchClient
     analyzer: ImageAnalyzer
     channels: tuple[grpc.aio.Channel, ...]
+    # One encoder per model version (settings.model_encoders; docs/LIFECYCLE.md).
+    model_encoders: dict[ModelRef, GrpcEncoderClient] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -59,6 +63,19 @@ def make_backends(settings: GatewaySettings) -> Backends:
     search_channel = channel(
         settings.search_address, settings.default_deadline_s, settings.max_message_bytes, creds, "search"
     )
+    model_encoders: dict[ModelRef, GrpcEncoderClient] = {}
+    model_channels: list[grpc.aio.Channel] = []
+    for spec, address in sorted(settings.model_encoders.items()):
+        model = parse_model(spec)
+        ch = channel(address, settings.default_deadline_s, settings.max_message_bytes, creds, "encoder")
+        model_channels.append(ch)
+        model_encoders[model] = GrpcEncoderClient(
+            ch,
+            breaker(f"encoder {spec}"),
+            retry,
+            settings.encoder_text_deadline_s,
+            settings.encoder_image_deadline_s,
+        )
     return Backends(
         encoder=GrpcEncoderClient(
             encoder_channel,
@@ -90,5 +107,6 @@ def make_backends(settings: GatewaySettings) -> Backends:
             ocr_max_side=settings.ocr_max_side,
             ocr_min_confidence=settings.ocr_min_confidence,
         ),
-        channels=(encoder_channel, search_channel),
+        channels=(encoder_channel, search_channel, *model_channels),
+        model_encoders=model_encoders,
     )

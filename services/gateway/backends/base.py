@@ -15,9 +15,13 @@ import numpy as np
 from services.gateway.analysis import Analysis
 from services.gateway.domain import (
     EncodedBatch,
+    ModelRef,
+    ModelVectors,
     QueryResult,
     QuerySpec,
+    ScannedAsset,
     StoredAsset,
+    TenantModels,
     UpsertOutcome,
     UpsertRecord,
 )
@@ -52,6 +56,26 @@ class SearchClient(Protocol):
         ...
 
     async def ready(self) -> bool: ...
+
+
+class ModelVersionsClient(Protocol):
+    """The search service's model-version calls (docs/LIFECYCLE.md)."""
+
+    async def upsert_vectors(
+        self, tenant: str, items: Sequence[tuple[str, str, ModelRef, ModelVectors]]
+    ) -> list[UpsertOutcome]: ...
+
+    async def scan(self, tenant: str, page_token: str, page_size: int) -> tuple[list[ScannedAsset], str]: ...
+
+    async def model_versions(self, tenant: str, coverage: bool = False) -> TenantModels: ...
+
+    async def add_model_version(self, tenant: str, model: ModelRef) -> TenantModels: ...
+
+    async def activate_model_version(self, tenant: str, model: ModelRef) -> TenantModels: ...
+
+    async def rollback_model_version(self, tenant: str) -> TenantModels: ...
+
+    async def remove_model_version(self, tenant: str, model: ModelRef) -> tuple[TenantModels, int]: ...
 
 
 class Analyzer(Protocol):

@@ -13,7 +13,17 @@ from services.gateway import convert
 from services.gateway.backends.calls import BackendCalls, CircuitBreaker, RetryPolicy
 from services.gateway.backends.errors import BackendError
 from services.gateway.backends.generations import GenerationWatch
-from services.gateway.domain import QueryResult, QuerySpec, StoredAsset, UpsertOutcome, UpsertRecord
+from services.gateway.domain import (
+    ModelRef,
+    ModelVectors,
+    QueryResult,
+    QuerySpec,
+    ScannedAsset,
+    StoredAsset,
+    TenantModels,
+    UpsertOutcome,
+    UpsertRecord,
+)
 
 log = structlog.get_logger("backends")
 
@@ -56,6 +66,73 @@ class GrpcSearchClient:
         )
         self._wrote(tenant, resp.index_generation)
         return convert.upsert_outcomes(resp)
+
+    async def upsert_vectors(
+        self, tenant: str, items: Sequence[tuple[str, str, ModelRef, ModelVectors]]
+    ) -> list[UpsertOutcome]:
+        """A re-index write: only these vectors, into existing assets (UpsertAssets vectors_only)."""
+        req = convert.vectors_only_request(tenant, items)
+        resp = await self._calls.call(
+            self._stub.UpsertAssets, req, self._write_s, idempotent=True, method="UpsertAssets"
+        )
+        self._wrote(tenant, resp.index_generation)
+        return convert.upsert_outcomes(resp)
+
+    async def scan(self, tenant: str, page_token: str, page_size: int) -> tuple[list[ScannedAsset], str]:
+        req = search_pb2.ScanAssetsRequest(tenant=tenant, page_token=page_token, page_size=page_size)
+        resp = await self._calls.call(
+            self._stub.ScanAssets, req, self._read_s, idempotent=True, method="ScanAssets"
+        )
+        return convert.scanned_assets(resp), resp.next_page_token
+
+    async def model_versions(self, tenant: str, coverage: bool = False) -> TenantModels:
+        req = search_pb2.GetModelVersionsRequest(tenant=tenant, include_coverage=coverage)
+        # Coverage reads every asset of the tenant: the write deadline bounds it.
+        deadline = self._write_s if coverage else self._read_s
+        resp = await self._calls.call(
+            self._stub.GetModelVersions, req, deadline, idempotent=True, method="GetModelVersions"
+        )
+        return convert.tenant_models(resp)
+
+    async def add_model_version(self, tenant: str, model: ModelRef) -> TenantModels:
+        req = search_pb2.AddModelVersionRequest(tenant=tenant, model=convert.model_ref_pb(model))
+        resp = await self._calls.call(
+            self._stub.AddModelVersion, req, self._write_s, idempotent=True, method="AddModelVersion"
+        )
+        return convert.tenant_models(resp.versions)
+
+    async def activate_model_version(self, tenant: str, model: ModelRef) -> TenantModels:
+        req = search_pb2.ActivateModelVersionRequest(tenant=tenant, model=convert.model_ref_pb(model))
+        resp = await self._calls.call(
+            self._stub.ActivateModelVersion,
+            req,
+            self._write_s,
+            idempotent=True,
+            method="ActivateModelVersion",
+        )
+        self._wrote(tenant, resp.versions.index_generation)
+        return convert.tenant_models(resp.versions)
+
+    async def rollback_model_version(self, tenant: str) -> TenantModels:
+        req = search_pb2.RollbackModelVersionRequest(tenant=tenant)
+        resp = await self._calls.call(
+            self._stub.RollbackModelVersion,
+            req,
+            self._write_s,
+            idempotent=False,
+            method="RollbackModelVersion",
+        )
+        self._wrote(tenant, resp.versions.index_generation)
+        return convert.tenant_models(resp.versions)
+
+    async def remove_model_version(self, tenant: str, model: ModelRef) -> tuple[TenantModels, int]:
+        req = search_pb2.RemoveModelVersionRequest(tenant=tenant, model=convert.model_ref_pb(model))
+        # Rewrites every asset holding the version: bounded by the caller's deadline only.
+        resp = await self._calls.call(
+            self._stub.RemoveModelVersion, req, 3600.0, idempotent=True, method="RemoveModelVersion"
+        )
+        self._wrote(tenant, resp.versions.index_generation)
+        return convert.tenant_models(resp.versions), resp.assets_changed
 
     async def get_assets(
         self, tenant: str, asset_ids: Sequence[str], include_vectors: bool = False

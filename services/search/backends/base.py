@@ -17,6 +17,7 @@ from services.search.domain import (
     ModelRef,
     QueryPlan,
     Stats,
+    TenantModels,
 )
 
 
@@ -42,6 +43,23 @@ class SearchBackend(Protocol):
     async def add_named_vectors(self, dimensions: dict[str, int]) -> CollectionInfo:
         """Record named vectors not stored yet (name -> dimension; names already recorded keep theirs)
         and make them writable and searchable; returns what is recorded afterwards."""
+
+    async def register_model_version(self, model: ModelRef) -> CollectionInfo:
+        """Give a later model version a slot (its vectors are stored under "<slot>__<name>"); a version
+        already registered keeps its slot. Returns what is recorded afterwards."""
+
+    async def load_tenant_models(self, tenant: str) -> TenantModels:
+        """The tenant's model-version state as stored (the default state when none was stored)."""
+
+    async def save_tenant_models(self, tenant: str, state: TenantModels) -> None:
+        """Store the tenant's model-version state durably and atomically (old or new, never torn)."""
+
+    async def scan(
+        self, tenant: str, after: str, limit: int, include_vectors: bool
+    ) -> tuple[list[AssetRecord], str]:
+        """Up to `limit` of the tenant's assets after the cursor `after` ("" = from the start) in a
+        stable order, and the next cursor ("" after the last page). Each record's `named` keys say
+        which named vectors it holds (their values are empty unless include_vectors)."""
 
     async def tenant_exists(self, tenant: str) -> bool: ...
 

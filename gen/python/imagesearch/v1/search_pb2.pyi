@@ -19,22 +19,26 @@ FUSION_TYPE_RANKED: FusionType
 FUSION_TYPE_ADAPTIVE: FusionType
 
 class AssetRecord(_message.Message):
-    __slots__ = ("asset", "image_embedding", "vectors")
+    __slots__ = ("asset", "image_embedding", "vectors", "models")
     ASSET_FIELD_NUMBER: _ClassVar[int]
     IMAGE_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     asset: _common_pb2.Asset
     image_embedding: _common_pb2.Embedding
     vectors: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
-    def __init__(self, asset: _Optional[_Union[_common_pb2.Asset, _Mapping]] = ..., image_embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., vectors: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelRef]
+    def __init__(self, asset: _Optional[_Union[_common_pb2.Asset, _Mapping]] = ..., image_embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., vectors: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelRef, _Mapping]]] = ...) -> None: ...
 
 class UpsertAssetsRequest(_message.Message):
-    __slots__ = ("tenant", "assets")
+    __slots__ = ("tenant", "assets", "vectors_only")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ASSETS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_ONLY_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     assets: _containers.RepeatedCompositeFieldContainer[AssetRecord]
-    def __init__(self, tenant: _Optional[str] = ..., assets: _Optional[_Iterable[_Union[AssetRecord, _Mapping]]] = ...) -> None: ...
+    vectors_only: bool
+    def __init__(self, tenant: _Optional[str] = ..., assets: _Optional[_Iterable[_Union[AssetRecord, _Mapping]]] = ..., vectors_only: bool = ...) -> None: ...
 
 class UpsertResult(_message.Message):
     __slots__ = ("asset_id", "error")
@@ -211,7 +215,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("asset_count", "index_generation", "backend", "model", "dimension", "cache", "vectors")
+    __slots__ = ("asset_count", "index_generation", "backend", "model", "dimension", "cache", "vectors", "models")
     ASSET_COUNT_FIELD_NUMBER: _ClassVar[int]
     INDEX_GENERATION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +223,7 @@ class GetStatsResponse(_message.Message):
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     asset_count: int
     index_generation: int
     backend: str
@@ -226,7 +231,8 @@ class GetStatsResponse(_message.Message):
     dimension: int
     cache: str
     vectors: _containers.RepeatedCompositeFieldContainer[_common_pb2.VectorSpec]
-    def __init__(self, asset_count: _Optional[int] = ..., index_generation: _Optional[int] = ..., backend: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., dimension: _Optional[int] = ..., cache: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[_common_pb2.VectorSpec, _Mapping]]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelRef]
+    def __init__(self, asset_count: _Optional[int] = ..., index_generation: _Optional[int] = ..., backend: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., dimension: _Optional[int] = ..., cache: _Optional[str] = ..., vectors: _Optional[_Iterable[_Union[_common_pb2.VectorSpec, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelRef, _Mapping]]] = ...) -> None: ...
 
 class GetIndexGenerationRequest(_message.Message):
     __slots__ = ("tenant",)
@@ -255,3 +261,115 @@ class WatchIndexGenerationsResponse(_message.Message):
     tenant: str
     index_generation: int
     def __init__(self, subscribed: bool = ..., tenant: _Optional[str] = ..., index_generation: _Optional[int] = ...) -> None: ...
+
+class ModelVersion(_message.Message):
+    __slots__ = ("model", "held", "active", "primary_slot", "assets_covered", "vectors")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_SLOT_FIELD_NUMBER: _ClassVar[int]
+    ASSETS_COVERED_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    model: _common_pb2.ModelRef
+    held: bool
+    active: bool
+    primary_slot: bool
+    assets_covered: int
+    vectors: _containers.RepeatedCompositeFieldContainer[_common_pb2.VectorSpec]
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., held: bool = ..., active: bool = ..., primary_slot: bool = ..., assets_covered: _Optional[int] = ..., vectors: _Optional[_Iterable[_Union[_common_pb2.VectorSpec, _Mapping]]] = ...) -> None: ...
+
+class GetModelVersionsRequest(_message.Message):
+    __slots__ = ("tenant", "include_coverage")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    include_coverage: bool
+    def __init__(self, tenant: _Optional[str] = ..., include_coverage: bool = ...) -> None: ...
+
+class GetModelVersionsResponse(_message.Message):
+    __slots__ = ("versions", "active", "previous", "asset_count", "index_generation")
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    ASSET_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
+    active: _common_pb2.ModelRef
+    previous: _common_pb2.ModelRef
+    asset_count: int
+    index_generation: int
+    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., active: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., previous: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., asset_count: _Optional[int] = ..., index_generation: _Optional[int] = ...) -> None: ...
+
+class AddModelVersionRequest(_message.Message):
+    __slots__ = ("tenant", "model")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    model: _common_pb2.ModelRef
+    def __init__(self, tenant: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...
+
+class AddModelVersionResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: GetModelVersionsResponse
+    def __init__(self, versions: _Optional[_Union[GetModelVersionsResponse, _Mapping]] = ...) -> None: ...
+
+class ActivateModelVersionRequest(_message.Message):
+    __slots__ = ("tenant", "model")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    model: _common_pb2.ModelRef
+    def __init__(self, tenant: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...
+
+class ActivateModelVersionResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: GetModelVersionsResponse
+    def __init__(self, versions: _Optional[_Union[GetModelVersionsResponse, _Mapping]] = ...) -> None: ...
+
+class RollbackModelVersionRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class RollbackModelVersionResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: GetModelVersionsResponse
+    def __init__(self, versions: _Optional[_Union[GetModelVersionsResponse, _Mapping]] = ...) -> None: ...
+
+class RemoveModelVersionRequest(_message.Message):
+    __slots__ = ("tenant", "model")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    model: _common_pb2.ModelRef
+    def __init__(self, tenant: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...
+
+class RemoveModelVersionResponse(_message.Message):
+    __slots__ = ("versions", "assets_changed")
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    ASSETS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    versions: GetModelVersionsResponse
+    assets_changed: int
+    def __init__(self, versions: _Optional[_Union[GetModelVersionsResponse, _Mapping]] = ..., assets_changed: _Optional[int] = ...) -> None: ...
+
+class ScanAssetsRequest(_message.Message):
+    __slots__ = ("tenant", "page_token", "page_size")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    page_token: str
+    page_size: int
+    def __init__(self, tenant: _Optional[str] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class ScanAssetsResponse(_message.Message):
+    __slots__ = ("assets", "next_page_token")
+    ASSETS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    assets: _containers.RepeatedCompositeFieldContainer[AssetRecord]
+    next_page_token: str
+    def __init__(self, assets: _Optional[_Iterable[_Union[AssetRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -84,6 +84,36 @@ class SearchServiceStub(object):
                 request_serializer=imagesearch_dot_v1_dot_search__pb2.WatchIndexGenerationsRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_v1_dot_search__pb2.WatchIndexGenerationsResponse.FromString,
                 _registered_method=True)
+        self.GetModelVersions = channel.unary_unary(
+                '/imagesearch.v1.SearchService/GetModelVersions',
+                request_serializer=imagesearch_dot_v1_dot_search__pb2.GetModelVersionsRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_search__pb2.GetModelVersionsResponse.FromString,
+                _registered_method=True)
+        self.AddModelVersion = channel.unary_unary(
+                '/imagesearch.v1.SearchService/AddModelVersion',
+                request_serializer=imagesearch_dot_v1_dot_search__pb2.AddModelVersionRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_search__pb2.AddModelVersionResponse.FromString,
+                _registered_method=True)
+        self.ActivateModelVersion = channel.unary_unary(
+                '/imagesearch.v1.SearchService/ActivateModelVersion',
+                request_serializer=imagesearch_dot_v1_dot_search__pb2.ActivateModelVersionRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_search__pb2.ActivateModelVersionResponse.FromString,
+                _registered_method=True)
+        self.RollbackModelVersion = channel.unary_unary(
+                '/imagesearch.v1.SearchService/RollbackModelVersion',
+                request_serializer=imagesearch_dot_v1_dot_search__pb2.RollbackModelVersionRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_search__pb2.RollbackModelVersionResponse.FromString,
+                _registered_method=True)
+        self.RemoveModelVersion = channel.unary_unary(
+                '/imagesearch.v1.SearchService/RemoveModelVersion',
+                request_serializer=imagesearch_dot_v1_dot_search__pb2.RemoveModelVersionRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_search__pb2.RemoveModelVersionResponse.FromString,
+                _registered_method=True)
+        self.ScanAssets = channel.unary_unary(
+                '/imagesearch.v1.SearchService/ScanAssets',
+                request_serializer=imagesearch_dot_v1_dot_search__pb2.ScanAssetsRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_search__pb2.ScanAssetsResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer(object):
@@ -172,6 +202,54 @@ class SearchServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelVersions(self, request, context):
+        """Model versions (docs/LIFECYCLE.md). A tenant's assets can hold the vectors of several model
+        versions at once; exactly one is active (queries whose vector names no model search it).
+        The versions the collection has registered and the tenant holds, which one is active, and the
+        one a rollback returns to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddModelVersion(self, request, context):
+        """Registers a model version in the collection (if new) and lets the tenant's assets hold its
+        vectors (writes of them are refused before). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActivateModelVersion(self, request, context):
+        """Makes a held version the tenant's active one; FAILED_PRECONDITION while some of the tenant's
+        assets have no vectors of it (the message says how many). Bumps the index generation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackModelVersion(self, request, context):
+        """Makes the previously active version active again (its vectors were kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveModelVersion(self, request, context):
+        """Removes a retired version's vectors from the tenant's assets (refused for the active version).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScanAssets(self, request, context):
+        """Pages through a tenant's assets in a stable order (the re-index scan): metadata and the model
+        versions each asset holds vectors of, never the vectors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,6 +297,36 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.WatchIndexGenerations,
                     request_deserializer=imagesearch_dot_v1_dot_search__pb2.WatchIndexGenerationsRequest.FromString,
                     response_serializer=imagesearch_dot_v1_dot_search__pb2.WatchIndexGenerationsResponse.SerializeToString,
+            ),
+            'GetModelVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelVersions,
+                    request_deserializer=imagesearch_dot_v1_dot_search__pb2.GetModelVersionsRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_search__pb2.GetModelVersionsResponse.SerializeToString,
+            ),
+            'AddModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddModelVersion,
+                    request_deserializer=imagesearch_dot_v1_dot_search__pb2.AddModelVersionRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_search__pb2.AddModelVersionResponse.SerializeToString,
+            ),
+            'ActivateModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateModelVersion,
+                    request_deserializer=imagesearch_dot_v1_dot_search__pb2.ActivateModelVersionRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_search__pb2.ActivateModelVersionResponse.SerializeToString,
+            ),
+            'RollbackModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackModelVersion,
+                    request_deserializer=imagesearch_dot_v1_dot_search__pb2.RollbackModelVersionRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_search__pb2.RollbackModelVersionResponse.SerializeToString,
+            ),
+            'RemoveModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveModelVersion,
+                    request_deserializer=imagesearch_dot_v1_dot_search__pb2.RemoveModelVersionRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_search__pb2.RemoveModelVersionResponse.SerializeToString,
+            ),
+            'ScanAssets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScanAssets,
+                    request_deserializer=imagesearch_dot_v1_dot_search__pb2.ScanAssetsRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_search__pb2.ScanAssetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -469,6 +577,168 @@ class SearchService(object):
             '/imagesearch.v1.SearchService/WatchIndexGenerations',
             imagesearch_dot_v1_dot_search__pb2.WatchIndexGenerationsRequest.SerializeToString,
             imagesearch_dot_v1_dot_search__pb2.WatchIndexGenerationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.SearchService/GetModelVersions',
+            imagesearch_dot_v1_dot_search__pb2.GetModelVersionsRequest.SerializeToString,
+            imagesearch_dot_v1_dot_search__pb2.GetModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.SearchService/AddModelVersion',
+            imagesearch_dot_v1_dot_search__pb2.AddModelVersionRequest.SerializeToString,
+            imagesearch_dot_v1_dot_search__pb2.AddModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.SearchService/ActivateModelVersion',
+            imagesearch_dot_v1_dot_search__pb2.ActivateModelVersionRequest.SerializeToString,
+            imagesearch_dot_v1_dot_search__pb2.ActivateModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.SearchService/RollbackModelVersion',
+            imagesearch_dot_v1_dot_search__pb2.RollbackModelVersionRequest.SerializeToString,
+            imagesearch_dot_v1_dot_search__pb2.RollbackModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.SearchService/RemoveModelVersion',
+            imagesearch_dot_v1_dot_search__pb2.RemoveModelVersionRequest.SerializeToString,
+            imagesearch_dot_v1_dot_search__pb2.RemoveModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScanAssets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.SearchService/ScanAssets',
+            imagesearch_dot_v1_dot_search__pb2.ScanAssetsRequest.SerializeToString,
+            imagesearch_dot_v1_dot_search__pb2.ScanAssetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

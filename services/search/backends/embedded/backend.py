@@ -30,8 +30,26 @@ from services.search.domain import (
     QueryPlan,
     Scores,
     Stats,
+    TenantModels,
 )
 from services.search.fusion import content_terms, coverage, fuse, keyword_texts
+
+_NO_VECTOR = np.zeros(0, dtype=np.float32)
+
+
+def _write_durably(path: Path, content: object) -> None:
+    """JSON to a temporary file beside `path`, fsynced, renamed over `path`, directory fsynced."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(content))
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class EmbeddedBackend:
@@ -62,6 +80,7 @@ class EmbeddedBackend:
                 ModelRef(d["model"]["name"], d["model"]["version"]),
                 int(d["dimension"]),
                 {str(n): int(dim) for n, dim in d.get("named", {}).items()},
+                {ModelRef(v["name"], v["version"]): str(v["slot"]) for v in d.get("versions", [])},
             )
         model, dim = self._expected
         if model is not None and dim and self._info.model is None:
@@ -93,22 +112,58 @@ class EmbeddedBackend:
                         t.add_space(name, dim)
         return self._info
 
+    async def register_model_version(self, model: ModelRef) -> CollectionInfo:
+        if self._info.slot_of(model) is None:
+            slot = f"m{len(self._info.versions) + 2}"
+            self._save_info(replace(self._info, versions={**self._info.versions, model: slot}))
+        return self._info
+
     def _save_info(self, info: CollectionInfo) -> None:
-        """collection.json: the model, the primary's dimension and the other named vectors' ones (a file
-        written before named vectors has no "named": such a collection simply has none yet)."""
+        """collection.json: the model, the primary's dimension, the other named vectors' ones (a file
+        written before named vectors has no "named": such a collection simply has none yet) and the
+        later model versions with their slots."""
         assert info.model is not None
-        tmp = self.root / "collection.json.tmp"
-        tmp.write_text(
-            json.dumps(
-                {
-                    "model": {"name": info.model.name, "version": info.model.version},
-                    "dimension": info.dimension,
-                    "named": info.named,
-                }
-            )
+        _write_durably(
+            self.root / "collection.json",
+            {
+                "model": {"name": info.model.name, "version": info.model.version},
+                "dimension": info.dimension,
+                "named": info.named,
+                "versions": [
+                    {"name": m.name, "version": m.version, "slot": slot} for m, slot in info.versions.items()
+                ],
+            },
         )
-        tmp.replace(self.root / "collection.json")
         self._info = info
+
+    async def load_tenant_models(self, tenant: str) -> TenantModels:
+        path = self._tenant_dir(tenant) / "models.json"
+        if not path.exists():
+            return TenantModels()
+        return TenantModels.from_json(json.loads(path.read_text()))
+
+    async def save_tenant_models(self, tenant: str, state: TenantModels) -> None:
+        """The tenant's active pointer: written to a temporary file, fsynced, renamed over models.json
+        and the directory fsynced, so a crash leaves the old or the new state, never a torn one."""
+        self._tenant_dir(tenant).mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_write_durably, self._tenant_dir(tenant) / "models.json", state.to_json())
+
+    async def scan(
+        self, tenant: str, after: str, limit: int, include_vectors: bool
+    ) -> tuple[list[AssetRecord], str]:
+        t = await self._tenant(tenant)
+        ids = sorted(a for a in t.slot_of if a > after)[:limit]
+        records = [r for r in await self.get(tenant, ids, include_vectors) if r is not None]
+        if not include_vectors:
+            for r in records:  # which named vectors each holds (the core derives its models from them)
+                slot = t.slot_of.get(r.doc.asset_id)
+                r.vector = _NO_VECTOR  # every asset holds the primary
+                r.named = {
+                    n: _NO_VECTOR
+                    for n, sp in t.named.items()
+                    if slot is not None and slot < len(sp.has) and sp.has[slot]
+                }
+        return records, (ids[-1] if len(ids) == limit else "")
 
     def _tenant_dir(self, tenant: str) -> Path:
         return self.root / "tenants" / tenant

@@ -16,7 +16,14 @@ import numpy as np
 import structlog
 import weaviate
 import weaviate.classes as wvc
-from weaviate.classes.config import Configure, ConsistencyLevel, VectorDistances
+from weaviate.classes.config import (
+    Configure,
+    ConsistencyLevel,
+    DataType,
+    Property,
+    Tokenization,
+    VectorDistances,
+)
 from weaviate.classes.query import Filter
 from weaviate.classes.tenants import Tenant
 from weaviate.config import AdditionalConfig, GrpcConfig, Timeout
@@ -53,6 +60,7 @@ from services.search.domain import (
     ModelRef,
     QueryPlan,
     Stats,
+    TenantModels,
 )
 
 log = structlog.get_logger("search.weaviate")
@@ -161,6 +169,7 @@ class WeaviateBackend:
         self._tenant_lock = asyncio.Lock()
         self._schema_lock = asyncio.Lock()
         self._collection_ready = False
+        self._models_ready = False
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -325,6 +334,7 @@ class WeaviateBackend:
                 ModelRef(meta["model"]["name"], meta["model"]["version"]),
                 int(meta["dimension"]),
                 {str(n): int(d) for n, d in meta.get("named", {}).items()},
+                {ModelRef(v["name"], v["version"]): str(v["slot"]) for v in meta.get("versions", [])},
             )
 
     def _vector_config(self, name: str) -> Any:
@@ -347,6 +357,9 @@ class WeaviateBackend:
                 "model": {"name": info.model.name, "version": info.model.version},
                 "dimension": info.dimension,
                 "named": info.named,
+                "versions": [
+                    {"name": m.name, "version": m.version, "slot": slot} for m, slot in info.versions.items()
+                ],
             }
         }
         await self._client.collections.get(self._name).config.update(description=json.dumps(desc))
@@ -399,6 +412,72 @@ class WeaviateBackend:
         async with self._schema_lock:
             await self._call(update, "named vector setup")
         return self._info
+
+    async def register_model_version(self, model: ModelRef) -> CollectionInfo:
+        async def update() -> None:
+            await self._load_info()  # another replica may have registered it meanwhile
+            if self._info.slot_of(model) is None:
+                slot = f"m{len(self._info.versions) + 2}"
+                await self._write_info(replace(self._info, versions={**self._info.versions, model: slot}))
+
+        async with self._schema_lock:
+            await self._call(update, "model version registration")
+        return self._info
+
+    # ---- tenants' model-version state (a small collection beside the assets) ----------------------
+
+    async def _models_collection(self) -> Any:
+        assert self._client is not None
+        client, name = self._client, self._name + "Models"
+        if not self._models_ready:
+
+            async def ensure() -> None:
+                if not await client.collections.exists(name):
+                    try:
+                        await client.collections.create(
+                            name,
+                            properties=[
+                                Property(
+                                    name="tenant", data_type=DataType.TEXT, tokenization=Tokenization.FIELD
+                                ),
+                                Property(
+                                    name="state_json",
+                                    data_type=DataType.TEXT,
+                                    index_searchable=False,
+                                    index_filterable=False,
+                                ),
+                            ],
+                            vector_config=Configure.Vectors.self_provided(),
+                            replication_config=self._replication.config(),
+                        )
+                    except UnexpectedStatusCodeError as exc:
+                        if "already exists" not in str(exc):
+                            raise
+
+            await self._call(ensure, "model state setup")
+            self._models_ready = True
+        return client.collections.get(name)
+
+    async def load_tenant_models(self, tenant: str) -> TenantModels:
+        col = (await self._models_collection()).with_consistency_level(self._read_level)
+        key = object_uuid("models", tenant)
+        obj = await self._call(lambda: col.query.fetch_object_by_id(key), "model state")
+        if obj is None:
+            return TenantModels()
+        return TenantModels.from_json(json.loads(obj.properties["state_json"]))
+
+    async def save_tenant_models(self, tenant: str, state: TenantModels) -> None:
+        """One object per tenant, replaced whole in one write (atomic: a reader sees the old or the
+        new state), at the write consistency level."""
+        col = (await self._models_collection()).with_consistency_level(self._write_level)
+        obj = wvc.data.DataObject(
+            properties={"tenant": tenant, "state_json": json.dumps(state.to_json())},
+            uuid=object_uuid("models", tenant),
+        )
+        result = await self._call(lambda: col.data.insert_many([obj]), "model state update", write=True)
+        if result.errors:
+            log.error("model state not stored", tenant=tenant, error=str(result.errors)[:500])
+            raise Unavailable("the model version state could not be stored; retry")
 
     # ---- tenants ---------------------------------------------------------------------------------
 
@@ -516,6 +595,31 @@ class WeaviateBackend:
             }
             out.append(AssetRecord(properties_to_doc(o.properties), vec, others))
         return out
+
+    async def scan(
+        self, tenant: str, after: str, limit: int, include_vectors: bool
+    ) -> tuple[list[AssetRecord], str]:
+        """A page in object-id order (Weaviate's cursor); the vectors are always read, since which
+        named vectors an object has says which model versions it holds."""
+        col = self._collection(tenant)
+        named = list((await self.collection_info()).named)
+        names = [VECTOR_NAME, *(weaviate_vector(n) for n in named)]
+        res = await self._call(
+            lambda: col.query.fetch_objects(limit=limit, after=after or None, include_vector=names),
+            "scan",
+        )
+        out = []
+        for o in res.objects:
+            stored = o.vector or {}
+            others = {
+                n: np.asarray(stored[weaviate_vector(n)], dtype=np.float32)
+                for n in named
+                if weaviate_vector(n) in stored
+            }
+            vec = np.asarray(stored[VECTOR_NAME], dtype=np.float32) if VECTOR_NAME in stored else None
+            out.append(AssetRecord(properties_to_doc(o.properties), vec, others))
+        token = str(res.objects[-1].uuid) if len(res.objects) == limit else ""
+        return out, token
 
     async def find_by_content_hash(self, tenant: str, digests: list[str]) -> dict[str, set[str]]:
         col = self._collection(tenant)
