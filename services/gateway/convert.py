@@ -113,7 +113,17 @@ def asset(a: common_pb2.Asset) -> m.Asset:
         content_sha256=a.content_sha256,
         embedding_model=model_ref(a.embedding_model) if a.HasField("embedding_model") else None,
         popularity=a.popularity,
+        analysis_state=analysis_state(a.analysis_state),
     )
+
+
+def analysis_state(value: int) -> m.AnalysisState:
+    """A state number from the search service; one this gateway does not know counts as FAILED (an
+    asset is shown only when its analysis is known to be done)."""
+    try:
+        return m.AnalysisState(value)
+    except ValueError:
+        return m.AnalysisState.FAILED
 
 
 def asset_summary(a: common_pb2.Asset) -> m.AssetSummary:
@@ -154,6 +164,7 @@ def asset_pb(a: m.Asset) -> common_pb2.Asset:
         height=a.height,
         content_sha256=a.content_sha256,
         popularity=a.popularity,
+        analysis_state=a.analysis_state.value,  # type: ignore[arg-type]
     )
     if a.created_at is not None:
         out.created_at.CopyFrom(dt_to_ts(a.created_at))
@@ -396,6 +407,7 @@ def ingest_ack_pb(a: m.IngestAck) -> gateway_pb2.IngestResponse:
         safety_labels=[common_pb2.SafetyLabel(label=s.label, score=s.score) for s in a.safety_labels],
         ocr_text=a.ocr_text,
         duplicate_of=a.duplicate_of,
+        analysis_state=a.analysis_state.value,  # type: ignore[arg-type]
     )
     if a.outcome in (m.IngestOutcome.FAILED, m.IngestOutcome.UNCERTAIN):
         out.error.CopyFrom(common_pb2.ItemError(code=a.error_code, message=a.error_message))
@@ -559,6 +571,15 @@ def upsert_outcomes(resp: search_pb2.UpsertAssetsResponse) -> list[m.UpsertOutco
     return [
         m.UpsertOutcome(r.asset_id, r.error.code if r.HasField("error") else 0, r.error.message)
         for r in resp.results
+    ]
+
+
+def pending_analysis(resp: search_pb2.ListPendingAnalysisResponse) -> list[m.PendingAnalysis]:
+    return [
+        m.PendingAnalysis(
+            p.tenant, p.asset_id, p.content_sha256, ts_to_dt(p.updated_at, p.HasField("updated_at"))
+        )
+        for p in resp.assets
     ]
 
 

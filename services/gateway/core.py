@@ -19,6 +19,7 @@ from dataclasses import replace
 import structlog
 
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from services.gateway.analysis_queue import AnalysisQueue, AnalysisQueueConfig
 from services.gateway.auth import Principal
 from services.gateway.backends.base import Analyzer, EncoderClient, SearchClient
 from services.gateway.backends.blobs import BlobStore
@@ -96,6 +97,17 @@ class Gateway:
             admit=self._admit_ingest_item if rate_limits is not None else None,
             drift=self.drift,
         )
+        # Deferred safety + OCR behind the acknowledgement (analysis_mode=deferred); started by the server.
+        self.analysis = AnalysisQueue(
+            search,
+            self.reads,
+            self.images,
+            analyzer,
+            self.ingest_flow,
+            AnalysisQueueConfig.from_settings(settings),
+        )
+        if self.ingest_flow.defers_analysis:
+            self.ingest_flow.on_pending = self.analysis.submit
         self.feedback = (
             FeedbackFlow(feedback_store, policy, settings.feedback_search_ttl_s)
             if feedback_store is not None

@@ -260,6 +260,8 @@ async def build(settings: GatewaySettings) -> App:
         experiments,
     )
     assert gateway.feedback is not None
+    if gateway.ingest_flow.defers_analysis:
+        gateway.analysis.start()  # resumes every asset left pending (e.g. by a killed gateway)
     try:
         await gateway.feedback.refresh_gauges()  # the durable per-arm figures, before any feedback
     except DomainError as exc:
@@ -279,6 +281,7 @@ async def build(settings: GatewaySettings) -> App:
         probes.append(Probe("feedback", feedback_store.healthy, required=False))
 
     async def stop() -> None:
+        await gateway.analysis.close()  # queued items stay pending in the index
         await backends.close()
         await blobs.close()
         await limiter.close()

@@ -18,6 +18,9 @@ from services.common.errors import InvalidArgument, status_number
 from services.common.limits import MAX_FILTER_VALUES, MAX_LIST_VALUES
 from services.search import filters as flt
 from services.search.domain import (
+    ANALYSIS_ANALYSED,
+    ANALYSIS_FAILED,
+    ANALYSIS_PENDING,
     PRIMARY_VECTOR,
     VECTOR_NAME_RE,
     AssetDoc,
@@ -27,6 +30,7 @@ from services.search.domain import (
     Hit,
     ItemFailure,
     ModelRef,
+    PendingAsset,
     SafetyLabel,
     Stats,
     StreamedUpsert,
@@ -52,6 +56,14 @@ _FUSIONS = {
     search_pb2.FUSION_TYPE_RANKED: Fusion.RANKED,
     search_pb2.FUSION_TYPE_ADAPTIVE: Fusion.ADAPTIVE,
 }
+# Asset.analysis_state on the wire <-> AssetDoc.analysis_state ("" = stored before states existed).
+_ANALYSIS_FROM_PB = {
+    common_pb2.ANALYSIS_STATE_UNSPECIFIED: "",
+    common_pb2.ANALYSIS_STATE_PENDING: ANALYSIS_PENDING,
+    common_pb2.ANALYSIS_STATE_ANALYSED: ANALYSIS_ANALYSED,
+    common_pb2.ANALYSIS_STATE_FAILED: ANALYSIS_FAILED,
+}
+_ANALYSIS_TO_PB = {v: k for k, v in _ANALYSIS_FROM_PB.items()}
 _MAX_FILTER_DEPTH = 32
 # google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
 # Outside it a Timestamp has no datetime (protobuf raises ValueError), so it is refused up front.
@@ -109,6 +121,14 @@ def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailu
     except InvalidArgument as exc:  # one bad field fails this item only (the core never writes it)
         license_expires_at = created_at = None
         problem = _failure(exc)
+    analysis_state = _ANALYSIS_FROM_PB.get(a.analysis_state)
+    if analysis_state is None:
+        analysis_state = ANALYSIS_PENDING  # never stored: the item fails below
+        problem = problem or ItemFailure(
+            status_number(InvalidArgument.code),
+            f"asset.analysis_state is {a.analysis_state}, not an AnalysisState "
+            "(0 unspecified, 1 pending, 2 analysed, 3 failed)",
+        )
     doc = AssetDoc(
         asset_id=a.asset_id,
         uri=a.uri,
@@ -128,6 +148,7 @@ def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailu
         content_sha256=a.content_sha256,
         embedding_model=_model(r.image_embedding.model),
         popularity=float(a.popularity),
+        analysis_state=analysis_state,
     )
     vector = None
     named: dict[str, np.ndarray] = {}
@@ -291,6 +312,7 @@ def asset_to_proto(doc: AssetDoc, tenant: str) -> common_pb2.Asset:
         height=doc.height,
         content_sha256=doc.content_sha256,
         popularity=doc.popularity,
+        analysis_state=_ANALYSIS_TO_PB[doc.analysis_state],  # type: ignore[arg-type]
     )
     if doc.license_name or doc.license_expires_at:
         a.license.name = doc.license_name
@@ -413,4 +435,13 @@ def stats_to_proto(stats: Stats, generation: int, backend: str, cache: str) -> s
                 name=v.name, dimension=v.dimension, from_text=v.primary, from_image=True, primary=v.primary
             )
         )
+    return out
+
+
+def pending_to_proto(items: list[PendingAsset]) -> search_pb2.ListPendingAnalysisResponse:
+    out = search_pb2.ListPendingAnalysisResponse()
+    for p in items:
+        m = out.assets.add(tenant=p.tenant, asset_id=p.asset_id, content_sha256=p.content_sha256)
+        if p.updated_at is not None:
+            m.updated_at.CopyFrom(_pb_ts(p.updated_at))
     return out

@@ -29,6 +29,8 @@ from services.search.backends.base import SearchBackend
 from services.search.cache import ResultCache
 from services.search.codec import hits_from_bytes, hits_to_bytes
 from services.search.domain import (
+    ANALYSIS_HIDDEN,
+    ANALYSIS_PENDING,
     SHA256_HEX_RE,
     TENANT_RE,
     AssetDoc,
@@ -37,14 +39,17 @@ from services.search.domain import (
     Hit,
     ItemFailure,
     ModelRef,
+    PendingAsset,
     QueryPlan,
     QueryResult,
     Stats,
     StreamedUpsert,
     UpsertOutcome,
     WriteSummary,
+    analysis_done,
     validate_vector,
 )
+from services.search.filters import analysed_only
 from services.search.metrics import (
     BACKEND_LATENCY,
     CACHE_COALESCED,
@@ -285,13 +290,31 @@ class SearchCore:
             if not a or len(a) > MAX_ASSET_ID_CHARS:
                 raise InvalidArgument(f"asset_ids[{i}] must be 1-{MAX_ASSET_ID_CHARS} characters")
 
-    async def get(self, tenant: str, asset_ids: list[str], include_vectors: bool) -> list[AssetRecord | None]:
+    async def get(
+        self, tenant: str, asset_ids: list[str], include_vectors: bool, include_unanalysed: bool = False
+    ) -> list[AssetRecord | None]:
+        """Assets by id, None where absent. An asset whose analysis is not done is absent too unless
+        `include_unanalysed` (the ingest flow and the analysis worker; never an answer to a caller)."""
         validate_tenant(tenant)
         self._check_batch(len(asset_ids), "get")
         self._check_ids(asset_ids)
         if not await self.backend.tenant_exists(tenant):
             raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
-        return await self.backend.get(tenant, asset_ids, include_vectors)
+        found = await self.backend.get(tenant, asset_ids, include_vectors)
+        if include_unanalysed:
+            return found
+        return [r if r is not None and analysis_done(r.doc.analysis_state) else None for r in found]
+
+    async def pending_analysis(self, tenant: str, limit: int) -> list[PendingAsset]:
+        """Up to `limit` assets whose analysis is pending (one tenant, or every tenant for "")."""
+        if tenant:
+            validate_tenant(tenant)
+        if limit < 0:
+            raise InvalidArgument(f"limit must be 0 (the batch limit) or positive, got {limit}")
+        limit = min(limit or self.settings.max_batch, self.settings.max_batch)
+        if tenant and not await self.backend.tenant_exists(tenant):
+            return []
+        return await self.backend.assets_in_state(tenant or None, ANALYSIS_PENDING, limit)
 
     async def find_by_content_hash(self, tenant: str, digests: list[str]) -> list[ContentHashMatch]:
         """One match per requested digest, in request order, read from the store (never the result
@@ -324,6 +347,9 @@ class SearchCore:
 
     async def query(self, tenant: str, plan: QueryPlan, skip_cache: bool = False) -> QueryResult:
         validate_tenant(tenant)
+        # The one place unanalysed assets are kept out of every query (and of its cache key): an
+        # asset whose safety analysis is not done is never a hit, on any backend.
+        plan = replace(plan, filter=analysed_only(plan.filter, ANALYSIS_HIDDEN))
         start = time.perf_counter()
         cache_name = self.cache.name
         if skip_cache:

@@ -60,11 +60,19 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     async def GetAssets(
         self, request: search_pb2.GetAssetsRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.GetAssetsResponse:
-        found = await self.core.get(request.tenant, list(request.asset_ids), request.include_vectors)
+        found = await self.core.get(
+            request.tenant, list(request.asset_ids), request.include_vectors, request.include_unanalysed
+        )
         return search_pb2.GetAssetsResponse(
             assets=[convert.asset_record_to_proto(r, request.tenant) for r in found if r is not None],
             missing_asset_ids=[a for a, r in zip(request.asset_ids, found, strict=True) if r is None],
         )
+
+    async def ListPendingAnalysis(
+        self, request: search_pb2.ListPendingAnalysisRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.ListPendingAnalysisResponse:
+        found = await self.core.pending_analysis(request.tenant, request.limit)
+        return convert.pending_to_proto(found)
 
     async def FindByContentHash(
         self, request: search_pb2.FindByContentHashRequest, context: grpc.aio.ServicerContext

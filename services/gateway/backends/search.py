@@ -13,7 +13,14 @@ from services.gateway import convert
 from services.gateway.backends.calls import BackendCalls, CircuitBreaker, RetryPolicy
 from services.gateway.backends.errors import BackendError
 from services.gateway.backends.generations import GenerationWatch
-from services.gateway.domain import QueryResult, QuerySpec, StoredAsset, UpsertOutcome, UpsertRecord
+from services.gateway.domain import (
+    PendingAnalysis,
+    QueryResult,
+    QuerySpec,
+    StoredAsset,
+    UpsertOutcome,
+    UpsertRecord,
+)
 
 log = structlog.get_logger("backends")
 
@@ -58,13 +65,29 @@ class GrpcSearchClient:
         return convert.upsert_outcomes(resp)
 
     async def get_assets(
-        self, tenant: str, asset_ids: Sequence[str], include_vectors: bool = False
+        self,
+        tenant: str,
+        asset_ids: Sequence[str],
+        include_vectors: bool = False,
+        include_unanalysed: bool = False,
     ) -> tuple[list[StoredAsset], list[str]]:
-        req = search_pb2.GetAssetsRequest(tenant=tenant, asset_ids=asset_ids, include_vectors=include_vectors)
+        req = search_pb2.GetAssetsRequest(
+            tenant=tenant,
+            asset_ids=asset_ids,
+            include_vectors=include_vectors,
+            include_unanalysed=include_unanalysed,
+        )
         resp = await self._calls.call(
             self._stub.GetAssets, req, self._read_s, idempotent=True, method="GetAssets"
         )
         return convert.stored_assets(resp), list(resp.missing_asset_ids)
+
+    async def pending_analysis(self, limit: int) -> list[PendingAnalysis]:
+        req = search_pb2.ListPendingAnalysisRequest(limit=limit)
+        resp = await self._calls.call(
+            self._stub.ListPendingAnalysis, req, self._read_s, idempotent=True, method="ListPendingAnalysis"
+        )
+        return convert.pending_analysis(resp)
 
     async def find_by_content_hash(self, tenant: str, shas: Sequence[str]) -> dict[str, list[str]]:
         req = search_pb2.FindByContentHashRequest(tenant=tenant, content_sha256=shas)

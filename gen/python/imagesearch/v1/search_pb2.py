@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from imagesearch.v1 import common_pb2 as imagesearch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimagesearch/v1/search.proto\x12\x0eimagesearch.v1\x1a\x1bimagesearch/v1/common.proto\"\x93\x01\n\x0b\x41ssetRecord\x12$\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Asset\x12\x32\n\x0fimage_embedding\x18\x02 \x01(\x0b\x32\x19.imagesearch.v1.Embedding\x12*\n\x07vectors\x18\x03 \x03(\x0b\x32\x19.imagesearch.v1.Embedding\"R\n\x13UpsertAssetsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12+\n\x06\x61ssets\x18\x02 \x03(\x0b\x32\x1b.imagesearch.v1.AssetRecord\"J\n\x0cUpsertResult\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.imagesearch.v1.ItemError\"_\n\x14UpsertAssetsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.UpsertResult\x12\x18\n\x10index_generation\x18\x02 \x01(\x03\"W\n\x19StreamUpsertAssetsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x05\x61sset\x18\x02 \x01(\x0b\x32\x1b.imagesearch.v1.AssetRecord\"J\n\x1aStreamUpsertAssetsResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1c.imagesearch.v1.UpsertResult\"8\n\x13\x44\x65leteAssetsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tasset_ids\x18\x02 \x03(\t\"1\n\x0c\x44\x65leteResult\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"_\n\x14\x44\x65leteAssetsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.DeleteResult\x12\x18\n\x10index_generation\x18\x02 \x01(\x03\"N\n\x10GetAssetsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tasset_ids\x18\x02 \x03(\t\x12\x17\n\x0finclude_vectors\x18\x03 \x01(\x08\"[\n\x11GetAssetsResponse\x12+\n\x06\x61ssets\x18\x01 \x03(\x0b\x32\x1b.imagesearch.v1.AssetRecord\x12\x19\n\x11missing_asset_ids\x18\x02 \x03(\t\"B\n\x18\x46indByContentHashRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontent_sha256\x18\x02 \x03(\t\"=\n\x10\x43ontentHashMatch\x12\x16\n\x0e\x63ontent_sha256\x18\x01 \x01(\t\x12\x11\n\tasset_ids\x18\x02 \x03(\t\"N\n\x19\x46indByContentHashResponse\x12\x31\n\x07matches\x18\x01 \x03(\x0b\x32 .imagesearch.v1.ContentHashMatch\"+\n\x0cKeywordField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x62oost\x18\x02 \x01(\x02\"\xe5\x02\n\x0cQueryRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12)\n\x06vector\x18\x03 \x01(\x0b\x32\x19.imagesearch.v1.Embedding\x12\x12\n\x05\x61lpha\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12*\n\x06\x66usion\x18\x05 \x01(\x0e\x32\x1a.imagesearch.v1.FusionType\x12&\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x16.imagesearch.v1.Filter\x12\r\n\x05limit\x18\x07 \x01(\x05\x12\x0e\n\x06offset\x18\x08 \x01(\x05\x12\x18\n\x10\x63\x61ndidate_window\x18\t \x01(\x05\x12\x34\n\x0ekeyword_fields\x18\n \x03(\x0b\x32\x1c.imagesearch.v1.KeywordField\x12\x17\n\x0finclude_vectors\x18\x0b \x01(\x08\x12\x12\n\nskip_cache\x18\x0c \x01(\x08\x42\x08\n\x06_alpha\"\xaf\x01\n\x0eScoreBreakdown\x12\r\n\x05\x66used\x18\x01 \x01(\x02\x12\x1c\n\x14keyword_contribution\x18\x02 \x01(\x02\x12\x1b\n\x13vector_contribution\x18\x03 \x01(\x02\x12\x0c\n\x04\x62m25\x18\x04 \x01(\x02\x12\x19\n\x11\x63osine_similarity\x18\x05 \x01(\x02\x12\x13\n\x0bvector_name\x18\x06 \x01(\t\x12\x15\n\rvector_weight\x18\x07 \x01(\x02\"\x94\x01\n\x08QueryHit\x12$\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Asset\x12.\n\x06scores\x18\x02 \x01(\x0b\x32\x1e.imagesearch.v1.ScoreBreakdown\x12\x32\n\x0fimage_embedding\x18\x03 \x01(\x0b\x32\x19.imagesearch.v1.Embedding\"a\n\rQueryResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.imagesearch.v1.QueryHit\x12\x0e\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\x12\x18\n\x10index_generation\x18\x03 \x01(\x03\"!\n\x0fGetStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xca\x01\n\x10GetStatsResponse\x12\x13\n\x0b\x61sset_count\x18\x01 \x01(\x03\x12\x18\n\x10index_generation\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\'\n\x05model\x18\x04 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\x12\x11\n\tdimension\x18\x05 \x01(\x05\x12\r\n\x05\x63\x61\x63he\x18\x06 \x01(\t\x12+\n\x07vectors\x18\x07 \x03(\x0b\x32\x1a.imagesearch.v1.VectorSpec\"+\n\x19GetIndexGenerationRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"J\n\x1aGetIndexGenerationResponse\x12\x18\n\x10index_generation\x18\x01 \x01(\x03\x12\x12\n\nconsistent\x18\x02 \x01(\x08\"\x1e\n\x1cWatchIndexGenerationsRequest\"]\n\x1dWatchIndexGenerationsResponse\x12\x12\n\nsubscribed\x18\x01 \x01(\x08\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x18\n\x10index_generation\x18\x03 \x01(\x03*{\n\nFusionType\x12\x1b\n\x17\x46USION_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x46USION_TYPE_RELATIVE_SCORE\x10\x01\x12\x16\n\x12\x46USION_TYPE_RANKED\x10\x02\x12\x18\n\x14\x46USION_TYPE_ADAPTIVE\x10\x03\x32\xf1\x06\n\rSearchService\x12Y\n\x0cUpsertAssets\x12#.imagesearch.v1.UpsertAssetsRequest\x1a$.imagesearch.v1.UpsertAssetsResponse\x12t\n\x12StreamUpsertAssets\x12).imagesearch.v1.StreamUpsertAssetsRequest\x1a*.imagesearch.v1.StreamUpsertAssetsResponse\"\x03\x88\x02\x01(\x01\x30\x01\x12Y\n\x0c\x44\x65leteAssets\x12#.imagesearch.v1.DeleteAssetsRequest\x1a$.imagesearch.v1.DeleteAssetsResponse\x12P\n\tGetAssets\x12 .imagesearch.v1.GetAssetsRequest\x1a!.imagesearch.v1.GetAssetsResponse\x12h\n\x11\x46indByContentHash\x12(.imagesearch.v1.FindByContentHashRequest\x1a).imagesearch.v1.FindByContentHashResponse\x12\x44\n\x05Query\x12\x1c.imagesearch.v1.QueryRequest\x1a\x1d.imagesearch.v1.QueryResponse\x12M\n\x08GetStats\x12\x1f.imagesearch.v1.GetStatsRequest\x1a .imagesearch.v1.GetStatsResponse\x12k\n\x12GetIndexGeneration\x12).imagesearch.v1.GetIndexGenerationRequest\x1a*.imagesearch.v1.GetIndexGenerationResponse\x12v\n\x15WatchIndexGenerations\x12,.imagesearch.v1.WatchIndexGenerationsRequest\x1a-.imagesearch.v1.WatchIndexGenerationsResponse0\x01\x42^\n\x12\x64\x65v.imagesearch.v1P\x01ZFgithub.com/imagesearch/imagesearch/gen/go/imagesearch/v1;imagesearchv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimagesearch/v1/search.proto\x12\x0eimagesearch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bimagesearch/v1/common.proto\"\x93\x01\n\x0b\x41ssetRecord\x12$\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Asset\x12\x32\n\x0fimage_embedding\x18\x02 \x01(\x0b\x32\x19.imagesearch.v1.Embedding\x12*\n\x07vectors\x18\x03 \x03(\x0b\x32\x19.imagesearch.v1.Embedding\"R\n\x13UpsertAssetsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12+\n\x06\x61ssets\x18\x02 \x03(\x0b\x32\x1b.imagesearch.v1.AssetRecord\"J\n\x0cUpsertResult\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12(\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.imagesearch.v1.ItemError\"_\n\x14UpsertAssetsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.UpsertResult\x12\x18\n\x10index_generation\x18\x02 \x01(\x03\"W\n\x19StreamUpsertAssetsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x05\x61sset\x18\x02 \x01(\x0b\x32\x1b.imagesearch.v1.AssetRecord\"J\n\x1aStreamUpsertAssetsResponse\x12,\n\x06result\x18\x01 \x01(\x0b\x32\x1c.imagesearch.v1.UpsertResult\"8\n\x13\x44\x65leteAssetsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tasset_ids\x18\x02 \x03(\t\"1\n\x0c\x44\x65leteResult\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"_\n\x14\x44\x65leteAssetsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.imagesearch.v1.DeleteResult\x12\x18\n\x10index_generation\x18\x02 \x01(\x03\"j\n\x10GetAssetsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tasset_ids\x18\x02 \x03(\t\x12\x17\n\x0finclude_vectors\x18\x03 \x01(\x08\x12\x1a\n\x12include_unanalysed\x18\x04 \x01(\x08\"[\n\x11GetAssetsResponse\x12+\n\x06\x61ssets\x18\x01 \x03(\x0b\x32\x1b.imagesearch.v1.AssetRecord\x12\x19\n\x11missing_asset_ids\x18\x02 \x03(\t\";\n\x1aListPendingAnalysisRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"{\n\x0fPendingAnalysis\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08\x61sset_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontent_sha256\x18\x03 \x01(\t\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x1bListPendingAnalysisResponse\x12/\n\x06\x61ssets\x18\x01 \x03(\x0b\x32\x1f.imagesearch.v1.PendingAnalysis\"B\n\x18\x46indByContentHashRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontent_sha256\x18\x02 \x03(\t\"=\n\x10\x43ontentHashMatch\x12\x16\n\x0e\x63ontent_sha256\x18\x01 \x01(\t\x12\x11\n\tasset_ids\x18\x02 \x03(\t\"N\n\x19\x46indByContentHashResponse\x12\x31\n\x07matches\x18\x01 \x03(\x0b\x32 .imagesearch.v1.ContentHashMatch\"+\n\x0cKeywordField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x62oost\x18\x02 \x01(\x02\"\xe5\x02\n\x0cQueryRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12)\n\x06vector\x18\x03 \x01(\x0b\x32\x19.imagesearch.v1.Embedding\x12\x12\n\x05\x61lpha\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12*\n\x06\x66usion\x18\x05 \x01(\x0e\x32\x1a.imagesearch.v1.FusionType\x12&\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x16.imagesearch.v1.Filter\x12\r\n\x05limit\x18\x07 \x01(\x05\x12\x0e\n\x06offset\x18\x08 \x01(\x05\x12\x18\n\x10\x63\x61ndidate_window\x18\t \x01(\x05\x12\x34\n\x0ekeyword_fields\x18\n \x03(\x0b\x32\x1c.imagesearch.v1.KeywordField\x12\x17\n\x0finclude_vectors\x18\x0b \x01(\x08\x12\x12\n\nskip_cache\x18\x0c \x01(\x08\x42\x08\n\x06_alpha\"\xaf\x01\n\x0eScoreBreakdown\x12\r\n\x05\x66used\x18\x01 \x01(\x02\x12\x1c\n\x14keyword_contribution\x18\x02 \x01(\x02\x12\x1b\n\x13vector_contribution\x18\x03 \x01(\x02\x12\x0c\n\x04\x62m25\x18\x04 \x01(\x02\x12\x19\n\x11\x63osine_similarity\x18\x05 \x01(\x02\x12\x13\n\x0bvector_name\x18\x06 \x01(\t\x12\x15\n\rvector_weight\x18\x07 \x01(\x02\"\x94\x01\n\x08QueryHit\x12$\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x15.imagesearch.v1.Asset\x12.\n\x06scores\x18\x02 \x01(\x0b\x32\x1e.imagesearch.v1.ScoreBreakdown\x12\x32\n\x0fimage_embedding\x18\x03 \x01(\x0b\x32\x19.imagesearch.v1.Embedding\"a\n\rQueryResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.imagesearch.v1.QueryHit\x12\x0e\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\x12\x18\n\x10index_generation\x18\x03 \x01(\x03\"!\n\x0fGetStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xca\x01\n\x10GetStatsResponse\x12\x13\n\x0b\x61sset_count\x18\x01 \x01(\x03\x12\x18\n\x10index_generation\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\'\n\x05model\x18\x04 \x01(\x0b\x32\x18.imagesearch.v1.ModelRef\x12\x11\n\tdimension\x18\x05 \x01(\x05\x12\r\n\x05\x63\x61\x63he\x18\x06 \x01(\t\x12+\n\x07vectors\x18\x07 \x03(\x0b\x32\x1a.imagesearch.v1.VectorSpec\"+\n\x19GetIndexGenerationRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"J\n\x1aGetIndexGenerationResponse\x12\x18\n\x10index_generation\x18\x01 \x01(\x03\x12\x12\n\nconsistent\x18\x02 \x01(\x08\"\x1e\n\x1cWatchIndexGenerationsRequest\"]\n\x1dWatchIndexGenerationsResponse\x12\x12\n\nsubscribed\x18\x01 \x01(\x08\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x18\n\x10index_generation\x18\x03 \x01(\x03*{\n\nFusionType\x12\x1b\n\x17\x46USION_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x46USION_TYPE_RELATIVE_SCORE\x10\x01\x12\x16\n\x12\x46USION_TYPE_RANKED\x10\x02\x12\x18\n\x14\x46USION_TYPE_ADAPTIVE\x10\x03\x32\xe1\x07\n\rSearchService\x12Y\n\x0cUpsertAssets\x12#.imagesearch.v1.UpsertAssetsRequest\x1a$.imagesearch.v1.UpsertAssetsResponse\x12t\n\x12StreamUpsertAssets\x12).imagesearch.v1.StreamUpsertAssetsRequest\x1a*.imagesearch.v1.StreamUpsertAssetsResponse\"\x03\x88\x02\x01(\x01\x30\x01\x12Y\n\x0c\x44\x65leteAssets\x12#.imagesearch.v1.DeleteAssetsRequest\x1a$.imagesearch.v1.DeleteAssetsResponse\x12P\n\tGetAssets\x12 .imagesearch.v1.GetAssetsRequest\x1a!.imagesearch.v1.GetAssetsResponse\x12n\n\x13ListPendingAnalysis\x12*.imagesearch.v1.ListPendingAnalysisRequest\x1a+.imagesearch.v1.ListPendingAnalysisResponse\x12h\n\x11\x46indByContentHash\x12(.imagesearch.v1.FindByContentHashRequest\x1a).imagesearch.v1.FindByContentHashResponse\x12\x44\n\x05Query\x12\x1c.imagesearch.v1.QueryRequest\x1a\x1d.imagesearch.v1.QueryResponse\x12M\n\x08GetStats\x12\x1f.imagesearch.v1.GetStatsRequest\x1a .imagesearch.v1.GetStatsResponse\x12k\n\x12GetIndexGeneration\x12).imagesearch.v1.GetIndexGenerationRequest\x1a*.imagesearch.v1.GetIndexGenerationResponse\x12v\n\x15WatchIndexGenerations\x12,.imagesearch.v1.WatchIndexGenerationsRequest\x1a-.imagesearch.v1.WatchIndexGenerationsResponse0\x01\x42^\n\x12\x64\x65v.imagesearch.v1P\x01ZFgithub.com/imagesearch/imagesearch/gen/go/imagesearch/v1;imagesearchv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,58 +36,64 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.imagesearch.v1P\001ZFgithub.com/imagesearch/imagesearch/gen/go/imagesearch/v1;imagesearchv1'
   _globals['_SEARCHSERVICE'].methods_by_name['StreamUpsertAssets']._loaded_options = None
   _globals['_SEARCHSERVICE'].methods_by_name['StreamUpsertAssets']._serialized_options = b'\210\002\001'
-  _globals['_FUSIONTYPE']._serialized_start=2559
-  _globals['_FUSIONTYPE']._serialized_end=2682
-  _globals['_ASSETRECORD']._serialized_start=77
-  _globals['_ASSETRECORD']._serialized_end=224
-  _globals['_UPSERTASSETSREQUEST']._serialized_start=226
-  _globals['_UPSERTASSETSREQUEST']._serialized_end=308
-  _globals['_UPSERTRESULT']._serialized_start=310
-  _globals['_UPSERTRESULT']._serialized_end=384
-  _globals['_UPSERTASSETSRESPONSE']._serialized_start=386
-  _globals['_UPSERTASSETSRESPONSE']._serialized_end=481
-  _globals['_STREAMUPSERTASSETSREQUEST']._serialized_start=483
-  _globals['_STREAMUPSERTASSETSREQUEST']._serialized_end=570
-  _globals['_STREAMUPSERTASSETSRESPONSE']._serialized_start=572
-  _globals['_STREAMUPSERTASSETSRESPONSE']._serialized_end=646
-  _globals['_DELETEASSETSREQUEST']._serialized_start=648
-  _globals['_DELETEASSETSREQUEST']._serialized_end=704
-  _globals['_DELETERESULT']._serialized_start=706
-  _globals['_DELETERESULT']._serialized_end=755
-  _globals['_DELETEASSETSRESPONSE']._serialized_start=757
-  _globals['_DELETEASSETSRESPONSE']._serialized_end=852
-  _globals['_GETASSETSREQUEST']._serialized_start=854
-  _globals['_GETASSETSREQUEST']._serialized_end=932
-  _globals['_GETASSETSRESPONSE']._serialized_start=934
-  _globals['_GETASSETSRESPONSE']._serialized_end=1025
-  _globals['_FINDBYCONTENTHASHREQUEST']._serialized_start=1027
-  _globals['_FINDBYCONTENTHASHREQUEST']._serialized_end=1093
-  _globals['_CONTENTHASHMATCH']._serialized_start=1095
-  _globals['_CONTENTHASHMATCH']._serialized_end=1156
-  _globals['_FINDBYCONTENTHASHRESPONSE']._serialized_start=1158
-  _globals['_FINDBYCONTENTHASHRESPONSE']._serialized_end=1236
-  _globals['_KEYWORDFIELD']._serialized_start=1238
-  _globals['_KEYWORDFIELD']._serialized_end=1281
-  _globals['_QUERYREQUEST']._serialized_start=1284
-  _globals['_QUERYREQUEST']._serialized_end=1641
-  _globals['_SCOREBREAKDOWN']._serialized_start=1644
-  _globals['_SCOREBREAKDOWN']._serialized_end=1819
-  _globals['_QUERYHIT']._serialized_start=1822
-  _globals['_QUERYHIT']._serialized_end=1970
-  _globals['_QUERYRESPONSE']._serialized_start=1972
-  _globals['_QUERYRESPONSE']._serialized_end=2069
-  _globals['_GETSTATSREQUEST']._serialized_start=2071
-  _globals['_GETSTATSREQUEST']._serialized_end=2104
-  _globals['_GETSTATSRESPONSE']._serialized_start=2107
-  _globals['_GETSTATSRESPONSE']._serialized_end=2309
-  _globals['_GETINDEXGENERATIONREQUEST']._serialized_start=2311
-  _globals['_GETINDEXGENERATIONREQUEST']._serialized_end=2354
-  _globals['_GETINDEXGENERATIONRESPONSE']._serialized_start=2356
-  _globals['_GETINDEXGENERATIONRESPONSE']._serialized_end=2430
-  _globals['_WATCHINDEXGENERATIONSREQUEST']._serialized_start=2432
-  _globals['_WATCHINDEXGENERATIONSREQUEST']._serialized_end=2462
-  _globals['_WATCHINDEXGENERATIONSRESPONSE']._serialized_start=2464
-  _globals['_WATCHINDEXGENERATIONSRESPONSE']._serialized_end=2557
-  _globals['_SEARCHSERVICE']._serialized_start=2685
-  _globals['_SEARCHSERVICE']._serialized_end=3566
+  _globals['_FUSIONTYPE']._serialized_start=2886
+  _globals['_FUSIONTYPE']._serialized_end=3009
+  _globals['_ASSETRECORD']._serialized_start=110
+  _globals['_ASSETRECORD']._serialized_end=257
+  _globals['_UPSERTASSETSREQUEST']._serialized_start=259
+  _globals['_UPSERTASSETSREQUEST']._serialized_end=341
+  _globals['_UPSERTRESULT']._serialized_start=343
+  _globals['_UPSERTRESULT']._serialized_end=417
+  _globals['_UPSERTASSETSRESPONSE']._serialized_start=419
+  _globals['_UPSERTASSETSRESPONSE']._serialized_end=514
+  _globals['_STREAMUPSERTASSETSREQUEST']._serialized_start=516
+  _globals['_STREAMUPSERTASSETSREQUEST']._serialized_end=603
+  _globals['_STREAMUPSERTASSETSRESPONSE']._serialized_start=605
+  _globals['_STREAMUPSERTASSETSRESPONSE']._serialized_end=679
+  _globals['_DELETEASSETSREQUEST']._serialized_start=681
+  _globals['_DELETEASSETSREQUEST']._serialized_end=737
+  _globals['_DELETERESULT']._serialized_start=739
+  _globals['_DELETERESULT']._serialized_end=788
+  _globals['_DELETEASSETSRESPONSE']._serialized_start=790
+  _globals['_DELETEASSETSRESPONSE']._serialized_end=885
+  _globals['_GETASSETSREQUEST']._serialized_start=887
+  _globals['_GETASSETSREQUEST']._serialized_end=993
+  _globals['_GETASSETSRESPONSE']._serialized_start=995
+  _globals['_GETASSETSRESPONSE']._serialized_end=1086
+  _globals['_LISTPENDINGANALYSISREQUEST']._serialized_start=1088
+  _globals['_LISTPENDINGANALYSISREQUEST']._serialized_end=1147
+  _globals['_PENDINGANALYSIS']._serialized_start=1149
+  _globals['_PENDINGANALYSIS']._serialized_end=1272
+  _globals['_LISTPENDINGANALYSISRESPONSE']._serialized_start=1274
+  _globals['_LISTPENDINGANALYSISRESPONSE']._serialized_end=1352
+  _globals['_FINDBYCONTENTHASHREQUEST']._serialized_start=1354
+  _globals['_FINDBYCONTENTHASHREQUEST']._serialized_end=1420
+  _globals['_CONTENTHASHMATCH']._serialized_start=1422
+  _globals['_CONTENTHASHMATCH']._serialized_end=1483
+  _globals['_FINDBYCONTENTHASHRESPONSE']._serialized_start=1485
+  _globals['_FINDBYCONTENTHASHRESPONSE']._serialized_end=1563
+  _globals['_KEYWORDFIELD']._serialized_start=1565
+  _globals['_KEYWORDFIELD']._serialized_end=1608
+  _globals['_QUERYREQUEST']._serialized_start=1611
+  _globals['_QUERYREQUEST']._serialized_end=1968
+  _globals['_SCOREBREAKDOWN']._serialized_start=1971
+  _globals['_SCOREBREAKDOWN']._serialized_end=2146
+  _globals['_QUERYHIT']._serialized_start=2149
+  _globals['_QUERYHIT']._serialized_end=2297
+  _globals['_QUERYRESPONSE']._serialized_start=2299
+  _globals['_QUERYRESPONSE']._serialized_end=2396
+  _globals['_GETSTATSREQUEST']._serialized_start=2398
+  _globals['_GETSTATSREQUEST']._serialized_end=2431
+  _globals['_GETSTATSRESPONSE']._serialized_start=2434
+  _globals['_GETSTATSRESPONSE']._serialized_end=2636
+  _globals['_GETINDEXGENERATIONREQUEST']._serialized_start=2638
+  _globals['_GETINDEXGENERATIONREQUEST']._serialized_end=2681
+  _globals['_GETINDEXGENERATIONRESPONSE']._serialized_start=2683
+  _globals['_GETINDEXGENERATIONRESPONSE']._serialized_end=2757
+  _globals['_WATCHINDEXGENERATIONSREQUEST']._serialized_start=2759
+  _globals['_WATCHINDEXGENERATIONSREQUEST']._serialized_end=2789
+  _globals['_WATCHINDEXGENERATIONSRESPONSE']._serialized_start=2791
+  _globals['_WATCHINDEXGENERATIONSRESPONSE']._serialized_end=2884
+  _globals['_SEARCHSERVICE']._serialized_start=3012
+  _globals['_SEARCHSERVICE']._serialized_end=4005
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from imagesearch.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -91,14 +92,16 @@ class DeleteAssetsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[DeleteResult, _Mapping]]] = ..., index_generation: _Optional[int] = ...) -> None: ...
 
 class GetAssetsRequest(_message.Message):
-    __slots__ = ("tenant", "asset_ids", "include_vectors")
+    __slots__ = ("tenant", "asset_ids", "include_vectors", "include_unanalysed")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ASSET_IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_UNANALYSED_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     asset_ids: _containers.RepeatedScalarFieldContainer[str]
     include_vectors: bool
-    def __init__(self, tenant: _Optional[str] = ..., asset_ids: _Optional[_Iterable[str]] = ..., include_vectors: bool = ...) -> None: ...
+    include_unanalysed: bool
+    def __init__(self, tenant: _Optional[str] = ..., asset_ids: _Optional[_Iterable[str]] = ..., include_vectors: bool = ..., include_unanalysed: bool = ...) -> None: ...
 
 class GetAssetsResponse(_message.Message):
     __slots__ = ("assets", "missing_asset_ids")
@@ -107,6 +110,32 @@ class GetAssetsResponse(_message.Message):
     assets: _containers.RepeatedCompositeFieldContainer[AssetRecord]
     missing_asset_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, assets: _Optional[_Iterable[_Union[AssetRecord, _Mapping]]] = ..., missing_asset_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListPendingAnalysisRequest(_message.Message):
+    __slots__ = ("tenant", "limit")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    limit: int
+    def __init__(self, tenant: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class PendingAnalysis(_message.Message):
+    __slots__ = ("tenant", "asset_id", "content_sha256", "updated_at")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    asset_id: str
+    content_sha256: str
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, tenant: _Optional[str] = ..., asset_id: _Optional[str] = ..., content_sha256: _Optional[str] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListPendingAnalysisResponse(_message.Message):
+    __slots__ = ("assets",)
+    ASSETS_FIELD_NUMBER: _ClassVar[int]
+    assets: _containers.RepeatedCompositeFieldContainer[PendingAnalysis]
+    def __init__(self, assets: _Optional[_Iterable[_Union[PendingAnalysis, _Mapping]]] = ...) -> None: ...
 
 class FindByContentHashRequest(_message.Message):
     __slots__ = ("tenant", "content_sha256")
