@@ -241,6 +241,13 @@ class AnalysisSettings(BaseModel):
         "pending) until safety + OCR ran behind it from the durable queue (the index); inline: analysed "
         "before the acknowledgement (docs/PERFORMANCE.md, deferred analysis, has the figures).",
     )
+    analysis_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Deferred analysis: niceness added to the analysis threads, so the detectors use the "
+        "CPU that acknowledging leaves (0 = same priority as ingest).",
+    )
     analysis_paused: bool = Field(
         False,
         description="Hold the deferred analysis worker (pending assets stay stored and invisible; it "

@@ -176,3 +176,25 @@ async def test_inline_mode_analyses_before_the_acknowledgement() -> None:
     acks = await run_ingest(w, [item("sign", "road", color=TEXT_GREEN)])
     assert acks["sign"].analysis_state is AnalysisState.ANALYSED and acks["sign"].ocr_text == "exit 42"
     assert ids(await w.gw.search(ALICE, SearchQuery(text="exit"))) == ["sign"]
+
+
+def test_deferred_analysis_threads_run_at_a_lower_priority() -> None:
+    """analysis_nice: the detectors' threads are niced (Linux, per thread), the rest of the process is not."""
+    import os
+    import threading
+
+    from services.gateway.analysis import ImageAnalyzer
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    for nice in (0, 7):
+        a = ImageAnalyzer(
+            safety=False, ocr=False, threads=1, ocr_max_side=640, ocr_min_confidence=0.6, nice=nice
+        )
+        try:
+            assert a._pool.submit(niceness).result() == min(19, base + nice)
+        finally:
+            a.close()
+    assert niceness() == base

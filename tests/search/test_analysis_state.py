@@ -6,14 +6,18 @@ is the durable analysis queue; an asset stored without a state counts as analyse
 from __future__ import annotations
 
 import uuid
+from unittest import mock
 
 import grpc
 import numpy as np
 import pytest
 from imagesearch.v1 import common_pb2, search_pb2
 
+from devstack import StackInfo
+from services.search.domain import ANALYSIS_HIDDEN, AssetDoc, AssetRecord, Fusion, ModelRef, QueryPlan
+from services.search.filters import analysed_only
 from tests.search.conftest import Service
-from tests.search.helpers import cond, embedding, record, unit
+from tests.search.helpers import DIM, MODEL, cond, embedding, record, unit
 
 RNG = np.random.default_rng(19)
 STATE = common_pb2.AnalysisState
@@ -150,3 +154,64 @@ def test_bad_states_and_filters_are_refused_precisely(search_service: Service) -
     with pytest.raises(grpc.RpcError) as err:
         search_service.stub.ListPendingAnalysis(search_pb2.ListPendingAnalysisRequest(limit=-1))
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.integration
+async def test_a_weaviate_collection_made_before_analysis_states_gets_the_state_and_stays_visible(
+    search_stack: StackInfo,
+) -> None:
+    """Upgrade: a collection (and objects) from before analysis states; the next start adds the property;
+    the old objects, which have no state, count as analysed, and new pending objects are hidden."""
+    from services.search.backends.weaviate import backend as wb
+    from services.search.backends.weaviate import schema
+
+    name = f"Old{uuid.uuid4().hex[:12]}"
+    args = ("127.0.0.1", search_stack.weaviate_http_port, search_stack.weaviate_grpc_port, name, 10.0, 10.0)
+    hnsw = {"max_connections": 16, "ef_construction": 64, "ef": 64}
+    old_props = [p for p in schema.collection_properties() if p.name != "analysis_state"]
+
+    async def _unchanged(self: object, client: object) -> None:
+        return None
+
+    with (
+        mock.patch.object(wb, "collection_properties", lambda: old_props),
+        mock.patch.object(wb.WeaviateBackend, "_add_analysis_state", _unchanged),
+    ):
+        old = wb.WeaviateBackend(*args, hnsw)
+        await old.start()
+        model = ModelRef(*MODEL)
+        await old.set_collection_model(model, DIM)
+        legacy = AssetRecord(AssetDoc("legacy", caption="zebra", embedding_model=model), unit(RNG))
+        assert await old.upsert("t1", [legacy]) == [None]
+        await old.close()
+    new = wb.WeaviateBackend(*args, hnsw)
+    await new.start()
+    try:
+        # Added at start (not left to Weaviate's auto-schema on the first write, which would tokenize
+        # it by words), and filterable before any object has a value.
+        assert new._client is not None
+        config = await new._client.collections.get(name).config.get()
+        prop = next(p for p in config.properties if p.name == "analysis_state")
+        assert prop.tokenization is not None and prop.tokenization.value == "field"
+        assert prop.index_filterable
+        pending = AssetRecord(
+            AssetDoc("pending", caption="zebra", embedding_model=ModelRef(*MODEL), analysis_state="pending"),
+            unit(RNG),
+        )
+        assert await new.upsert("t1", [pending]) == [None]
+        plan = QueryPlan(
+            text="zebra",
+            vector=None,
+            alpha=0.0,
+            fusion=Fusion.RELATIVE_SCORE,
+            filter=analysed_only(None, ANALYSIS_HIDDEN),
+            limit=10,
+            offset=0,
+            window=100,
+            keyword_fields=(("caption", 1.0),),
+            include_vectors=False,
+        )
+        assert [h.doc.asset_id for h in await new.query("t1", plan)] == ["legacy"]
+        assert [p.asset_id for p in await new.assets_in_state(None, "pending", 10)] == ["pending"]
+    finally:
+        await new.close()

@@ -86,6 +86,7 @@ def make_backends(settings: GatewaySettings) -> Backends:
         analyzer=ImageAnalyzer(
             safety=settings.safety_enabled,
             ocr=settings.ocr_enabled,
+            nice=settings.analysis_nice if settings.analysis_mode == "deferred" else 0,
             threads=settings.analysis_threads,
             ocr_max_side=settings.ocr_max_side,
             ocr_min_confidence=settings.ocr_min_confidence,
