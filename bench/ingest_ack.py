@@ -7,8 +7,8 @@ the same images; and time-to-visible (acknowledgement -> analysed, searchable) p
     python -m bench.ingest_ack --images 96 --json out.json
     python -m bench.ingest_ack --package photo   # the suite's default model (a heavier encoder)
 
-One encoder and one search service; four gateways on them: deferred analysis with the default
-analysis_nice 10 (the suite's), deferred with analysis_nice 0, inline analysis, and safety + OCR off.
+One encoder and one search service; four gateways on them: deferred analysis with analysis_nice 0 (the
+default), deferred with analysis_nice 10, inline analysis, and safety + OCR off.
 Phases, in order, on the same images (the previous run's assets deleted between runs, so every run
 stores, encodes and writes everything):
   1. encoder-only: EncodeImages alone at the gateway's batch size (16) and concurrency (2);
@@ -17,7 +17,7 @@ stores, encodes and writes everything):
      worker has drained, ListPendingAnalysis on the search service every --poll-ms says which items are
      still pending: time-to-visible of an item = first poll not listing it - its acknowledgement;
      analysed images/s = images / (last visible - first request);
-  4. the same with analysis_nice 0 (the detectors at the acknowledgements' priority);
+  4. the same with analysis_nice 10 (the detectors below the acknowledgements' priority);
   5. ingest, inline (analysed before each acknowledgement);
   6. encoder-only again (the baseline is the mean of 1 and 6).
 """
@@ -94,7 +94,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
     ).start()
     inline = _gateway(suite, analysis_mode="inline")
-    same_priority = _gateway(suite, analysis_mode="deferred", analysis_nice="0")
+    niced = _gateway(suite, analysis_mode="deferred", analysis_nice="10")
     bare = _gateway(suite, safety_enabled="false", ocr_enabled="false")
     results: dict[str, Any] = {
         "mode": "stack" if args.stack else "embedded",
@@ -105,7 +105,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with (
             grpc.aio.insecure_channel(suite.gateway.address, options=_OPTS) as dch,  # type: ignore[union-attr]
             grpc.aio.insecure_channel(inline.address, options=_OPTS) as ich,
-            grpc.aio.insecure_channel(same_priority.address, options=_OPTS) as zch,
+            grpc.aio.insecure_channel(niced.address, options=_OPTS) as zch,
             grpc.aio.insecure_channel(bare.address, options=_OPTS) as bch,
             grpc.aio.insecure_channel(suite.encoder.address, options=_OPTS) as ech,  # type: ignore[union-attr]
             grpc.aio.insecure_channel(suite.search.address, options=_OPTS) as sch,  # type: ignore[union-attr]
@@ -204,22 +204,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "outcomes": counts,
                 }
 
-            low = await deferred(dch, "def-")
-            same = await deferred(zch, "dz-")
+            same = await deferred(dch, "def-")
+            low = await deferred(zch, "dn-")
 
             _, inl_ips, inl_counts = await ingest(ich, "inl-")
             await delete("inl-")
             enc_after = await encoder_only()
             enc = statistics.mean([enc_before, enc_after])
-            for d in (low, same):
+            for d in (same, low):
                 d["ack_ratio"] = d["ack_img_s"] / enc
             results["ingest_ack"] = {
                 "encoder_only_img_s": enc,
                 "encoder_only_runs": [enc_before, enc_after],
                 "safety_ocr_off_img_s": bare_ips,
                 "safety_ocr_off_ratio": bare_ips / enc,
-                "deferred": low,
-                "deferred_same_priority": same,
+                "deferred": same,
+                "deferred_nice10": low,
                 "inline_ack_img_s": inl_ips,
                 "inline_ack_ratio": inl_ips / enc,
                 "poll_ms": args.poll_ms,
@@ -228,7 +228,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         bare.stop()
         inline.stop()
-        same_priority.stop()
+        niced.stop()
         suite.stop()
     return results
 
@@ -243,7 +243,7 @@ def report(r: dict[str, Any]) -> None:
         ("encoder-only (EncodeImages alone)", a["encoder_only_img_s"], 1.0, ""),
         ("ingest, safety + OCR off", a["safety_ocr_off_img_s"], a["safety_ocr_off_ratio"], ""),
     ]
-    for key, name in (("deferred", "deferred, nice 10"), ("deferred_same_priority", "deferred, nice 0")):
+    for key, name in (("deferred", "deferred (nice 0)"), ("deferred_nice10", "deferred, nice 10")):
         d = a[key]
         t = d["time_to_visible"]
         rows.append(

@@ -242,11 +242,11 @@ class AnalysisSettings(BaseModel):
         "before the acknowledgement (docs/PERFORMANCE.md, deferred analysis, has the figures).",
     )
     analysis_nice: int = Field(
-        10,
+        0,
         ge=0,
         le=19,
-        description="Deferred analysis: niceness added to the analysis threads, so the detectors use the "
-        "CPU that acknowledging leaves (0 = same priority as ingest).",
+        description="Deferred analysis: niceness added to the analysis threads (e.g. 10: the detectors "
+        "take the CPU that acknowledging leaves; 0 = the same priority; docs/PERFORMANCE.md).",
     )
     analysis_paused: bool = Field(
         False,
