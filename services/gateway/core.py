@@ -186,7 +186,8 @@ class Gateway:
         self.policy.authorize(principal, action, target=asset_id)
         _check_asset_id(asset_id)
         tenant = principal.tenant
-        found = await self.reads.get(tenant, [asset_id], include_vectors=False)
+        # An asset still being analysed is deleted too (with its images): nothing of it is returned.
+        found = await self.reads.get(tenant, [asset_id], include_vectors=False, include_unanalysed=True)
         sha = next((s.asset.content_sha256 for s in found if s.asset.asset_id == asset_id), "")
         try:
             results = await self._search.delete_assets(tenant, [asset_id])

@@ -198,3 +198,19 @@ def test_deferred_analysis_threads_run_at_a_lower_priority() -> None:
         finally:
             a.close()
     assert niceness() == base
+
+
+async def test_deleting_a_pending_asset_removes_it_and_its_images() -> None:
+    w = deferred()
+    await run_ingest(w, [item("fresh", "kite", color=TEXT_GREEN)])
+    sha = w.search.store[("acme", "fresh")].asset.content_sha256
+    assert await w.gw.images.kept("acme", sha)
+    await w.gw.delete_asset(ALICE, "fresh")
+    assert ("acme", "fresh") not in w.search.store
+    assert not await w.gw.images.kept("acme", sha)
+    w.gw.analysis.start()  # the queued job finds nothing to analyse
+    try:
+        await settled(w)
+    finally:
+        await w.gw.analysis.close()
+    assert ("acme", "fresh") not in w.search.store and w.analyzer.calls == 0
