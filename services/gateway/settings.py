@@ -139,6 +139,12 @@ class SearchFlowSettings(BaseModel):
     rerank_candidate_window: int = Field(
         100, ge=1, le=MAX_QUERY_LIMIT, description="First-stage candidates reranked."
     )
+    rerank_vector_encoding: Literal["per_hit", "float32", "float16"] = Field(
+        "float32",
+        description="How the candidates' vectors come from the search service: one packed matrix "
+        "(float32, or float16 at half the bytes, cosine within 1e-3) or one float32 message per hit "
+        "(before issue 19 part 3; docs/PERFORMANCE.md).",
+    )
     rerank_text_weight: float = Field(
         0.5, ge=0, le=1, description="Text share of text + image fusion (image gets the rest)."
     )

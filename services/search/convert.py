@@ -335,7 +335,50 @@ def _embedding(vec: np.ndarray, model: ModelRef | None, name: str = "") -> commo
     return e
 
 
-def hit_to_proto(h: Hit, tenant: str) -> search_pb2.QueryHit:
+# Packed candidate vectors (QueryRequest.packed_vector_encoding): numpy dtype per encoding.
+_PACKED_DTYPES = {search_pb2.VECTOR_ENCODING_FLOAT32: "<f4", search_pb2.VECTOR_ENCODING_FLOAT16: "<f2"}
+
+
+def packed_encoding(request: search_pb2.QueryRequest) -> int:
+    """The request's packed_vector_encoding (UNSPECIFIED: not packed); InvalidArgument when unknown."""
+    value = request.packed_vector_encoding
+    if value != search_pb2.VECTOR_ENCODING_UNSPECIFIED and value not in _PACKED_DTYPES:
+        raise InvalidArgument(
+            f"packed_vector_encoding {value} is not a VectorEncoding; use VECTOR_ENCODING_FLOAT16, "
+            "VECTOR_ENCODING_FLOAT32 or leave it unset (one float32 image_embedding per hit)"
+        )
+    return value
+
+
+def query_response(hits: list[Hit], tenant: str, packed: int) -> search_pb2.QueryResponse:
+    """The hits; with `packed` (a VectorEncoding), their vectors as one matrix (one conversion for the
+    whole window instead of one message per hit)."""
+    dtype = _PACKED_DTYPES.get(packed)
+    if dtype is None:
+        return search_pb2.QueryResponse(hits=[hit_to_proto(h, tenant) for h in hits])
+    out = search_pb2.QueryResponse(hits=[hit_to_proto(h, tenant, with_vector=False) for h in hits])
+    vectors = [h.vector for h in hits]
+    dim = next((len(v) for v in vectors if v is not None), 0)
+    if dim:
+        matrix = np.zeros((len(hits), dim), dtype=dtype)
+        missing = []
+        for i, v in enumerate(vectors):
+            if v is None:
+                missing.append(i)
+            else:
+                matrix[i] = v
+        out.packed_vectors.CopyFrom(
+            search_pb2.PackedVectors(
+                encoding=packed,  # type: ignore[arg-type]
+                dimension=dim,
+                values=matrix.tobytes(),
+                missing_rows=missing,
+            )
+        )
+    return out
+
+
+def hit_to_proto(h: Hit, tenant: str, with_vector: bool = True) -> search_pb2.QueryHit:
     s = h.scores
     out = search_pb2.QueryHit(
         asset=asset_to_proto(h.doc, tenant),
@@ -349,7 +392,7 @@ def hit_to_proto(h: Hit, tenant: str) -> search_pb2.QueryHit:
             vector_weight=s.vector_weight,
         ),
     )
-    if h.vector is not None:
+    if with_vector and h.vector is not None:
         out.image_embedding.CopyFrom(_embedding(h.vector, h.doc.embedding_model, s.vector_name))
     return out
 

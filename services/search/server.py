@@ -85,13 +85,12 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     ) -> search_pb2.QueryResponse:
         validate_tenant(request.tenant)  # before the query's own problems: a bad tenant is the first to fix
         query = convert.query_from_proto(request, max_filter_nodes=self.core.settings.max_filter_nodes)
+        packed = convert.packed_encoding(request)
         plan = await self.core.plan(**query)
         result = await self.core.query(request.tenant, plan, skip_cache=request.skip_cache)
-        return search_pb2.QueryResponse(
-            hits=[convert.hit_to_proto(h, request.tenant) for h in result.hits],
-            cached=result.cached,
-            index_generation=result.generation,
-        )
+        out = convert.query_response(result.hits, request.tenant, packed)
+        out.cached, out.index_generation = result.cached, result.generation
+        return out
 
     async def GetStats(
         self, request: search_pb2.GetStatsRequest, context: grpc.aio.ServicerContext

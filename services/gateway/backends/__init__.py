@@ -73,6 +73,7 @@ def make_backends(settings: GatewaySettings) -> Backends:
             retry,
             settings.search_query_deadline_s,
             settings.search_write_deadline_s,
+            vector_encoding=settings.rerank_vector_encoding,
             watch=(
                 (
                     settings.max_tenants_tracked,

@@ -34,7 +34,9 @@ class GrpcSearchClient:
         query_deadline_s: float,
         write_deadline_s: float,
         watch: tuple[int, float, float] | None = None,  # (max tenants, renew s, retry s); None: no watch
+        vector_encoding: str = "per_hit",  # candidates' vectors: "per_hit", or packed "float32"/"float16"
     ) -> None:
+        self._packed = convert.PACKED_ENCODINGS[vector_encoding]
         self._stub = search_pb2_grpc.SearchServiceStub(ch)
         self._calls = BackendCalls("search", breaker, retry)
         self._read_s = query_deadline_s
@@ -52,7 +54,7 @@ class GrpcSearchClient:
             self.watch.wrote(tenant, generation)
 
     async def query(self, spec: QuerySpec) -> QueryResult:
-        req = convert.query_request(spec)
+        req = convert.query_request(spec, self._packed)
         resp = await self._calls.call(self._stub.Query, req, self._read_s, idempotent=True, method="Query")
         return convert.query_result(resp)
 
