@@ -78,6 +78,8 @@ class AnalysisQueueConfig:
             queue_max=s.analysis_queue_max,
             # One more than the analysis threads: the next image is read while one is analysed.
             workers=s.analysis_threads + 1,
+            # Within the search service's batch limit, as every batched call of the ingest flow.
+            scan_batch=s.ingest_upsert_batch,
         )
 
 

@@ -309,9 +309,10 @@ class SearchCore:
         """Up to `limit` assets whose analysis is pending (one tenant, or every tenant for "")."""
         if tenant:
             validate_tenant(tenant)
-        if limit < 0:
-            raise InvalidArgument(f"limit must be 0 (the batch limit) or positive, got {limit}")
-        limit = min(limit or self.settings.max_batch, self.settings.max_batch)
+        top = self.settings.max_batch
+        if not 0 <= limit <= top:
+            raise InvalidArgument(f"limit must be 1 to {top} (0: {top}), got {limit}")
+        limit = limit or top
         if tenant and not await self.backend.tenant_exists(tenant):
             return []
         return await self.backend.assets_in_state(tenant or None, ANALYSIS_PENDING, limit)

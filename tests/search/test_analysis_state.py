@@ -151,9 +151,11 @@ def test_bad_states_and_filters_are_refused_precisely(search_service: Service) -
         )
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "unknown filter field 'analysis_state'" in (err.value.details() or "")
-    with pytest.raises(grpc.RpcError) as err:
-        search_service.stub.ListPendingAnalysis(search_pb2.ListPendingAnalysisRequest(limit=-1))
-    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    for limit in (-1, 1001):
+        with pytest.raises(grpc.RpcError) as err:
+            search_service.stub.ListPendingAnalysis(search_pb2.ListPendingAnalysisRequest(limit=limit))
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert f"limit must be 1 to 1000 (0: 1000), got {limit}" in (err.value.details() or "")
 
 
 @pytest.mark.integration
