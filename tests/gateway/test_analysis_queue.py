@@ -83,7 +83,8 @@ async def test_a_restarted_worker_resumes_every_pending_asset_from_the_index() -
     colors = [TEXT_GREEN if i % 2 else (9, 9, 9) for i in range(6)]
     await run_ingest(w, [item(f"p{i}", f"thing{i}", color=c) for i, c in enumerate(colors)])
     # A fresh gateway over the same index and object store: nothing in memory, all pending.
-    fresh = deferred(search=w.search, blob_dir=w.blob_dir)
+    # It lists them in pages of 2 (its upsert batch): a full page is followed by the next at once.
+    fresh = deferred(search=w.search, blob_dir=w.blob_dir, ingest_upsert_batch=2)
     assert fresh.gw.analysis.held == 0
     fresh.gw.analysis.start()
     try:
