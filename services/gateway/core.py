@@ -106,7 +106,7 @@ class Gateway:
             self.ingest_flow,
             AnalysisQueueConfig.from_settings(settings),
         )
-        if self.ingest_flow.defers_analysis:
+        if analyzer.enabled:  # also inline: a failed asset re-sent is analysed again by the worker
             self.ingest_flow.on_pending = self.analysis.submit
         self.feedback = (
             FeedbackFlow(feedback_store, policy, settings.feedback_search_ttl_s)

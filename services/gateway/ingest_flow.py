@@ -283,7 +283,7 @@ class IngestFlow:
         old = existing.asset
         await self._keep_missing_images(tenant, old.content_sha256, item.image)
         # Re-sending the bytes of an asset whose analysis failed queues it again.
-        retry = old.analysis_state is AnalysisState.FAILED and self.defers_analysis
+        retry = old.analysis_state is AnalysisState.FAILED and self._analyzer.enabled
         if _same_metadata(old, item) and not retry:
             return _ack(IngestOutcome.UNCHANGED, old)
         if existing.vector is None:

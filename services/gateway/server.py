@@ -260,8 +260,9 @@ async def build(settings: GatewaySettings) -> App:
         experiments,
     )
     assert gateway.feedback is not None
-    if gateway.ingest_flow.defers_analysis:
-        gateway.analysis.start()  # resumes every asset left pending (e.g. by a killed gateway)
+    if backends.analyzer.enabled:
+        # Resumes every asset left pending (by a killed gateway, or before a switch to inline mode).
+        gateway.analysis.start()
     try:
         await gateway.feedback.refresh_gauges()  # the durable per-arm figures, before any feedback
     except DomainError as exc:

@@ -215,3 +215,26 @@ async def test_deleting_a_pending_asset_removes_it_and_its_images() -> None:
     finally:
         await w.gw.analysis.close()
     assert ("acme", "fresh") not in w.search.store and w.analyzer.calls == 0
+
+
+async def test_after_a_switch_to_inline_mode_leftover_pending_and_failed_assets_are_analysed() -> None:
+    w = deferred(analysis_retry_attempts=1)
+    w.analyzer = FlakyAnalyzer(failures=1)
+    w.gw.analysis._analyzer = w.analyzer
+    await run_ingest(w, [item("failed", "gate", color=TEXT_GREEN)])
+    w.gw.analysis.start()
+    try:
+        await settled(w)
+    finally:
+        await w.gw.analysis.close()
+    assert state(w, "failed") is AnalysisState.FAILED
+    await run_ingest(w, [item("left", "road", color=TEXT_GREEN)])  # pending when the mode changes
+    inline = World(analysis_mode="inline", search=w.search, blob_dir=w.blob_dir)
+    inline.gw.analysis.start()
+    try:
+        acks = await run_ingest(inline, [item("failed", "gate", color=TEXT_GREEN)])  # re-sent
+        assert acks["failed"].analysis_state is AnalysisState.PENDING
+        await settled(inline)
+    finally:
+        await inline.gw.analysis.close()
+    assert state(w, "left") is AnalysisState.ANALYSED and state(w, "failed") is AnalysisState.ANALYSED
