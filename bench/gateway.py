@@ -7,8 +7,10 @@ in the same run.
 
 What it measures (loopback only; bounded by --images/--queries and --max-seconds per phase):
 - ingest: images/s end to end through GatewayService.Ingest (validate, hash, dedupe, safety + OCR,
-  encode, upsert, ack), with analysis on and off, against encoder-only images/s (EncodeImages in the
-  gateway's own batch size and concurrency) measured in the same run on the same images;
+  encode, upsert, ack), with analysis on (inline, before the acknowledgement: the test suite's gateway
+  setting; bench/ingest_ack.py measures deferred analysis) and off, against encoder-only images/s
+  (EncodeImages in the gateway's own batch size and concurrency) measured in the same run on the same
+  images;
 - text search: p50/p95/p99 uncached (unique texts: encoder + first stage + rerank) and cached
   (repeated text: query-vector LRU + first-stage cache hit + rerank), and QPS at --concurrency;
   baselines: EncodeTexts alone and SearchService.Query alone;

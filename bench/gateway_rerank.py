@@ -13,6 +13,10 @@ variant sees the same candidates:
 - text + image queries (caption + one example of the group, the example excluded): z-score fusion vs a
   raw weighted sum of cosines vs text only vs image only.
 
+Then the window's transfer (issue 19 part 3): Query with 100 vectors + the gateway's conversion
+(convert.query_result), one float32 embedding per hit against packed float32 / float16 matrices, the
+same queries interleaved; and whether float16 vectors change the reranked page.
+
 Metrics at 10: nDCG, recall, distinct relevant items, near-duplicate pairs (same bytes or cosine > 0.97
 between results), intra-list diversity (mean 1 - cosine between results), and each step's time.
 """
@@ -239,6 +243,65 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             out["text"] = {k: mean(v) for k, v in text_rows.items()}
             out["step_ms_window100"] = {k: float(np.mean(v)) for k, v in timings.items()}
 
+            # The window's transfer (issue 19 part 3): the same queries' first stage as the gateway
+            # fetches and converts it (Query + convert.query_result), with one float32 embedding per
+            # hit (before) and packed float32 / float16 matrices, interleaved per query; and whether
+            # float16 changes the reranked page.
+            encodings = {
+                "per hit (float32)": search_pb2.VECTOR_ENCODING_UNSPECIFIED,
+                "packed float32": search_pb2.VECTOR_ENCODING_FLOAT32,
+                "packed float16": search_pb2.VECTOR_ENCODING_FLOAT16,
+            }
+            xfer_ms: dict[str, list[float]] = defaultdict(list)
+            conv_ms: dict[str, list[float]] = defaultdict(list)
+            xfer_bytes: dict[str, list[int]] = defaultdict(list)
+            same_page: list[float] = []
+            ndcg_f16: list[float] = []
+            ndcg_f32: list[float] = []
+            for _ in range(args.transfer_rounds):
+                for g in query_groups:
+                    caption = captions[groups[g][0]]
+                    qv, model = await embed_text(caption)
+                    pages: dict[str, list[str]] = {}
+                    for name, enc_value in encodings.items():
+                        req = search_pb2.QueryRequest(
+                            tenant="globex",
+                            text=caption,
+                            vector=common_pb2.Embedding(values=qv.astype("<f4").tobytes(), model=model),
+                            alpha=0.75,
+                            limit=100,
+                            include_vectors=True,
+                            packed_vector_encoding=enc_value,  # type: ignore[arg-type]
+                        )
+                        t0 = time.perf_counter()
+                        resp = await srch.Query(req)
+                        t1 = time.perf_counter()
+                        result = convert.query_result(resp)
+                        t2 = time.perf_counter()
+                        xfer_ms[name].append((t2 - t0) * 1000)
+                        conv_ms[name].append((t2 - t1) * 1000)
+                        xfer_bytes[name].append(resp.ByteSize())
+                        ranked, _ = rerank(result.hits, cfg(0.99, 0.7), text_vector=qv, top_k=K)
+                        pages[name] = [r.hit.asset.asset_id for r in ranked]
+                        if name != "per hit (float32)":
+                            vectors = {h.asset.asset_id: h.vector for h in result.hits}
+                            target = ndcg_f16 if name == "packed float16" else ndcg_f32
+                            target.append(metrics(pages[name], vectors, set(groups[g]), dup_of)["ndcg"])  # type: ignore[arg-type]
+                    same_page.append(float(pages["packed float16"] == pages["per hit (float32)"]))
+            out["window_transfer"] = {
+                name: {
+                    "query_and_convert_ms_p50": float(np.percentile(xfer_ms[name], 50)),
+                    "query_and_convert_ms_mean": float(np.mean(xfer_ms[name])),
+                    "convert_ms_mean": float(np.mean(conv_ms[name])),
+                    "response_bytes_mean": float(np.mean(xfer_bytes[name])),
+                    "n": len(xfer_ms[name]),
+                }
+                for name in encodings
+            }
+            out["float16_same_page_share"] = float(np.mean(same_page)) if same_page else 0.0
+            out["float16_ndcg"] = float(np.mean(ndcg_f16)) if ndcg_f16 else 0.0
+            out["float32_ndcg"] = float(np.mean(ndcg_f32)) if ndcg_f32 else 0.0
+
             # text + image: the example image is excluded from the results (and its copy).
             fusion_rows: dict[str, list[dict[str, float]]] = defaultdict(list)
             for g in query_groups:
@@ -308,6 +371,24 @@ def report(r: dict[str, Any]) -> None:
         "\nstep cost (ms, window 100): "
         + ", ".join(f"{k} {v:.3f}" for k, v in r["step_ms_window100"].items())
     )
+    wt = r.get("window_transfer")
+    if wt:
+        base = wt["per hit (float32)"]
+        print("\nwindow transfer (Query with 100 vectors + convert.query_result, same queries, interleaved):")
+        for name, m in wt.items():
+            total, conv = m["query_and_convert_ms_mean"], m["convert_ms_mean"]
+            size = m["response_bytes_mean"]
+            print(
+                f"  {name:<18} p50 {m['query_and_convert_ms_p50']:6.2f} ms  mean {total:6.2f} ms "
+                f"({total / base['query_and_convert_ms_mean']:.2f}x)  convert {conv:.3f} ms "
+                f"({conv / base['convert_ms_mean']:.2f}x)  {size / 1024:.1f} KiB "
+                f"({size / base['response_bytes_mean']:.2f}x)"
+            )
+        same = r["float16_same_page_share"]
+        print(
+            f"  float16: reranked page identical to float32's in {same:.1%} of queries; "
+            f"nDCG@{K} {r['float16_ndcg']:.4f} vs {r['float32_ndcg']:.4f}"
+        )
 
 
 def main() -> int:
@@ -316,6 +397,12 @@ def main() -> int:
     ap.add_argument("--items", type=int, default=900)
     ap.add_argument("--queries", type=int, default=150)
     ap.add_argument("--dups", type=int, default=60)
+    ap.add_argument(
+        "--transfer-rounds",
+        type=int,
+        default=2,
+        help="rounds of the window-transfer comparison over the queries",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     t = time.perf_counter()

@@ -150,6 +150,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             for ack in stub.Ingest(requests(), metadata=_metadata(args), timeout=args.timeout):
                 outcome = OUTCOMES.get(ack.outcome, "unknown")
                 counts[outcome] += 1
+                if ack.analysis_state == common_pb2.ANALYSIS_STATE_PENDING:
+                    counts["pending"] += 1
                 if ack.outcome in _UNCONFIRMED_OUTCOMES:
                     code = grpc.StatusCode.UNKNOWN
                     for c in grpc.StatusCode:
@@ -172,6 +174,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             for k in ("created", "updated", "unchanged", "duplicate", "failed", "uncertain")
         )
     )
+    if counts.get("pending"):
+        print(
+            f"  {counts['pending']} stored but not visible yet: searchable once their safety analysis "
+            "is done (it runs after the acknowledgement)"
+        )
     for asset_id, why in failures[:20]:
         print(f"  {asset_id}: {why}")
     if len(failures) > 20:

@@ -195,6 +195,7 @@ def ingest_outcome(ack: gateway_pb2.IngestResponse) -> IngestItemOutcome:
         duplicate_of=ack.duplicate_of,
         safety_labels=tuple((label.label, label.score) for label in ack.safety_labels),
         ocr_text=ack.ocr_text,
+        analysis_pending=ack.analysis_state == common_pb2.ANALYSIS_STATE_PENDING,
     )
 
 

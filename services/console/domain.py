@@ -106,6 +106,9 @@ class Upload:
     license_name: str
 
 
+PENDING_NOTE = "stored; visible once its safety analysis is done"
+
+
 @dataclass(frozen=True)
 class IngestItemOutcome:
     asset_id: str
@@ -114,6 +117,18 @@ class IngestItemOutcome:
     duplicate_of: str = ""
     safety_labels: tuple[tuple[str, float], ...] = ()
     ocr_text: str = ""
+    # Stored, but invisible until its safety analysis (after the acknowledgement) is done.
+    analysis_pending: bool = False
+
+    @property
+    def details(self) -> str:
+        """The Details cell: the message, the holder of a duplicate, or that the item is not visible yet."""
+        parts = [self.message] if self.message else []
+        if self.duplicate_of:
+            parts.append(f"duplicate of {self.duplicate_of}")
+        if self.analysis_pending:
+            parts.append(PENDING_NOTE)
+        return "; ".join(parts)
 
     @property
     def ok(self) -> bool:

@@ -424,6 +424,8 @@ async def ingest_post(request: Request, session_id: str, session: Session) -> Re
                         "ok": o.ok,
                         "message": o.message,
                         "duplicate_of": o.duplicate_of,
+                        "analysis_pending": o.analysis_pending,
+                        "details": o.details,
                     }
                     for o in outcomes
                 ]

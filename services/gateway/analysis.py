@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -214,6 +215,17 @@ class _TextReader:
         return " ".join(t for t in lines if t)
 
 
+def _lower_priority(nice: int) -> None:
+    """Raise the calling thread's niceness by `nice` (Linux schedules threads, so only this one)."""
+    if nice > 0 and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(
+                os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice
+            )
+        except OSError as exc:
+            log.warning("analysis threads keep their priority", error=str(exc))
+
+
 class ImageAnalyzer:
     """Safety labels and OCR text for decoded images, on `threads` worker threads."""
 
@@ -225,10 +237,15 @@ class ImageAnalyzer:
         threads: int,
         ocr_max_side: int,
         ocr_min_confidence: float,
+        nice: int = 0,
     ) -> None:
+        """`nice`: the analysis threads' niceness (Linux, per thread; 0 = as the process): with deferred
+        analysis the detectors take the CPU the acknowledgements leave."""
         self.safety_enabled = safety
         self.ocr_enabled = ocr
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="analysis")
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="analysis", initializer=_lower_priority, initargs=(nice,)
+        )
         self._local = threading.local()
         self._ocr_max_side = ocr_max_side
         self._ocr_min_confidence = ocr_min_confidence

@@ -17,6 +17,7 @@ from imagesearch.v1 import admin_pb2, common_pb2, encoder_pb2, gateway_pb2, sear
 
 from services.common.errors import InvalidArgument
 from services.gateway import domain as m
+from services.gateway.backends.errors import BackendError
 from services.gateway.drift import StreamReport
 from services.gateway.limits import MAX_FILTER_NODES, MAX_FILTER_VALUES, MAX_LIST_VALUES
 
@@ -113,7 +114,17 @@ def asset(a: common_pb2.Asset) -> m.Asset:
         content_sha256=a.content_sha256,
         embedding_model=model_ref(a.embedding_model) if a.HasField("embedding_model") else None,
         popularity=a.popularity,
+        analysis_state=analysis_state(a.analysis_state),
     )
+
+
+def analysis_state(value: int) -> m.AnalysisState:
+    """A state number from the search service; one this gateway does not know counts as FAILED (an
+    asset is shown only when its analysis is known to be done)."""
+    try:
+        return m.AnalysisState(value)
+    except ValueError:
+        return m.AnalysisState.FAILED
 
 
 def asset_summary(a: common_pb2.Asset) -> m.AssetSummary:
@@ -154,6 +165,7 @@ def asset_pb(a: m.Asset) -> common_pb2.Asset:
         height=a.height,
         content_sha256=a.content_sha256,
         popularity=a.popularity,
+        analysis_state=a.analysis_state.value,  # type: ignore[arg-type]
     )
     if a.created_at is not None:
         out.created_at.CopyFrom(dt_to_ts(a.created_at))
@@ -396,6 +408,7 @@ def ingest_ack_pb(a: m.IngestAck) -> gateway_pb2.IngestResponse:
         safety_labels=[common_pb2.SafetyLabel(label=s.label, score=s.score) for s in a.safety_labels],
         ocr_text=a.ocr_text,
         duplicate_of=a.duplicate_of,
+        analysis_state=a.analysis_state.value,  # type: ignore[arg-type]
     )
     if a.outcome in (m.IngestOutcome.FAILED, m.IngestOutcome.UNCERTAIN):
         out.error.CopyFrom(common_pb2.ItemError(code=a.error_code, message=a.error_message))
@@ -484,7 +497,18 @@ def fusion_from_pb(value: int) -> str | None:
     return _FUSION_NAMES[value]
 
 
-def query_request(spec: m.QuerySpec) -> search_pb2.QueryRequest:
+# settings.rerank_vector_encoding -> QueryRequest.packed_vector_encoding, and the packed values' dtype.
+PACKED_ENCODINGS = {
+    "per_hit": search_pb2.VECTOR_ENCODING_UNSPECIFIED,
+    "float32": search_pb2.VECTOR_ENCODING_FLOAT32,
+    "float16": search_pb2.VECTOR_ENCODING_FLOAT16,
+}
+_PACKED_DTYPES = {search_pb2.VECTOR_ENCODING_FLOAT32: "<f4", search_pb2.VECTOR_ENCODING_FLOAT16: "<f2"}
+
+
+def query_request(
+    spec: m.QuerySpec, packed: int = search_pb2.VECTOR_ENCODING_UNSPECIFIED
+) -> search_pb2.QueryRequest:
     req = search_pb2.QueryRequest(
         tenant=spec.tenant,
         text=spec.text,
@@ -493,6 +517,7 @@ def query_request(spec: m.QuerySpec) -> search_pb2.QueryRequest:
         candidate_window=spec.candidate_window,
         include_vectors=spec.include_vectors,
         skip_cache=spec.skip_cache,
+        packed_vector_encoding=packed if spec.include_vectors else 0,  # type: ignore[arg-type]
     )
     if spec.vector is not None:
         req.vector.CopyFrom(embedding_pb(spec.vector, spec.model, spec.vector_name))
@@ -518,16 +543,46 @@ def first_stage_scores(s: search_pb2.ScoreBreakdown) -> m.FirstStageScores:
 
 
 def query_result(resp: search_pb2.QueryResponse) -> m.QueryResult:
+    rows = packed_rows(resp)
     hits = [
         m.Hit(
             asset=asset_summary(h.asset),
             scores=first_stage_scores(h.scores),
-            vector=vector(h.image_embedding) if h.HasField("image_embedding") else None,
+            vector=(
+                rows[i]
+                if rows is not None
+                else vector(h.image_embedding)
+                if h.HasField("image_embedding")
+                else None
+            ),
             load_asset=functools.partial(asset, h.asset),
         )
-        for h in resp.hits
+        for i, h in enumerate(resp.hits)
     ]
     return m.QueryResult(hits, cached=resp.cached, index_generation=resp.index_generation)
+
+
+def packed_rows(resp: search_pb2.QueryResponse) -> list[m.Vector | None] | None:
+    """The hits' vectors from a packed matrix (one decode for the window: rows are views of one float32
+    array), None where a hit has none; None when the response is not packed."""
+    if not resp.HasField("packed_vectors"):
+        return None
+    p = resp.packed_vectors
+    dtype = _PACKED_DTYPES.get(p.encoding)
+    n = len(resp.hits)
+    if dtype is None or p.dimension <= 0 or len(p.values) != n * p.dimension * np.dtype(dtype).itemsize:
+        raise BackendError(
+            "search",
+            f"packed vectors do not match the hits ({len(p.values)} bytes, {n} hits, dimension "
+            f"{p.dimension}, encoding {p.encoding})",
+            public="the search service returned malformed candidate vectors",
+        )
+    matrix = np.frombuffer(p.values, dtype=dtype).astype(np.float32).reshape(n, p.dimension)
+    rows: list[m.Vector | None] = list(matrix)
+    for i in p.missing_rows:
+        if 0 <= i < n:
+            rows[i] = None
+    return rows
 
 
 def stored_assets(resp: search_pb2.GetAssetsResponse) -> list[m.StoredAsset]:
@@ -611,6 +666,15 @@ def upsert_outcomes(resp: search_pb2.UpsertAssetsResponse) -> list[m.UpsertOutco
     return [
         m.UpsertOutcome(r.asset_id, r.error.code if r.HasField("error") else 0, r.error.message)
         for r in resp.results
+    ]
+
+
+def pending_analysis(resp: search_pb2.ListPendingAnalysisResponse) -> list[m.PendingAnalysis]:
+    return [
+        m.PendingAnalysis(
+            p.tenant, p.asset_id, p.content_sha256, ts_to_dt(p.updated_at, p.HasField("updated_at"))
+        )
+        for p in resp.assets
     ]
 
 

@@ -27,6 +27,7 @@ from services.common.errors import (
     NotFound,
     PermissionDenied,
 )
+from services.gateway.analysis_queue import AnalysisQueue, AnalysisQueueConfig
 from services.gateway.auth import TENANT_RE, Principal
 from services.gateway.backends.base import Analyzer, EncoderClient, ModelVersionsClient, SearchClient
 from services.gateway.backends.blobs import BlobStore
@@ -130,6 +131,17 @@ class Gateway:
             drift=self.drift,
             models=self.models,
         )
+        # Deferred safety + OCR behind the acknowledgement (analysis_mode=deferred); started by the server.
+        self.analysis = AnalysisQueue(
+            search,
+            self.reads,
+            self.images,
+            analyzer,
+            self.ingest_flow,
+            AnalysisQueueConfig.from_settings(settings),
+        )
+        if analyzer.enabled:  # also inline: a failed asset re-sent is analysed again by the worker
+            self.ingest_flow.on_pending = self.analysis.submit
         self.feedback = (
             FeedbackFlow(
                 feedback_store, policy, settings.feedback_search_ttl_s, settings.feedback_record_retry_after_s
@@ -277,7 +289,8 @@ class Gateway:
         self.policy.authorize(principal, action, target=asset_id)
         _check_asset_id(asset_id)
         tenant = principal.tenant
-        found = await self.reads.get(tenant, [asset_id], include_vectors=False)
+        # An asset still being analysed is deleted too (with its images): nothing of it is returned.
+        found = await self.reads.get(tenant, [asset_id], include_vectors=False, include_unanalysed=True)
         sha = next((s.asset.content_sha256 for s in found if s.asset.asset_id == asset_id), "")
         try:
             results = await self._search.delete_assets(tenant, [asset_id])

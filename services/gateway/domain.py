@@ -37,6 +37,16 @@ class SafetyLabel:
     score: float
 
 
+class AnalysisState(enum.Enum):
+    """Where an asset's safety + OCR analysis stands (mirrors imagesearch.v1.AnalysisState). Only
+    UNSPECIFIED (stored before states existed) and ANALYSED assets are visible to searches and reads."""
+
+    UNSPECIFIED = 0
+    PENDING = 1
+    ANALYSED = 2
+    FAILED = 3
+
+
 @dataclass
 class AssetSummary:
     """What ranking and policy read of an asset: ids, tenant, licence, safety, hash, times, popularity,
@@ -67,6 +77,7 @@ class Asset(AssetSummary):
     source: str = ""
     width: int = 0
     height: int = 0
+    analysis_state: AnalysisState = AnalysisState.UNSPECIFIED
 
 
 # ----------------------------------------------------------------------------------------------
@@ -373,6 +384,18 @@ class IngestAck:
     safety_labels: list[SafetyLabel] = field(default_factory=list)
     ocr_text: str = ""
     duplicate_of: str = ""
+    # PENDING: stored, but invisible until its analysis (after this acknowledgement) is done.
+    analysis_state: AnalysisState = AnalysisState.UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class PendingAnalysis:
+    """An asset whose analysis is pending, as the search service lists it (the durable queue)."""
+
+    tenant: str
+    asset_id: str
+    content_sha256: str
+    updated_at: dt.datetime | None = None
 
 
 @dataclass

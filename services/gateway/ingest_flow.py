@@ -2,10 +2,15 @@
 
 Per item, concurrently up to `max_in_flight`: cheap checks (fields, byte cap) -> sha256 -> (same id,
 same bytes, same metadata: UNCHANGED, no write) -> duplicate lookup by content hash
-(FindByContentHash) -> image header check (format, pixel cap) -> decode + safety + OCR and the
-thumbnail (threads) alongside encoding (micro-batched EncodeImages) -> original and thumbnail into the
-object store -> upsert (micro-batched UpsertAssets) -> acknowledge only after the search service
-confirmed the write. Nothing looks at the pixels before the duplicate lookup has said the bytes are new.
+(FindByContentHash) -> image header check (format, pixel cap) -> the thumbnail (a thread) alongside
+encoding (micro-batched EncodeImages) -> original and thumbnail into the object store -> upsert
+(micro-batched UpsertAssets) -> acknowledge only after the search service confirmed the write. Nothing
+looks at the pixels before the duplicate lookup has said the bytes are new.
+
+Safety + OCR (analysis_mode): "deferred" stores the item with analysis state PENDING, which the search
+service keeps out of every search and read, and hands it to the analysis worker (analysis_queue.py)
+after the acknowledgement; "inline" decodes and analyses it (threads) alongside encoding, before it.
+A holder still pending is not visible, so it is never named as a DUPLICATE.
 
 The images are stored before the index write, so an indexed asset has them: when the object store
 fails, the item FAILS (UNAVAILABLE, safe to re-send) and nothing is indexed. A re-sent item with the
@@ -53,6 +58,7 @@ from services.gateway.auth import Principal
 from services.gateway.backends.base import Analyzer, EncoderClient, SearchClient
 from services.gateway.backends.errors import BackendError, caller_safe, public_message
 from services.gateway.domain import (
+    AnalysisState,
     Asset,
     Encoded,
     IngestAck,
@@ -60,6 +66,7 @@ from services.gateway.domain import (
     IngestOutcome,
     ModelRef,
     ModelVectors,
+    PendingAnalysis,
     StoredAsset,
     UpsertOutcome,
     UpsertRecord,
@@ -91,6 +98,8 @@ class IngestConfig:
     upsert_batch: int  # also the most lookups / hash checks per call
     batch_wait_s: float
     max_tenants: int
+    # Safety + OCR after the acknowledgement (the item stored "pending", invisible until analysed).
+    deferred_analysis: bool = False
 
     @classmethod
     def from_settings(cls, s: GatewaySettings) -> IngestConfig:
@@ -104,6 +113,7 @@ class IngestConfig:
             upsert_batch=s.ingest_upsert_batch,
             batch_wait_s=s.ingest_batch_wait_ms / 1000.0,
             max_tenants=s.max_tenants_tracked,
+            deferred_analysis=s.analysis_mode == "deferred",
         )
 
 
@@ -171,6 +181,12 @@ class IngestFlow:
         # The asset now holding the bytes (stored by the claiming item, or found by it), or None.
         self._sha_claims: dict[tuple[str, str], asyncio.Future[Asset | None]] = {}
         self.stage_seconds: dict[str, float] = {}  # wall time items spent per stage, summed
+        # Deferred analysis: told of each item stored pending, after its write (analysis_queue.py).
+        self.on_pending: Callable[[PendingAnalysis], None] | None = None
+
+    @property
+    def defers_analysis(self) -> bool:
+        return self.cfg.deferred_analysis and self._analyzer.enabled
 
     # ------------------------------------------------------------------------------------------
     # The stream
@@ -239,11 +255,18 @@ class IngestFlow:
                 f"image is {len(item.image)} bytes, above the {self.cfg.max_bytes}-byte cap"
             )
         sha = hashlib.sha256(item.image).hexdigest()
-        key = (principal.tenant, item.asset_id)
+        async with self.holding_id(principal.tenant, item.asset_id):
+            return await self._ingest_locked(principal, item, sha)
+
+    @contextlib.asynccontextmanager
+    async def holding_id(self, tenant: str, asset_id: str) -> AsyncIterator[None]:
+        """While inside, nothing else of this gateway writes the asset (the same id twice in flight:
+        the second sees the first's write; the analysis worker records over what it read)."""
+        key = (tenant, asset_id)
         lock = self._id_locks.setdefault(key, asyncio.Lock())
         try:
-            async with lock:  # the same id twice in flight: the second sees the first's write
-                return await self._ingest_locked(principal, item, sha)
+            async with lock:
+                yield
         finally:
             if not lock.locked() and self._id_locks.get(key) is lock:
                 del self._id_locks[key]
@@ -263,19 +286,23 @@ class IngestFlow:
         """Same id, same bytes: UNCHANGED, or new metadata over the stored vector and analysis."""
         old = existing.asset
         await self._keep_missing_images(tenant, old.content_sha256, item.image)
-        if _same_metadata(old, item):
+        # Re-sending the bytes of an asset whose analysis failed queues it again.
+        retry = old.analysis_state is AnalysisState.FAILED and self._analyzer.enabled
+        if _same_metadata(old, item) and not retry:
             return _ack(IngestOutcome.UNCHANGED, old)
         if existing.vector is None:
             raise FailedPrecondition(f"stored asset {item.asset_id!r} has no embedding; re-send it")
         asset = _asset(
             tenant, item, old.content_sha256, old.width, old.height, created=old.created_at or now, now=now
         )
-        asset.safety_labels, asset.safety_score, asset.ocr_text = (
+        asset.safety_labels, asset.safety_score, asset.ocr_text, asset.analysis_state = (
             old.safety_labels,
             old.safety_score,
             old.ocr_text,
+            AnalysisState.PENDING if retry else old.analysis_state,
         )
         await self._store(tenant, asset, existing.vector, old.embedding_model, existing.named)
+        self._queue_if_pending(asset)
         return _ack(IngestOutcome.UPDATED, asset)
 
     async def _new_bytes(
@@ -304,9 +331,10 @@ class IngestFlow:
             # was stored (same bytes, same header, same pixels), so a DUPLICATE needs none of it.
             with self._stage("inspect"):
                 inspected = check_image(item.image, self.cfg.max_bytes, self.cfg.max_pixels)
-            with self._stage("analyse+encode"):
+            deferred = self.defers_analysis
+            with self._stage("encode" if deferred else "analyse+encode"):
                 analysis, thumbnail, (encoded, model) = await asyncio.gather(
-                    self._analyse(item.image),
+                    _nothing() if deferred else self._analyse(item.image),
                     self._images.thumbnail(item.image),
                     self._encodes.submit(item.image),
                 )
@@ -327,8 +355,10 @@ class IngestFlow:
                 analysis.ocr_text,
             )
             asset.embedding_model = model
+            asset.analysis_state = AnalysisState.PENDING if deferred else AnalysisState.ANALYSED
             with self._stage("store"):
                 await self._store(tenant, asset, encoded.vector, model, encoded.named, others)
+            self._queue_if_pending(asset)
             stored_as = asset
             return _ack(IngestOutcome.UPDATED if existing is not None else IngestOutcome.CREATED, asset)
         finally:
@@ -375,6 +405,16 @@ class IngestFlow:
             return Analysis()
         rgb = await asyncio.to_thread(decode_rgb, image)
         return await self._analyzer.analyze(rgb)
+
+    def _queue_if_pending(self, asset: Asset) -> None:
+        if asset.analysis_state is AnalysisState.PENDING and self.on_pending is not None:
+            self.on_pending(PendingAnalysis(asset.tenant, asset.asset_id, asset.content_sha256))
+
+    async def store(
+        self, tenant: str, asset: Asset, vector: Vector, model: ModelRef | None, named: dict[str, Vector]
+    ) -> None:
+        """One asset written through the tenant's upsert batches (the analysis worker's writes)."""
+        await self._store(tenant, asset, vector, model, named)
 
     async def _store(
         self,
@@ -433,7 +473,9 @@ class IngestFlow:
 
     async def _lookup(self, tenant: str, asset_ids: list[str]) -> list[StoredAsset | None]:
         """Stored assets (with vectors) by id, in order; None where absent. One GetAssets call."""
-        found = await self._reads.get(tenant, list(dict.fromkeys(asset_ids)), include_vectors=True)
+        found = await self._reads.get(
+            tenant, list(dict.fromkeys(asset_ids)), include_vectors=True, include_unanalysed=True
+        )
         by_id = {s.asset.asset_id: s for s in found}
         return [by_id.get(a) for a in asset_ids]
 
@@ -580,7 +622,12 @@ def _ack(outcome: IngestOutcome, asset: Asset) -> IngestAck:
         content_sha256=asset.content_sha256,
         safety_labels=list(asset.safety_labels),
         ocr_text=asset.ocr_text,
+        analysis_state=asset.analysis_state,
     )
+
+
+async def _nothing() -> Analysis:
+    return Analysis()
 
 
 def _duplicate(item: IngestItem, sha: str, holder: str) -> IngestAck:

@@ -24,9 +24,15 @@ class Reads:
         except NotFound:  # nothing stored yet (in the tenant or at all)
             return QueryResult([])
 
-    async def get(self, tenant: str, asset_ids: list[str], include_vectors: bool) -> list[StoredAsset]:
+    async def get(
+        self, tenant: str, asset_ids: list[str], include_vectors: bool, include_unanalysed: bool = False
+    ) -> list[StoredAsset]:
+        """Assets by id. `include_unanalysed`: also those whose analysis is not done (the ingest flow's
+        own lookups only; nothing read with it may be shown to a caller)."""
         try:
-            found, _missing = await self._search.get_assets(tenant, asset_ids, include_vectors)
+            found, _missing = await self._search.get_assets(
+                tenant, asset_ids, include_vectors, include_unanalysed
+            )
         except NotFound:  # the tenant has no assets yet
             return []
         return found

@@ -324,6 +324,9 @@ async def build(settings: GatewaySettings) -> App:
     )
     assert gateway.feedback is not None
     await gateway.reindexer.resume_all()  # jobs a previous run left running (crash or restart)
+    if backends.analyzer.enabled:
+        # Resumes every asset left pending (by a killed gateway, or before a switch to inline mode).
+        gateway.analysis.start()
     try:
         await gateway.feedback.refresh_gauges()  # the durable per-arm figures, before any feedback
     except DomainError as exc:
@@ -344,6 +347,7 @@ async def build(settings: GatewaySettings) -> App:
 
     async def stop() -> None:
         await gateway.reindexer.close()  # checkpoints stay: the next start resumes the jobs
+        await gateway.analysis.close()  # queued items stay pending in the index
         await backends.close()
         await blobs.close()
         await limiter.close()

@@ -139,6 +139,12 @@ class SearchFlowSettings(BaseModel):
     rerank_candidate_window: int = Field(
         100, ge=1, le=MAX_QUERY_LIMIT, description="First-stage candidates reranked."
     )
+    rerank_vector_encoding: Literal["per_hit", "float32", "float16"] = Field(
+        "float32",
+        description="How the candidates' vectors come from the search service: one packed matrix "
+        "(float32, or float16 at half the bytes, cosine within 1e-3) or one float32 message per hit "
+        "(before issue 19 part 3; docs/PERFORMANCE.md).",
+    )
     rerank_text_weight: float = Field(
         0.5, ge=0, le=1, description="Text share of text + image fusion (image gets the rest)."
     )
@@ -234,6 +240,40 @@ class AnalysisSettings(BaseModel):
     )
     ocr_min_confidence: float = Field(
         0.6, ge=0, le=1, description="OCR lines below this confidence are dropped."
+    )
+    analysis_mode: Literal["deferred", "inline"] = Field(
+        "deferred",
+        description="deferred: an item is acknowledged once stored and encoded, invisible (analysis state "
+        "pending) until safety + OCR ran behind it from the durable queue (the index); inline: analysed "
+        "before the acknowledgement (docs/PERFORMANCE.md, deferred analysis, has the figures).",
+    )
+    analysis_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="Deferred analysis: niceness added to the analysis threads (e.g. 10: the detectors "
+        "take the CPU that acknowledging leaves; 0 = the same priority; docs/PERFORMANCE.md).",
+    )
+    analysis_paused: bool = Field(
+        False,
+        description="Hold the deferred analysis worker (pending assets stay stored and invisible; it "
+        "resumes them when started without this). For incidents and tests.",
+    )
+    analysis_retry_attempts: int = Field(
+        4, ge=1, le=20, description="Tries per image before its analysis state becomes failed (invisible)."
+    )
+    analysis_retry_backoff_s: float = Field(
+        0.5, ge=0, description="Wait before the second try of a failed analysis; doubled for each next one."
+    )
+    analysis_scan_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often the worker lists pending assets in the index (at start, then when idle).",
+    )
+    analysis_queue_max: int = Field(
+        10_000,
+        ge=1,
+        description="Pending items the worker holds in memory; beyond it they wait in the index for a scan.",
     )
 
 

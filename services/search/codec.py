@@ -47,6 +47,7 @@ def doc_to_dict(doc: AssetDoc) -> dict[str, Any]:
         if doc.embedding_model
         else None,
         "popularity": doc.popularity,
+        "analysis_state": doc.analysis_state,
     }
 
 
@@ -70,6 +71,7 @@ def doc_from_dict(d: dict[str, Any]) -> AssetDoc:
         content_sha256=d["content_sha256"],
         embedding_model=ModelRef(*d["embedding_model"]) if d["embedding_model"] else None,
         popularity=float(d["popularity"]),
+        analysis_state=str(d.get("analysis_state") or ""),  # absent in records written before states
     )
 
 

@@ -18,6 +18,9 @@ from services.common.errors import InvalidArgument, status_number
 from services.common.limits import MAX_FILTER_VALUES, MAX_LIST_VALUES
 from services.search import filters as flt
 from services.search.domain import (
+    ANALYSIS_ANALYSED,
+    ANALYSIS_FAILED,
+    ANALYSIS_PENDING,
     PRIMARY_VECTOR,
     VECTOR_NAME_RE,
     AssetDoc,
@@ -29,6 +32,7 @@ from services.search.domain import (
     ModelRef,
     ModelVectors,
     ModelVersionsView,
+    PendingAsset,
     SafetyLabel,
     Stats,
     StreamedUpsert,
@@ -55,6 +59,14 @@ _FUSIONS = {
     search_pb2.FUSION_TYPE_RANKED: Fusion.RANKED,
     search_pb2.FUSION_TYPE_ADAPTIVE: Fusion.ADAPTIVE,
 }
+# Asset.analysis_state on the wire <-> AssetDoc.analysis_state ("" = stored before states existed).
+_ANALYSIS_FROM_PB = {
+    common_pb2.ANALYSIS_STATE_UNSPECIFIED: "",
+    common_pb2.ANALYSIS_STATE_PENDING: ANALYSIS_PENDING,
+    common_pb2.ANALYSIS_STATE_ANALYSED: ANALYSIS_ANALYSED,
+    common_pb2.ANALYSIS_STATE_FAILED: ANALYSIS_FAILED,
+}
+_ANALYSIS_TO_PB = {v: k for k, v in _ANALYSIS_FROM_PB.items()}
 _MAX_FILTER_DEPTH = 32
 # google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
 # Outside it a Timestamp has no datetime (protobuf raises ValueError), so it is refused up front.
@@ -112,6 +124,14 @@ def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailu
     except InvalidArgument as exc:  # one bad field fails this item only (the core never writes it)
         license_expires_at = created_at = None
         problem = _failure(exc)
+    analysis_state = _ANALYSIS_FROM_PB.get(a.analysis_state)
+    if analysis_state is None:
+        analysis_state = ANALYSIS_PENDING  # never stored: the item fails below
+        problem = problem or ItemFailure(
+            status_number(InvalidArgument.code),
+            f"asset.analysis_state is {a.analysis_state}, not an AnalysisState "
+            "(0 unspecified, 1 pending, 2 analysed, 3 failed)",
+        )
     doc = AssetDoc(
         asset_id=a.asset_id,
         uri=a.uri,
@@ -131,6 +151,7 @@ def record_from_proto(r: search_pb2.AssetRecord) -> tuple[AssetRecord, ItemFailu
         content_sha256=a.content_sha256,
         embedding_model=_model(r.image_embedding.model),
         popularity=float(a.popularity),
+        analysis_state=analysis_state,
     )
     vector = None
     named: dict[str, np.ndarray] = {}
@@ -316,6 +337,7 @@ def asset_to_proto(doc: AssetDoc, tenant: str) -> common_pb2.Asset:
         height=doc.height,
         content_sha256=doc.content_sha256,
         popularity=doc.popularity,
+        analysis_state=_ANALYSIS_TO_PB[doc.analysis_state],  # type: ignore[arg-type]
     )
     if doc.license_name or doc.license_expires_at:
         a.license.name = doc.license_name
@@ -338,7 +360,50 @@ def _embedding(vec: np.ndarray, model: ModelRef | None, name: str = "") -> commo
     return e
 
 
-def hit_to_proto(h: Hit, tenant: str) -> search_pb2.QueryHit:
+# Packed candidate vectors (QueryRequest.packed_vector_encoding): numpy dtype per encoding.
+_PACKED_DTYPES = {search_pb2.VECTOR_ENCODING_FLOAT32: "<f4", search_pb2.VECTOR_ENCODING_FLOAT16: "<f2"}
+
+
+def packed_encoding(request: search_pb2.QueryRequest) -> int:
+    """The request's packed_vector_encoding (UNSPECIFIED: not packed); InvalidArgument when unknown."""
+    value = request.packed_vector_encoding
+    if value != search_pb2.VECTOR_ENCODING_UNSPECIFIED and value not in _PACKED_DTYPES:
+        raise InvalidArgument(
+            f"packed_vector_encoding {value} is not a VectorEncoding; use VECTOR_ENCODING_FLOAT16, "
+            "VECTOR_ENCODING_FLOAT32 or leave it unset (one float32 image_embedding per hit)"
+        )
+    return value
+
+
+def query_response(hits: list[Hit], tenant: str, packed: int) -> search_pb2.QueryResponse:
+    """The hits; with `packed` (a VectorEncoding), their vectors as one matrix (one conversion for the
+    whole window instead of one message per hit)."""
+    dtype = _PACKED_DTYPES.get(packed)
+    if dtype is None:
+        return search_pb2.QueryResponse(hits=[hit_to_proto(h, tenant) for h in hits])
+    out = search_pb2.QueryResponse(hits=[hit_to_proto(h, tenant, with_vector=False) for h in hits])
+    vectors = [h.vector for h in hits]
+    dim = next((len(v) for v in vectors if v is not None), 0)
+    if dim:
+        matrix = np.zeros((len(hits), dim), dtype=dtype)
+        missing = []
+        for i, v in enumerate(vectors):
+            if v is None:
+                missing.append(i)
+            else:
+                matrix[i] = v
+        out.packed_vectors.CopyFrom(
+            search_pb2.PackedVectors(
+                encoding=packed,  # type: ignore[arg-type]
+                dimension=dim,
+                values=matrix.tobytes(),
+                missing_rows=missing,
+            )
+        )
+    return out
+
+
+def hit_to_proto(h: Hit, tenant: str, with_vector: bool = True) -> search_pb2.QueryHit:
     s = h.scores
     out = search_pb2.QueryHit(
         asset=asset_to_proto(h.doc, tenant),
@@ -352,7 +417,7 @@ def hit_to_proto(h: Hit, tenant: str) -> search_pb2.QueryHit:
             vector_weight=s.vector_weight,
         ),
     )
-    if h.vector is not None:
+    if with_vector and h.vector is not None:
         model = h.vector_model or h.doc.embedding_model
         out.image_embedding.CopyFrom(_embedding(h.vector, model, s.vector_name))
     return out
@@ -480,4 +545,13 @@ def stats_to_proto(stats: Stats, generation: int, backend: str, cache: str) -> s
         out.vectors.append(_vector_spec(v))
     for m in stats.models:
         out.models.append(_model_pb(m))
+    return out
+
+
+def pending_to_proto(items: list[PendingAsset]) -> search_pb2.ListPendingAnalysisResponse:
+    out = search_pb2.ListPendingAnalysisResponse()
+    for p in items:
+        m = out.assets.add(tenant=p.tenant, asset_id=p.asset_id, content_sha256=p.content_sha256)
+        if p.updated_at is not None:
+            m.updated_at.CopyFrom(_pb_ts(p.updated_at))
     return out

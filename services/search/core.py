@@ -30,6 +30,8 @@ from services.search.backends.base import SearchBackend
 from services.search.cache import ResultCache
 from services.search.codec import hits_from_bytes, hits_to_bytes
 from services.search.domain import (
+    ANALYSIS_HIDDEN,
+    ANALYSIS_PENDING,
     PRIMARY_VECTOR,
     SHA256_HEX_RE,
     SLOT_SEPARATOR,
@@ -42,6 +44,7 @@ from services.search.domain import (
     ItemFailure,
     ModelRef,
     ModelVersionsView,
+    PendingAsset,
     QueryPlan,
     QueryResult,
     Stats,
@@ -49,9 +52,11 @@ from services.search.domain import (
     TenantModels,
     UpsertOutcome,
     WriteSummary,
+    analysis_done,
     storage_name,
     validate_vector,
 )
+from services.search.filters import analysed_only
 from services.search.metrics import (
     BACKEND_LATENCY,
     CACHE_COALESCED,
@@ -407,13 +412,19 @@ class SearchCore:
             if not a or len(a) > MAX_ASSET_ID_CHARS:
                 raise InvalidArgument(f"asset_ids[{i}] must be 1-{MAX_ASSET_ID_CHARS} characters")
 
-    async def get(self, tenant: str, asset_ids: list[str], include_vectors: bool) -> list[AssetRecord | None]:
+    async def get(
+        self, tenant: str, asset_ids: list[str], include_vectors: bool, include_unanalysed: bool = False
+    ) -> list[AssetRecord | None]:
+        """Assets by id, None where absent. An asset whose analysis is not done is absent too unless
+        `include_unanalysed` (the ingest flow and the analysis worker; never an answer to a caller)."""
         validate_tenant(tenant)
         self._check_batch(len(asset_ids), "get")
         self._check_ids(asset_ids)
         if not await self.backend.tenant_exists(tenant):
             raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
         found = await self.backend.get(tenant, asset_ids, include_vectors)
+        if not include_unanalysed:
+            found = [r if r is not None and analysis_done(r.doc.analysis_state) else None for r in found]
         info = await self.backend.collection_info()
         if not info.versions:
             return found
@@ -435,6 +446,18 @@ class SearchCore:
                 )
             )
         return out
+
+    async def pending_analysis(self, tenant: str, limit: int) -> list[PendingAsset]:
+        """Up to `limit` assets whose analysis is pending (one tenant, or every tenant for "")."""
+        if tenant:
+            validate_tenant(tenant)
+        top = self.settings.max_batch
+        if not 0 <= limit <= top:
+            raise InvalidArgument(f"limit must be 1 to {top} (0: {top}), got {limit}")
+        limit = limit or top
+        if tenant and not await self.backend.tenant_exists(tenant):
+            return []
+        return await self.backend.assets_in_state(tenant or None, ANALYSIS_PENDING, limit)
 
     async def find_by_content_hash(self, tenant: str, digests: list[str]) -> list[ContentHashMatch]:
         """One match per requested digest, in request order, read from the store (never the result
@@ -480,6 +503,9 @@ class SearchCore:
 
     async def query(self, tenant: str, plan: QueryPlan, skip_cache: bool = False) -> QueryResult:
         validate_tenant(tenant)
+        # The one place unanalysed assets are kept out of every query (and of its cache key): an
+        # asset whose safety analysis is not done is never a hit, on any backend.
+        plan = replace(plan, filter=analysed_only(plan.filter, ANALYSIS_HIDDEN))
         start = time.perf_counter()
         cache_name = self.cache.name
         if skip_cache:

@@ -55,6 +55,20 @@ class SafetyLabel:
     score: float
 
 
+# Where an asset's safety/OCR analysis stands (AssetDoc.analysis_state). "" is an asset stored before
+# states existed: it was analysed at ingest. Only ANALYSIS_DONE states are visible to searches and reads.
+ANALYSIS_PENDING = "pending"
+ANALYSIS_ANALYSED = "analysed"
+ANALYSIS_FAILED = "failed"
+ANALYSIS_STATES = ("", ANALYSIS_PENDING, ANALYSIS_ANALYSED, ANALYSIS_FAILED)
+# The states that keep an asset out of every search and read (fail-closed: anything not known done).
+ANALYSIS_HIDDEN = (ANALYSIS_PENDING, ANALYSIS_FAILED)
+
+
+def analysis_done(state: str) -> bool:
+    return state not in ANALYSIS_HIDDEN
+
+
 @dataclass(slots=True)
 class AssetDoc:
     """An asset's metadata as stored. Empty strings / lists and None timestamps mean "no value"."""
@@ -77,6 +91,7 @@ class AssetDoc:
     content_sha256: str = ""
     embedding_model: ModelRef | None = None
     popularity: float = 0.0
+    analysis_state: str = ""  # one of ANALYSIS_STATES
 
 
 @dataclass(slots=True)
@@ -297,6 +312,16 @@ class ContentHashMatch:
 
     content_sha256: str
     asset_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAsset:
+    """An asset whose analysis is pending: where the analysis worker finds its original."""
+
+    tenant: str
+    asset_id: str
+    content_sha256: str
+    updated_at: datetime | None = None
 
 
 @dataclass(slots=True)

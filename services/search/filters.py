@@ -71,6 +71,10 @@ FIELDS: dict[str, FieldType] = {
     "popularity": FieldType.FLOAT,
 }
 
+# Fields the service filters on itself and callers cannot name (condition() refuses them): the
+# analysis state that keeps unanalysed assets out of every query (see `analysed_only`).
+INTERNAL_FIELDS: dict[str, FieldType] = {"analysis_state": FieldType.STRING}
+
 RANGE_OPS = frozenset({Op.GREATER_THAN, Op.GREATER_THAN_OR_EQUAL, Op.LESS_THAN, Op.LESS_THAN_OR_EQUAL})
 LIST_OPS = frozenset({Op.IN, Op.CONTAINS_ANY, Op.CONTAINS_ALL})
 
@@ -111,7 +115,7 @@ class Condition:
 
     @property
     def type(self) -> FieldType:
-        return FIELDS[self.field]
+        return FIELDS.get(self.field) or INTERNAL_FIELDS[self.field]
 
     @property
     def value(self) -> Scalar:
@@ -273,3 +277,12 @@ def like_matches(pattern: str, text: str) -> bool:
         else:
             return False
     return all(ch == "*" for ch in pattern[p:])
+
+
+def analysed_only(node: FilterNode | None, hidden: tuple[str, ...]) -> FilterNode:
+    """`node` restricted to assets whose analysis state is none of `hidden` (an asset without a state
+    was stored before states existed and counts as analysed: NOT IN matches it on every backend)."""
+    visible = Not(Condition("analysis_state", Op.IN, tuple(sorted(hidden))))
+    if node is None:
+        return visible
+    return AllOf((node, visible))

@@ -65,11 +65,19 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     async def GetAssets(
         self, request: search_pb2.GetAssetsRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.GetAssetsResponse:
-        found = await self.core.get(request.tenant, list(request.asset_ids), request.include_vectors)
+        found = await self.core.get(
+            request.tenant, list(request.asset_ids), request.include_vectors, request.include_unanalysed
+        )
         return search_pb2.GetAssetsResponse(
             assets=[convert.asset_record_to_proto(r, request.tenant) for r in found if r is not None],
             missing_asset_ids=[a for a, r in zip(request.asset_ids, found, strict=True) if r is None],
         )
+
+    async def ListPendingAnalysis(
+        self, request: search_pb2.ListPendingAnalysisRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.ListPendingAnalysisResponse:
+        found = await self.core.pending_analysis(request.tenant, request.limit)
+        return convert.pending_to_proto(found)
 
     async def FindByContentHash(
         self, request: search_pb2.FindByContentHashRequest, context: grpc.aio.ServicerContext
@@ -82,13 +90,12 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     ) -> search_pb2.QueryResponse:
         validate_tenant(request.tenant)  # before the query's own problems: a bad tenant is the first to fix
         query = convert.query_from_proto(request, max_filter_nodes=self.core.settings.max_filter_nodes)
+        packed = convert.packed_encoding(request)
         plan = await self.core.plan(request.tenant, **query)
         result = await self.core.query(request.tenant, plan, skip_cache=request.skip_cache)
-        return search_pb2.QueryResponse(
-            hits=[convert.hit_to_proto(h, request.tenant) for h in result.hits],
-            cached=result.cached,
-            index_generation=result.generation,
-        )
+        out = convert.query_response(result.hits, request.tenant, packed)
+        out.cached, out.index_generation = result.cached, result.generation
+        return out
 
     async def GetStats(
         self, request: search_pb2.GetStatsRequest, context: grpc.aio.ServicerContext

@@ -23,6 +23,7 @@ from services.gateway.analysis import Analysis
 from services.gateway.backends.errors import BackendUnavailable
 from services.gateway.domain import (
     AllOf,
+    AnalysisState,
     AnyOf,
     Asset,
     Condition,
@@ -33,6 +34,7 @@ from services.gateway.domain import (
     ModelRef,
     Not,
     Op,
+    PendingAnalysis,
     QueryResult,
     QuerySpec,
     SafetyLabel,
@@ -211,6 +213,8 @@ class FakeSearch:
         for (tenant, _), s in self.store.items():
             if not self.leaky and (tenant != spec.tenant or not matches(spec.filter, s.asset)):
                 continue
+            if not self.leaky and s.asset.analysis_state in _HIDDEN:  # as the search service filters
+                continue
             text = " ".join([s.asset.caption, *s.asset.tags, s.asset.ocr_text]).lower().split()
             kw = len(words & set(text)) / len(words) if words else 0.0
             stored = s.vector if spec.vector_name in ("", "semantic") else s.named.get(spec.vector_name)
@@ -253,12 +257,16 @@ class FakeSearch:
         return out
 
     async def get_assets(
-        self, tenant: str, asset_ids: Sequence[str], include_vectors: bool = False
+        self,
+        tenant: str,
+        asset_ids: Sequence[str],
+        include_vectors: bool = False,
+        include_unanalysed: bool = False,
     ) -> tuple[list[StoredAsset], list[str]]:
         found, missing = [], []
         for aid in asset_ids:
             s = self.store.get((tenant, aid))
-            if s is None:
+            if s is None or (s.asset.analysis_state in _HIDDEN and not include_unanalysed):
                 missing.append(aid)
             else:
                 found.append(
@@ -269,6 +277,13 @@ class FakeSearch:
                     )
                 )
         return found, missing
+
+    async def pending_analysis(self, limit: int) -> list[PendingAnalysis]:
+        return [
+            PendingAnalysis(t, aid, s.asset.content_sha256)
+            for (t, aid), s in self.store.items()
+            if s.asset.analysis_state is AnalysisState.PENDING
+        ][:limit]
 
     async def find_by_content_hash(self, tenant: str, shas: Sequence[str]) -> dict[str, list[str]]:
         self.hash_lookups.append(len(shas))
@@ -286,6 +301,7 @@ class FakeSearch:
         return True
 
 
+_HIDDEN = (AnalysisState.PENDING, AnalysisState.FAILED)
 UNSAFE_RED = (255, 0, 0)
 TEXT_GREEN = (0, 255, 0)
 

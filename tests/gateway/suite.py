@@ -14,6 +14,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -195,6 +196,9 @@ class Suite:
                     "IMAGESEARCH_GATEWAY_BREAKER_RESET_S": "1.0",
                     "IMAGESEARCH_GATEWAY_LOG_LEVEL": "info",
                     "IMAGESEARCH_GATEWAY_DATA_DIR": str(self.tmp / "gateway"),
+                    # The end-to-end tests search what they just ingested: analysed before the
+                    # acknowledgement. Deferred analysis has its own (tests/gateway/test_deferred_e2e.py).
+                    "IMAGESEARCH_GATEWAY_ANALYSIS_MODE": "inline",
                     **self.gateway_env,
                 },
                 tls_dir=self.tls_dir,
@@ -217,12 +221,13 @@ class Suite:
             self.encoders[0] = self.encoder
         self.encoder.start(timeout_s=120)
 
-    def restart_gateway(self) -> None:
-        """Stop the gateway and start it again with the same settings, ports and data dir."""
+    def restart_gateway(self, sig: int = signal.SIGTERM, env: dict[str, str] | None = None) -> None:
+        """Stop the gateway (with `sig`: SIGKILL is a crash) and start it again with the same settings
+        (and `env` over them), ports and data dir."""
         assert self.gateway is not None
         old = self.gateway
-        old.stop()
-        fresh = ServiceProcess("services.gateway", dict(old.env), tls_dir=self.tls_dir)
+        old.stop(sig)
+        fresh = ServiceProcess("services.gateway", {**old.env, **(env or {})}, tls_dir=self.tls_dir)
         fresh.port, fresh.metrics_port = old.port, old.metrics_port
         self.gateway = fresh.start(timeout_s=120)
 

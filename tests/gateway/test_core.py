@@ -79,20 +79,28 @@ ALICE, URSULA, READER, GUS = who("a"), who("u"), who("r"), who("g")
 
 
 class World:
-    def __init__(self, leaky: bool = False, **settings: object) -> None:
+    def __init__(
+        self,
+        leaky: bool = False,
+        search: FakeSearch | None = None,
+        blob_dir: Path | None = None,
+        **settings: object,
+    ) -> None:
+        """`search`, `blob_dir`: another World's index and object store (a restarted gateway)."""
         # The object store is the real local-directory adapter, in a directory of its own.
-        blob_dir = Path(tempfile.mkdtemp(prefix="gateway-core-blobs-"))
+        self.blob_dir = blob_dir or Path(tempfile.mkdtemp(prefix="gateway-core-blobs-"))
         self.encoder = FakeEncoder()
-        self.search = FakeSearch(leaky=leaky)
+        self.search = search or FakeSearch(leaky=leaky)
         self.analyzer = FakeAnalyzer()
         self.audit: list[dict[str, object]] = []
+        settings.setdefault("analysis_mode", "inline")  # deferred analysis has tests of its own
         config = GatewaySettings(
             ingest_batch_wait_ms=2.0,
             rerank_mmr_lambda=1.0,
             rerank_duplicate_threshold=0.99,
             **settings,  # type: ignore[arg-type]
         )
-        self.blobs = LocalBlobStore(blob_dir)
+        self.blobs = LocalBlobStore(self.blob_dir)
         self.gw = Gateway(
             self.encoder,
             self.search,

@@ -165,3 +165,20 @@ def test_preference_boost_lifts_only_the_callers_clicked_assets() -> None:
         RerankConfig(text_weight=0.5, alpha=1.0, preference_weight=1.0),
     ):
         assert ids(rerank(window, cfg, text_vector=q)[0]) == ids(base)
+
+
+def test_freshness_is_half_per_half_life_zero_without_a_time_and_one_in_the_future() -> None:
+    from services.gateway.rerank import boosts
+
+    now = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
+    cfg = RerankConfig(freshness_weight=2.0, freshness_half_life_days=30.0)
+    window = [
+        hit("month", concept("a"), created=now - dt.timedelta(days=30)),
+        hit("two-months", concept("b"), created=now - dt.timedelta(days=60)),
+        hit("timeless", concept("c")),
+        hit("future", concept("d"), created=now + dt.timedelta(days=3)),
+    ]
+    window[2].asset.created_at = window[2].asset.updated_at = None
+    b = boosts(window, cfg, now)
+    np.testing.assert_allclose(b.freshness, [0.5, 0.25, 0.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(b.total, 2.0 * b.freshness, rtol=1e-6)

@@ -61,7 +61,7 @@ function enhanceIngest(form) {
         if (!reply.ok) throw new Error(body.error || reply.statusText);
         for (const item of body.items) {
           cells[i].state.textContent = item.outcome;
-          cells[i].details.textContent = item.message + (item.duplicate_of ? `duplicate of ${item.duplicate_of}` : "");
+          cells[i].details.textContent = item.details;
           cells[i].tr.className = item.ok ? "ok" : "bad";
           if (item.ok) {
             stored++;

@@ -90,6 +90,7 @@ def make_backends(settings: GatewaySettings) -> Backends:
             retry,
             settings.search_query_deadline_s,
             settings.search_write_deadline_s,
+            vector_encoding=settings.rerank_vector_encoding,
             watch=(
                 (
                     settings.max_tenants_tracked,
@@ -103,6 +104,7 @@ def make_backends(settings: GatewaySettings) -> Backends:
         analyzer=ImageAnalyzer(
             safety=settings.safety_enabled,
             ocr=settings.ocr_enabled,
+            nice=settings.analysis_nice if settings.analysis_mode == "deferred" else 0,
             threads=settings.analysis_threads,
             ocr_max_side=settings.ocr_max_side,
             ocr_min_confidence=settings.ocr_min_confidence,

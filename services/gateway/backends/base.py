@@ -17,6 +17,7 @@ from services.gateway.domain import (
     EncodedBatch,
     ModelRef,
     ModelVectors,
+    PendingAnalysis,
     QueryResult,
     QuerySpec,
     ScannedAsset,
@@ -41,8 +42,19 @@ class SearchClient(Protocol):
     async def upsert(self, tenant: str, records: Sequence[UpsertRecord]) -> list[UpsertOutcome]: ...
 
     async def get_assets(
-        self, tenant: str, asset_ids: Sequence[str], include_vectors: bool = False
-    ) -> tuple[list[StoredAsset], list[str]]: ...
+        self,
+        tenant: str,
+        asset_ids: Sequence[str],
+        include_vectors: bool = False,
+        include_unanalysed: bool = False,
+    ) -> tuple[list[StoredAsset], list[str]]:
+        """Assets by id; one whose analysis is not done is missing unless `include_unanalysed` (only
+        the ingest flow and the analysis worker set it)."""
+        ...
+
+    async def pending_analysis(self, limit: int) -> list[PendingAnalysis]:
+        """Up to `limit` assets of any tenant whose analysis is pending (the durable queue)."""
+        ...
 
     async def find_by_content_hash(self, tenant: str, shas: Sequence[str]) -> dict[str, list[str]]:
         """For each digest, the sorted ids of the tenant's assets holding it (absent: none)."""

@@ -16,6 +16,7 @@ from services.gateway.backends.generations import GenerationWatch
 from services.gateway.domain import (
     ModelRef,
     ModelVectors,
+    PendingAnalysis,
     QueryResult,
     QuerySpec,
     ScannedAsset,
@@ -37,7 +38,9 @@ class GrpcSearchClient:
         query_deadline_s: float,
         write_deadline_s: float,
         watch: tuple[int, float, float] | None = None,  # (max tenants, renew s, retry s); None: no watch
+        vector_encoding: str = "per_hit",  # candidates' vectors: "per_hit", or packed "float32"/"float16"
     ) -> None:
+        self._packed = convert.PACKED_ENCODINGS[vector_encoding]
         self._stub = search_pb2_grpc.SearchServiceStub(ch)
         self._calls = BackendCalls("search", breaker, retry)
         self._read_s = query_deadline_s
@@ -55,7 +58,7 @@ class GrpcSearchClient:
             self.watch.wrote(tenant, generation)
 
     async def query(self, spec: QuerySpec) -> QueryResult:
-        req = convert.query_request(spec)
+        req = convert.query_request(spec, self._packed)
         resp = await self._calls.call(self._stub.Query, req, self._read_s, idempotent=True, method="Query")
         return convert.query_result(resp)
 
@@ -135,13 +138,29 @@ class GrpcSearchClient:
         return convert.tenant_models(resp.versions), resp.assets_changed
 
     async def get_assets(
-        self, tenant: str, asset_ids: Sequence[str], include_vectors: bool = False
+        self,
+        tenant: str,
+        asset_ids: Sequence[str],
+        include_vectors: bool = False,
+        include_unanalysed: bool = False,
     ) -> tuple[list[StoredAsset], list[str]]:
-        req = search_pb2.GetAssetsRequest(tenant=tenant, asset_ids=asset_ids, include_vectors=include_vectors)
+        req = search_pb2.GetAssetsRequest(
+            tenant=tenant,
+            asset_ids=asset_ids,
+            include_vectors=include_vectors,
+            include_unanalysed=include_unanalysed,
+        )
         resp = await self._calls.call(
             self._stub.GetAssets, req, self._read_s, idempotent=True, method="GetAssets"
         )
         return convert.stored_assets(resp), list(resp.missing_asset_ids)
+
+    async def pending_analysis(self, limit: int) -> list[PendingAnalysis]:
+        req = search_pb2.ListPendingAnalysisRequest(limit=limit)
+        resp = await self._calls.call(
+            self._stub.ListPendingAnalysis, req, self._read_s, idempotent=True, method="ListPendingAnalysis"
+        )
+        return convert.pending_analysis(resp)
 
     async def find_by_content_hash(self, tenant: str, shas: Sequence[str]) -> dict[str, list[str]]:
         req = search_pb2.FindByContentHashRequest(tenant=tenant, content_sha256=shas)

@@ -15,6 +15,7 @@ from services.search.domain import (
     Hit,
     ItemFailure,
     ModelRef,
+    PendingAsset,
     QueryPlan,
     Stats,
     TenantModels,
@@ -76,6 +77,10 @@ class SearchBackend(Protocol):
     async def find_by_content_hash(self, tenant: str, digests: list[str]) -> dict[str, set[str]]:
         """{digest: ids of the tenant's assets storing it} for the digests that have any, read from the
         store; an unknown tenant has none."""
+
+    async def assets_in_state(self, tenant: str | None, state: str, limit: int) -> list[PendingAsset]:
+        """Up to `limit` assets whose analysis_state is `state`, of one tenant (None: every tenant),
+        least recently written first within a tenant."""
 
     async def query(self, tenant: str, plan: QueryPlan) -> list[Hit]:
         """Run a hybrid query; returns the fused hits [offset, offset + limit)."""

@@ -7,6 +7,13 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AnalysisState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANALYSIS_STATE_UNSPECIFIED: _ClassVar[AnalysisState]
+    ANALYSIS_STATE_PENDING: _ClassVar[AnalysisState]
+    ANALYSIS_STATE_ANALYSED: _ClassVar[AnalysisState]
+    ANALYSIS_STATE_FAILED: _ClassVar[AnalysisState]
+
 class FilterOperator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FILTER_OPERATOR_UNSPECIFIED: _ClassVar[FilterOperator]
@@ -21,6 +28,10 @@ class FilterOperator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FILTER_OPERATOR_CONTAINS_ALL: _ClassVar[FilterOperator]
     FILTER_OPERATOR_LIKE: _ClassVar[FilterOperator]
     FILTER_OPERATOR_IS_NULL: _ClassVar[FilterOperator]
+ANALYSIS_STATE_UNSPECIFIED: AnalysisState
+ANALYSIS_STATE_PENDING: AnalysisState
+ANALYSIS_STATE_ANALYSED: AnalysisState
+ANALYSIS_STATE_FAILED: AnalysisState
 FILTER_OPERATOR_UNSPECIFIED: FilterOperator
 FILTER_OPERATOR_EQUAL: FilterOperator
 FILTER_OPERATOR_NOT_EQUAL: FilterOperator
@@ -93,7 +104,7 @@ class SafetyLabel(_message.Message):
     def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class Asset(_message.Message):
-    __slots__ = ("asset_id", "tenant", "uri", "caption", "tags", "ocr_text", "owner", "license", "safety_labels", "safety_score", "source", "created_at", "updated_at", "width", "height", "content_sha256", "embedding_model", "popularity")
+    __slots__ = ("asset_id", "tenant", "uri", "caption", "tags", "ocr_text", "owner", "license", "safety_labels", "safety_score", "source", "created_at", "updated_at", "width", "height", "content_sha256", "embedding_model", "popularity", "analysis_state")
     ASSET_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +123,7 @@ class Asset(_message.Message):
     CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     POPULARITY_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_STATE_FIELD_NUMBER: _ClassVar[int]
     asset_id: str
     tenant: str
     uri: str
@@ -130,7 +142,8 @@ class Asset(_message.Message):
     content_sha256: str
     embedding_model: ModelRef
     popularity: float
-    def __init__(self, asset_id: _Optional[str] = ..., tenant: _Optional[str] = ..., uri: _Optional[str] = ..., caption: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., ocr_text: _Optional[str] = ..., owner: _Optional[str] = ..., license: _Optional[_Union[License, _Mapping]] = ..., safety_labels: _Optional[_Iterable[_Union[SafetyLabel, _Mapping]]] = ..., safety_score: _Optional[float] = ..., source: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., content_sha256: _Optional[str] = ..., embedding_model: _Optional[_Union[ModelRef, _Mapping]] = ..., popularity: _Optional[float] = ...) -> None: ...
+    analysis_state: AnalysisState
+    def __init__(self, asset_id: _Optional[str] = ..., tenant: _Optional[str] = ..., uri: _Optional[str] = ..., caption: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., ocr_text: _Optional[str] = ..., owner: _Optional[str] = ..., license: _Optional[_Union[License, _Mapping]] = ..., safety_labels: _Optional[_Iterable[_Union[SafetyLabel, _Mapping]]] = ..., safety_score: _Optional[float] = ..., source: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., content_sha256: _Optional[str] = ..., embedding_model: _Optional[_Union[ModelRef, _Mapping]] = ..., popularity: _Optional[float] = ..., analysis_state: _Optional[_Union[AnalysisState, str]] = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("condition", "all_of", "any_of", "negate")

@@ -225,7 +225,7 @@ class IngestRequest(_message.Message):
     def __init__(self, asset_id: _Optional[str] = ..., image: _Optional[bytes] = ..., uri: _Optional[str] = ..., caption: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., license: _Optional[_Union[_common_pb2.License, _Mapping]] = ..., source: _Optional[str] = ..., popularity: _Optional[float] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
-    __slots__ = ("asset_id", "outcome", "error", "content_sha256", "safety_labels", "ocr_text", "duplicate_of")
+    __slots__ = ("asset_id", "outcome", "error", "content_sha256", "safety_labels", "ocr_text", "duplicate_of", "analysis_state")
     ASSET_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +233,7 @@ class IngestResponse(_message.Message):
     SAFETY_LABELS_FIELD_NUMBER: _ClassVar[int]
     OCR_TEXT_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_OF_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_STATE_FIELD_NUMBER: _ClassVar[int]
     asset_id: str
     outcome: IngestOutcome
     error: _common_pb2.ItemError
@@ -240,7 +241,8 @@ class IngestResponse(_message.Message):
     safety_labels: _containers.RepeatedCompositeFieldContainer[_common_pb2.SafetyLabel]
     ocr_text: str
     duplicate_of: str
-    def __init__(self, asset_id: _Optional[str] = ..., outcome: _Optional[_Union[IngestOutcome, str]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ..., content_sha256: _Optional[str] = ..., safety_labels: _Optional[_Iterable[_Union[_common_pb2.SafetyLabel, _Mapping]]] = ..., ocr_text: _Optional[str] = ..., duplicate_of: _Optional[str] = ...) -> None: ...
+    analysis_state: _common_pb2.AnalysisState
+    def __init__(self, asset_id: _Optional[str] = ..., outcome: _Optional[_Union[IngestOutcome, str]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ..., content_sha256: _Optional[str] = ..., safety_labels: _Optional[_Iterable[_Union[_common_pb2.SafetyLabel, _Mapping]]] = ..., ocr_text: _Optional[str] = ..., duplicate_of: _Optional[str] = ..., analysis_state: _Optional[_Union[_common_pb2.AnalysisState, str]] = ...) -> None: ...
 
 class GetAssetRequest(_message.Message):
     __slots__ = ("asset_id",)

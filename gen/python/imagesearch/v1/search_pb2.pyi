@@ -1,3 +1,4 @@
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from imagesearch.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -13,10 +14,19 @@ class FusionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FUSION_TYPE_RELATIVE_SCORE: _ClassVar[FusionType]
     FUSION_TYPE_RANKED: _ClassVar[FusionType]
     FUSION_TYPE_ADAPTIVE: _ClassVar[FusionType]
+
+class VectorEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VECTOR_ENCODING_UNSPECIFIED: _ClassVar[VectorEncoding]
+    VECTOR_ENCODING_FLOAT32: _ClassVar[VectorEncoding]
+    VECTOR_ENCODING_FLOAT16: _ClassVar[VectorEncoding]
 FUSION_TYPE_UNSPECIFIED: FusionType
 FUSION_TYPE_RELATIVE_SCORE: FusionType
 FUSION_TYPE_RANKED: FusionType
 FUSION_TYPE_ADAPTIVE: FusionType
+VECTOR_ENCODING_UNSPECIFIED: VectorEncoding
+VECTOR_ENCODING_FLOAT32: VectorEncoding
+VECTOR_ENCODING_FLOAT16: VectorEncoding
 
 class AssetRecord(_message.Message):
     __slots__ = ("asset", "image_embedding", "vectors", "models")
@@ -95,14 +105,16 @@ class DeleteAssetsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[DeleteResult, _Mapping]]] = ..., index_generation: _Optional[int] = ...) -> None: ...
 
 class GetAssetsRequest(_message.Message):
-    __slots__ = ("tenant", "asset_ids", "include_vectors")
+    __slots__ = ("tenant", "asset_ids", "include_vectors", "include_unanalysed")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ASSET_IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_UNANALYSED_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     asset_ids: _containers.RepeatedScalarFieldContainer[str]
     include_vectors: bool
-    def __init__(self, tenant: _Optional[str] = ..., asset_ids: _Optional[_Iterable[str]] = ..., include_vectors: bool = ...) -> None: ...
+    include_unanalysed: bool
+    def __init__(self, tenant: _Optional[str] = ..., asset_ids: _Optional[_Iterable[str]] = ..., include_vectors: bool = ..., include_unanalysed: bool = ...) -> None: ...
 
 class GetAssetsResponse(_message.Message):
     __slots__ = ("assets", "missing_asset_ids")
@@ -111,6 +123,32 @@ class GetAssetsResponse(_message.Message):
     assets: _containers.RepeatedCompositeFieldContainer[AssetRecord]
     missing_asset_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, assets: _Optional[_Iterable[_Union[AssetRecord, _Mapping]]] = ..., missing_asset_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListPendingAnalysisRequest(_message.Message):
+    __slots__ = ("tenant", "limit")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    limit: int
+    def __init__(self, tenant: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class PendingAnalysis(_message.Message):
+    __slots__ = ("tenant", "asset_id", "content_sha256", "updated_at")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    asset_id: str
+    content_sha256: str
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, tenant: _Optional[str] = ..., asset_id: _Optional[str] = ..., content_sha256: _Optional[str] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListPendingAnalysisResponse(_message.Message):
+    __slots__ = ("assets",)
+    ASSETS_FIELD_NUMBER: _ClassVar[int]
+    assets: _containers.RepeatedCompositeFieldContainer[PendingAnalysis]
+    def __init__(self, assets: _Optional[_Iterable[_Union[PendingAnalysis, _Mapping]]] = ...) -> None: ...
 
 class FindByContentHashRequest(_message.Message):
     __slots__ = ("tenant", "content_sha256")
@@ -143,7 +181,7 @@ class KeywordField(_message.Message):
     def __init__(self, name: _Optional[str] = ..., boost: _Optional[float] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("tenant", "text", "vector", "alpha", "fusion", "filter", "limit", "offset", "candidate_window", "keyword_fields", "include_vectors", "skip_cache")
+    __slots__ = ("tenant", "text", "vector", "alpha", "fusion", "filter", "limit", "offset", "candidate_window", "keyword_fields", "include_vectors", "skip_cache", "packed_vector_encoding")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +194,7 @@ class QueryRequest(_message.Message):
     KEYWORD_FIELDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     SKIP_CACHE_FIELD_NUMBER: _ClassVar[int]
+    PACKED_VECTOR_ENCODING_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     text: str
     vector: _common_pb2.Embedding
@@ -168,7 +207,8 @@ class QueryRequest(_message.Message):
     keyword_fields: _containers.RepeatedCompositeFieldContainer[KeywordField]
     include_vectors: bool
     skip_cache: bool
-    def __init__(self, tenant: _Optional[str] = ..., text: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., alpha: _Optional[float] = ..., fusion: _Optional[_Union[FusionType, str]] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., candidate_window: _Optional[int] = ..., keyword_fields: _Optional[_Iterable[_Union[KeywordField, _Mapping]]] = ..., include_vectors: bool = ..., skip_cache: bool = ...) -> None: ...
+    packed_vector_encoding: VectorEncoding
+    def __init__(self, tenant: _Optional[str] = ..., text: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., alpha: _Optional[float] = ..., fusion: _Optional[_Union[FusionType, str]] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., candidate_window: _Optional[int] = ..., keyword_fields: _Optional[_Iterable[_Union[KeywordField, _Mapping]]] = ..., include_vectors: bool = ..., skip_cache: bool = ..., packed_vector_encoding: _Optional[_Union[VectorEncoding, str]] = ...) -> None: ...
 
 class ScoreBreakdown(_message.Message):
     __slots__ = ("fused", "keyword_contribution", "vector_contribution", "bm25", "cosine_similarity", "vector_name", "vector_weight")
@@ -199,14 +239,28 @@ class QueryHit(_message.Message):
     def __init__(self, asset: _Optional[_Union[_common_pb2.Asset, _Mapping]] = ..., scores: _Optional[_Union[ScoreBreakdown, _Mapping]] = ..., image_embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("hits", "cached", "index_generation")
+    __slots__ = ("hits", "cached", "index_generation", "packed_vectors")
     HITS_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
     INDEX_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    PACKED_VECTORS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[QueryHit]
     cached: bool
     index_generation: int
-    def __init__(self, hits: _Optional[_Iterable[_Union[QueryHit, _Mapping]]] = ..., cached: bool = ..., index_generation: _Optional[int] = ...) -> None: ...
+    packed_vectors: PackedVectors
+    def __init__(self, hits: _Optional[_Iterable[_Union[QueryHit, _Mapping]]] = ..., cached: bool = ..., index_generation: _Optional[int] = ..., packed_vectors: _Optional[_Union[PackedVectors, _Mapping]] = ...) -> None: ...
+
+class PackedVectors(_message.Message):
+    __slots__ = ("encoding", "dimension", "values", "missing_rows")
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    MISSING_ROWS_FIELD_NUMBER: _ClassVar[int]
+    encoding: VectorEncoding
+    dimension: int
+    values: bytes
+    missing_rows: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, encoding: _Optional[_Union[VectorEncoding, str]] = ..., dimension: _Optional[int] = ..., values: _Optional[bytes] = ..., missing_rows: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ("tenant",)

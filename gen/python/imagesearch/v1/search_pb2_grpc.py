@@ -59,6 +59,11 @@ class SearchServiceStub(object):
                 request_serializer=imagesearch_dot_v1_dot_search__pb2.GetAssetsRequest.SerializeToString,
                 response_deserializer=imagesearch_dot_v1_dot_search__pb2.GetAssetsResponse.FromString,
                 _registered_method=True)
+        self.ListPendingAnalysis = channel.unary_unary(
+                '/imagesearch.v1.SearchService/ListPendingAnalysis',
+                request_serializer=imagesearch_dot_v1_dot_search__pb2.ListPendingAnalysisRequest.SerializeToString,
+                response_deserializer=imagesearch_dot_v1_dot_search__pb2.ListPendingAnalysisResponse.FromString,
+                _registered_method=True)
         self.FindByContentHash = channel.unary_unary(
                 '/imagesearch.v1.SearchService/FindByContentHash',
                 request_serializer=imagesearch_dot_v1_dot_search__pb2.FindByContentHashRequest.SerializeToString,
@@ -151,7 +156,16 @@ class SearchServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetAssets(self, request, context):
-        """Fetches assets by id.
+        """Fetches assets by id. Assets whose analysis is not done (Asset.analysis_state PENDING or FAILED)
+        are reported missing unless include_unanalysed is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPendingAnalysis(self, request, context):
+        """Lists assets whose analysis is pending (the durable analysis queue is the index itself), across
+        tenants, oldest write first within a tenant. The gateway's analysis worker resumes from it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -272,6 +286,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.GetAssets,
                     request_deserializer=imagesearch_dot_v1_dot_search__pb2.GetAssetsRequest.FromString,
                     response_serializer=imagesearch_dot_v1_dot_search__pb2.GetAssetsResponse.SerializeToString,
+            ),
+            'ListPendingAnalysis': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingAnalysis,
+                    request_deserializer=imagesearch_dot_v1_dot_search__pb2.ListPendingAnalysisRequest.FromString,
+                    response_serializer=imagesearch_dot_v1_dot_search__pb2.ListPendingAnalysisResponse.SerializeToString,
             ),
             'FindByContentHash': grpc.unary_unary_rpc_method_handler(
                     servicer.FindByContentHash,
@@ -442,6 +461,33 @@ class SearchService(object):
             '/imagesearch.v1.SearchService/GetAssets',
             imagesearch_dot_v1_dot_search__pb2.GetAssetsRequest.SerializeToString,
             imagesearch_dot_v1_dot_search__pb2.GetAssetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingAnalysis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagesearch.v1.SearchService/ListPendingAnalysis',
+            imagesearch_dot_v1_dot_search__pb2.ListPendingAnalysisRequest.SerializeToString,
+            imagesearch_dot_v1_dot_search__pb2.ListPendingAnalysisResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,6 +11,7 @@ import math
 import os
 import sqlite3
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from services.search.domain import (
     Hit,
     ItemFailure,
     ModelRef,
+    PendingAsset,
     QueryPlan,
     Scores,
     Stats,
@@ -34,6 +36,7 @@ from services.search.domain import (
 )
 from services.search.fusion import content_terms, coverage, fuse, keyword_texts
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_VECTOR = np.zeros(0, dtype=np.float32)
 
 
@@ -232,6 +235,24 @@ class EmbeddedBackend:
             if ids:
                 found[d] = ids
         return found
+
+    async def assets_in_state(self, tenant: str | None, state: str, limit: int) -> list[PendingAsset]:
+        if tenant is not None:
+            names = [tenant]
+        else:
+            tdir = self.root / "tenants"
+            listed = sorted(os.listdir(tdir)) if tdir.exists() else []
+            names = [n for n in listed if await self.tenant_exists(n)]
+        out: list[PendingAsset] = []
+        for name in names:
+            if len(out) >= limit:
+                break
+            t = await self._tenant(name)
+            docs = [t.docs[s] for s in t.columns.values["analysis_state"].get(state, ()) if s in t.docs]
+            docs.sort(key=lambda d: (d.updated_at or _EPOCH, d.asset_id))
+            room = limit - len(out)
+            out += [PendingAsset(name, d.asset_id, d.content_sha256, d.updated_at) for d in docs[:room]]
+        return out
 
     async def query(self, tenant: str, plan: QueryPlan) -> list[Hit]:
         t = await self._tenant(tenant)

@@ -24,7 +24,16 @@ def field_tokens(doc: AssetDoc, field: str) -> list[str]:
 
 # ---- in-memory columns for filters -----------------------------------------------------------------
 
-_STRING_FIELDS = ("asset_id", "uri", "caption", "owner", "source", "license_name", "content_sha256")
+_STRING_FIELDS = (
+    "asset_id",
+    "uri",
+    "caption",
+    "owner",
+    "source",
+    "license_name",
+    "content_sha256",
+    "analysis_state",
+)
 _ARRAY_FIELDS = ("tags", "safety_labels")
 _NUMBER_FIELDS = ("width", "height", "safety_score", "popularity")
 _TIME_FIELDS = ("created_at", "updated_at", "license_expires_at")

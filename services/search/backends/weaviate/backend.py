@@ -9,6 +9,7 @@ import re
 from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -43,7 +44,9 @@ from services.common.context import remaining, request_id
 from services.common.errors import FailedPrecondition, NotFound, Unavailable
 from services.search.backends.weaviate.query import run_query
 from services.search.backends.weaviate.schema import (
+    ANALYSIS_STATE_PROPERTY,
     VECTOR_NAME,
+    as_utc,
     collection_properties,
     doc_to_properties,
     object_uuid,
@@ -58,6 +61,7 @@ from services.search.domain import (
     Hit,
     ItemFailure,
     ModelRef,
+    PendingAsset,
     QueryPlan,
     Stats,
     TenantModels,
@@ -82,6 +86,7 @@ _CHANNEL_OPTIONS = [
 ]
 # Objects per page of a content-hash lookup.
 _HASH_PAGE = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 T = TypeVar("T")
 
@@ -314,6 +319,7 @@ class WeaviateBackend:
                             ) from None
                         if "already exists" not in str(exc):
                             raise
+                await self._add_analysis_state(client)
                 await self._load_info()
 
             await self._call(ensure, "collection setup")
@@ -321,6 +327,19 @@ class WeaviateBackend:
         model, dim = self._expected
         if model is not None and dim and self._info.model is None:
             await self.set_collection_model(model, dim)
+
+    async def _add_analysis_state(self, client: weaviate.WeaviateAsyncClient) -> None:
+        """A collection made before analysis states gets the property (its objects have no value:
+        analysed)."""
+        col = client.collections.get(self._name)
+        if any(p.name == ANALYSIS_STATE_PROPERTY.name for p in (await col.config.get()).properties):
+            return
+        try:
+            await col.config.add_property(ANALYSIS_STATE_PROPERTY)
+        except (UnexpectedStatusCodeError, WeaviateInvalidInputError) as exc:
+            if "already exists" not in str(exc):
+                raise
+        log.info("analysis_state property added to the collection", collection=self._name)
 
     async def _load_info(self) -> None:
         assert self._client is not None
@@ -641,6 +660,40 @@ class WeaviateBackend:
             if len(page.objects) < _HASH_PAGE:
                 return found
             offset += _HASH_PAGE
+
+    async def assets_in_state(self, tenant: str | None, state: str, limit: int) -> list[PendingAsset]:
+        assert self._client is not None
+        client = self._client
+        if tenant is not None:
+            names = [tenant]
+        else:
+            found = await self._call(lambda: client.collections.get(self._name).tenants.get(), "tenant list")
+            names = sorted(found)
+        out: list[PendingAsset] = []
+        for name in names:
+            if len(out) >= limit:
+                break
+            col, room = self._collection(name), limit - len(out)
+            page = await self._call(
+                lambda c=col, n=room: c.query.fetch_objects(  # type: ignore[misc]
+                    filters=Filter.by_property("analysis_state").equal(state),
+                    limit=n,
+                    return_properties=["asset_id", "content_sha256", "updated_at"],
+                ),
+                "analysis state lookup",
+            )
+            items = [
+                PendingAsset(
+                    name,
+                    o.properties["asset_id"],
+                    o.properties.get("content_sha256") or "",
+                    as_utc(o.properties.get("updated_at")),
+                )
+                for o in page.objects
+            ]
+            items.sort(key=lambda p: (p.updated_at or _EPOCH, p.asset_id))
+            out += items
+        return out
 
     # ---- queries ---------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ Collection schema (one collection, default name `ImagesearchAsset`):
 | content_sha256      | text        | field        | filter (duplicate lookup)                      |
 | embedding_model_name, embedding_model_version | text | field | the vector's model                      |
 | popularity          | number      |              | filter (range)                                 |
+| analysis_state      | text        | field        | pending / analysed / failed (absent: analysed) |
 
 Named vector `image` (the model's primary vector) and one `named_<name>` per other named vector (added
 when the name is first written): self-provided (no vectorizer module), HNSW with cosine distance.
@@ -83,6 +84,11 @@ def _text_array(name: str, tokenization: Tokenization, *, searchable: bool, filt
     )
 
 
+# Added to collections made before analysis states (backend `_ensure_collection`): their objects have
+# no value, which every filter treats as "analysed".
+ANALYSIS_STATE_PROPERTY = _text("analysis_state", Tokenization.FIELD, searchable=False, filterable=True)
+
+
 def collection_properties() -> list[Property]:
     word, field = Tokenization.WORD, Tokenization.FIELD
     return [
@@ -110,6 +116,7 @@ def collection_properties() -> list[Property]:
         _text("embedding_model_name", field, searchable=False, filterable=True),
         _text("embedding_model_version", field, searchable=False, filterable=True),
         Property(name="popularity", data_type=DataType.NUMBER),
+        ANALYSIS_STATE_PROPERTY,
     ]
 
 
@@ -131,6 +138,7 @@ def doc_to_properties(doc: AssetDoc) -> dict[str, Any]:
         ("source", doc.source),
         ("license_name", doc.license_name),
         ("content_sha256", doc.content_sha256),
+        ("analysis_state", doc.analysis_state),
     ):
         if value:
             props[name] = value
@@ -153,7 +161,7 @@ def doc_to_properties(doc: AssetDoc) -> dict[str, Any]:
     return props
 
 
-def _as_utc(v: Any) -> datetime | None:
+def as_utc(v: Any) -> datetime | None:
     if v is None:
         return None
     if isinstance(v, str):
@@ -172,15 +180,16 @@ def properties_to_doc(p: dict[str, Any]) -> AssetDoc:
         ocr_text=p.get("ocr_text") or "",
         owner=p.get("owner") or "",
         license_name=p.get("license_name") or "",
-        license_expires_at=_as_utc(p.get("license_expires_at")),
+        license_expires_at=as_utc(p.get("license_expires_at")),
         safety_labels=tuple(SafetyLabel(str(lb), float(s)) for lb, s in labels),
         safety_score=float(p.get("safety_score") or 0.0),
         source=p.get("source") or "",
-        created_at=_as_utc(p.get("created_at")),
-        updated_at=_as_utc(p.get("updated_at")),
+        created_at=as_utc(p.get("created_at")),
+        updated_at=as_utc(p.get("updated_at")),
         width=int(p.get("width") or 0),
         height=int(p.get("height") or 0),
         content_sha256=p.get("content_sha256") or "",
         embedding_model=ModelRef(str(name), str(version or "")) if name else None,
         popularity=float(p.get("popularity") or 0.0),
+        analysis_state=p.get("analysis_state") or "",
     )
