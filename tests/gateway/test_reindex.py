@@ -98,7 +98,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Suite, Ser
     s, photo = start_suite(
         {
             "IMAGESEARCH_GATEWAY_BLOB_DIR": str(tmp_path_factory.mktemp("blobs")),
-            "IMAGESEARCH_GATEWAY_REINDEX_RATE_PER_S": "4",
+            "IMAGESEARCH_GATEWAY_REINDEX_RATE_PER_S": "3",
             "IMAGESEARCH_GATEWAY_REINDEX_PAGE_SIZE": "3",
             "IMAGESEARCH_GATEWAY_REINDEX_BATCH": "3",
             "IMAGESEARCH_GATEWAY_MODEL_STATE_TTL_S": "0.5",
@@ -207,16 +207,17 @@ def test_reindex_resumes_after_kill_then_activate_rollback(
         code_of(st.GetReindexJob, admin_pb2.GetReindexJobRequest(), metadata=GUS) == grpc.StatusCode.NOT_FOUND
     )
 
-    # The job, rate-limited to 4 images/s in pages of 3: kill the gateway once 2 pages are done.
-    j = st.StartReindex(start, metadata=GUS, timeout=30).job
+    # The job, rate-limited to 3 images/s in pages of 3: kill the gateway once 4 pages are done. The
+    # job outlives the call that started it (3 s deadline): it must not inherit that deadline.
+    j = st.StartReindex(start, metadata=GUS, timeout=3).job
     assert j.state == admin_pb2.REINDEX_STATE_RUNNING and j.total_assets == 16
     assert st.StartReindex(start, metadata=GUS, timeout=30).job.target == PHOTO_REF  # the running one
-    wait_for(s, lambda j: j.scanned >= 6)
+    wait_for(s, lambda j: j.scanned >= 12)
     assert s.gateway is not None
     s.gateway.stop(signal.SIGKILL)  # the worker dies mid-way (a batch may be encoded, not written)
     encoded_before = image_encodes(photo)
     finished = {a for a, ms in models_of(s).items() if PHOTO_REF.name in ms}
-    assert 5 <= len(finished) < 15, finished  # at least the two checkpointed pages, not all
+    assert 11 <= len(finished) < 15, finished  # at least the four checkpointed pages, not all
     restart_gateway(s)  # resumes the job from its checkpoint
     # Ingest while the job runs (resumed by the restarted gateway) writes both versions.
     s.ingest_all_created([request(i) for i in late], GUS)
