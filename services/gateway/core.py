@@ -51,7 +51,7 @@ from services.gateway.feedback_flow import FeedbackFlow
 from services.gateway.images import AssetImages
 from services.gateway.ingest_flow import IngestConfig, IngestFlow
 from services.gateway.limits import MAX_ASSET_ID_CHARS
-from services.gateway.model_versions import ModelVersions, check_model
+from services.gateway.model_versions import ModelVersions, check_model, parse_model
 from services.gateway.paging import PageTokens
 from services.gateway.policy import Policy
 from services.gateway.preferences import CallerPreferences
@@ -60,6 +60,7 @@ from services.gateway.reads import Reads
 from services.gateway.reindex import ReindexConfig, Reindexer
 from services.gateway.search_flow import SearchConfig, SearchFlow
 from services.gateway.settings import GatewaySettings
+from services.gateway.shadow import Shadow
 
 log = structlog.get_logger("gateway")
 
@@ -92,6 +93,17 @@ class Gateway:
         self.models = ModelVersions(
             versions_client, model_encoders or {}, settings.model_state_ttl_s, settings.max_tenants_tracked
         )
+        self.shadow = (
+            Shadow(
+                search,
+                self.models,
+                parse_model(settings.shadow_model),
+                settings.shadow_share,
+                settings.shadow_max_in_flight,
+            )
+            if settings.shadow_model
+            else None
+        )
         self.reindexer = Reindexer(
             versions_client,
             blobs,
@@ -116,6 +128,7 @@ class Gateway:
             drift=self.drift,
             preferences=self.preferences,
             models=self.models,
+            shadow=self.shadow,
         )
         self.ingest_flow = IngestFlow(
             encoder,

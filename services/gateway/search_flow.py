@@ -61,6 +61,7 @@ from services.gateway.query_vectors import QueryVectors
 from services.gateway.reads import Reads
 from services.gateway.rerank import Ranked, RerankConfig, rerank
 from services.gateway.settings import GatewaySettings
+from services.gateway.shadow import Shadow
 
 log = structlog.get_logger("search")
 
@@ -168,8 +169,10 @@ class SearchFlow:
         drift: DriftMonitor | None = None,
         preferences: CallerPreferences | None = None,
         models: ModelVersions | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         self.cfg = config
+        self.shadow = shadow
         self.models = models  # which encoder serves the tenant's active model version
         self._model_vectors: dict[ModelRef, QueryVectors] = {}
         self.drift = drift
@@ -266,6 +269,8 @@ class SearchFlow:
         page = await self._page(ask, spec, cfg, window, text_vec=vectors.text, image_vec=image_vec)
         page.degraded_reasons = list(vectors.degraded)
         page.model = vectors.model
+        if self.shadow is not None and not ask.offset:  # compared in the background, never returned
+            self.shadow.sample(spec, text, q.image)
         if page.degraded_reasons:
             DEGRADED_SEARCHES.inc()
         if query_vec is not None and vector_name == PRIMARY_VECTOR and not ask.offset:

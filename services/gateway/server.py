@@ -344,6 +344,8 @@ async def build(settings: GatewaySettings) -> App:
 
     async def stop() -> None:
         await gateway.reindexer.close()  # checkpoints stay: the next start resumes the jobs
+        if gateway.shadow is not None:
+            await gateway.shadow.close()
         await backends.close()
         await blobs.close()
         await limiter.close()

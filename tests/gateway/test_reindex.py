@@ -102,6 +102,9 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Suite, Ser
             "IMAGESEARCH_GATEWAY_REINDEX_PAGE_SIZE": "3",
             "IMAGESEARCH_GATEWAY_REINDEX_BATCH": "3",
             "IMAGESEARCH_GATEWAY_MODEL_STATE_TTL_S": "0.5",
+            # the photo version answers every first page in shadow (compared, never returned)
+            "IMAGESEARCH_GATEWAY_SHADOW_MODEL": f"{PHOTO_REF.name}:{PHOTO_REF.version}",
+            "IMAGESEARCH_GATEWAY_SHADOW_SHARE": "1.0",
         }
     )
     try:
@@ -109,6 +112,28 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Suite, Ser
     finally:
         s.stop()
         photo.stop()
+
+
+def metric(s: Suite, name: str, labels: str = "") -> float:
+    """The sum of a gateway metric's samples (those whose labels contain `labels`)."""
+    assert s.gateway is not None
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{s.gateway.metrics_port}/metrics", timeout=10)
+        .read()
+        .decode()
+    )
+    pattern = rf"^{name}(\{{[^}}]*\}})? (\S+)$"
+    return sum(float(v) for lbl, v in re.findall(pattern, text, re.M) if labels in lbl)
+
+
+def shadow_lines(s: Suite) -> str:
+    assert s.gateway is not None
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{s.gateway.metrics_port}/metrics", timeout=10)
+        .read()
+        .decode()
+    )
+    return "\n".join(line for line in text.splitlines() if "shadow" in line and not line.startswith("#"))
 
 
 def restart_gateway(s: Suite) -> None:
@@ -244,6 +269,16 @@ def test_reindex_resumes_after_kill_then_activate_rollback(
         gateway_pb2.DeleteAssetRequest(asset_id=lost.asset_id), metadata=GUS, timeout=30
     )
     assert search_model(s, items[0].caption)[0] == DEMO_REF.name
+    # Shadow: before the re-index the tenant held no photo vectors (skipped); now each first page is
+    # compared with the photo version's answer and recorded, while the served model stays demo.
+    for n, i in enumerate(items[:6]):  # distinct texts: a page-cache hit is not sampled again
+        assert search_model(s, f"{i.caption} shadow {n}")[0] == DEMO_REF.name
+    deadline = time.monotonic() + 30
+    while metric(s, "gateway_shadow_queries_total", 'outcome="compared"') < 6:
+        assert time.monotonic() < deadline, shadow_lines(s)
+        time.sleep(0.2)
+    assert metric(s, "gateway_shadow_overlap_at_10_count") >= 6
+    assert metric(s, "gateway_shadow_queries_total", 'outcome="failed"') == 0
     versions = st.ActivateModel(activate, metadata=GUS, timeout=30).versions
     assert versions.active == PHOTO_REF and versions.previous == DEMO_REF
     assert {v.model.name: v.assets_covered for v in versions.versions} == {
@@ -281,3 +316,15 @@ def test_reindex_resumes_after_kill_then_activate_rollback(
     assert "17 already done" in capsys.readouterr().out
     assert cli.main(["rollback", *common]) == 0
     assert cli.main(["activate", f"{PHOTO_REF.name}@{PHOTO_REF.version}", *common]) == 0
+
+
+def test_shadow_comparison_measures() -> None:
+    from services.gateway.shadow import overlap_at_k, rank_correlation
+
+    a = [f"x{i}" for i in range(10)]
+    assert overlap_at_k(a, a) == 1.0 and rank_correlation(a, a) == 1.0
+    assert rank_correlation(a, list(reversed(a))) == -1.0
+    assert overlap_at_k(a, ["y"] * 3 + a[:7]) == 0.7
+    assert rank_correlation(a, ["x0"]) is None and overlap_at_k(a, []) == 0.0
+    # Shared ids in the same relative order correlate fully, wherever they stand.
+    assert rank_correlation(a, ["y1", "x2", "y2", "x5", "x7"]) == 1.0
