@@ -51,7 +51,8 @@ from services.gateway.feedback_flow import FeedbackFlow
 from services.gateway.images import AssetImages
 from services.gateway.ingest_flow import IngestConfig, IngestFlow
 from services.gateway.limits import MAX_ASSET_ID_CHARS
-from services.gateway.model_versions import ModelVersions, check_model, parse_model
+from services.gateway.model_refs import check_model, parse_model
+from services.gateway.model_versions import ModelVersions
 from services.gateway.paging import PageTokens
 from services.gateway.policy import Policy
 from services.gateway.preferences import CallerPreferences

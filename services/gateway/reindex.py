@@ -49,7 +49,8 @@ from services.gateway.domain import (
     ReindexJob,
     ScannedAsset,
 )
-from services.gateway.model_versions import ModelVersions, check_model
+from services.gateway.model_refs import check_model
+from services.gateway.model_versions import ModelVersions
 
 log = structlog.get_logger("gateway.reindex")
 

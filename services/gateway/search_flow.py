@@ -226,6 +226,7 @@ class SearchFlow:
             q.fusion or "",
             q.rerank,
             page_size,
+            str(q.model or ""),
         )
         preferred = await self._preferred(principal, q.rerank)
         ask = self._page_request(principal, action, vis, bound, q, page_size, preferred)
@@ -234,7 +235,8 @@ class SearchFlow:
             return cached
         cfg = self._personalised(cfg, preferred)
 
-        vectors = await self._encode_query(text, q.image, await self._query_vectors(principal.tenant))
+        source = await self._query_vectors(principal.tenant, q.model)
+        vectors = await self._encode_query(text, q.image, source)
         query_vec: Vector | None
         vector_name = PRIMARY_VECTOR
         image_vec = vectors.image
@@ -377,9 +379,10 @@ class SearchFlow:
             return cfg
         return replace(cfg, preference_weight=self.preferences.weight, preferred=preferred)
 
-    async def _query_vectors(self, tenant: str) -> QueryVectors:
-        """The query-vector source of the tenant's active model version (its encoder, its caches)."""
-        model = await self.models.query_model(tenant) if self.models is not None else None
+    async def _query_vectors(self, tenant: str, wanted: ModelRef | None = None) -> QueryVectors:
+        """The query-vector source of the tenant's active model version (its encoder, its caches), or
+        of `wanted` (a canary arm's) when the tenant holds it."""
+        model = await self.models.query_model(tenant, wanted) if self.models is not None else None
         if model is None or self.models is None:
             return self.vectors
         qv = self._model_vectors.get(model)

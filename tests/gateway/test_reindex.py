@@ -54,7 +54,7 @@ def image_encodes(proc: ServiceProcess) -> int:
 
 
 def start_suite(
-    gateway_env: dict[str, str], search_env: dict[str, str] | None = None
+    gateway_env: dict[str, str], search_env: dict[str, str] | None = None, keyring: Any = None
 ) -> tuple[Suite, ServiceProcess]:
     """encoder "demo" (the ingest default) + encoder "photo" + search + gateway, with the gateway's
     model_encoders naming both."""
@@ -78,7 +78,7 @@ def start_suite(
             {
                 "IMAGESEARCH_GATEWAY_ENCODER_ADDRESS": demo.address,
                 "IMAGESEARCH_GATEWAY_SEARCH_ADDRESS": s.search.address,
-                "IMAGESEARCH_GATEWAY_API_KEYS_JSON": json.dumps(KEYRING),
+                "IMAGESEARCH_GATEWAY_API_KEYS_JSON": json.dumps(keyring or KEYRING),
                 "IMAGESEARCH_GATEWAY_DATA_DIR": str(s.tmp / "gateway"),
                 "IMAGESEARCH_GATEWAY_MODEL_ENCODERS": json.dumps(encoders),
                 "IMAGESEARCH_GATEWAY_SAFETY_ENABLED": "false",
@@ -93,10 +93,38 @@ def start_suite(
     return s, photo
 
 
+# The suite's keyring plus an admin of tenant acme, and a canary experiment on acme: half of the
+# sessions are served by the photo version (while acme holds it).
+CANARY_KEYRING = {
+    **KEYRING,
+    "api_keys": {
+        **KEYRING["api_keys"],
+        "acme-root": {"tenant": "acme", "subject": "root", "roles": ["admin"]},
+    },
+}
+ROOT = [("authorization", "Bearer acme-root")]
+CANARY = {
+    "experiments": [
+        {
+            "name": "canary",
+            "tenants": ["acme"],
+            "unit": "session",
+            "arms": [
+                {"name": "control", "share": 0.5},
+                {"name": "photo", "share": 0.5, "model_package": f"{PHOTO_REF.name}:{PHOTO_REF.version}"},
+            ],
+        }
+    ]
+}
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Suite, ServiceProcess]]:
+    experiments = tmp_path_factory.mktemp("experiments") / "canary.json"
+    experiments.write_text(json.dumps(CANARY))
     s, photo = start_suite(
         {
+            "IMAGESEARCH_GATEWAY_EXPERIMENTS_FILE": str(experiments),
             "IMAGESEARCH_GATEWAY_BLOB_DIR": str(tmp_path_factory.mktemp("blobs")),
             "IMAGESEARCH_GATEWAY_REINDEX_RATE_PER_S": "3",
             "IMAGESEARCH_GATEWAY_REINDEX_PAGE_SIZE": "3",
@@ -105,7 +133,8 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Suite, Ser
             # the photo version answers every first page in shadow (compared, never returned)
             "IMAGESEARCH_GATEWAY_SHADOW_MODEL": f"{PHOTO_REF.name}:{PHOTO_REF.version}",
             "IMAGESEARCH_GATEWAY_SHADOW_SHARE": "1.0",
-        }
+        },
+        keyring=CANARY_KEYRING,
     )
     try:
         yield s, photo
@@ -316,6 +345,36 @@ def test_reindex_resumes_after_kill_then_activate_rollback(
     assert "17 already done" in capsys.readouterr().out
     assert cli.main(["rollback", *common]) == 0
     assert cli.main(["activate", f"{PHOTO_REF.name}@{PHOTO_REF.version}", *common]) == 0
+
+
+def test_canary_arm_serves_its_share_with_the_candidate_version(suite: tuple[Suite, ServiceProcess]) -> None:
+    s, _ = suite
+    items = open_data_sample(groups=2, extra=2)
+    s.ingest_all_created([request(i) for i in items], ROOT)
+    stub = s.gateway_stub()
+
+    def served(session: str, text: str) -> tuple[str, str]:
+        md = [*ROOT, ("x-session-id", session)]
+        resp = stub.Search(gateway_pb2.SearchRequest(text=text, page_size=5), metadata=md, timeout=30)
+        assert resp.results
+        return resp.arm, resp.model.name
+
+    # acme holds no photo vectors yet: every arm is answered by the active (demo) version.
+    before = {served(f"s{n}", f"{items[n % len(items)].caption} b{n}") for n in range(8)}
+    assert {model for _, model in before} == {DEMO_REF.name}
+    st = admin(s)
+    st.StartReindex(admin_pb2.StartReindexRequest(target=PHOTO_REF), metadata=ROOT, timeout=30)
+    deadline = time.monotonic() + 120
+    while st.GetReindexJob(admin_pb2.GetReindexJobRequest(), metadata=ROOT, timeout=10).job.state == (
+        admin_pb2.REINDEX_STATE_RUNNING
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(0.6)  # the gateway's model-state TTL
+    after = [served(f"s{n}", f"{items[n % len(items)].caption} a{n}") for n in range(16)]
+    assert {arm for arm, _ in after} == {"canary/control", "canary/photo"}, after
+    for arm, model in after:  # the canary arm's sessions get the photo version, the others demo
+        assert model == (PHOTO_REF.name if arm == "canary/photo" else DEMO_REF.name), after
 
 
 def test_shadow_comparison_measures() -> None:
