@@ -52,7 +52,8 @@ from services.gateway.feedback_flow import FeedbackFlow
 from services.gateway.images import AssetImages
 from services.gateway.ingest_flow import IngestConfig, IngestFlow
 from services.gateway.limits import MAX_ASSET_ID_CHARS
-from services.gateway.model_versions import ModelVersions, check_model
+from services.gateway.model_refs import check_model, parse_model
+from services.gateway.model_versions import ModelVersions
 from services.gateway.paging import PageTokens
 from services.gateway.policy import Policy
 from services.gateway.preferences import CallerPreferences
@@ -61,6 +62,7 @@ from services.gateway.reads import Reads
 from services.gateway.reindex import ReindexConfig, Reindexer
 from services.gateway.search_flow import SearchConfig, SearchFlow
 from services.gateway.settings import GatewaySettings
+from services.gateway.shadow import Shadow
 
 log = structlog.get_logger("gateway")
 
@@ -93,6 +95,17 @@ class Gateway:
         self.models = ModelVersions(
             versions_client, model_encoders or {}, settings.model_state_ttl_s, settings.max_tenants_tracked
         )
+        self.shadow = (
+            Shadow(
+                search,
+                self.models,
+                parse_model(settings.shadow_model),
+                settings.shadow_share,
+                settings.shadow_max_in_flight,
+            )
+            if settings.shadow_model
+            else None
+        )
         self.reindexer = Reindexer(
             versions_client,
             blobs,
@@ -117,6 +130,7 @@ class Gateway:
             drift=self.drift,
             preferences=self.preferences,
             models=self.models,
+            shadow=self.shadow,
         )
         self.ingest_flow = IngestFlow(
             encoder,

@@ -280,6 +280,8 @@ class SearchQuery:
     rerank: RerankOptions = field(default_factory=RerankOptions)
     include_unsafe: bool = False
     licenses: tuple[str, ...] = ()
+    # A canary arm's model version (its encoder and vectors, when the tenant holds them).
+    model: ModelRef | None = None
 
 
 @dataclass

@@ -19,8 +19,9 @@ served by "control" with the server's configuration.
 
 An arm's overrides replace the server's defaults; what a caller sets explicitly on a request still wins
 (an explicit alpha or fusion is a different question, not a different arm's answer to the same one).
-Arms that change the model package are refused at load until the model-package lifecycle can serve
-more than one package per deployment (docs/GATEWAY.md, "Experiments and feedback").
+An arm may name a model version (`model_package: "name:version"`, a canary): its searches are encoded
+by that version's encoder and search its vectors, when the tenant holds them (else the active version
+answers); the gateway refuses at start a version it has no encoder for (docs/LIFECYCLE.md).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.common.errors import InvalidArgument
 from services.gateway.auth import Principal
-from services.gateway.domain import RerankOptions, SearchQuery
+from services.gateway.domain import ModelRef, RerankOptions, SearchQuery
+from services.gateway.model_refs import parse_model
 
 CONTROL = "control"
 SESSION_HEADER = "x-session-id"
@@ -93,6 +96,7 @@ class Arm:
     alpha: float | None = None
     rerank: RerankOptions = field(default_factory=RerankOptions)
     fusion: str | None = None  # one of domain.FUSIONS; None: the caller's, package's or settings' choice
+    model: ModelRef | None = None  # a canary: the model version this arm's searches use
 
     def apply(self, q: SearchQuery) -> SearchQuery:
         """The query as this arm serves it: its overrides stand in for the server's defaults, the
@@ -115,7 +119,8 @@ class Arm:
             popularity_weight=pick(own.popularity_weight, arm.popularity_weight),
         )
         fusion = q.fusion if q.fusion is not None else self.fusion
-        return replace(q, alpha=pick(q.alpha, self.alpha), fusion=fusion, rerank=rerank)
+        model = q.model if q.model is not None else self.model
+        return replace(q, alpha=pick(q.alpha, self.alpha), fusion=fusion, rerank=rerank, model=model)
 
 
 CONTROL_ARM = Arm(CONTROL)
@@ -163,6 +168,10 @@ class Experiments:
 
     def __len__(self) -> int:
         return len(self.experiments)
+
+    def models(self) -> set[ModelRef]:
+        """The model versions canary arms name (each needs an encoder in the gateway)."""
+        return {a.model for e in self.experiments for a in e.arms if a.model is not None}
 
     def assign(self, principal: Principal, session: str = "") -> Assignment:
         for exp in self.experiments:
@@ -217,13 +226,16 @@ def _experiment(e: _ExperimentSpec, where: str) -> Experiment:
         raise ExperimentsFileError(
             f"{where}: the shares of experiment {e.name!r} add up to {total:g}; they must add up to 1"
         )
+    models: dict[str, ModelRef] = {}
     for a in e.arms:
         if a.model_package is not None:
-            raise ExperimentsFileError(
-                f"{where}: arm {e.name}/{a.name} sets model_package {a.model_package!r}; model-package "
-                "arms are not served yet (the encoder serves one package per deployment until the "
-                "package lifecycle work lands): remove it, or run the package as a separate deployment"
-            )
+            try:
+                models[a.name] = parse_model(a.model_package)
+            except InvalidArgument:
+                raise ExperimentsFileError(
+                    f"{where}: arm {e.name}/{a.name} sets model_package {a.model_package!r}; a model "
+                    "version is NAME:VERSION (or NAME@VERSION)"
+                ) from None
     arms = tuple(
         Arm(
             name=f"{e.name}/{a.name}",
@@ -231,6 +243,7 @@ def _experiment(e: _ExperimentSpec, where: str) -> Experiment:
             alpha=a.alpha,
             rerank=RerankOptions(**{**a.rerank.model_dump(exclude_none=True)}),
             fusion=a.fusion,
+            model=models.get(a.name),
         )
         for a in e.arms
     )

@@ -24,23 +24,6 @@ from services.gateway.domain import ModelRef, ModelVectors, TenantModels
 log = structlog.get_logger("gateway.models")
 
 
-def parse_model(text: str) -> ModelRef:
-    """`name:version` or `name@version` (the CLI's spelling) -> ModelRef; INVALID_ARGUMENT otherwise."""
-    for sep in ("@", ":"):
-        name, found, version = text.rpartition(sep)
-        if found and name and version:
-            return ModelRef(name, version)
-    raise InvalidArgument(f"model version {text[:80]!r} must be NAME@VERSION (or NAME:VERSION)")
-
-
-def check_model(model: ModelRef, what: str = "model") -> ModelRef:
-    if not model.name or not model.version:
-        raise InvalidArgument(f"{what} needs a name and a version")
-    if len(model.name) > 128 or len(model.version) > 128:
-        raise InvalidArgument(f"{what}: name and version are at most 128 characters each")
-    return model
-
-
 class ModelVersions:
     def __init__(
         self,
@@ -79,8 +62,9 @@ class ModelVersions:
         self._states[tenant] = state
         return state
 
-    async def query_model(self, tenant: str) -> ModelRef | None:
-        """The active version when it has an encoder of its own (None: use the default encoder)."""
+    async def query_model(self, tenant: str, wanted: ModelRef | None = None) -> ModelRef | None:
+        """`wanted` (a canary arm's version) when the tenant holds it, else the active version, when
+        it has an encoder of its own (None: use the default encoder)."""
         if not self._encoders:
             return None
         try:
@@ -88,7 +72,11 @@ class ModelVersions:
         except DomainError as exc:  # the query still works with the default encoder's model
             log.warning("model versions unreadable; default encoder", tenant=tenant, detail=exc.message)
             return None
-        if state is None or state.active is None or state.active not in self._encoders:
+        if state is None:
+            return None
+        if wanted is not None and wanted in self._encoders and wanted in state.held():
+            return wanted
+        if state.active is None or state.active not in self._encoders:
             return None
         return state.active
 

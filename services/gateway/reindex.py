@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import json
 import os
@@ -48,7 +49,8 @@ from services.gateway.domain import (
     ReindexJob,
     ScannedAsset,
 )
-from services.gateway.model_versions import ModelVersions, check_model
+from services.gateway.model_refs import check_model
+from services.gateway.model_versions import ModelVersions
 
 log = structlog.get_logger("gateway.reindex")
 
@@ -176,7 +178,11 @@ class Reindexer:
 
     def _launch(self, job: ReindexJob) -> None:
         self._jobs[job.tenant] = job
-        self._tasks[job.tenant] = asyncio.create_task(self._run(job), name=f"reindex {job.tenant}")
+        # A fresh context: the job must not inherit the starting call's deadline and request id
+        # (services.common.context), or every backend call fails once that call's deadline passed.
+        self._tasks[job.tenant] = asyncio.create_task(
+            self._run(job), name=f"reindex {job.tenant}", context=contextvars.Context()
+        )
 
     async def resume_all(self) -> None:
         """Resume every job a previous run of this gateway left running (crash or restart)."""

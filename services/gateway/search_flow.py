@@ -61,6 +61,7 @@ from services.gateway.query_vectors import QueryVectors
 from services.gateway.reads import Reads
 from services.gateway.rerank import Ranked, RerankConfig, rerank
 from services.gateway.settings import GatewaySettings
+from services.gateway.shadow import Shadow
 
 log = structlog.get_logger("search")
 
@@ -168,8 +169,10 @@ class SearchFlow:
         drift: DriftMonitor | None = None,
         preferences: CallerPreferences | None = None,
         models: ModelVersions | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         self.cfg = config
+        self.shadow = shadow
         self.models = models  # which encoder serves the tenant's active model version
         self._model_vectors: dict[ModelRef, QueryVectors] = {}
         self.drift = drift
@@ -223,6 +226,7 @@ class SearchFlow:
             q.fusion or "",
             q.rerank,
             page_size,
+            str(q.model or ""),
         )
         preferred = await self._preferred(principal, q.rerank)
         ask = self._page_request(principal, action, vis, bound, q, page_size, preferred)
@@ -231,7 +235,8 @@ class SearchFlow:
             return cached
         cfg = self._personalised(cfg, preferred)
 
-        vectors = await self._encode_query(text, q.image, await self._query_vectors(principal.tenant))
+        source = await self._query_vectors(principal.tenant, q.model)
+        vectors = await self._encode_query(text, q.image, source)
         query_vec: Vector | None
         vector_name = PRIMARY_VECTOR
         image_vec = vectors.image
@@ -266,6 +271,8 @@ class SearchFlow:
         page = await self._page(ask, spec, cfg, window, text_vec=vectors.text, image_vec=image_vec)
         page.degraded_reasons = list(vectors.degraded)
         page.model = vectors.model
+        if self.shadow is not None and not ask.offset:  # compared in the background, never returned
+            self.shadow.sample(spec, text, q.image)
         if page.degraded_reasons:
             DEGRADED_SEARCHES.inc()
         if query_vec is not None and vector_name == PRIMARY_VECTOR and not ask.offset:
@@ -372,9 +379,10 @@ class SearchFlow:
             return cfg
         return replace(cfg, preference_weight=self.preferences.weight, preferred=preferred)
 
-    async def _query_vectors(self, tenant: str) -> QueryVectors:
-        """The query-vector source of the tenant's active model version (its encoder, its caches)."""
-        model = await self.models.query_model(tenant) if self.models is not None else None
+    async def _query_vectors(self, tenant: str, wanted: ModelRef | None = None) -> QueryVectors:
+        """The query-vector source of the tenant's active model version (its encoder, its caches), or
+        of `wanted` (a canary arm's) when the tenant holds it."""
+        model = await self.models.query_model(tenant, wanted) if self.models is not None else None
         if model is None or self.models is None:
             return self.vectors
         qv = self._model_vectors.get(model)

@@ -21,7 +21,7 @@ from services.gateway.backends.errors import BackendError
 from services.gateway.backends.feedback import make_feedback_store
 from services.gateway.core import Gateway
 from services.gateway.domain import IngestItem, SearchPage, SearchQuery
-from services.gateway.experiments import SESSION_HEADER, Experiments
+from services.gateway.experiments import SESSION_HEADER, Experiments, ExperimentsFileError
 from services.gateway.policy import AuditLog, Policy
 from services.gateway.ratelimit import Limits, Rate, RateLimits, make_limiter
 from services.gateway.settings import GatewaySettings
@@ -308,6 +308,12 @@ async def build(settings: GatewaySettings) -> App:
     )
     rate_limits = RateLimits(limiter, limits_from_settings(settings))
     experiments = Experiments.load(settings.experiments_file)  # a bad file stops the start, named
+    unserved = sorted(f"{m.name}:{m.version}" for m in experiments.models() - set(backends.model_encoders))
+    if unserved:  # a canary arm whose version this gateway cannot encode would silently serve control
+        raise ExperimentsFileError(
+            "experiments name model versions with no encoder in IMAGESEARCH_GATEWAY_MODEL_ENCODERS: "
+            f"{unserved}"
+        )
     feedback_store = make_feedback_store(settings)
     gateway = Gateway(
         backends.encoder,
@@ -348,6 +354,8 @@ async def build(settings: GatewaySettings) -> App:
     async def stop() -> None:
         await gateway.reindexer.close()  # checkpoints stay: the next start resumes the jobs
         await gateway.analysis.close()  # queued items stay pending in the index
+        if gateway.shadow is not None:
+            await gateway.shadow.close()
         await backends.close()
         await blobs.close()
         await limiter.close()

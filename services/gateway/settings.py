@@ -496,6 +496,18 @@ class LifecycleSettings(BaseModel):
     )
     reindex_batch: int = Field(16, ge=1, le=256, description="Re-index: images per encoder call.")
     reindex_concurrency: int = Field(2, ge=1, le=16, description="Re-index: encoder calls in flight per job.")
+    shadow_model: str = Field(
+        "",
+        description='Shadow queries: a candidate model version "name:version" (with an encoder in '
+        "model_encoders) that answers a share of first pages beside the active version, compared "
+        "(overlap@10, rank correlation: metrics) and never returned; empty: off.",
+    )
+    shadow_share: float = Field(
+        0.1, ge=0, le=1, description="Shadow queries: the share of first pages sampled."
+    )
+    shadow_max_in_flight: int = Field(
+        4, ge=1, le=256, description="Shadow queries: comparisons at once (more samples are dropped)."
+    )
     reindex_page_size: int = Field(
         200, ge=1, le=1000, description="Re-index: assets per scan page (the checkpoint follows each page)."
     )

@@ -103,7 +103,7 @@ def test_an_arms_fusion_stands_in_for_the_default_but_not_for_the_callers(fusion
         ),
         (
             [{"name": "e", "arms": [{"name": "a", "share": 1.0, "model_package": "photo"}]}],
-            "model-package arms are not served yet",
+            "a model version is NAME:VERSION",
         ),
         (
             [{"name": "e", "arms": [{"name": "a", "share": 1.0, "fusion": "rrf"}]}],
@@ -156,3 +156,26 @@ def test_load_reads_json_and_yaml(tmp_path: Path) -> None:
     broken.write_text("{")
     with pytest.raises(ExperimentsFileError, match="not valid JSON/YAML"):
         Experiments.load(broken)
+
+
+def test_a_canary_arm_names_a_model_version_and_sets_it_on_its_queries() -> None:
+    from services.gateway.domain import ModelRef, SearchQuery
+
+    exps = Experiments.parse(
+        {
+            "experiments": [
+                {
+                    "name": "canary",
+                    "arms": [
+                        {"name": "control", "share": 0.5},
+                        {"name": "photo", "share": 0.5, "model_package": "imagesearch-photo@0.1.0"},
+                    ],
+                }
+            ]
+        }
+    )
+    photo = ModelRef("imagesearch-photo", "0.1.0")
+    assert exps.models() == {photo}
+    control, canary = exps.experiments[0].arms
+    assert canary.apply(SearchQuery(text="x")).model == photo
+    assert control.apply(SearchQuery(text="x")).model is None

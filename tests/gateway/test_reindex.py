@@ -54,7 +54,7 @@ def image_encodes(proc: ServiceProcess) -> int:
 
 
 def start_suite(
-    gateway_env: dict[str, str], search_env: dict[str, str] | None = None
+    gateway_env: dict[str, str], search_env: dict[str, str] | None = None, keyring: Any = None
 ) -> tuple[Suite, ServiceProcess]:
     """encoder "demo" (the ingest default) + encoder "photo" + search + gateway, with the gateway's
     model_encoders naming both."""
@@ -78,7 +78,7 @@ def start_suite(
             {
                 "IMAGESEARCH_GATEWAY_ENCODER_ADDRESS": demo.address,
                 "IMAGESEARCH_GATEWAY_SEARCH_ADDRESS": s.search.address,
-                "IMAGESEARCH_GATEWAY_API_KEYS_JSON": json.dumps(KEYRING),
+                "IMAGESEARCH_GATEWAY_API_KEYS_JSON": json.dumps(keyring or KEYRING),
                 "IMAGESEARCH_GATEWAY_DATA_DIR": str(s.tmp / "gateway"),
                 "IMAGESEARCH_GATEWAY_MODEL_ENCODERS": json.dumps(encoders),
                 "IMAGESEARCH_GATEWAY_SAFETY_ENABLED": "false",
@@ -93,22 +93,76 @@ def start_suite(
     return s, photo
 
 
+# The suite's keyring plus an admin of tenant acme, and a canary experiment on acme: half of the
+# sessions are served by the photo version (while acme holds it).
+CANARY_KEYRING = {
+    **KEYRING,
+    "api_keys": {
+        **KEYRING["api_keys"],
+        "acme-root": {"tenant": "acme", "subject": "root", "roles": ["admin"]},
+    },
+}
+ROOT = [("authorization", "Bearer acme-root")]
+CANARY = {
+    "experiments": [
+        {
+            "name": "canary",
+            "tenants": ["acme"],
+            "unit": "session",
+            "arms": [
+                {"name": "control", "share": 0.5},
+                {"name": "photo", "share": 0.5, "model_package": f"{PHOTO_REF.name}:{PHOTO_REF.version}"},
+            ],
+        }
+    ]
+}
+
+
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Suite, ServiceProcess]]:
+    experiments = tmp_path_factory.mktemp("experiments") / "canary.json"
+    experiments.write_text(json.dumps(CANARY))
     s, photo = start_suite(
         {
+            "IMAGESEARCH_GATEWAY_EXPERIMENTS_FILE": str(experiments),
             "IMAGESEARCH_GATEWAY_BLOB_DIR": str(tmp_path_factory.mktemp("blobs")),
-            "IMAGESEARCH_GATEWAY_REINDEX_RATE_PER_S": "4",
+            "IMAGESEARCH_GATEWAY_REINDEX_RATE_PER_S": "3",
             "IMAGESEARCH_GATEWAY_REINDEX_PAGE_SIZE": "3",
             "IMAGESEARCH_GATEWAY_REINDEX_BATCH": "3",
             "IMAGESEARCH_GATEWAY_MODEL_STATE_TTL_S": "0.5",
-        }
+            # the photo version answers every first page in shadow (compared, never returned)
+            "IMAGESEARCH_GATEWAY_SHADOW_MODEL": f"{PHOTO_REF.name}:{PHOTO_REF.version}",
+            "IMAGESEARCH_GATEWAY_SHADOW_SHARE": "1.0",
+        },
+        keyring=CANARY_KEYRING,
     )
     try:
         yield s, photo
     finally:
         s.stop()
         photo.stop()
+
+
+def metric(s: Suite, name: str, labels: str = "") -> float:
+    """The sum of a gateway metric's samples (those whose labels contain `labels`)."""
+    assert s.gateway is not None
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{s.gateway.metrics_port}/metrics", timeout=10)
+        .read()
+        .decode()
+    )
+    pattern = rf"^{name}(\{{[^}}]*\}})? (\S+)$"
+    return sum(float(v) for lbl, v in re.findall(pattern, text, re.M) if labels in lbl)
+
+
+def shadow_lines(s: Suite) -> str:
+    assert s.gateway is not None
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{s.gateway.metrics_port}/metrics", timeout=10)
+        .read()
+        .decode()
+    )
+    return "\n".join(line for line in text.splitlines() if "shadow" in line and not line.startswith("#"))
 
 
 def restart_gateway(s: Suite) -> None:
@@ -207,16 +261,17 @@ def test_reindex_resumes_after_kill_then_activate_rollback(
         code_of(st.GetReindexJob, admin_pb2.GetReindexJobRequest(), metadata=GUS) == grpc.StatusCode.NOT_FOUND
     )
 
-    # The job, rate-limited to 4 images/s in pages of 3: kill the gateway once 2 pages are done.
-    j = st.StartReindex(start, metadata=GUS, timeout=30).job
+    # The job, rate-limited to 3 images/s in pages of 3: kill the gateway once 4 pages are done. The
+    # job outlives the call that started it (3 s deadline): it must not inherit that deadline.
+    j = st.StartReindex(start, metadata=GUS, timeout=3).job
     assert j.state == admin_pb2.REINDEX_STATE_RUNNING and j.total_assets == 16
     assert st.StartReindex(start, metadata=GUS, timeout=30).job.target == PHOTO_REF  # the running one
-    wait_for(s, lambda j: j.scanned >= 6)
+    wait_for(s, lambda j: j.scanned >= 12)
     assert s.gateway is not None
     s.gateway.stop(signal.SIGKILL)  # the worker dies mid-way (a batch may be encoded, not written)
     encoded_before = image_encodes(photo)
     finished = {a for a, ms in models_of(s).items() if PHOTO_REF.name in ms}
-    assert 5 <= len(finished) < 15, finished  # at least the two checkpointed pages, not all
+    assert 11 <= len(finished) < 15, finished  # at least the four checkpointed pages, not all
     restart_gateway(s)  # resumes the job from its checkpoint
     # Ingest while the job runs (resumed by the restarted gateway) writes both versions.
     s.ingest_all_created([request(i) for i in late], GUS)
@@ -243,6 +298,16 @@ def test_reindex_resumes_after_kill_then_activate_rollback(
         gateway_pb2.DeleteAssetRequest(asset_id=lost.asset_id), metadata=GUS, timeout=30
     )
     assert search_model(s, items[0].caption)[0] == DEMO_REF.name
+    # Shadow: before the re-index the tenant held no photo vectors (skipped); now each first page is
+    # compared with the photo version's answer and recorded, while the served model stays demo.
+    for n, i in enumerate(items[:6]):  # distinct texts: a page-cache hit is not sampled again
+        assert search_model(s, f"{i.caption} shadow {n}")[0] == DEMO_REF.name
+    deadline = time.monotonic() + 30
+    while metric(s, "gateway_shadow_queries_total", 'outcome="compared"') < 6:
+        assert time.monotonic() < deadline, shadow_lines(s)
+        time.sleep(0.2)
+    assert metric(s, "gateway_shadow_overlap_at_10_count") >= 6
+    assert metric(s, "gateway_shadow_queries_total", 'outcome="failed"') == 0
     versions = st.ActivateModel(activate, metadata=GUS, timeout=30).versions
     assert versions.active == PHOTO_REF and versions.previous == DEMO_REF
     assert {v.model.name: v.assets_covered for v in versions.versions} == {
@@ -280,3 +345,45 @@ def test_reindex_resumes_after_kill_then_activate_rollback(
     assert "17 already done" in capsys.readouterr().out
     assert cli.main(["rollback", *common]) == 0
     assert cli.main(["activate", f"{PHOTO_REF.name}@{PHOTO_REF.version}", *common]) == 0
+
+
+def test_canary_arm_serves_its_share_with_the_candidate_version(suite: tuple[Suite, ServiceProcess]) -> None:
+    s, _ = suite
+    items = open_data_sample(groups=2, extra=2)
+    s.ingest_all_created([request(i) for i in items], ROOT)
+    stub = s.gateway_stub()
+
+    def served(session: str, text: str) -> tuple[str, str]:
+        md = [*ROOT, ("x-session-id", session)]
+        resp = stub.Search(gateway_pb2.SearchRequest(text=text, page_size=5), metadata=md, timeout=30)
+        assert resp.results
+        return resp.arm, resp.model.name
+
+    # acme holds no photo vectors yet: every arm is answered by the active (demo) version.
+    before = {served(f"s{n}", f"{items[n % len(items)].caption} b{n}") for n in range(8)}
+    assert {model for _, model in before} == {DEMO_REF.name}
+    st = admin(s)
+    st.StartReindex(admin_pb2.StartReindexRequest(target=PHOTO_REF), metadata=ROOT, timeout=30)
+    deadline = time.monotonic() + 120
+    while st.GetReindexJob(admin_pb2.GetReindexJobRequest(), metadata=ROOT, timeout=10).job.state == (
+        admin_pb2.REINDEX_STATE_RUNNING
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(0.6)  # the gateway's model-state TTL
+    after = [served(f"s{n}", f"{items[n % len(items)].caption} a{n}") for n in range(16)]
+    assert {arm for arm, _ in after} == {"canary/control", "canary/photo"}, after
+    for arm, model in after:  # the canary arm's sessions get the photo version, the others demo
+        assert model == (PHOTO_REF.name if arm == "canary/photo" else DEMO_REF.name), after
+
+
+def test_shadow_comparison_measures() -> None:
+    from services.gateway.shadow import overlap_at_k, rank_correlation
+
+    a = [f"x{i}" for i in range(10)]
+    assert overlap_at_k(a, a) == 1.0 and rank_correlation(a, a) == 1.0
+    assert rank_correlation(a, list(reversed(a))) == -1.0
+    assert overlap_at_k(a, ["y"] * 3 + a[:7]) == 0.7
+    assert rank_correlation(a, ["x0"]) is None and overlap_at_k(a, []) == 0.0
+    # Shared ids in the same relative order correlate fully, wherever they stand.
+    assert rank_correlation(a, ["y1", "x2", "y2", "x5", "x7"]) == 1.0

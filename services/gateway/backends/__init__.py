@@ -18,7 +18,7 @@ from services.gateway.backends.calls import CircuitBreaker, RetryPolicy, channel
 from services.gateway.backends.encoder import GrpcEncoderClient
 from services.gateway.backends.search import GrpcSearchClient
 from services.gateway.domain import ModelRef
-from services.gateway.model_versions import parse_model
+from services.gateway.model_refs import parse_model
 from services.gateway.settings import GatewaySettings
 
 
