@@ -118,6 +118,7 @@ class Gateway:
                 page_size=settings.reindex_page_size,
                 sweep_delay_s=settings.model_state_ttl_s + 1.0,
             ),
+            drift=self.drift,
         )
         self.preferences = CallerPreferences.from_settings(feedback_store, settings)
         self.search_flow = SearchFlow(
@@ -247,6 +248,9 @@ class Gateway:
             )
         await self.models.client.activate_model_version(tenant, model)
         self.models.forget(tenant)
+        # The activation-time drift reference of the new version (its re-indexed images' statistics;
+        # streams with no samples yet get theirs automatically once they have enough).
+        self.drift.take_reference(tenant, model)
         return self._with_encoders(await self.models.client.model_versions(tenant, coverage=True))
 
     async def rollback_model(self, principal: Principal, tenant: str) -> TenantModels:

@@ -49,6 +49,7 @@ from services.gateway.domain import (
     ReindexJob,
     ScannedAsset,
 )
+from services.gateway.drift import DriftMonitor
 from services.gateway.model_refs import check_model
 from services.gateway.model_versions import ModelVersions
 
@@ -110,8 +111,12 @@ class Reindexer:
         models: ModelVersions,
         config: ReindexConfig,
         on_change: Callable[[str], None] = lambda tenant: None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self._search = search
+        # The target's image vectors feed its drift statistics, so the reference taken when it is
+        # activated describes the re-indexed collection (docs/OPERATIONS.md, drift).
+        self._drift = drift
         self._blobs = blobs
         self._models = models
         self.cfg = config
@@ -328,7 +333,7 @@ class Reindexer:
         if not items:
             return
         outcomes = await self._search.upsert_vectors(job.tenant, items)
-        for outcome in outcomes:
+        for (_, _, _, vectors), outcome in zip(items, outcomes, strict=True):
             if outcome.error_code:
                 # NOT_FOUND (deleted meanwhile) or ABORTED (its image changed: ingest wrote both versions)
                 job.failed += 1
@@ -339,6 +344,8 @@ class Reindexer:
             else:
                 job.reindexed += 1
                 REINDEX_ASSETS.labels("reindexed").inc()
+                if self._drift is not None:
+                    self._drift.observe_image(job.tenant, job.target, vectors.vector)
 
     async def _original(self, tenant: str, asset: ScannedAsset) -> bytes | None:
         if not asset.content_sha256:

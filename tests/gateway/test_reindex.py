@@ -155,6 +155,16 @@ def metric(s: Suite, name: str, labels: str = "") -> float:
     return sum(float(v) for lbl, v in re.findall(pattern, text, re.M) if labels in lbl)
 
 
+def drift_lines(s: Suite) -> str:
+    assert s.gateway is not None
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{s.gateway.metrics_port}/metrics", timeout=10)
+        .read()
+        .decode()
+    )
+    return "\n".join(line for line in text.splitlines() if "drift_samples" in line)
+
+
 def shadow_lines(s: Suite) -> str:
     assert s.gateway is not None
     text = (
@@ -310,6 +320,10 @@ def test_reindex_resumes_after_kill_then_activate_rollback(
     assert metric(s, "gateway_shadow_queries_total", 'outcome="failed"') == 0
     versions = st.ActivateModel(activate, metadata=GUS, timeout=30).versions
     assert versions.active == PHOTO_REF and versions.previous == DEMO_REF
+    # Activation took the new version's drift reference, from the images this gateway re-indexed.
+    photo_images = f'model="{PHOTO_REF.name}",stream="image"'  # labels are in alphabetical order
+    assert metric(s, "gateway_drift_samples_total", photo_images) >= 1, drift_lines(s)
+    assert metric(s, "gateway_drift_reference_timestamp_seconds", photo_images) > 0
     assert {v.model.name: v.assets_covered for v in versions.versions} == {
         DEMO_REF.name: 17,
         PHOTO_REF.name: 17,
