@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 import threading
 import time
 import weakref
@@ -43,6 +42,7 @@ from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from services.common.files import write_json_durably
 from services.gateway.domain import ModelRef, Vector
 from services.gateway.settings import GatewaySettings
 
@@ -364,10 +364,7 @@ class DriftMonitor:
             "taken_at": dt.datetime.fromtimestamp(reference.taken_at, dt.UTC).isoformat(),
             "streams": {s: asdict(v) for s, v in reference.streams.items()},
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, path)  # readers see the old or the new reference, never half of one
+        write_json_durably(path, doc)  # readers see the old or the new reference, never half of one
 
     def _load(self, tenant: str, model: ModelRef) -> Reference | None:
         path = self._path(tenant, model)

@@ -25,7 +25,6 @@ import contextlib
 import contextvars
 import datetime as dt
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from aiolimiter import AsyncLimiter
 from prometheus_client import Counter, Gauge
 
 from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, NotFound
+from services.common.files import write_json_durably
 from services.gateway.backends.base import ModelVersionsClient
 from services.gateway.backends.blobs import BlobKey, BlobStore
 from services.gateway.domain import (
@@ -89,20 +89,6 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-def _write_durably(path: Path, content: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(content))
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Reindexer:
     def __init__(
         self,
@@ -131,7 +117,7 @@ class Reindexer:
     async def _save(self, job: ReindexJob) -> None:
         job.updated_at = _now()
         self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(_write_durably, self._path(job.tenant), job.to_json())
+        await asyncio.to_thread(write_json_durably, self._path(job.tenant), job.to_json())
 
     def _load(self, tenant: str) -> ReindexJob | None:
         path = self._path(tenant)

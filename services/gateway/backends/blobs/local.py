@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from services.common.files import replace_durably
 from services.gateway.backends.blobs.base import Blob, BlobKey, BlobStoreUnavailable
 from services.gateway.backends.blobs.media import media_type
 
@@ -56,19 +56,7 @@ class LocalBlobStore:
             raise BlobStoreUnavailable(f"directory {self.root}: {exc}") from exc
 
     def _put_sync(self, key: BlobKey, data: bytes) -> None:
-        target = self._file(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        replace_durably(self._file(key), data)
 
     def _read_sync(self, key: BlobKey) -> bytes | None:
         try:
@@ -90,12 +78,3 @@ class LocalBlobStore:
             target.parent.rmdir()
         except OSError:
             pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.files import write_json_durably
 from services.search.backends.embedded import ranking
 from services.search.backends.embedded.columns import tokenize
 from services.search.backends.embedded.tenant import HnswParams, TenantIndex
@@ -38,21 +39,6 @@ from services.search.fusion import content_terms, coverage, fuse, keyword_texts
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_VECTOR = np.zeros(0, dtype=np.float32)
-
-
-def _write_durably(path: Path, content: object) -> None:
-    """JSON to a temporary file beside `path`, fsynced, renamed over `path`, directory fsynced."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(content))
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class EmbeddedBackend:
@@ -126,7 +112,7 @@ class EmbeddedBackend:
         written before named vectors has no "named": such a collection simply has none yet) and the
         later model versions with their slots."""
         assert info.model is not None
-        _write_durably(
+        write_json_durably(
             self.root / "collection.json",
             {
                 "model": {"name": info.model.name, "version": info.model.version},
@@ -149,7 +135,7 @@ class EmbeddedBackend:
         """The tenant's active pointer: written to a temporary file, fsynced, renamed over models.json
         and the directory fsynced, so a crash leaves the old or the new state, never a torn one."""
         self._tenant_dir(tenant).mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(_write_durably, self._tenant_dir(tenant) / "models.json", state.to_json())
+        await asyncio.to_thread(write_json_durably, self._tenant_dir(tenant) / "models.json", state.to_json())
 
     async def scan(
         self, tenant: str, after: str, limit: int, include_vectors: bool
