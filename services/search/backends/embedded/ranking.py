@@ -126,7 +126,12 @@ def keyword_leg(
     # Weaviate scores them (its average length counts only assets that have the property, tantivy's
     # counts all), and re-ranked. Twice the window plus a margin covers the small score differences.
     want = k + max(32, k // 2)
-    fetch = want
+    # Over-fetch in proportion to the filter's selectivity (as the vector leg does): a filter that drops
+    # a few percent (e.g. the assets still being analysed) would otherwise cost a second, 4x search.
+    # (A filter of up to _KEYWORD_TERMSET_MAX slots is inside the query already.)
+    live = max(t.columns.live, 1)
+    restricted = n_allowed <= _KEYWORD_TERMSET_MAX or n_allowed >= live
+    fetch = want if restricted else min(live, int(want * live / n_allowed * 1.1) + 8)
     while True:
         # No total hit count: it is not needed (fewer hits than asked for means the matches are
         # exhausted) and skipping it makes the tantivy search a little cheaper.
