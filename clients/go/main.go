@@ -153,7 +153,25 @@ func (e *example) ingest(assetID, nonce string, img []byte, license string) {
 	e.report(s, err, stream.Trailer())
 }
 
+// searchAttempts bounds the wait for a fresh asset: with deferred analysis (the gateway's default) an
+// acknowledged image becomes searchable once its safety analysis is done, seconds later.
+const searchAttempts, searchRetryDelay = 60, 500 * time.Millisecond
+
 func (e *example) search(assetID, query string) {
+	var s step
+	var trailer metadata.MD
+	var err error
+	for attempt := 1; attempt <= searchAttempts; attempt++ {
+		s, trailer, err = e.searchOnce(assetID, query)
+		if err != nil || s.OK {
+			break
+		}
+		time.Sleep(searchRetryDelay)
+	}
+	e.report(s, err, trailer)
+}
+
+func (e *example) searchOnce(assetID, query string) (step, metadata.MD, error) {
 	ctx, cancel := e.call(e.apiKey)
 	defer cancel()
 	var trailer metadata.MD
@@ -169,7 +187,7 @@ func (e *example) search(assetID, query string) {
 		}
 		s.Found, s.Results, s.Degraded, s.OK = &found, &n, resp.GetDegraded(), found
 	}
-	e.report(s, err, trailer)
+	return s, trailer, err
 }
 
 // expectError makes a call that must fail with `want` and shows how a caller reads the status.

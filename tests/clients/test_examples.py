@@ -141,8 +141,6 @@ def suite_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
                 "IMAGESEARCH_GATEWAY_API_KEYS_JSON": KEYRING,
                 "IMAGESEARCH_GATEWAY_ENCODER_ADDRESS": encoder.address,
                 "IMAGESEARCH_GATEWAY_SEARCH_ADDRESS": search.address,
-                # The examples search right after they ingest (read-your-write): analysed inline.
-                "IMAGESEARCH_GATEWAY_ANALYSIS_MODE": "inline",
             },
         )
         started.append(gateway.start())

@@ -111,17 +111,22 @@ class Example {
     }
   }
 
+  // With deferred analysis (the gateway's default) an acknowledged image becomes searchable once its
+  // safety analysis is done, seconds later: search until it is there, for up to 30 s.
   async search(assetId: string, query: string): Promise<void> {
     const s: Step = { step: "search", code: "OK", ok: false, asset_id: assetId };
     let trailers: Headers | undefined;
     try {
-      const resp = await this.client.search({ text: query, pageSize: 20 }, this.options(undefined, (t) => (trailers = t)));
-      const index = resp.results.findIndex((r) => r.asset?.assetId === assetId);
-      s.found = index >= 0;
-      s.rank = index + 1;
-      s.results = resp.results.length;
-      s.degraded = resp.degraded;
-      s.ok = s.found;
+      for (let attempt = 1; attempt <= 60 && !s.ok; attempt++) {
+        if (attempt > 1) await new Promise((resolve) => setTimeout(resolve, 500));
+        const resp = await this.client.search({ text: query, pageSize: 20 }, this.options(undefined, (t) => (trailers = t)));
+        const index = resp.results.findIndex((r) => r.asset?.assetId === assetId);
+        s.found = index >= 0;
+        s.rank = index + 1;
+        s.results = resp.results.length;
+        s.degraded = resp.degraded;
+        s.ok = s.found;
+      }
       report(s, undefined, trailers);
     } catch (err) {
       report(s, err);

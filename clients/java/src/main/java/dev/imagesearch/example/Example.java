@@ -189,14 +189,23 @@ public final class Example {
     s.put("asset_id", assetId);
     Call call = new Call();
     try {
-      SearchResponse resp =
-          prepare(GatewayServiceGrpc.newBlockingStub(channel), apiKey, call)
-              .search(SearchRequest.newBuilder().setText(query).setPageSize(20).build());
+      // With deferred analysis (the gateway's default) an acknowledged image becomes searchable once
+      // its safety analysis is done, seconds later: search until it is there, for up to 30 s.
+      SearchResponse resp = null;
       int rank = 0;
-      for (int i = 0; i < resp.getResultsCount(); i++) {
-        if (resp.getResults(i).getAsset().getAssetId().equals(assetId)) {
-          rank = i + 1;
-          break;
+      for (int attempt = 1; attempt <= 60 && rank == 0; attempt++) {
+        if (attempt > 1) {
+          Thread.sleep(500);
+        }
+        call = new Call();
+        resp =
+            prepare(GatewayServiceGrpc.newBlockingStub(channel), apiKey, call)
+                .search(SearchRequest.newBuilder().setText(query).setPageSize(20).build());
+        for (int i = 0; i < resp.getResultsCount(); i++) {
+          if (resp.getResults(i).getAsset().getAssetId().equals(assetId)) {
+            rank = i + 1;
+            break;
+          }
         }
       }
       s.put("found", rank > 0);
@@ -210,6 +219,9 @@ public final class Example {
       report(s, rank > 0, null, call.trailers.get());
     } catch (StatusRuntimeException e) {
       report(s, false, e, null);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      report(s, false, null, null);
     }
   }
 
