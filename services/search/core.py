@@ -212,8 +212,11 @@ class SearchCore:
         if vectors_only and first is not None and not await self.backend.tenant_exists(tenant):
             raise NotFound(f"tenant '{tenant}' has no assets (it is created by its first upsert)")
         await self._collection_model(None if vectors_only else first)
-        info = await self.backend.collection_info()
-        state = await self.versions.state(tenant) if info.versions else TenantModels()
+        # Read fresh, not from this process's view: another search replica may have registered a version
+        # or changed what the tenant holds, and a write merged on a stale view would drop the vectors of
+        # a version it does not know of (the embedded backend's refresh costs nothing: one process).
+        info = await self.backend.collection_info(refresh=True)
+        state = await self.versions.state(tenant, fresh=True) if info.versions else TenantModels()
         for i, r in enumerate(records):
             if errors[i] is None:
                 errors[i] = self._model_error(tenant, info, state, r)

@@ -117,7 +117,8 @@ class ModelVersions:
 
     async def info(self, model: ModelRef | None = None) -> CollectionInfo:
         info = await self.backend.collection_info()
-        if model is not None and info.slot_of(model) is None:
+        if info.model is None or (model is not None and info.slot_of(model) is None):
+            # Another replica may have recorded the first model or registered this one since.
             info = await self.backend.collection_info(refresh=True)
         return info
 
@@ -136,6 +137,10 @@ class ModelVersions:
         if info.model is None:
             raise NotFound("no asset has been stored yet, so there is nothing to search")
         state = await self.state(tenant)
+        if model is not None and not self.holds(info, state, model):
+            # Another replica may have registered the version or let the tenant hold it since this
+            # process last read the state: read it again before refusing.
+            state = await self.state(tenant, fresh=True)
         if model is None:
             model = self.active_of(info, state)
             assert model is not None

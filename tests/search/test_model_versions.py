@@ -16,7 +16,7 @@ import pytest
 from imagesearch.v1 import common_pb2, search_pb2
 from imagesearch.v1.search_pb2_grpc import SearchServiceStub
 
-from tests.search.conftest import Service
+from tests.search.conftest import Service, weaviate_env
 from tests.search.helpers import MODEL, embedding, record, unit
 from tests.service_process import ServiceProcess
 
@@ -294,3 +294,36 @@ def test_active_pointer_survives_a_kill(tmp_path: Path) -> None:
         assert covered(view) == {MODEL: 1, NEW: 1}
     finally:
         proc.stop()
+
+
+@pytest.mark.integration
+def test_a_second_replica_sees_another_replicas_version_changes(search_stack: Any) -> None:
+    """Two search processes over one Weaviate collection (replicas): B read the tenant's state before A
+    registered a version, re-indexed into it and activated it. B's writes must neither be refused nor
+    drop the version's vectors, and B must answer queries in it."""
+    env = {**weaviate_env(search_stack, f"Test{uuid.uuid4().hex[:12]}"), "IMAGESEARCH_SEARCH_CACHE": "none"}
+    a = ServiceProcess("services.search", env=env).start()
+    b = ServiceProcess("services.search", env=env).start()
+    try:
+        sa, sb = SearchServiceStub(a.channel()), SearchServiceStub(b.channel())
+        old = {i: unit(RNG) for i in IDS[:2]}
+        assert not errors(sa.UpsertAssets(search_pb2.UpsertAssetsRequest(
+            tenant="r", assets=[record(i, v) for i, v in old.items()])))  # fmt: skip
+        assert top(sb, "r", old["a0"], None).asset.asset_id == "a0"  # B has read the state now
+        sa.AddModelVersion(search_pb2.AddModelVersionRequest(tenant="r", model=ref(NEW)))
+        assert not errors(sa.UpsertAssets(search_pb2.UpsertAssetsRequest(
+            tenant="r", assets=[new_only(i) for i in old], vectors_only=True)))  # fmt: skip
+        sa.ActivateModelVersion(search_pb2.ActivateModelVersionRequest(tenant="r", model=ref(NEW)))
+        # B: a write carrying both versions (ingest during a re-index) is accepted ...
+        assert not errors(sb.UpsertAssets(search_pb2.UpsertAssetsRequest(
+            tenant="r", assets=[both("a1", old["a1"], NEW_VECS["a1"], caption="renamed")])))  # fmt: skip
+        # ... a metadata-only rewrite of a0 with the first model's vector keeps a0's new-version vectors ...
+        assert not errors(sb.UpsertAssets(search_pb2.UpsertAssetsRequest(
+            tenant="r", assets=[record("a0", old["a0"], caption="renamed")])))  # fmt: skip
+        assert covered(versions(sa, "r")) == {MODEL: 2, NEW: 2}
+        # ... and B answers in the version A activated.
+        for i in old:
+            assert top(sb, "r", NEW_VECS[i], NEW).asset.asset_id == i
+    finally:
+        a.stop()
+        b.stop()
