@@ -103,7 +103,7 @@ class SearchCore:
         )
         # Long-running maintenance (the vector index repair watcher); cancelled by close().
         self._background: list[asyncio.Task[None]] = []
-        self.versions = ModelVersions(backend)
+        self.versions = ModelVersions(backend, settings.model_state_ttl_s, settings.max_tenants_tracked)
 
     def run_in_background(self, job: Coroutine[Any, Any, None]) -> None:
         self._background.append(asyncio.create_task(job))

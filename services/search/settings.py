@@ -143,6 +143,16 @@ class SearchSettings(ServiceSettings):
     cache_ttl_s: int = Field(300, ge=1, description="Lifetime of a cached result, in seconds.")
     cache_max_entries: int = Field(10_000, ge=1, description="Memory cache: most entries kept (LRU).")
     cache_key_prefix: str = Field("imagesearch:search:", description="Prefix of every cache key.")
+    model_state_ttl_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long a search replica reuses a tenant's model-version state for queries that "
+        "name no version (another replica's activation or rollback is seen within it); writes, and a "
+        "query about to be refused, read the state fresh.",
+    )
+    max_tenants_tracked: int = Field(
+        1024, ge=1, description="Tenants whose model-version state is cached (least recently read dropped)."
+    )
 
     # ---- query defaults (QueryRequest in search.proto) --------------------------------------------
     hybrid_alpha: float = Field(

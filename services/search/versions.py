@@ -13,9 +13,11 @@ Everything here works on domain records only; the core calls it (services.search
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import replace
 
 import numpy as np
+from cachetools import TTLCache
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.search.backends.base import SearchBackend
@@ -95,14 +97,21 @@ def describe(model: ModelRef | None) -> str:
 class ModelVersions:
     """The tenant-level operations: the state, activate, rollback, remove (gc), query resolution."""
 
-    def __init__(self, backend: SearchBackend) -> None:
+    def __init__(self, backend: SearchBackend, state_ttl_s: float, max_tenants: int) -> None:
         self.backend = backend
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._states: dict[str, TenantModels] = {}
+        # A lock lives while a write holds or awaits it (weak values: idle tenants cost nothing).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Another replica's activation or rollback is seen within the TTL; writes and refusals read fresh.
+        self._states: TTLCache[str, TenantModels] = (
+            TTLCache(max_tenants, state_ttl_s) if state_ttl_s > 0 else TTLCache(1, 1e-9)
+        )
 
     def lock(self, tenant: str) -> asyncio.Lock:
         """Serialises a tenant's merged writes and state changes in this process."""
-        return self._locks.setdefault(tenant, asyncio.Lock())
+        lock = self._locks.get(tenant)
+        if lock is None:
+            lock = self._locks[tenant] = asyncio.Lock()
+        return lock
 
     async def state(self, tenant: str, fresh: bool = False) -> TenantModels:
         cached = self._states.get(tenant)
@@ -144,6 +153,7 @@ class ModelVersions:
         if model is None:
             model = self.active_of(info, state)
             assert model is not None
+            info = await self.info(model)  # another replica may have registered it since
         slot = info.slot_of(model)
         if slot is None:
             raise FailedPrecondition(

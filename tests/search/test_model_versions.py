@@ -6,6 +6,7 @@ rollback and gc; the active pointer survives a restart (docs/LIFECYCLE.md)."""
 from __future__ import annotations
 
 import signal
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -301,7 +302,11 @@ def test_a_second_replica_sees_another_replicas_version_changes(search_stack: An
     """Two search processes over one Weaviate collection (replicas): B read the tenant's state before A
     registered a version, re-indexed into it and activated it. B's writes must neither be refused nor
     drop the version's vectors, and B must answer queries in it."""
-    env = {**weaviate_env(search_stack, f"Test{uuid.uuid4().hex[:12]}"), "IMAGESEARCH_SEARCH_CACHE": "none"}
+    env = {
+        **weaviate_env(search_stack, f"Test{uuid.uuid4().hex[:12]}"),
+        "IMAGESEARCH_SEARCH_CACHE": "none",
+        "IMAGESEARCH_SEARCH_MODEL_STATE_TTL_S": "1.0",
+    }
     a = ServiceProcess("services.search", env=env).start()
     b = ServiceProcess("services.search", env=env).start()
     try:
@@ -314,7 +319,10 @@ def test_a_second_replica_sees_another_replicas_version_changes(search_stack: An
         assert not errors(sa.UpsertAssets(search_pb2.UpsertAssetsRequest(
             tenant="r", assets=[new_only(i) for i in old], vectors_only=True)))  # fmt: skip
         sa.ActivateModelVersion(search_pb2.ActivateModelVersionRequest(tenant="r", model=ref(NEW)))
-        # B: a write carrying both versions (ingest during a re-index) is accepted ...
+        # B: a query naming no version follows A's activation once B's cached state expires ...
+        time.sleep(1.2)
+        assert top(sb, "r", NEW_VECS["a0"], None).asset.asset_id == "a0"
+        # ... a write carrying both versions (ingest during a re-index) is accepted ...
         assert not errors(sb.UpsertAssets(search_pb2.UpsertAssetsRequest(
             tenant="r", assets=[both("a1", old["a1"], NEW_VECS["a1"], caption="renamed")])))  # fmt: skip
         # ... a metadata-only rewrite of a0 with the first model's vector keeps a0's new-version vectors ...
