@@ -17,6 +17,7 @@ import numpy as np
 import structlog
 import weaviate
 import weaviate.classes as wvc
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 from weaviate.classes.config import (
     Configure,
     ConsistencyLevel,
@@ -472,6 +473,17 @@ class WeaviateBackend:
                     except UnexpectedStatusCodeError as exc:
                         if "already exists" not in str(exc):
                             raise
+                # A new collection's shard is created after the schema change is acknowledged: until it
+                # is, reads fail "non-existing index". Wait here, within the call's deadline, rather than
+                # failing the first readers (a gateway's circuit opened on a burst of such answers).
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception(lambda exc: bool(_LOADING.search(str(exc)))),
+                    wait=wait_exponential(multiplier=0.02, max=0.5),
+                    stop=stop_after_delay(self._timeout_s),
+                    reraise=True,
+                ):
+                    with attempt:
+                        await client.collections.get(name).query.fetch_objects(limit=1)
 
             await self._call(ensure, "model state setup")
             self._models_ready = True
