@@ -37,6 +37,7 @@ class ModelVersions:
         self._states: TTLCache[str, TenantModels] = (
             TTLCache(max_tenants, ttl_s) if ttl_s > 0 else TTLCache(1, 1e-9)
         )
+        self._reading: dict[str, asyncio.Future[TenantModels | None]] = {}
 
     @property
     def configured(self) -> bool:
@@ -55,6 +56,15 @@ class ModelVersions:
         cached = self._states.get(tenant)
         if cached is not None:
             return cached
+        # Single flight: a burst of ingest items or queries makes one read, and one failure (not one
+        # per caller, which would open the search client's circuit at once).
+        reading = self._reading.get(tenant)
+        if reading is None:
+            reading = self._reading[tenant] = asyncio.ensure_future(self._read(tenant))
+            reading.add_done_callback(lambda _: self._reading.pop(tenant, None))
+        return await asyncio.shield(reading)
+
+    async def _read(self, tenant: str) -> TenantModels | None:
         try:
             state = await self._search.model_versions(tenant)
         except NotFound:
