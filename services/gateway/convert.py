@@ -592,9 +592,27 @@ def stored_assets(resp: search_pb2.GetAssetsResponse) -> list[m.StoredAsset]:
             vector(r.image_embedding) if r.HasField("image_embedding") else None,
             # the primary's model's named vectors (the others are other model versions')
             named_vectors([e for e in r.vectors if e.model == r.image_embedding.model]),
+            other_versions(r),
         )
         for r in resp.assets
     ]
+
+
+def other_versions(r: search_pb2.AssetRecord) -> dict[m.ModelRef, m.ModelVectors]:
+    """A read asset's vectors of model versions other than its primary's (a version without its
+    primary vector is left out: it is not held)."""
+    primaries: dict[m.ModelRef, m.Vector] = {}
+    named: dict[m.ModelRef, list[common_pb2.Embedding]] = {}
+    for e in r.vectors:
+        ref = model_ref(e.model)
+        if ref is None or e.model == r.image_embedding.model:
+            continue
+        v = vector(e)
+        if e.vector_name in ("", m.PRIMARY_VECTOR) and v is not None:
+            primaries[ref] = v
+        else:
+            named.setdefault(ref, []).append(e)
+    return {ref: m.ModelVectors(v, named_vectors(named.get(ref, []))) for ref, v in primaries.items()}
 
 
 def scanned_assets(resp: search_pb2.ScanAssetsResponse) -> list[m.ScannedAsset]:

@@ -239,6 +239,8 @@ class StoredAsset:
     vector: Vector | None = None
     # The other named vectors (e.g. "visual") when vectors were asked for.
     named: dict[str, Vector] = field(default_factory=dict)
+    # The vectors of the other model versions the asset holds (versioned indices), when asked for.
+    others: dict[ModelRef, ModelVectors] = field(default_factory=dict)
 
 
 @dataclass

@@ -72,6 +72,15 @@ class ModelVersions:
         self._states[tenant] = state
         return state
 
+    async def active(self, tenant: str) -> ModelRef | None:
+        """The tenant's active version (None: none recorded, or the state cannot be read now)."""
+        try:
+            state = await self.state(tenant)
+        except DomainError as exc:  # the caller falls back to the asset's first model
+            log.warning("model versions unreadable", tenant=tenant, detail=exc.message)
+            return None
+        return state.active if state is not None else None
+
     async def query_model(self, tenant: str, wanted: ModelRef | None = None) -> ModelRef | None:
         """`wanted` (a canary arm's version) when the tenant holds it, else the active version, when
         it has an encoder of its own (None: use the default encoder)."""

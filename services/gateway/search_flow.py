@@ -31,6 +31,7 @@ from services.gateway.domain import (
     Filter,
     Hit,
     ModelRef,
+    ModelVectors,
     Not,
     Op,
     QuerySpec,
@@ -39,6 +40,7 @@ from services.gateway.domain import (
     SearchQuery,
     SearchResult,
     StageScores,
+    StoredAsset,
     Vector,
     all_of,
     canonical,
@@ -314,14 +316,15 @@ class SearchFlow:
         source = await self.reads.visible_asset(principal, action, vis, q.similar_to, include_vector=True)
         if source.vector is None:
             raise FailedPrecondition(f"asset {q.similar_to!r} has no stored embedding to compare with")
+        model, source_vectors = await self._similar_vectors(principal.tenant, source)
         # More like this compares images: on the "visual" vector when the asset has one.
-        visual = source.named.get(VISUAL_VECTOR)
+        visual = source_vectors.named.get(VISUAL_VECTOR)
         source_vec, vector_name = (
-            (visual, VISUAL_VECTOR) if visual is not None else (source.vector, PRIMARY_VECTOR)
+            (visual, VISUAL_VECTOR) if visual is not None else (source_vectors.vector, PRIMARY_VECTOR)
         )
         caption = source.asset.caption.strip()[:MAX_TEXT_CHARS]
         # No request field sets alpha or fusion here; an experiment arm may (experiments.Arm.apply).
-        alpha, fusion = self.cfg.fusion.choose(q.alpha, q.fusion, source.asset.embedding_model)
+        alpha, fusion = self.cfg.fusion.choose(q.alpha, q.fusion, model)
         alpha = alpha if caption else 1.0
         cfg, window = self._rerank_config(q.rerank, alpha)
         cfg = self._personalised(cfg, preferred)
@@ -329,7 +332,7 @@ class SearchFlow:
             tenant=principal.tenant,
             text=caption,
             vector=source_vec,
-            model=source.asset.embedding_model,
+            model=model,
             alpha=alpha,
             fusion=fusion,
             filter=first_stage_filter,
@@ -338,6 +341,7 @@ class SearchFlow:
         page = await self._page(
             ask, spec, cfg, window, text_vec=None, image_vec=source_vec, exclude=q.similar_to
         )
+        page.model = model
         self.pages.keep(ask, generation, page, source=source.asset)
         return page
 
@@ -461,6 +465,20 @@ class SearchFlow:
             alpha=alpha,
         )
         return cfg, window
+
+    async def _similar_vectors(
+        self, tenant: str, source: StoredAsset
+    ) -> tuple[ModelRef | None, ModelVectors]:
+        """The source asset's vectors to compare with: the tenant's active version's when the asset
+        holds them (after a re-index and activation), else its first model's."""
+        assert source.vector is not None
+        first = ModelVectors(source.vector, source.named)
+        if not source.others or self.models is None:
+            return source.asset.embedding_model, first
+        active = await self.models.active(tenant)
+        if active is not None and active in source.others:
+            return active, source.others[active]
+        return source.asset.embedding_model, first
 
     async def _page(
         self,

@@ -141,7 +141,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         page = await self._gw.search_similar(principal, query, self._session(context))
         base = page.rendered.get("similar")
         if base is None:
-            base = page.rendered["similar"] = gateway_pb2.SearchSimilarResponse(**self._page(page))  # type: ignore[arg-type]
+            base = page.rendered["similar"] = gateway_pb2.SearchSimilarResponse(
+                **self._page(page),  # type: ignore[arg-type]
+                model=convert.model_ref_pb(page.model),
+            )
         return self._named(gateway_pb2.SearchSimilarResponse(), base, page)
 
     async def Ingest(

@@ -9,7 +9,15 @@ import pytest
 from imagesearch.v1 import common_pb2, encoder_pb2, search_pb2
 
 from services.gateway import convert
-from services.gateway.domain import Asset, RerankOptions, SearchQuery, SearchResult, StageScores, UpsertRecord
+from services.gateway.domain import (
+    Asset,
+    ModelRef,
+    RerankOptions,
+    SearchQuery,
+    SearchResult,
+    StageScores,
+    UpsertRecord,
+)
 from tests.gateway.fakes import MODEL, VISUAL_DIM, png, visual
 from tests.gateway.test_core import ALICE, World, ids, item, run_ingest
 
@@ -104,3 +112,25 @@ def test_convert_carries_named_vectors_both_ways() -> None:
     assert np.allclose(back.named["visual"], vis)
     result = SearchResult(asset=Asset(asset_id="a"), scores=StageScores(vector_name="visual"))
     assert convert.result_pb(result).scores.vector_name == "visual"
+
+
+def test_a_read_asset_keeps_each_other_model_versions_vectors_apart() -> None:
+    photo = ModelRef("photo", "1")
+    sem, vis = np.ones(4, np.float32) / 2, np.ones(6, np.float32) / np.sqrt(6)
+    p_sem, p_vis = -sem, -vis
+    rec = search_pb2.AssetRecord(
+        asset=common_pb2.Asset(asset_id="a"),
+        image_embedding=convert.embedding_pb(sem, MODEL),
+        vectors=[
+            convert.embedding_pb(vis, MODEL, "visual"),
+            convert.embedding_pb(p_sem, photo),  # another version's primary (no name)
+            convert.embedding_pb(p_vis, photo, "visual"),
+            convert.embedding_pb(vis, ModelRef("half", "1"), "visual"),  # no primary: not held
+        ],
+    )
+    back = convert.stored_assets(search_pb2.GetAssetsResponse(assets=[rec]))[0]
+    assert set(back.named) == {"visual"} and np.allclose(back.named["visual"], vis)
+    assert set(back.others) == {photo}
+    assert np.allclose(back.others[photo].vector, p_sem)
+    assert set(back.others[photo].named) == {"visual"}
+    assert np.allclose(back.others[photo].named["visual"], p_vis)

@@ -119,12 +119,23 @@ def findable_under(s: Suite, asset_ids: list[str], model_name: str) -> list[str]
     return lost
 
 
+def similar_model(s: Suite, asset_id: str) -> str:
+    """The model version whose vectors a SearchSimilar from `asset_id` compared (it must find others)."""
+    resp = s.gateway_stub().SearchSimilar(
+        gateway_pb2.SearchSimilarRequest(asset_id=asset_id, page_size=5), metadata=GUS, timeout=30
+    )
+    assert resp.results, f"more like {asset_id} came back empty"
+    return resp.model.name
+
+
 def test_reindex_switch_and_rollback_under_load_on_the_real_stack(stack_suite: Suite) -> None:
     s = stack_suite
     items = open_data_sample(groups=6, extra=6)  # 24 held-out items
     first, during = items[:20], items[20:]
     s.ingest_all_created([request(i) for i in first], GUS)
     st = admin(s)
+    source = first[0].asset_id
+    assert similar_model(s, source) == DEMO_REF.name
 
     searcher = Searcher(s, first)
     searcher.start()
@@ -146,6 +157,7 @@ def test_reindex_switch_and_rollback_under_load_on_the_real_stack(stack_suite: S
             == DEMO_REF
         )
         time.sleep(2.0)
+        assert similar_model(s, source) == DEMO_REF.name  # more-like-this follows the rollback too
         assert st.ActivateModel(activate, metadata=GUS, timeout=30).versions.active == PHOTO_REF
         time.sleep(2.0)
     finally:
@@ -162,3 +174,4 @@ def test_reindex_switch_and_rollback_under_load_on_the_real_stack(stack_suite: S
     ids = sorted(held)
     assert findable_under(s, ids, DEMO_REF.name) == []
     assert findable_under(s, ids, PHOTO_REF.name) == []
+    assert similar_model(s, source) == PHOTO_REF.name

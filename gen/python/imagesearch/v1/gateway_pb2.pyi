@@ -187,20 +187,22 @@ class SearchSimilarRequest(_message.Message):
     def __init__(self, asset_id: _Optional[str] = ..., filter: _Optional[_Union[_common_pb2.Filter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., rerank: _Optional[_Union[RerankOptions, _Mapping]] = ..., include_unsafe: bool = ...) -> None: ...
 
 class SearchSimilarResponse(_message.Message):
-    __slots__ = ("results", "next_page_token", "degraded", "degraded_reasons", "arm", "search_id")
+    __slots__ = ("results", "next_page_token", "degraded", "degraded_reasons", "arm", "search_id", "model")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_REASONS_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[SearchResult]
     next_page_token: str
     degraded: bool
     degraded_reasons: _containers.RepeatedScalarFieldContainer[str]
     arm: str
     search_id: str
-    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., degraded: bool = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., arm: _Optional[str] = ..., search_id: _Optional[str] = ...) -> None: ...
+    model: _common_pb2.ModelRef
+    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., degraded: bool = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., arm: _Optional[str] = ..., search_id: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
     __slots__ = ("asset_id", "image", "uri", "caption", "tags", "owner", "license", "source", "popularity")
