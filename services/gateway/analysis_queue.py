@@ -1,9 +1,9 @@
 """Deferred safety + OCR analysis: the worker behind ingest's acknowledgement (analysis_mode=deferred).
 
-The durable queue is the index itself: an item is acknowledged once its original and thumbnail are in
-the object store and it is indexed with analysis state PENDING, which the search service keeps out of
-every query and read. This worker analyses each pending asset from its stored original and writes the
-safety labels/score, the OCR text and state ANALYSED (the asset becomes visible, its OCR text
+The durable queue is the index itself: an item is acknowledged once its original is in the object
+store and it is indexed with analysis state PENDING, which the search service keeps out of every query
+and read. This worker analyses each pending asset from its stored original, stores its thumbnail, and
+writes the safety labels/score, the OCR text and state ANALYSED (the asset becomes visible, its OCR text
 keyword-searchable) in one upsert through the ingest flow's batches.
 
 - Fast path: the ingest flow hands each item stored pending to `submit` after its write.
@@ -262,7 +262,13 @@ class AnalysisQueue:
             rgb = await asyncio.to_thread(decode_rgb, image.data)
         except DomainError as exc:  # truncated / corrupt / over the decoder's limit
             raise _Unanalysable(exc.message) from exc
-        return await self._analyzer.analyze(rgb)
+        analysis = await self._analyzer.analyze(rgb)
+        # The acknowledgement did not wait for the thumbnail: it is stored before the asset is visible.
+        try:
+            await self._images.ensure_thumbnail(item.tenant, item.content_sha256, image.data)
+        except (Unavailable, DeadlineExceeded) as exc:
+            raise _Postponed(f"object store: {exc.message}") from exc
+        return analysis
 
     async def _record(self, item: PendingAnalysis, analysis: Analysis | None) -> bool:
         """Write the findings (or state FAILED) over the stored asset; False when it is gone, holds other

@@ -1,6 +1,9 @@
 """The stored images of assets: each original once per tenant and content, plus its thumbnail.
 
-Ingest keeps both before the index write (`keep`), so an asset the index holds has its images; a read
+Ingest keeps the original before the index write (`keep`), so an asset the index holds has it. The
+thumbnail is made before the acknowledgement when the asset is visible at once (inline analysis), and
+by the analysis worker, before the asset becomes visible, when analysis is deferred (it is CPU work the
+acknowledgement need not wait for); a thumbnail read that finds none makes it from the original. A read
 (`read`) returns one of them, checked against its digest; a delete (`forget`) removes them once no asset
 of the tenant holds the content any more (the caller decides that).
 """
@@ -14,7 +17,7 @@ import grpc
 import structlog
 
 from services.common.errors import DomainError, NotFound
-from services.gateway.backends.blobs import BlobKey, BlobStore
+from services.gateway.backends.blobs import Blob, BlobKey, BlobStore
 from services.gateway.backends.blobs.media import media_type
 from services.gateway.domain import AssetImage, ImageVariant
 from services.gateway.thumbnails import THUMBNAIL_MEDIA_TYPE, make_thumbnail
@@ -38,16 +41,28 @@ class AssetImages:
         """The preview of an original (CPU work, in a thread)."""
         return await asyncio.to_thread(make_thumbnail, original, self._max_side, self._quality)
 
-    async def keep(self, tenant: str, sha: str, original: bytes, thumbnail: bytes) -> None:
-        """Store both images (the thumbnail first: an original present means both are)."""
-        await self.store.put(BlobKey(tenant, sha, ImageVariant.THUMBNAIL), thumbnail, THUMBNAIL_MEDIA_TYPE)
+    async def keep(self, tenant: str, sha: str, original: bytes, thumbnail: bytes | None) -> None:
+        """Store the original, and the thumbnail when given (first: a reader of the original's key
+        then finds the thumbnail too)."""
+        if thumbnail is not None:
+            await self._put_thumbnail(tenant, sha, thumbnail)
         await self.store.put(BlobKey(tenant, sha, ImageVariant.ORIGINAL), original, media_type(original))
+
+    async def ensure_thumbnail(self, tenant: str, sha: str, original: bytes) -> None:
+        """Make and store the thumbnail of a kept original unless it is stored already."""
+        if await self.store.stat(BlobKey(tenant, sha, ImageVariant.THUMBNAIL)) is None:
+            await self._put_thumbnail(tenant, sha, await self.thumbnail(original))
+
+    async def _put_thumbnail(self, tenant: str, sha: str, thumbnail: bytes) -> None:
+        await self.store.put(BlobKey(tenant, sha, ImageVariant.THUMBNAIL), thumbnail, THUMBNAIL_MEDIA_TYPE)
 
     async def kept(self, tenant: str, sha: str) -> bool:
         return await self.store.stat(BlobKey(tenant, sha, ImageVariant.ORIGINAL)) is not None
 
     async def read(self, tenant: str, asset_id: str, sha: str, variant: ImageVariant) -> AssetImage:
         blob = await self.store.get(BlobKey(tenant, sha, variant))
+        if blob is None and variant is ImageVariant.THUMBNAIL:
+            blob = await self._thumbnail_of_kept(tenant, sha)
         if blob is None:
             raise NotFound(
                 f"asset {asset_id!r} has no stored {variant.value} image (it was indexed before originals "
@@ -58,6 +73,18 @@ class AssetImages:
             log.error("stored original does not match its digest", tenant=tenant, asset_id=asset_id)
             raise ImageCorrupt(f"the stored original of asset {asset_id!r} is damaged: ingest it again")
         return AssetImage(content_type=blob.content_type, content_sha256=digest, data=blob.data)
+
+    async def _thumbnail_of_kept(self, tenant: str, sha: str) -> Blob | None:
+        """The thumbnail made now from the kept original (its analysis stored none yet), or None."""
+        original = await self.store.get(BlobKey(tenant, sha, ImageVariant.ORIGINAL))
+        if original is None or hashlib.sha256(original.data).hexdigest() != sha:
+            return None
+        try:
+            thumbnail = await self.thumbnail(original.data)
+        except DomainError:  # an original that cannot be decoded has no preview
+            return None
+        await self._put_thumbnail(tenant, sha, thumbnail)
+        return Blob(thumbnail, THUMBNAIL_MEDIA_TYPE)
 
     async def forget(self, tenant: str, sha: str) -> None:
         """Remove both images (the original first: a thumbnail left behind is never served alone)."""

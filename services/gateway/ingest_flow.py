@@ -2,17 +2,19 @@
 
 Per item, concurrently up to `max_in_flight`: cheap checks (fields, byte cap) -> sha256 -> (same id,
 same bytes, same metadata: UNCHANGED, no write) -> duplicate lookup by content hash
-(FindByContentHash) -> image header check (format, pixel cap) -> the thumbnail (a thread) alongside
-encoding (micro-batched EncodeImages) -> original and thumbnail into the object store -> upsert
+(FindByContentHash) -> image header check (format, pixel cap) -> encoding (micro-batched
+EncodeImages), with inline analysis also the thumbnail (a thread) alongside it -> the original (and that
+thumbnail) into the object store -> upsert
 (micro-batched UpsertAssets) -> acknowledge only after the search service confirmed the write. Nothing
 looks at the pixels before the duplicate lookup has said the bytes are new.
 
 Safety + OCR (analysis_mode): "deferred" stores the item with analysis state PENDING, which the search
 service keeps out of every search and read, and hands it to the analysis worker (analysis_queue.py)
-after the acknowledgement; "inline" decodes and analyses it (threads) alongside encoding, before it.
+after the acknowledgement, which also makes its thumbnail before the asset becomes visible; "inline"
+decodes and analyses it (threads) alongside encoding, before it.
 A holder still pending is not visible, so it is never named as a DUPLICATE.
 
-The images are stored before the index write, so an indexed asset has them: when the object store
+The original is stored before the index write, so an indexed asset has it: when the object store
 fails, the item FAILS (UNAVAILABLE, safe to re-send) and nothing is indexed. A re-sent item with the
 same bytes (UNCHANGED or new metadata) stores them when they are missing (an asset indexed before
 originals were kept).
@@ -333,9 +335,10 @@ class IngestFlow:
                 inspected = check_image(item.image, self.cfg.max_bytes, self.cfg.max_pixels)
             deferred = self.defers_analysis
             with self._stage("encode" if deferred else "analyse+encode"):
+                # Deferred: the analysis worker makes the thumbnail too, before the asset is visible.
                 analysis, thumbnail, (encoded, model) = await asyncio.gather(
                     _nothing() if deferred else self._analyse(item.image),
-                    self._images.thumbnail(item.image),
+                    _no_thumbnail() if deferred else self._images.thumbnail(item.image),
                     self._encodes.submit(item.image),
                 )
             if encoded.vector is None:
@@ -628,6 +631,10 @@ def _ack(outcome: IngestOutcome, asset: Asset) -> IngestAck:
 
 async def _nothing() -> Analysis:
     return Analysis()
+
+
+async def _no_thumbnail() -> bytes | None:
+    return None
 
 
 def _duplicate(item: IngestItem, sha: str, holder: str) -> IngestAck:

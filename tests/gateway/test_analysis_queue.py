@@ -14,6 +14,7 @@ import pytest
 from services.common.errors import NotFound
 from services.gateway.analysis import Analysis
 from services.gateway.analysis_queue import ANALYSIS_ITEMS
+from services.gateway.backends.blobs import BlobKey
 from services.gateway.domain import AnalysisState, ImageVariant, IngestOutcome, SearchQuery
 from tests.gateway.fakes import TEXT_GREEN, UNSAFE_RED, FakeAnalyzer, png
 from tests.gateway.test_core import ALICE, URSULA, World, ids, item, run_ingest
@@ -238,3 +239,34 @@ async def test_after_a_switch_to_inline_mode_leftover_pending_and_failed_assets_
     finally:
         await inline.gw.analysis.close()
     assert state(w, "left") is AnalysisState.ANALYSED and state(w, "failed") is AnalysisState.ANALYSED
+
+
+async def test_the_acknowledgement_does_not_wait_for_the_thumbnail_the_worker_stores_it() -> None:
+    w = deferred()
+    acks = await run_ingest(w, [item("sign", "road", color=TEXT_GREEN)])
+    sha = acks["sign"].content_sha256
+    assert await w.blobs.stat(BlobKey("acme", sha, ImageVariant.ORIGINAL)) is not None
+    assert await w.blobs.stat(BlobKey("acme", sha, ImageVariant.THUMBNAIL)) is None  # not made yet
+    w.gw.analysis.start()
+    try:
+        await settled(w)
+    finally:
+        await w.gw.analysis.close()
+    # Stored before the asset became visible, then served as it is.
+    stored = await w.blobs.get(BlobKey("acme", sha, ImageVariant.THUMBNAIL))
+    assert stored is not None and stored.content_type == "image/jpeg"
+    thumb = await w.gw.get_asset_image(ALICE, "sign", ImageVariant.THUMBNAIL)
+    assert thumb.data == stored.data
+
+
+async def test_a_visible_asset_without_a_thumbnail_gets_one_made_from_its_original() -> None:
+    w = World(analysis_mode="inline")
+    acks = await run_ingest(w, [item("sign", "road", color=TEXT_GREEN)])
+    key = BlobKey("acme", acks["sign"].content_sha256, ImageVariant.THUMBNAIL)
+    await w.blobs.delete(key)  # e.g. lost by the object store
+    thumb = await w.gw.get_asset_image(ALICE, "sign", ImageVariant.THUMBNAIL)
+    assert (
+        thumb.content_type == "image/jpeg" and thumb.content_sha256 == hashlib.sha256(thumb.data).hexdigest()
+    )
+    stored = await w.blobs.get(key)
+    assert stored is not None and stored.data == thumb.data  # kept for the next read
