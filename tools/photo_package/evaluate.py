@@ -65,15 +65,17 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
 class PhotoPackage:
     name = "photo"
 
-    def __init__(self, root: Path, threads: int) -> None:
+    def __init__(self, root: Path, threads: int, name: str | None = None) -> None:
         from tokenizers import Tokenizer
 
         self.meta = json.loads((root / "package.json").read_text())
+        self.name = name or self.name
         self.image = session(root / self.meta["towers"]["image"]["file"], threads)
         self.text = session(root / self.meta["towers"]["text"]["file"], threads)
         self.tok = Tokenizer.from_file(str(root / self.meta["tokenizer"]["file"]))
         self.tok.enable_padding(pad_id=0, pad_token="[PAD]")
         self.color_mode = self.meta["preprocessing"]["image"]["color_mode"]
+        self.size = int(self.meta["preprocessing"]["image"]["size"])
 
     def encode_images(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         sem, vis = self.image.run(["semantic", "visual"], {"pixels": pixels})
@@ -93,6 +95,7 @@ class PhotoPackage:
 class ClipArtModel:
     name = "clipart"
     color_mode = "rgb_on_white"  # models/demo/package/package.json: preprocessing.image.color_mode
+    size = 224
 
     def __init__(self, threads: int) -> None:
         self.image = session(REPO / "triton_models/clip_image/1/model.onnx", threads)
@@ -168,28 +171,29 @@ def load_set(out_dir: Path):
     return items, index, families
 
 
-def gallery_pixels(items: list[dict], data: Path, color_mode: str) -> np.ndarray:
+def gallery_pixels(items: list[dict], data: Path, color_mode: str, size: int = 224) -> np.ndarray:
     return np.stack(
-        [decode_image((data / it["path"]).read_bytes(), 224, MAX_PIXELS, color_mode) for it in items]
+        [decode_image((data / it["path"]).read_bytes(), size, MAX_PIXELS, color_mode) for it in items]
     )
 
 
 def evaluate(args) -> dict:
     items, index, families = load_set(args.set)
     splits = ("tune", "heldout") if args.split == "all" else (args.split,)
-    models = [PhotoPackage(args.package, args.threads), ClipArtModel(args.threads)]
+    models = [PhotoPackage(args.package, args.threads), *extra_packages(args, args.threads)]
+    models.append(ClipArtModel(args.threads))
     t0 = time.time()
-    pix_cache: dict[str, np.ndarray] = {}
+    pix_cache: dict[tuple[str, int], np.ndarray] = {}
     for m in models:
-        if m.color_mode not in pix_cache:
-            pix_cache[m.color_mode] = gallery_pixels(items, args.data, m.color_mode)
+        if (m.color_mode, m.size) not in pix_cache:
+            pix_cache[m.color_mode, m.size] = gallery_pixels(items, args.data, m.color_mode, m.size)
     print(f"[evaluate] decoded {len(items)} gallery images in {time.time() - t0:.1f}s", flush=True)
 
     results: dict = {"models": {}}
     rng = np.random.default_rng(0)
     for m in models:
         t1 = time.time()
-        gal = batched(m.encode_images, pix_cache[m.color_mode])
+        gal = batched(m.encode_images, pix_cache[m.color_mode, m.size])
         res: dict = {}
         for fam, qs in families.items():
             sel = [q for q in qs if q["split"] in splits]
@@ -211,11 +215,14 @@ def evaluate(args) -> dict:
         originals = [rgb_on_white(Image.open(args.data / items[i]["path"])) for i in dup_ids]
         for aug in AUGMENTATIONS:
             qpix = np.stack(
-                [decode_image(png_bytes(augment(im, aug)), 224, MAX_PIXELS, m.color_mode) for im in originals]
+                [
+                    decode_image(png_bytes(augment(im, aug)), m.size, MAX_PIXELS, m.color_mode)
+                    for im in originals
+                ]
             )
             q = batched(m.encode_images, qpix)
             entry = {}
-            for vec in ("visual", "semantic") if m.name == "photo" else ("visual",):
+            for vec in ("visual", "semantic") if isinstance(m, PhotoPackage) else ("visual",):
                 top = np.argmax(q[vec] @ gal[vec].T, axis=1)
                 hits = [items[t]["sha256"] == items[i]["sha256"] for t, i in zip(top, dup_ids, strict=True)]
                 entry[vec] = round(sum(hits) / len(hits), 4)
@@ -255,16 +262,31 @@ def evaluate(args) -> dict:
     return results
 
 
+def extra_packages(args, threads: int) -> list[PhotoPackage]:
+    """--extra-package candidates, named photo[<package name> T=<top-T> temp=<temperature>], run beside the
+    main package."""
+    out = []
+    for root in args.extra_package:
+        meta = json.loads((root / "package.json").read_text())
+        c = meta["towers"]["image"]["conse"]
+        name = f"photo[{meta['name']} T={c['top_t']} temp={c.get('softmax_temperature', 1.0):g}]"
+        out.append(PhotoPackage(root, threads, name))
+    return out
+
+
 def speed(args) -> dict:
     """Throughput of the raw ONNX Runtime towers (images pre-decoded; texts tokenized in the timed loop)."""
     items, _, families = load_set(args.set)
     texts = [q["text"] for q in families["paraphrase"]]
     out: dict = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "runs": []}
-    pix = None
-    for threads in (1, 2):
-        for model in (PhotoPackage(args.package, threads), ClipArtModel(threads)):
-            if pix is None:
-                pix = gallery_pixels(items[:64], args.data, model.color_mode)
+    pix_cache: dict[tuple[str, int], np.ndarray] = {}
+    for threads in args.speed_threads:
+        photo = [PhotoPackage(args.package, threads), *extra_packages(args, threads)]
+        for model in (*photo, ClipArtModel(threads)):
+            key = (model.color_mode, model.size)
+            if key not in pix_cache:
+                pix_cache[key] = gallery_pixels(items[:64], args.data, *key)
+            pix = pix_cache[key]
             for batch in (1, 8):
                 row = {"model": model.name, "threads": threads, "batch": batch}
                 for kind in ("images", "texts"):
@@ -316,6 +338,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--speed", action="store_true", help="measure throughput instead of quality")
+    ap.add_argument("--speed-threads", type=int, nargs="+", default=[1, 2], help="intra-op threads (--speed)")
+    ap.add_argument(
+        "--extra-package",
+        type=Path,
+        action="append",
+        default=[],
+        help="another photo package to evaluate in the same run (e.g. a backbone candidate)",
+    )
     args = ap.parse_args(argv)
     results = speed(args) if args.speed else evaluate(args)
     if not args.speed:
