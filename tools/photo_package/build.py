@@ -491,9 +491,9 @@ def package_json(args, classes, parity, files, effnet_pth: Path, minilm_dir: Pat
             "note": (
                 "Calibrated with `imagesearch eval` on the tune split of models/photo/judgements "
                 "(docs/RELEVANCE.md): adaptive fusion at alpha 0.3/0.4/0.5 scored alike (mean nDCG@10 over "
-                "the four families 0.768-0.770); 0.4 keeps the lexical protection (below 0.5) with the mixed "
-                "queries' gain. The gateway uses text_query's hybrid_alpha and fusion unless the caller sets "
-                "them."
+                "the four families 0.768-0.770 for 0.1.0, 0.791/0.795/0.794 re-checked for 0.2.0); "
+                "0.4 keeps the lexical protection (below 0.5) with the mixed queries' gain. The gateway "
+                "uses text_query's hybrid_alpha and fusion unless the caller sets them."
             ),
         },
         "licenses": {
