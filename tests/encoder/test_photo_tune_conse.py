@@ -3,6 +3,7 @@ picks on the tune split would not be the ones a rebuilt package ships (docs/note
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +35,13 @@ def test_numpy_conse_reproduces_the_shipped_image_graph(photo_package: ModelPack
     path, labels, name = with_logits(root / "image.onnx", tmp_path / "image.onnx")
     semantic, logits = _run(path, ["semantic", name], {"pixels": pixels})
     assert labels.shape == (1000, 384) and logits.shape == (len(pixels), 1000)
-    # the shipped setting (package.json: top_t 5, temperature 1) is what the graph computes
-    assert np.abs(conse(logits, labels, 5, 1.0) - semantic).max() < 1e-5
-    # and the knobs matter: another setting gives other vectors
-    assert np.abs(conse(logits, labels, 20, 1.5) - semantic).max() > 1e-3
-    assert np.allclose(np.linalg.norm(conse(logits, labels, 20, 1.5), axis=1), 1.0, atol=1e-5)
+    # the shipped setting (package.json: top_t 20, temperature 1.5, 0.2.0) is what the graph computes
+    shipped = json.loads((root / "package.json").read_text())["towers"]["image"]["conse"]
+    assert (shipped["top_t"], shipped["softmax_temperature"]) == (20, 1.5)
+    assert np.abs(conse(logits, labels, 20, 1.5) - semantic).max() < 1e-5
+    # and the knobs matter: another setting (0.1.0's top-T 5, temperature 1) gives other vectors
+    assert np.abs(conse(logits, labels, 5, 1.0) - semantic).max() > 1e-3
+    assert np.allclose(np.linalg.norm(conse(logits, labels, 5, 1.0), axis=1), 1.0, atol=1e-5)
 
 
 def test_logits_are_taken_before_a_temperature_division(tmp_path: Path) -> None:

@@ -41,10 +41,11 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"  # 0.1.0: top-T 5, temperature 1 (stored semantic vectors differ: re-index)
 BACKBONES = ("lite0", "lite1", "lite2")  # lite0 is the shipped default
 OPSET = 17
-TOP_T = 5
+TOP_T = 20  # ConSE top-T and softmax temperature: chosen on the tune split (docs/notes/backbone_study.md)
+TEMPERATURE = 1.5
 TEXT_MAX_LENGTH = 256
 DEFAULT_OUT = Path.home() / ".cache" / "imagesearch" / "photo" / "package"
 DEFAULT_TIMM_WHEEL = (
@@ -155,7 +156,7 @@ def build_modules(minilm_dir: Path, effnet_pth: Path, backbone: str = "lite0"):
             x = (pixels.permute(0, 3, 1, 2).to(torch.float32) - 127.0) / 128.0
             feat = self.net.pooled(x)
             logits = self.net._fc(feat)
-            if self.temperature != 1.0:  # (the shipped graph, temperature 1, has no Div here)
+            if self.temperature != 1.0:  # (at temperature 1 the graph has no Div here)
                 logits = logits / self.temperature
             p = torch.softmax(logits, dim=-1)
             kth = torch.topk(p, self.top_t, dim=-1).values[:, -1:]
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wordnet-dir", type=Path, default=WORDNET_DIR)
     ap.add_argument("--backbone", choices=BACKBONES, default="lite0", help="EfficientNet-Lite variant")
     ap.add_argument("--top-t", type=int, default=TOP_T)
-    ap.add_argument("--temperature", type=float, default=1.0, help="ConSE softmax temperature")
+    ap.add_argument("--temperature", type=float, default=TEMPERATURE, help="ConSE softmax temperature")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
         "--parity-images", type=Path, nargs="*", default=[], help="extra images for the parity check"
@@ -429,6 +430,8 @@ def package_json(args, classes, parity, files, effnet_pth: Path, minilm_dir: Pat
         "towers": {
             "image": {
                 "file": "image.onnx",
+                # triton_models/photo_image is Lite0's (224 pixels); research variants are not served there
+                **({"triton_model": "photo_image"} if args.backbone == "lite0" else {}),
                 "opset": OPSET,
                 "inputs": [
                     {"name": "pixels", "dtype": "UINT8", "shape": [-1, size, size, 3], "layout": "NHWC RGB"}
@@ -445,6 +448,7 @@ def package_json(args, classes, parity, files, effnet_pth: Path, minilm_dir: Pat
             },
             "text": {
                 "file": "text.onnx",
+                "triton_model": "photo_text",
                 "opset": OPSET,
                 "inputs": [
                     {"name": "input_ids", "dtype": "INT64", "shape": [-1, -1]},
@@ -487,9 +491,9 @@ def package_json(args, classes, parity, files, effnet_pth: Path, minilm_dir: Pat
             "note": (
                 "Calibrated with `imagesearch eval` on the tune split of models/photo/judgements "
                 "(docs/RELEVANCE.md): adaptive fusion at alpha 0.3/0.4/0.5 scored alike (mean nDCG@10 over "
-                "the four families 0.768-0.770); 0.4 keeps the lexical protection (below 0.5) with the mixed "
-                "queries' gain. The gateway uses text_query's hybrid_alpha and fusion unless the caller sets "
-                "them."
+                "the four families 0.768-0.770 for 0.1.0, 0.791/0.795/0.794 re-checked for 0.2.0); "
+                "0.4 keeps the lexical protection (below 0.5) with the mixed queries' gain. The gateway "
+                "uses text_query's hybrid_alpha and fusion unless the caller sets them."
             ),
         },
         "licenses": {
