@@ -139,6 +139,20 @@ def expected_models(model_repository: Path) -> list[str]:
     return sorted(p.name for p in model_repository.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def model_files_stamp(model_repository: Path) -> str:
+    """A digest of every model file's path, size and modification time (links followed): it changes
+    whenever a file Triton loaded at start is replaced."""
+    digest = hashlib.sha256()
+    if model_repository.is_dir():
+        for path in sorted(model_repository.glob("*/[0-9]*/*")):
+            try:
+                st = path.stat()
+            except OSError:  # a dangling link: prepare() names it
+                continue
+            digest.update(f"{path.relative_to(model_repository)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _shm_prefix(run_id: str) -> str:
     return f"imagesearch_triton_{run_id}_"
 
@@ -198,9 +212,11 @@ class Triton(Component):
             "venv": str(ensure_triton_runtime().venv),
             "model_repository": str(self.model_repository),
             "model_config_name": self.model_config_name,
-            # Triton loads the repository once (model control mode "none"): a model added since the
-            # start means a restart. (Edits inside a model are not detected: `down --only triton`.)
+            # Triton loads the repository once (model control mode "none"): a model added, or a model
+            # file replaced (e.g. a package re-assembled by `make models`), since the start means a
+            # restart, or it would go on serving the old graph under the new package's version.
             "expected_models": expected_models(self.model_repository),
+            "model_files": model_files_stamp(self.model_repository),
         }
 
     def command(self, ports: Mapping[str, int], data_dir: Path, run_id: str) -> Launch:
