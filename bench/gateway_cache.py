@@ -42,7 +42,9 @@ TARGET_P99_MS = 10.0
 
 
 @contextlib.contextmanager
-def servers(data_dir: Path, baseline_tree: Path | None) -> Iterator[dict[str, Any]]:
+def servers(
+    data_dir: Path, baseline_tree: Path | None, baseline_watch: bool = False
+) -> Iterator[dict[str, Any]]:
     """echo, encoder, search, and the gateways (`watch`, `read`, and `base` from `baseline_tree`) on
     that search service."""
     from tests.service_process import ServiceProcess
@@ -64,7 +66,7 @@ def servers(data_dir: Path, baseline_tree: Path | None) -> Iterator[dict[str, An
         ).start(timeout_s=180)
         gateways: list[tuple[str, str, Path | None]] = [("watch", "true", None), ("read", "false", None)]
         if baseline_tree is not None:
-            gateways.append(("base", "false", baseline_tree))
+            gateways.append(("base", "true" if baseline_watch else "false", baseline_tree))
         for name, watch, tree in gateways:
             procs[name] = ServiceProcess(
                 "services.gateway",
@@ -118,6 +120,12 @@ def main() -> int:
         help="a checkout of earlier code (e.g. `git archive main | tar -x -C DIR`): its gateway runs as "
         "`base` on the same search service, the same-run baseline of the per-request plumbing",
     )
+    ap.add_argument(
+        "--baseline-watch",
+        action="store_true",
+        help="run `base` with the generation watch on (a baseline that has the watch: compares only the "
+        "per-request work of a hit)",
+    )
     args = ap.parse_args()
     rounds, images = (1, 16) if args.quick else (args.rounds, args.images)
     if (os.cpu_count() or 1) < 2:
@@ -127,7 +135,7 @@ def main() -> int:
     report: dict[str, Any] = {"loadavg_start": loadavg(), "rounds": []}
     with (
         tempfile.TemporaryDirectory(prefix="gateway-cache-") as tmp,
-        servers(Path(tmp), args.baseline_tree) as procs,
+        servers(Path(tmp), args.baseline_tree, args.baseline_watch) as procs,
     ):
         report["seeded"] = seed_gateway(procs["watch"].address, images)
         threads = sum(pin(p.proc.pid, {0}) for p in procs.values())
