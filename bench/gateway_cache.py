@@ -6,6 +6,7 @@ generation watch, every figure against a baseline from the same run (issue #19 p
     .venv/bin/python -m bench.gateway_cache --rounds 3   # longer, steadier
     mkdir /tmp/base && git archive main | tar -x -C /tmp/base
     .venv/bin/python -m bench.gateway_cache --quick --baseline-tree /tmp/base   # + main's gateway
+    .venv/bin/python -m bench.gateway_cache --quick --baseline-tree /tmp/base --baseline-watch --thread-cpu
 
 Starts its own processes (free loopback ports, log level info): the echo server (bench/echo_server.py,
 uvloop), the encoder (ONNX Runtime), the search service (embedded backend, memory cache) and the
@@ -42,7 +43,9 @@ TARGET_P99_MS = 10.0
 
 
 @contextlib.contextmanager
-def servers(data_dir: Path, baseline_tree: Path | None) -> Iterator[dict[str, Any]]:
+def servers(
+    data_dir: Path, baseline_tree: Path | None, baseline_watch: bool = False
+) -> Iterator[dict[str, Any]]:
     """echo, encoder, search, and the gateways (`watch`, `read`, and `base` from `baseline_tree`) on
     that search service."""
     from tests.service_process import ServiceProcess
@@ -64,7 +67,7 @@ def servers(data_dir: Path, baseline_tree: Path | None) -> Iterator[dict[str, An
         ).start(timeout_s=180)
         gateways: list[tuple[str, str, Path | None]] = [("watch", "true", None), ("read", "false", None)]
         if baseline_tree is not None:
-            gateways.append(("base", "false", baseline_tree))
+            gateways.append(("base", "true" if baseline_watch else "false", baseline_tree))
         for name, watch, tree in gateways:
             procs[name] = ServiceProcess(
                 "services.gateway",
@@ -106,6 +109,57 @@ def ghz_round(procs: dict[str, Any], gateway: str, out: Path, budget_s: float) -
     return {s["name"]: s for s in summary["scenarios"]}
 
 
+def thread_cpu(pid: int) -> dict[int, tuple[str, int]]:
+    """Per thread of `pid`: (name, user + system CPU in clock ticks), from /proc."""
+    found: dict[int, tuple[str, int]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            found[int(tid)] = (name, int(fields[11]) + int(fields[12]))
+    return found
+
+
+def thread_split(procs: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The `watch` gateway's CPU per call, per thread, under `gateway.health` and then under
+    `gateway.search_text_hot` (each alone, ghz on core 1): where a hit's CPU goes beyond the plumbing."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pid = procs["watch"].proc.pid
+    split: dict[str, Any] = {}
+    for scenario in ("gateway.health", "gateway.search_text_hot"):
+        before = thread_cpu(pid)
+        cmd = [
+            PY, "-m", "bench.ghz.run", "--suite", str(REPO / "bench/ghz/perf_suite.json"),
+            "--profile", "quick", "--echo", procs["echo"].address, "--gateway", procs["watch"].address,
+            "--api-key", "demo-key", "--only", scenario, "--cpus", "1", "--ghz-cpu-list", "1",
+            "--budget-s", "60", "--out", str(out / f"threads-{scenario}"),
+        ]  # fmt: skip
+        subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        after = thread_cpu(pid)
+        summary = json.loads((out / f"threads-{scenario}" / "summary.json").read_text())
+        calls = summary["scenarios"][0]["count"]
+        used = sorted(
+            ((t - before.get(tid, (name, 0))[1], tid, name) for tid, (name, t) in after.items()), reverse=True
+        )
+        total = sum(u for u, _, _ in used) or 1
+        split[scenario] = {
+            "calls": calls,
+            "us_per_call": round(total / tick / max(1, calls) * 1e6, 1),
+            "threads": [
+                {
+                    "tid": tid,
+                    "name": name,
+                    "us_per_call": round(u / tick / max(1, calls) * 1e6, 1),
+                    "share": round(u / total, 3),
+                }
+                for u, tid, name in used
+                if u
+            ],
+        }
+    return split
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 round, 16 seeded images (~2 min)")
@@ -118,6 +172,18 @@ def main() -> int:
         help="a checkout of earlier code (e.g. `git archive main | tar -x -C DIR`): its gateway runs as "
         "`base` on the same search service, the same-run baseline of the per-request plumbing",
     )
+    ap.add_argument(
+        "--baseline-watch",
+        action="store_true",
+        help="run `base` with the generation watch on (a baseline that has the watch: compares only the "
+        "per-request work of a hit)",
+    )
+    ap.add_argument(
+        "--thread-cpu",
+        action="store_true",
+        help="after the rounds, the `watch` gateway's CPU per call per thread under Health/Check and "
+        "under the cached search (the main thread, grpc's poller, the worker threads)",
+    )
     args = ap.parse_args()
     rounds, images = (1, 16) if args.quick else (args.rounds, args.images)
     if (os.cpu_count() or 1) < 2:
@@ -127,7 +193,7 @@ def main() -> int:
     report: dict[str, Any] = {"loadavg_start": loadavg(), "rounds": []}
     with (
         tempfile.TemporaryDirectory(prefix="gateway-cache-") as tmp,
-        servers(Path(tmp), args.baseline_tree) as procs,
+        servers(Path(tmp), args.baseline_tree, args.baseline_watch) as procs,
     ):
         report["seeded"] = seed_gateway(procs["watch"].address, images)
         threads = sum(pin(p.proc.pid, {0}) for p in procs.values())
@@ -155,6 +221,8 @@ def main() -> int:
                     else None,
                 }
             report["rounds"].append(row)
+        if args.thread_cpu:
+            report["thread_cpu"] = thread_split(procs, out)
     report["loadavg_end"] = loadavg()
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(f"one server core (core 0), ghz on core 1, c=8; load average {report['loadavg_start']} -> "
@@ -170,6 +238,11 @@ def main() -> int:
                 f"{m['echo_calls_per_cpu_s'] or 0:10.0f} {m['search_calls_per_cpu_s'] or 0:12.0f} "
                 f"{m['x_echo_per_cpu'] or 0:7.3f}"
             )
+
+    for scenario, split in report.get("thread_cpu", {}).items():
+        big = [t for t in split["threads"] if t["share"] >= 0.02]
+        threads = ", ".join(f"{t['name']}/{t['tid']} {t['us_per_call']:.0f} us" for t in big)
+        print(f"watch gateway, {scenario}: {split['us_per_call']:.0f} us CPU per call ({threads})")
 
     def total(gateway: str, key: str) -> float:
         return sum(row[gateway][key] or 0 for row in report["rounds"] if gateway in row)

@@ -57,6 +57,10 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, policy: CallerPolicy) -> None:
         self._policy = policy
+        # Per method: the servicer's handler and its checked form, built once. A new handler per call
+        # would also defeat the outer ServerInterceptor's own per-method cache (it re-wrapped every
+        # call of an internal service under mutual TLS).
+        self._checked: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -67,6 +71,14 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        known = self._checked.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        checked = self._check(method, handler)
+        self._checked[method] = (handler, checked)
+        return checked
+
+    def _check(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         policy = self._policy
 
         def check(ctx: grpc.aio.ServicerContext) -> None:

@@ -33,6 +33,7 @@ from dataclasses import replace
 import structlog
 from prometheus_client import Counter, Gauge
 
+from services.common.batching import MicroBatcher
 from services.common.errors import DomainError, InvalidArgument, NotFound, status_number
 from services.common.outage import SkipWindow
 from services.gateway.auth import Principal
@@ -54,6 +55,8 @@ from services.gateway.policy import Policy
 log = structlog.get_logger("gateway.feedback")
 
 MAX_EVENTS = 1000
+# Search records written in one store call at most (a burst of searches is a few batches).
+MAX_RECORDS_PER_WRITE = 256
 MAX_EVENT_ID_CHARS = 128
 MAX_SEARCH_ID_CHARS = 128
 MAX_DWELL_MS = 24 * 3600 * 1000
@@ -98,6 +101,15 @@ class FeedbackFlow:
         # After a failed record, searches skip the store for a while: an outage costs one store
         # timeout per window, not one per search.
         self._skip = SkipWindow(record_retry_after_s)
+        # Group commit: the searches served while one write is in flight are written together by the
+        # next one (each still waits for its own record to be stored before its search_id goes out).
+        self._records: MicroBatcher[SearchRecord, None] = MicroBatcher(
+            self._record_searches, max_items=MAX_RECORDS_PER_WRITE, wait_s=0.0, name="search records"
+        )
+
+    async def _record_searches(self, records: list[SearchRecord]) -> list[None]:
+        await self.store.record_searches(records, self.search_ttl_s)
+        return [None] * len(records)
 
     # ---- the search side ------------------------------------------------------------------------
 
@@ -118,7 +130,7 @@ class FeedbackFlow:
             search_id = ""
         else:
             try:
-                await self.store.record_search(record, self.search_ttl_s)
+                await self._records.submit(record)
                 self._skip.ok()
             except DomainError as exc:
                 SEARCH_RECORD_FAILED.inc()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import structlog
+from cachetools import LRUCache
 from prometheus_client import Counter
 
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable
@@ -90,6 +91,7 @@ class SearchConfig:
     max_image_bytes: int  # an example image is held to the ingest caps
     max_image_pixels: int
     max_tenants: int
+    plan_entries: int = 0  # validated text searches remembered (_Plan); 0: off
 
     @classmethod
     def from_settings(cls, s: GatewaySettings) -> SearchConfig:
@@ -115,7 +117,21 @@ class SearchConfig:
             max_image_bytes=s.ingest_max_bytes,
             max_image_pixels=s.ingest_max_pixels,
             max_tenants=s.max_tenants_tracked,
+            plan_entries=s.search_plan_entries,
         )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What validating a text search gave: everything about it that depends only on the principal and
+    the query, so an identical search (same principal, same query) reuses it. The principal is part of
+    the key by value: a key whose roles, licences or threshold changed is another principal, and a
+    revoked key never gets here (authentication runs on every call)."""
+
+    page_size: int
+    cfg: RerankConfig
+    window: int
+    bound: str
 
 
 @dataclass
@@ -196,46 +212,53 @@ class SearchFlow:
             policy,
             config.max_tenants,
         )
+        self._plans: LRUCache[tuple[Principal, SearchQuery], _Plan] | None = (
+            LRUCache(config.plan_entries) if config.plan_entries > 0 else None
+        )
 
     async def search(self, principal: Principal, q: SearchQuery) -> SearchPage:
         action = "search"
         self.policy.authorize(principal, action)
-        if not q.text.strip() and not q.image:
-            raise InvalidArgument("give a query text, an example image, or both")
-        if len(q.text) > MAX_TEXT_CHARS:
-            raise InvalidArgument(f"query text is {len(q.text)} characters; the limit is {MAX_TEXT_CHARS}")
-        if q.alpha is not None and not 0.0 <= q.alpha <= 1.0:
-            raise InvalidArgument(f"alpha must be in [0, 1], got {q.alpha}")
-        if len(q.licenses) > MAX_LIST_VALUES:  # they become an IN list of the first-stage filter
-            raise InvalidArgument(f"licenses takes at most {MAX_LIST_VALUES} names, got {len(q.licenses)}")
-        if q.image:
-            check_size(q.image, self.cfg.max_image_bytes)  # before it is hashed or decoded
-        page_size = _page_size(q.page_size)
+        # An example image keeps a search out of the memo (its bytes would be part of the key).
+        key = (principal, q) if self._plans is not None and not q.image else None
+        plan = self._plans.get(key) if key is not None and self._plans is not None else None
+        if plan is None:
+            self._validate_search(q)
+            page_size = _page_size(q.page_size)
+        # Every call: licences and unsafe content are allowed (or denied, audited) per request.
         vis = self.policy.visibility(
             principal, action, requested_licenses=q.licenses, include_unsafe=q.include_unsafe
         )
-        first_stage_filter = all_of(q.filter, vis.filter(self.policy.granularity_s))
-        _check_filter_size(first_stage_filter)
+        first_stage_filter: Filter | None = None
+        if plan is None:
+            first_stage_filter = all_of(q.filter, vis.filter(self.policy.granularity_s))
+            _check_filter_size(first_stage_filter)
+            cfg, window = self._rerank_config(q.rerank, 1.0)  # validated before any call
+            bound = paging.binding(
+                "search",
+                vis.cache_key(),
+                q.text,
+                hashlib.sha256(q.image).hexdigest() if q.image else "",
+                canonical(q.filter),
+                q.alpha,
+                q.fusion or "",
+                q.rerank,
+                page_size,
+                str(q.model or ""),
+            )
+            if key is not None and self._plans is not None:
+                self._plans[key] = _Plan(page_size, cfg, window, bound)
+        else:
+            page_size, cfg, window, bound = plan.page_size, plan.cfg, plan.window, plan.bound
         text = q.text.strip()
-        cfg, window = self._rerank_config(q.rerank, 1.0)  # validated before any call
-        bound = paging.binding(
-            "search",
-            vis.cache_key(),
-            q.text,
-            hashlib.sha256(q.image).hexdigest() if q.image else "",
-            canonical(q.filter),
-            q.alpha,
-            q.fusion or "",
-            q.rerank,
-            page_size,
-            str(q.model or ""),
-        )
         preferred = await self._preferred(principal, q.rerank)
         ask = self._page_request(principal, action, vis, bound, q, page_size, preferred)
         cached, generation = await self.pages.lookup(ask)
         if cached is not None:
             return cached
         cfg = self._personalised(cfg, preferred)
+        if first_stage_filter is None:  # a remembered plan: the filter holds this call's `now`
+            first_stage_filter = all_of(q.filter, vis.filter(self.policy.granularity_s))
 
         source = await self._query_vectors(principal.tenant, q.model)
         vectors = await self._encode_query(text, q.image, source)
@@ -347,6 +370,19 @@ class SearchFlow:
 
     # ------------------------------------------------------------------------------------------
     # Steps
+
+    def _validate_search(self, q: SearchQuery) -> None:
+        """The checks of a search's own fields (INVALID_ARGUMENT), before any policy or backend."""
+        if not q.text.strip() and not q.image:
+            raise InvalidArgument("give a query text, an example image, or both")
+        if len(q.text) > MAX_TEXT_CHARS:
+            raise InvalidArgument(f"query text is {len(q.text)} characters; the limit is {MAX_TEXT_CHARS}")
+        if q.alpha is not None and not 0.0 <= q.alpha <= 1.0:
+            raise InvalidArgument(f"alpha must be in [0, 1], got {q.alpha}")
+        if len(q.licenses) > MAX_LIST_VALUES:  # they become an IN list of the first-stage filter
+            raise InvalidArgument(f"licenses takes at most {MAX_LIST_VALUES} names, got {len(q.licenses)}")
+        if q.image:
+            check_size(q.image, self.cfg.max_image_bytes)  # before it is hashed or decoded
 
     def _observe_drift(self, tenant: str, model: ModelRef | None, vector: Vector, best: float | None) -> None:
         """Count an embedded query in the drift statistics. First pages only (a query paged through is

@@ -189,6 +189,14 @@ class SearchFlowSettings(BaseModel):
         "tenant's index generation (pushed by the search service, or asked per request) is unchanged.",
     )
     page_cache_ttl_s: float = Field(60.0, gt=0, description="Upper bound on the age of a cached result page.")
+    search_plan_entries: int = Field(
+        4096,
+        ge=0,
+        description="Validated text searches remembered per gateway process (0 = off): an identical "
+        "search by the same principal (same key, roles and policy) skips re-validating the query and "
+        "re-deriving its page-token binding; authentication, authorisation, policy, audit, rate limits "
+        "and the page cache's generation check still run on every call.",
+    )
     query_vector_cache_entries: int = Field(
         4096,
         ge=1,

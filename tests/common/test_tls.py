@@ -7,6 +7,7 @@ authorise callers by the identity in it, and pick up a rotated server certificat
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import subprocess
@@ -22,8 +23,9 @@ from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc, gateway_pb2, search_pb
 
 from devstack.redis import ensure_redis_server
 from services.common import certs, healthcheck
-from services.common.authz import CallerPolicy
+from services.common.authz import AuthorizationInterceptor, CallerPolicy
 from services.common.errors import PermissionDenied, Unauthenticated
+from services.common.interceptors import ServerInterceptor
 from services.common.settings import DEFAULT_ALLOWED_CALLERS
 from services.common.tls import CertFiles, ReloadingServerConfig, client_credentials, peer_identity
 from tests.gateway.suite import MODEL_FILES, Suite
@@ -71,6 +73,41 @@ def test_default_policy_lets_only_the_gateway_at_tenant_data() -> None:
     narrow.check("/imagesearch.v1.SearchService/GetStats", "operator")
     with pytest.raises(PermissionDenied):
         narrow.check("/imagesearch.v1.SearchService/GetStats", "gateway")
+
+
+def test_each_method_is_checked_and_wrapped_once_not_per_call() -> None:
+    """The authorisation interceptor hands back the same checked handler for every call of a method,
+    so the plumbing's interceptor outside it wraps each method once (a new handler per call made both
+    rebuild their wrappers on every call of an internal service under mutual TLS); a servicer handler
+    that changes is wrapped anew."""
+
+    async def behaviour(request: object, ctx: object) -> None:
+        return None
+
+    handlers = [grpc.unary_unary_rpc_method_handler(behaviour) for _ in range(2)]
+    serving = handlers[0]
+
+    class Details(grpc.HandlerCallDetails):
+        method = "/imagesearch.v1.SearchService/Query"
+        invocation_metadata = ()
+
+    async def lookup(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return serving
+
+    authz = AuthorizationInterceptor(CallerPolicy(DEFAULT_ALLOWED_CALLERS))
+    plumbing = ServerInterceptor()
+
+    async def inner(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return await authz.intercept_service(lookup, details)
+
+    async def calls(n: int) -> list[grpc.RpcMethodHandler]:
+        return [await plumbing.intercept_service(inner, Details()) for _ in range(n)]
+
+    first = asyncio.run(calls(3))
+    assert first[0] is not serving and all(h is first[0] for h in first)
+    serving = handlers[1]
+    second = asyncio.run(calls(2))
+    assert second[0] is not first[0] and second[1] is second[0]
 
 
 def test_peer_identity_prefers_the_spiffe_uri() -> None:

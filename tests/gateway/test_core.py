@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -192,6 +193,38 @@ async def test_a_write_invalidates_cached_pages(world: World) -> None:
     await world.gw.delete_asset(ALICE, "kitten")
     page = await world.gw.search(ALICE, SearchQuery(text="cat"))
     assert not page.cached and "kitten" not in ids(page)
+
+
+async def test_a_remembered_search_plan_is_never_anothers_policy_nor_a_stale_page(world: World) -> None:
+    """An identical search by the same principal reuses its validated plan (one entry however often it
+    runs); the same key with another policy (narrower licences) is another principal: its page token
+    binding differs and the old policy's pages and tokens are not served to it; a write shows at once."""
+    world.add("cc0-cat", "cat kitten", license_name="CC0-1.0")
+    first = await world.gw.search(ALICE, SearchQuery(text="cat", page_size=1))
+    for _ in range(3):
+        again = await world.gw.search(ALICE, SearchQuery(text="cat", page_size=1))
+        assert again.cached and ids(again) == ids(first)
+    plans = world.gw.search_flow._plans
+    assert plans is not None and len(plans) == 1
+    assert first.next_page_token
+
+    narrowed = dataclasses.replace(ALICE, allowed_licenses=frozenset({"CC0-1.0"}))
+    page = await world.gw.search(narrowed, SearchQuery(text="cat", page_size=1))
+    assert not page.cached and ids(page) == ["cc0-cat"] and len(plans) == 2
+    with pytest.raises(InvalidArgument, match="different query or caller"):
+        token = first.next_page_token
+        await world.gw.search(narrowed, SearchQuery(text="cat", page_size=1, page_token=token))
+
+    world.add("cat-2", "cat sofa cat", license_name="CC0-1.0")  # a write: the next identical search sees it
+    page = await world.gw.search(narrowed, SearchQuery(text="cat", page_size=5))
+    assert not page.cached and set(ids(page)) == {"cc0-cat", "cat-2"}
+
+
+async def test_search_plans_can_be_turned_off() -> None:
+    w = World(search_plan_entries=0)
+    w.add("cat", "cat sofa")
+    pages = [await w.gw.search(ALICE, SearchQuery(text="cat")) for _ in range(2)]
+    assert w.gw.search_flow._plans is None and ids(pages[0]) == ids(pages[1]) == ["cat"]
 
 
 async def test_no_page_cache_without_a_consistent_generation(world: World) -> None:

@@ -183,6 +183,35 @@ def test_feedback_is_durable_across_a_reopen(open_store: StoreFactory) -> None:
     run(_with_flow(open_store(), second))
 
 
+def test_concurrent_searches_are_stored_together_and_each_is_findable(open_store: StoreFactory) -> None:
+    """Searches served while a record write is in flight are written by the next one (group commit);
+    each search_id is returned only once stored: every one is findable, after a reopen too, and every
+    search counts once for its arm."""
+    arms = [Assignment(Arm("exp/a")), Assignment(Arm("exp/b"))]
+    n = 40
+
+    async def first(flow: FeedbackFlow) -> list[str]:
+        ids = await asyncio.gather(
+            *(flow.served(ALICE, "search", arms[i % 2], _page(f"a{i}", "z")) for i in range(n))
+        )
+        assert all(ids) and len(set(ids)) == n
+        stats = flow._records.stats
+        assert stats.items == n and stats.batches < n  # fewer writes than searches
+        return list(ids)
+
+    ids = run(_with_flow(open_store(), first))
+
+    async def second(flow: FeedbackFlow) -> None:
+        for i, search_id in enumerate(ids):  # each record kept the page it was served with
+            record = await flow.store.get_search("acme", search_id)
+            assert record is not None and record.arm == arms[i % 2].arm.name
+            assert record.ranks == {f"a{i}": 1, "z": 2}
+        totals = await flow.store.arm_totals()
+        assert (totals["exp/a"].searches, totals["exp/b"].searches) == (n // 2, n // 2)
+
+    run(_with_flow(open_store(), second))
+
+
 def test_another_tenants_search_is_not_found_like_an_unknown_one(open_store: StoreFactory) -> None:
     async def body(flow: FeedbackFlow) -> None:
         search_id = await flow.served(ALICE, "search", Assignment(Arm("control")), _page("a1"))

@@ -14,6 +14,7 @@ A store keeps three things, all scoped by tenant:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +32,11 @@ class FeedbackStore(Protocol):
 
     async def record_search(self, record: SearchRecord, ttl_s: float) -> None:
         """Keep `record` for `ttl_s` seconds and count one search served for its arm."""
+        ...
+
+    async def record_searches(self, records: Sequence[SearchRecord], ttl_s: float) -> None:
+        """`record_search` of every record in one atomic write (one transaction or pipeline): the
+        searches served concurrently are stored together, all or none."""
         ...
 
     async def get_search(self, tenant: str, search_id: str) -> SearchRecord | None:

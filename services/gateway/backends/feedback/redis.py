@@ -14,7 +14,8 @@ is new, and only a new event touches the counters, so a retried event never coun
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
+from collections import Counter
+from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
 import structlog
@@ -76,13 +77,20 @@ class RedisFeedbackStore:
         return f"{self._prefix}arm:{arm}"
 
     async def record_search(self, record: SearchRecord, ttl_s: float) -> None:
-        key = self._search_key(record.tenant, record.search_id)
+        await self.record_searches([record], ttl_s)
+
+    async def record_searches(self, records: Sequence[SearchRecord], ttl_s: float) -> None:
+        ttl_ms = max(1, int(ttl_s * 1000))
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping={"arm": record.arm, "ranks": json.dumps(record.ranks)})
-                pipe.pexpire(key, max(1, int(ttl_s * 1000)))
-                pipe.sadd(f"{self._prefix}arms", record.arm)
-                pipe.hincrby(self._arm_key(record.arm), "searches", 1)
+                for record in records:
+                    key = self._search_key(record.tenant, record.search_id)
+                    pipe.hset(key, mapping={"arm": record.arm, "ranks": json.dumps(record.ranks)})
+                    pipe.pexpire(key, ttl_ms)
+                arms = Counter(r.arm for r in records)
+                pipe.sadd(f"{self._prefix}arms", *arms)
+                for arm, n in arms.items():
+                    pipe.hincrby(self._arm_key(arm), "searches", n)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from None

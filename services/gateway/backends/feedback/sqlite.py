@@ -14,7 +14,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -93,24 +94,29 @@ class SqliteFeedbackStore:
         self._recorded = 0
 
     async def record_search(self, record: SearchRecord, ttl_s: float) -> None:
-        await asyncio.to_thread(self._record_search, record, ttl_s)
+        await self.record_searches([record], ttl_s)
+
+    async def record_searches(self, records: Sequence[SearchRecord], ttl_s: float) -> None:
+        await asyncio.to_thread(self._record_searches, records, ttl_s)
 
     @_store_errors
-    def _record_search(self, record: SearchRecord, ttl_s: float) -> None:
+    def _record_searches(self, records: Sequence[SearchRecord], ttl_s: float) -> None:
         now = time.time()
+        arms = Counter(r.arm for r in records)
         with self._lock, self._transaction():
-            self._db.execute(
+            self._db.executemany(
                 "INSERT OR REPLACE INTO searches (tenant, search_id, arm, ranks, expires_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (record.tenant, record.search_id, record.arm, json.dumps(record.ranks), now + ttl_s),
+                [(r.tenant, r.search_id, r.arm, json.dumps(r.ranks), now + ttl_s) for r in records],
             )
-            self._db.execute(
-                "INSERT INTO arm_totals (arm, searches) VALUES (?, 1) "
-                "ON CONFLICT (arm) DO UPDATE SET searches = searches + 1",
-                (record.arm,),
+            self._db.executemany(
+                "INSERT INTO arm_totals (arm, searches) VALUES (?, ?) "
+                "ON CONFLICT (arm) DO UPDATE SET searches = searches + excluded.searches",
+                list(arms.items()),
             )
-            self._recorded += 1
-            if self._recorded % _SWEEP_EVERY == 0:
+            before = self._recorded
+            self._recorded += len(records)
+            if before // _SWEEP_EVERY != self._recorded // _SWEEP_EVERY:
                 self._db.execute("DELETE FROM searches WHERE expires_at < ?", (now,))
 
     async def get_search(self, tenant: str, search_id: str) -> SearchRecord | None:
