@@ -132,6 +132,7 @@ class _Plan:
     cfg: RerankConfig
     window: int
     bound: str
+    visibility: tuple[Any, ...]  # the Visibility.cache_key() the bound was made under
 
 
 @dataclass
@@ -229,6 +230,10 @@ class SearchFlow:
         vis = self.policy.visibility(
             principal, action, requested_licenses=q.licenses, include_unsafe=q.include_unsafe
         )
+        if plan is not None and plan.visibility != vis.cache_key():
+            # Defence in depth: the visibility is meant to follow from the key, but should a policy
+            # change it, the page binding (and so the page cache key) is made again.
+            page_size, plan = plan.page_size, None
         first_stage_filter: Filter | None = None
         if plan is None:
             first_stage_filter = all_of(q.filter, vis.filter(self.policy.granularity_s))
@@ -247,7 +252,7 @@ class SearchFlow:
                 str(q.model or ""),
             )
             if key is not None and self._plans is not None:
-                self._plans[key] = _Plan(page_size, cfg, window, bound)
+                self._plans[key] = _Plan(page_size, cfg, window, bound, vis.cache_key())
         else:
             page_size, cfg, window, bound = plan.page_size, plan.cfg, plan.window, plan.bound
         text = q.text.strip()

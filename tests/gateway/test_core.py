@@ -10,6 +10,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -218,6 +219,29 @@ async def test_a_remembered_search_plan_is_never_anothers_policy_nor_a_stale_pag
     world.add("cat-2", "cat sofa cat", license_name="CC0-1.0")  # a write: the next identical search sees it
     page = await world.gw.search(narrowed, SearchQuery(text="cat", page_size=5))
     assert not page.cached and set(ids(page)) == {"cc0-cat", "cat-2"}
+
+
+async def test_a_remembered_plan_is_remade_when_the_policy_gives_the_principal_another_visibility(
+    world: World,
+) -> None:
+    """Should the visibility of an unchanged principal change (a policy change inside the gateway), the
+    remembered plan's page binding is not reused: a page token of the old visibility is refused and the
+    old visibility's cached page is not served."""
+    world.add("cc0-cat", "cat kitten", license_name="CC0-1.0")
+    first = await world.gw.search(ALICE, SearchQuery(text="cat", page_size=1))
+    assert first.next_page_token
+    assert (await world.gw.search(ALICE, SearchQuery(text="cat", page_size=1))).cached
+    policy = world.gw.search_flow.policy
+    visibility = policy.visibility
+
+    def cc0_only(principal: Any, action: str, **kw: Any) -> Any:
+        return visibility(principal, action, **{**kw, "requested_licenses": ("CC0-1.0",)})
+
+    policy.visibility = cc0_only  # type: ignore[method-assign]
+    page = await world.gw.search(ALICE, SearchQuery(text="cat", page_size=1))
+    assert not page.cached and ids(page) == ["cc0-cat"]
+    with pytest.raises(InvalidArgument, match="different query or caller"):
+        await world.gw.search(ALICE, SearchQuery(text="cat", page_size=1, page_token=first.next_page_token))
 
 
 async def test_search_plans_can_be_turned_off() -> None:
