@@ -3,6 +3,7 @@ only says it is connected; the failures are the exceptions the real client raise
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from weaviate.exceptions import WeaviateQueryError
 
@@ -36,3 +37,13 @@ async def test_a_query_while_weaviate_is_still_loading_its_index_is_unavailable(
 async def test_an_unexpected_query_error_is_not_disguised_as_unavailable() -> None:
     with pytest.raises(WeaviateQueryError):
         await _backend()._call(lambda: _fails("invalid 'where' filter: unknown operator"), "vector query")
+
+
+async def test_a_weaviate_killed_mid_rest_call_is_unavailable_not_internal() -> None:
+    # Seen in the chaos test: the client let httpx's error through while reading the collection's config.
+    async def disconnected() -> None:
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    with pytest.raises(Unavailable) as caught:
+        await _backend()._call(disconnected, "collection info")
+    assert "retry later" in caught.value.message and "disconnected" not in caught.value.message

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
+import httpx
 import numpy as np
 import structlog
 import weaviate
@@ -237,6 +238,9 @@ class WeaviateBackend:
             WeaviateGRPCUnavailableError,
             WeaviateClosedClientError,
             OSError,
+            # The client passes some REST failures on raw (a Weaviate killed mid-request: "Server
+            # disconnected without sending a response" while reading the collection's configuration).
+            httpx.TransportError,
         ) as exc:
             raise _unreachable(what, exc) from exc
         except (WeaviateQueryError, UnexpectedStatusCodeError, WeaviateBaseError) as exc:
