@@ -38,6 +38,10 @@ class ModelVersions:
             TTLCache(max_tenants, ttl_s) if ttl_s > 0 else TTLCache(1, 1e-9)
         )
         self._reading: dict[str, asyncio.Future[TenantModels | None]] = {}
+        # Bumped by forget(): a read that started before a change this gateway made must not put the
+        # state it read back into the cache (queries would use the old active version for a TTL).
+        # One counter for all tenants: a forget costs other tenants' reads in flight their caching.
+        self._epoch = 0
 
     @property
     def configured(self) -> bool:
@@ -48,8 +52,10 @@ class ModelVersions:
         return self._encoders.get(model)
 
     def forget(self, tenant: str) -> None:
-        """Drop the cached state (after this gateway changed it)."""
+        """Drop the cached state (after this gateway changed it); a read in flight is not reused."""
         self._states.pop(tenant, None)
+        self._reading.pop(tenant, None)
+        self._epoch += 1
 
     async def state(self, tenant: str) -> TenantModels | None:
         """The tenant's versions (cached), None when it has no assets yet."""
@@ -61,15 +67,21 @@ class ModelVersions:
         reading = self._reading.get(tenant)
         if reading is None:
             reading = self._reading[tenant] = asyncio.ensure_future(self._read(tenant))
-            reading.add_done_callback(lambda _: self._reading.pop(tenant, None))
+            reading.add_done_callback(lambda done: self._read_done(tenant, done))
         return await asyncio.shield(reading)
 
+    def _read_done(self, tenant: str, reading: asyncio.Future[TenantModels | None]) -> None:
+        if self._reading.get(tenant) is reading:
+            del self._reading[tenant]
+
     async def _read(self, tenant: str) -> TenantModels | None:
+        epoch = self._epoch
         try:
             state = await self._search.model_versions(tenant)
         except NotFound:
             return None
-        self._states[tenant] = state
+        if self._epoch == epoch:
+            self._states[tenant] = state
         return state
 
     async def active(self, tenant: str) -> ModelRef | None:

@@ -35,10 +35,13 @@ class PageRequest:
     # A page personalised by the caller's preference boost is that caller's (preferences.personal_key):
     # it is cached apart, but its page tokens stay valid when the caller's clicks change.
     personal: str = ""
+    # The model version whose vectors the page compared ("name:version"; "" when the gateway knows
+    # of none): after an activation the old version's pages are not served, and its tokens stay valid.
+    model: str = ""
 
     @property
-    def cache_key(self) -> tuple[str, int, str]:
-        return (self.bound, self.offset, self.personal)
+    def cache_key(self) -> tuple[str, int, str, str]:
+        return (self.bound, self.offset, self.personal, self.model)
 
 
 @dataclass
@@ -58,7 +61,7 @@ class PageCache:
         max_tenants: int,
     ) -> None:
         self.enabled = entries > 0
-        self._pages: TTLCache[tuple[str, int, str], _Entry] = TTLCache(max(1, entries), ttl_s)
+        self._pages: TTLCache[tuple[str, int, str, str], _Entry] = TTLCache(max(1, entries), ttl_s)
         self._search = search
         self._policy = policy
         # Per tenant, the highest generation seen (bounded: a tenant dropped here only loses the

@@ -257,7 +257,8 @@ class SearchFlow:
             page_size, cfg, window, bound = plan.page_size, plan.cfg, plan.window, plan.bound
         text = q.text.strip()
         preferred = await self._preferred(principal, q.rerank)
-        ask = self._page_request(principal, action, vis, bound, q, page_size, preferred)
+        model = await self._query_model(principal.tenant, q.model)
+        ask = self._page_request(principal, action, vis, bound, q, page_size, preferred, model)
         cached, generation = await self.pages.lookup(ask)
         if cached is not None:
             return cached
@@ -265,7 +266,7 @@ class SearchFlow:
         if first_stage_filter is None:  # a remembered plan: the filter holds this call's `now`
             first_stage_filter = all_of(q.filter, vis.filter(self.policy.granularity_s))
 
-        source = await self._query_vectors(principal.tenant, q.model)
+        source = self._query_vectors(model)
         vectors = await self._encode_query(text, q.image, source)
         query_vec: Vector | None
         vector_name = PRIMARY_VECTOR
@@ -337,14 +338,15 @@ class SearchFlow:
             page_size,
         )
         preferred = await self._preferred(principal, q.rerank)
-        ask = self._page_request(principal, action, vis, bound, q, page_size, preferred)
+        active = await self.models.active(principal.tenant) if self.models is not None else None
+        ask = self._page_request(principal, action, vis, bound, q, page_size, preferred, active)
         cached, generation = await self.pages.lookup(ask)
         if cached is not None:
             return cached
         source = await self.reads.visible_asset(principal, action, vis, q.similar_to, include_vector=True)
         if source.vector is None:
             raise FailedPrecondition(f"asset {q.similar_to!r} has no stored embedding to compare with")
-        model, source_vectors = await self._similar_vectors(principal.tenant, source)
+        model, source_vectors = self._similar_vectors(active, source)
         # More like this compares images: on the "visual" vector when the asset has one.
         visual = source_vectors.named.get(VISUAL_VECTOR)
         source_vec, vector_name = (
@@ -405,11 +407,22 @@ class SearchFlow:
         q: SearchQuery,
         page_size: int,
         preferred: frozenset[str],
+        model: ModelRef | None,
     ) -> PageRequest:
-        """The page asked for; its token must verify against `bound` (INVALID_ARGUMENT otherwise)."""
+        """The page asked for; its token must verify against `bound` (INVALID_ARGUMENT otherwise).
+        `model` is the version whose vectors the page compares: a page of the old active version is
+        not served once this gateway knows of an activation (the token stays valid across it)."""
         offset = self.tokens.offset(q.page_token, bound)
         return PageRequest(
-            principal, action, vis, bound, offset, page_size, q.rerank.disable, personal_key(preferred)
+            principal,
+            action,
+            vis,
+            bound,
+            offset,
+            page_size,
+            q.rerank.disable,
+            personal_key(preferred),
+            f"{model.name}:{model.version}" if model is not None else "",
         )
 
     async def _preferred(self, principal: Principal, opts: RerankOptions) -> frozenset[str]:
@@ -424,10 +437,13 @@ class SearchFlow:
             return cfg
         return replace(cfg, preference_weight=self.preferences.weight, preferred=preferred)
 
-    async def _query_vectors(self, tenant: str, wanted: ModelRef | None = None) -> QueryVectors:
-        """The query-vector source of the tenant's active model version (its encoder, its caches), or
-        of `wanted` (a canary arm's) when the tenant holds it."""
-        model = await self.models.query_model(tenant, wanted) if self.models is not None else None
+    async def _query_model(self, tenant: str, wanted: ModelRef | None) -> ModelRef | None:
+        """The version whose encoder encodes the tenant's query: its active one, or `wanted` (a
+        canary arm's) when the tenant holds it (None: the default encoder's)."""
+        return await self.models.query_model(tenant, wanted) if self.models is not None else None
+
+    def _query_vectors(self, model: ModelRef | None) -> QueryVectors:
+        """The query-vector source (its encoder, its caches) of `model`."""
         if model is None or self.models is None:
             return self.vectors
         qv = self._model_vectors.get(model)
@@ -507,16 +523,13 @@ class SearchFlow:
         )
         return cfg, window
 
-    async def _similar_vectors(
-        self, tenant: str, source: StoredAsset
+    def _similar_vectors(
+        self, active: ModelRef | None, source: StoredAsset
     ) -> tuple[ModelRef | None, ModelVectors]:
-        """The source asset's vectors to compare with: the tenant's active version's when the asset
+        """The source asset's vectors to compare with: the tenant's `active` version's when the asset
         holds them (after a re-index and activation), else its first model's."""
         assert source.vector is not None
         first = ModelVectors(source.vector, source.named)
-        if not source.others or self.models is None:
-            return source.asset.embedding_model, first
-        active = await self.models.active(tenant)
         if active is not None and active in source.others:
             return active, source.others[active]
         return source.asset.embedding_model, first

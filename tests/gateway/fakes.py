@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, NotFound
 from services.gateway.analysis import Analysis
 from services.gateway.backends.errors import BackendUnavailable
 from services.gateway.domain import (
@@ -39,6 +39,7 @@ from services.gateway.domain import (
     QuerySpec,
     SafetyLabel,
     StoredAsset,
+    TenantModels,
     UpsertOutcome,
     UpsertRecord,
     Vector,
@@ -200,6 +201,10 @@ class FakeSearch:
 
     async def index_generation(self, tenant: str) -> int | None:
         return self.generation
+
+    async def model_versions(self, tenant: str, coverage: bool = False) -> TenantModels:
+        # The real service says NOT_FOUND for a tenant before its first asset.
+        raise NotFound("no model versions recorded for the tenant")
 
     async def query(self, spec: QuerySpec) -> QueryResult:
         if not spec.text and spec.vector is None:

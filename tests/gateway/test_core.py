@@ -8,9 +8,9 @@ import datetime as dt
 import hashlib
 import re
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -37,9 +37,13 @@ from services.gateway.domain import (
     IngestAck,
     IngestItem,
     IngestOutcome,
+    ModelRef,
     RerankOptions,
     SearchQuery,
+    TenantModels,
+    TenantModelVersion,
 )
+from services.gateway.model_versions import ModelVersions
 from services.gateway.paging import PageTokens
 from services.gateway.policy import AuditLog, Policy
 from services.gateway.server import GatewayServicer
@@ -194,6 +198,50 @@ async def test_a_write_invalidates_cached_pages(world: World) -> None:
     await world.gw.delete_asset(ALICE, "kitten")
     page = await world.gw.search(ALICE, SearchQuery(text="cat"))
     assert not page.cached and "kitten" not in ids(page)
+
+
+class ActiveVersion:
+    """GetModelVersions of a tenant whose active version the test sets."""
+
+    def __init__(self, active: ModelRef) -> None:
+        self.active = active
+
+    async def model_versions(self, tenant: str, coverage: bool = False) -> TenantModels:
+        versions = tuple(TenantModelVersion(m, True, m == self.active) for m in (OLD, NEW))
+        return TenantModels(versions, self.active, None, 4)
+
+
+class EncoderOf(FakeEncoder):
+    """The fake encoder, answering as the encoder of `model`."""
+
+    def __init__(self, model: ModelRef) -> None:
+        super().__init__()
+        self.model = model
+
+    async def encode_texts(self, texts: Sequence[str]) -> EncodedBatch:
+        return dataclasses.replace(await super().encode_texts(texts), model=self.model)
+
+
+OLD, NEW = ModelRef("photo", "1"), ModelRef("photo", "2")
+
+
+async def test_a_page_of_the_old_active_version_is_not_served_after_an_activation(world: World) -> None:
+    """A search that read the old active version just before an activation (which advanced the
+    generation) keeps its page under the new generation: that page must not answer once the gateway
+    knows of the new version (it did, until the next write)."""
+    versions = ActiveVersion(OLD)
+    world.gw.models = world.gw.search_flow.models = ModelVersions(
+        cast(Any, versions), {OLD: EncoderOf(OLD), NEW: EncoderOf(NEW)}, ttl_s=60.0, max_tenants=8
+    )
+    assert (await world.gw.search(ALICE, SearchQuery(text="cat"))).model == OLD  # reads the state once
+    world.search.generation += 1  # the activation at the search service; this gateway's view is old
+    versions.active = NEW
+    stale = await world.gw.search(ALICE, SearchQuery(text="cat"))
+    assert stale.model == OLD and not stale.cached  # kept under the new generation
+    world.gw.models.forget("acme")  # the view expires (or this gateway made the change)
+    page = await world.gw.search(ALICE, SearchQuery(text="cat"))
+    assert page.model == NEW and not page.cached
+    assert (await world.gw.search(ALICE, SearchQuery(text="cat"))).cached  # and the new one is kept
 
 
 async def test_a_remembered_search_plan_is_never_anothers_policy_nor_a_stale_page(world: World) -> None:

@@ -67,3 +67,24 @@ async def test_a_cancelled_first_caller_does_not_cancel_the_others() -> None:
         await first
     assert all(s is not None and s.active == PHOTO for s in await asyncio.gather(*others))
     assert search.calls == 1
+
+
+async def test_a_read_in_flight_at_a_change_does_not_bring_back_the_old_state() -> None:
+    """An activation by this gateway (forget) while a read of the old state is in flight: the next
+    caller reads again, and the old state is never cached (queries would use it for a TTL)."""
+    search = CountingSearch()
+    mv = versions(search)
+    before = asyncio.ensure_future(mv.state("acme"))  # reads the state as it was
+    await asyncio.sleep(0.01)
+    mv.forget("acme")  # the change happened meanwhile
+    newer = TenantModels((), ModelRef("photo", "2"), PHOTO, 3)
+
+    async def changed(tenant: str, coverage: bool = False) -> TenantModels:
+        search.calls += 1
+        return newer
+
+    search.model_versions = changed  # type: ignore[method-assign]
+    after = await mv.state("acme")
+    assert after is newer and search.calls == 2  # not the read in flight
+    assert (await before).active == PHOTO  # its own caller still gets an answer
+    assert await mv.state("acme") is newer and search.calls == 2  # the old state was not cached
