@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from services.common.errors import PermissionDenied, Unauthenticated
+from services.common.interceptors import WrappingInterceptor, behavior_of, handler_like
 from services.common.tls import peer_identity
 
 ANY_IDENTITY = "*"
@@ -52,49 +53,21 @@ class CallerPolicy:
         )
 
 
-class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
+class AuthorizationInterceptor(WrappingInterceptor):
     """Checks the caller's certificate identity against the policy before the handler runs."""
 
     def __init__(self, policy: CallerPolicy) -> None:
+        super().__init__()
         self._policy = policy
-        # Per method: the servicer's handler and its checked form, built once. A new handler per call
-        # would also defeat the outer ServerInterceptor's own per-method cache (it re-wrapped every
-        # call of an internal service under mutual TLS).
-        self._checked: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        known = self._checked.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        checked = self._check(method, handler)
-        self._checked[method] = (handler, checked)
-        return checked
-
-    def _check(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         policy = self._policy
 
         def check(ctx: grpc.aio.ServicerContext) -> None:
             policy.check(method, peer_identity(ctx.auth_context()))
 
-        kw = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_unary(check, handler.unary_unary), **kw)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_unary(check, handler.stream_unary), **kw)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_stream(check, handler.unary_stream), **kw)
-        return grpc.stream_stream_rpc_method_handler(_stream(check, handler.stream_stream), **kw)
+        wrap = _stream if handler.response_streaming else _unary
+        return handler_like(handler, wrap(check, behavior_of(handler)), handler.request_deserializer)
 
 
 def _unary(

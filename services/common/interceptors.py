@@ -193,13 +193,15 @@ async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler with request-id/deadline context, metrics, access log and error mapping,
-    and its request deserializer so an undecodable request is INVALID_ARGUMENT (see Undecodable)."""
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that wraps each method's handler once, in `_wrap`.
+
+    The registered handlers are the same objects on every call, so the wrapped form is kept per
+    method (made again only if the servicer's handler changes). A new handler per call would cost
+    every call the wrapping, and defeat an outer wrapping interceptor's own per-method cache.
+    """
 
     def __init__(self) -> None:
-        # Per method: the servicer's handler and its wrapped form, built once (the registered
-        # handlers are the same objects on every call).
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
@@ -219,30 +221,38 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        deserializer = _decoding(handler.request_deserializer)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary, streaming_request=False),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(method, handler.stream_unary, streaming_request=True),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream, streaming_request=False),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(method, handler.stream_stream, streaming_request=True),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        raise NotImplementedError
+
+
+def behavior_of(handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
+    """The servicer method a handler runs, whatever its kind."""
+    return handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
+
+
+def handler_like(
+    handler: grpc.RpcMethodHandler,
+    behavior: Callable[..., Any],
+    request_deserializer: Callable[[bytes], Any] | None,
+) -> grpc.RpcMethodHandler:
+    """A handler of `handler`'s kind (unary or streaming on each side) running `behavior`."""
+    kw = {"request_deserializer": request_deserializer, "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(behavior, **kw)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(behavior, **kw)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(behavior, **kw)
+    return grpc.stream_stream_rpc_method_handler(behavior, **kw)
+
+
+class ServerInterceptor(WrappingInterceptor):
+    """Wraps every handler with request-id/deadline context, metrics, access log and error mapping,
+    and its request deserializer so an undecodable request is INVALID_ARGUMENT (see Undecodable)."""
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        wrap = _wrap_stream if handler.response_streaming else _wrap_unary
+        behavior = wrap(method, behavior_of(handler), streaming_request=handler.request_streaming)
+        return handler_like(handler, behavior, _decoding(handler.request_deserializer))
 
 
 def _request(request: Any, streaming_request: bool) -> Any:
