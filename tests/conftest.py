@@ -13,11 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from grpc.experimental.aio import init_grpc_aio
 
 from devstack import Stack, StackInfo
 from services.common import certs
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# gRPC's asyncio runtime is torn down whenever its last channel or server goes, and made again by the
+# next: in a long session (Weaviate clients made and closed by the cluster tests, after hundreds of
+# asyncio tests) a teardown's join of its poller thread hung for the 600 s test timeout (CI, stop 27:
+# AioChannel.__dealloc__ -> shutdown_grpc_aio -> PollerCompletionQueue.shutdown). One reference held for
+# the session, from the main thread, keeps it up: grpc/grpc#22365 (the maintainers' workaround), #40989.
+init_grpc_aio()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
