@@ -4,9 +4,10 @@
 
 For each backend (SQLite in a temporary directory; Redis when --redis-url is given, e.g. the local
 stack's from `make stack-info`), runs `concurrency` asyncio tasks for `seconds` each phase:
-1. record_search (what every served search costs), 2. put of fresh click events (insert + counters),
-3. put of already-stored event ids (the duplicate path). Prints ops/s and the ratio to SQLite's in the
-same run. Keys go under a fresh prefix; the Redis keys are left behind (a few MB), a bench's trace.
+1. record_searches of one record (what a search showing a page not shown before costs), 2. put of
+fresh click events (insert + counters), 3. put of already-stored event ids (the duplicate path).
+Prints ops/s and the ratio to SQLite's in the same run. Keys go under a fresh prefix; the Redis keys
+are left behind (a few MB), a bench's trace.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ async def measure(store: FeedbackStore, seconds: float, concurrency: int) -> dic
 
     async def record(w: int, i: int) -> None:
         sid = f"{run}-{w}-{i}"
-        await store.record_search(SearchRecord(sid, "bench", "bench/arm", RANKS), 3600.0)
+        await store.record_searches(
+            [SearchRecord(sid, "bench", "bench/arm", RANKS)], 3600.0, {"bench/arm": 1}
+        )
         searches.append(sid)
 
     def event(w: int, i: int) -> StoredFeedback:
@@ -62,10 +65,10 @@ async def measure(store: FeedbackStore, seconds: float, concurrency: int) -> dic
         )
 
     async def put(w: int, i: int) -> None:
-        await store.put(event(w, i))
+        await store.put(event(w, i), 3600.0)
 
     async def duplicate(w: int, i: int) -> None:
-        await store.put(event(w, i % 100))
+        await store.put(event(w, i % 100), 3600.0)
 
     return {
         "record_search/s": await _rate(seconds, concurrency, record),

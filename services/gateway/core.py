@@ -159,7 +159,12 @@ class Gateway:
             self.ingest_flow.on_pending = self.analysis.submit
         self.feedback = (
             FeedbackFlow(
-                feedback_store, policy, settings.feedback_search_ttl_s, settings.feedback_record_retry_after_s
+                feedback_store,
+                policy,
+                settings.feedback_search_ttl_s,
+                settings.feedback_record_retry_after_s,
+                settings.feedback_pages_remembered,
+                settings.feedback_count_flush_s,
             )
             if feedback_store is not None
             else None

@@ -499,13 +499,15 @@ class FeedbackOutcome(enum.Enum):
 
 @dataclass(frozen=True)
 class SearchRecord:
-    """One served page, kept for a while so feedback can name it by `search_id`: whose it was (tenant),
-    which arm served it, and which assets it showed at which 1-based page rank."""
+    """One served page, kept for a while so feedback can name it: whose it was (tenant), which arm
+    served it, and which assets it showed at which 1-based page rank. Every search that shows the
+    same page names the one record (services/gateway/feedback_flow.py); `secret` signs their ids."""
 
-    search_id: str
+    search_id: str  # the record's key: a search_id is `<key>.<nonce>.<signature>` (or the key alone)
     tenant: str
     arm: str
     ranks: dict[str, int]  # asset id -> 1-based rank on the page
+    secret: str = ""  # never leaves the gateway and the store
 
 
 @dataclass(frozen=True)

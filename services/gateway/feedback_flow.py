@@ -1,10 +1,18 @@
 """The feedback flow: a search_id for every served page, and RecordFeedback.
 
-    served page ──> SearchRecord (tenant, arm, page ranks) kept for feedback_search_ttl_s ──> search_id
-    RecordFeedback: authorise -> validate each event -> the tenant's record of its search_id
-                    (absent, expired or another tenant's: NOT_FOUND, the same words for all three)
-                    -> the asset must be a result of that search -> store.put (idempotent per event_id)
-                    -> per-arm metrics
+    served page ──> its SearchRecord (tenant, arm, page ranks, a secret), written once per distinct
+                    page and reused by every search showing that page again (a page-cache hit writes
+                    nothing) ──> search_id `<record key>.<nonce>.<signature by the record's secret>`
+    RecordFeedback: authorise -> validate each event -> the tenant's record of its search_id, and its
+                    signature (absent, expired, forged or another tenant's: NOT_FOUND, the same words
+                    for all) -> the asset must be a result of that search -> store.put (idempotent
+                    per event_id) -> per-arm metrics
+
+A record's key is a digest of (this process's salt, tenant, arm, ranks): replicas keep their own
+records, so one never replaces another's secret. A record is kept for twice feedback_search_ttl_s
+and reused for one TTL after its write, so every search_id stays valid for at least the TTL. The
+searches-served totals are added to the store in batches (with the next record write, or at most
+`count_flush_s` later): a crash loses at most that long's counts, never a record.
 
 One event's failure fails that event only (FeedbackAck FAILED with a status number and a message); a
 malformed batch (no events, too many) fails the call. The rank that counts for MRR of clicks is the one
@@ -25,12 +33,19 @@ show up at the next read).
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime as dt
+import hashlib
+import hmac
 import secrets
+import time
+from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import replace
 
 import structlog
+from cachetools import LRUCache
 from prometheus_client import Counter, Gauge
 
 from services.common.batching import MicroBatcher
@@ -91,24 +106,47 @@ ARM_MRR = Gauge(
 
 class FeedbackFlow:
     def __init__(
-        self, store: FeedbackStore, policy: Policy, search_ttl_s: float, record_retry_after_s: float
+        self,
+        store: FeedbackStore,
+        policy: Policy,
+        search_ttl_s: float,
+        record_retry_after_s: float,
+        pages_remembered: int = 10_000,
+        count_flush_s: float = 1.0,
     ) -> None:
         self.store = store
         self.policy = policy
         self.search_ttl_s = search_ttl_s
+        self.count_flush_s = count_flush_s
         # The store's totals as last read, plus this process's searches since: what the gauges show.
         self._totals: dict[str, ArmTotals] = {}
         # After a failed record, searches skip the store for a while: an outage costs one store
         # timeout per window, not one per search.
         self._skip = SkipWindow(record_retry_after_s)
-        # Group commit: the searches served while one write is in flight are written together by the
-        # next one (each still waits for its own record to be stored before its search_id goes out).
-        self._records: MicroBatcher[SearchRecord, None] = MicroBatcher(
-            self._record_searches, max_items=MAX_RECORDS_PER_WRITE, wait_s=0.0, name="search records"
+        # Group commit: the records of searches served while one write is in flight are written
+        # together by the next one (each search waits for its own record before its search_id goes
+        # out). A None item only carries the unflushed counts.
+        self._records: MicroBatcher[SearchRecord | None, None] = MicroBatcher(
+            self._write, max_items=MAX_RECORDS_PER_WRITE, wait_s=0.0, name="search records"
         )
+        # This process's records: their keys and secrets derive from it, so a record written again
+        # (after a TTL, or after it was forgotten here) keeps its secret and its earlier ids.
+        self._salt = secrets.token_bytes(32)
+        # Records this process stored: key -> when written (time.monotonic()).
+        self._stored: LRUCache[str, float] = LRUCache(max(1, pages_remembered))
+        self._unflushed: Tally[str] = Tally()  # searches served per arm, not yet in the store
+        self._flush: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Future[None] | None = None
 
-    async def _record_searches(self, records: list[SearchRecord]) -> list[None]:
-        await self.store.record_searches(records, self.search_ttl_s)
+    async def _write(self, records: list[SearchRecord | None]) -> list[None]:
+        served, self._unflushed = self._unflushed, Tally()
+        try:
+            await self.store.record_searches(
+                [r for r in records if r is not None], 2 * self.search_ttl_s, served
+            )
+        except BaseException:
+            self._unflushed.update(served)  # counted with a later write
+            raise
         return [None] * len(records)
 
     # ---- the search side ------------------------------------------------------------------------
@@ -116,27 +154,23 @@ class FeedbackFlow:
     async def served(
         self, principal: Principal, action: str, assignment: Assignment, page: SearchPage
     ) -> str:
-        """Record the served page under a fresh search_id (returned; "" when the store failed: the
-        search still succeeds, only feedback for it is impossible)."""
+        """A search_id naming the served page's record (stored first when this process has not
+        stored it in the last TTL); "" when the store failed: the search still succeeds, only
+        feedback for it is impossible."""
         arm = assignment.arm.name
         SEARCHES_SERVED.labels(arm).inc()
         self._show(arm, replace(self._totals.get(arm, ArmTotals()), searches=self._searches(arm) + 1))
-        search_id = secrets.token_urlsafe(18)
-        record = SearchRecord(
-            search_id, principal.tenant, arm, {r.asset.asset_id: i + 1 for i, r in enumerate(page.results)}
-        )
+        search_id = ""
         if not self._skip.usable():
             SEARCH_RECORD_FAILED.inc()
-            search_id = ""
         else:
             try:
-                await self._records.submit(record)
+                search_id = await self._page_search_id(principal.tenant, arm, page)
                 self._skip.ok()
             except DomainError as exc:
                 SEARCH_RECORD_FAILED.inc()
                 self._skip.failed()
                 log.warning("search served without a search_id", detail=exc.message)
-                search_id = ""
         self.policy.audit.record(
             principal,
             action,
@@ -148,6 +182,65 @@ class FeedbackFlow:
             search_id=search_id,
         )
         return search_id
+
+    async def _page_search_id(self, tenant: str, arm: str, page: SearchPage) -> str:
+        ranks = {r.asset.asset_id: i + 1 for i, r in enumerate(page.results)}
+        key = self._record_key(tenant, arm, ranks)
+        secret = self._record_secret(key)
+        written = self._stored.get(key)
+        now = time.monotonic()
+        self._unflushed[arm] += 1
+        if written is None or now - written > self.search_ttl_s:
+            await self._records.submit(SearchRecord(key, tenant, arm, ranks, secret))
+            self._stored[key] = now
+        else:
+            self._flush_later()
+        nonce = secrets.token_urlsafe(9)
+        return f"{key}.{nonce}.{_signature(secret, key, nonce)}"
+
+    def _record_key(self, tenant: str, arm: str, ranks: dict[str, int]) -> str:
+        digest = hashlib.blake2b(digest_size=16, key=self._salt)
+        for part in (tenant, arm, *ranks):
+            digest.update(part.encode())
+            digest.update(b"\x00")
+        return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+    def _record_secret(self, key: str) -> str:
+        mac = hmac.new(self._salt, b"secret:" + key.encode(), hashlib.sha256).digest()[:18]
+        return base64.urlsafe_b64encode(mac).decode()
+
+    def _flush_later(self) -> None:
+        """Have the unflushed counts written within count_flush_s (the next record write takes them
+        earlier)."""
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(self.count_flush_s, self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush = None
+        if self._unflushed:
+            self._flushing = asyncio.ensure_future(self._flush_counts())
+
+    async def _flush_counts(self) -> None:
+        try:
+            await self._records.submit(None)
+        except DomainError as exc:  # kept for the next write
+            log.warning("searches served not counted yet", detail=exc.message)
+            self._flush_later()
+
+    async def flush(self) -> None:
+        """Write the unflushed counts now (before reading the store's totals)."""
+        if self._unflushed:
+            await self._records.submit(None)
+
+    async def close(self) -> None:
+        """Write the unflushed counts (a graceful stop loses none; the store may be down: logged)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        try:
+            await self.flush()
+        except DomainError as exc:
+            log.warning("searches served not counted at stop", detail=exc.message)
 
     # ---- RecordFeedback -------------------------------------------------------------------------
 
@@ -193,7 +286,7 @@ class FeedbackFlow:
     ) -> FeedbackAck:
         kind, occurred_at = _validated(event, now)
         if event.search_id not in searches:
-            searches[event.search_id] = await self.store.get_search(principal.tenant, event.search_id)
+            searches[event.search_id] = await self._search_of(principal.tenant, event.search_id)
         search = searches[event.search_id]
         if search is None:
             # The same words whether the id never existed, expired, or is another tenant's.
@@ -225,7 +318,7 @@ class FeedbackFlow:
             occurred_at=occurred_at,
             caller=principal.subject,
         )
-        put = await self.store.put(stored)
+        put = await self.store.put(stored, self.search_ttl_s)
         if not put.recorded:
             return FeedbackAck(event.event_id, FeedbackOutcome.DUPLICATE)
         FEEDBACK_EVENTS.labels(search.arm, kind.value).inc()
@@ -235,8 +328,22 @@ class FeedbackFlow:
                 SEARCHES_CLICKED.labels(search.arm).inc()
         return FeedbackAck(event.event_id, FeedbackOutcome.RECORDED)
 
+    async def _search_of(self, tenant: str, search_id: str) -> SearchRecord | None:
+        """The record a search_id names, when its signature is the record's (None otherwise)."""
+        key, _, signed = search_id.partition(".")
+        nonce, _, signature = signed.partition(".")
+        record = await self.store.get_search(tenant, key)
+        if record is None:
+            return None
+        if not record.secret:  # a record written before records were shared: its id is its key
+            return record if not signed else None
+        if not hmac.compare_digest(signature, _signature(record.secret, key, nonce)):
+            return None
+        return record
+
     async def refresh_gauges(self) -> None:
         """Set the per-arm CTR and MRR gauges from the store's durable totals."""
+        await self.flush()
         for arm, totals in (await self.store.arm_totals()).items():
             self._show(arm, totals)
 
@@ -248,6 +355,11 @@ class FeedbackFlow:
         self._totals[arm] = totals
         ARM_CTR.labels(arm).set(totals.click_through_rate)
         ARM_MRR.labels(arm).set(totals.mrr_of_clicks)
+
+
+def _signature(secret: str, key: str, nonce: str) -> str:
+    mac = hmac.new(secret.encode(), f"{key}.{nonce}".encode(), hashlib.sha256).digest()[:12]
+    return base64.urlsafe_b64encode(mac).decode()
 
 
 def _validated(event: FeedbackEvent, now: dt.datetime) -> tuple[FeedbackKind, dt.datetime]:

@@ -331,13 +331,14 @@ async def build(settings: GatewaySettings) -> App:
         experiments,
         model_encoders=backends.model_encoders,
     )
-    assert gateway.feedback is not None
+    feedback = gateway.feedback
+    assert feedback is not None
     await gateway.reindexer.resume_all()  # jobs a previous run left running (crash or restart)
     if backends.analyzer.enabled:
         # Resumes every asset left pending (by a killed gateway, or before a switch to inline mode).
         gateway.analysis.start()
     try:
-        await gateway.feedback.refresh_gauges()  # the durable per-arm figures, before any feedback
+        await feedback.refresh_gauges()  # the durable per-arm figures, before any feedback
     except DomainError as exc:
         log.warning("feedback store unavailable at start", detail=exc.message)
     log.info("experiments and feedback", experiments=len(experiments), feedback_store=feedback_store.name)
@@ -362,6 +363,7 @@ async def build(settings: GatewaySettings) -> App:
         await backends.close()
         await blobs.close()
         await limiter.close()
+        await feedback.close()  # the searches served since the last write are counted
         await feedback_store.close()
         await audit_lines.close()  # after the drain: every line of every finished call is written
 

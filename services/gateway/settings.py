@@ -458,6 +458,18 @@ class FeedbackSettings(BaseModel):
         description="How long a search's record (tenant, arm, results) is kept: feedback naming an older "
         "search_id is refused as NOT_FOUND.",
     )
+    feedback_pages_remembered: int = Field(
+        10_000,
+        ge=1,
+        description="Distinct served pages whose feedback record this gateway remembers: a search showing "
+        "one of them again (a page-cache hit) names that record and writes nothing to the feedback store.",
+    )
+    feedback_count_flush_s: float = Field(
+        1.0,
+        gt=0,
+        description="Searches served by remembered pages are added to the store's per-arm totals at most "
+        "this long later (with the next record write, if sooner); a crash loses at most this long's counts.",
+    )
     preference_boost_weight: float = Field(
         0.0,
         ge=0,

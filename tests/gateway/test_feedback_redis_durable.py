@@ -47,8 +47,10 @@ def test_feedback_survives_a_killed_redis(tmp_path: Path) -> None:
     async def write() -> None:
         store = RedisFeedbackStore(url, "p:", 1.0)
         try:
-            await store.record_search(SearchRecord("s1", "acme", "exp/a", {"a1": 1}), 3600.0)
-            assert (await store.put(event)).recorded
+            await store.record_searches(
+                [SearchRecord("s1", "acme", "exp/a", {"a1": 1})], 3600.0, {"exp/a": 1}
+            )
+            assert (await store.put(event, 3600.0)).recorded
         finally:
             await store.close()
 
@@ -56,7 +58,7 @@ def test_feedback_survives_a_killed_redis(tmp_path: Path) -> None:
         store = RedisFeedbackStore(url, "p:", 1.0)
         try:
             assert await store.get_search("acme", "s1") is not None
-            assert not (await store.put(event)).recorded  # still known: a duplicate
+            assert not (await store.put(event, 3600.0)).recorded  # still known: a duplicate
             totals = (await store.arm_totals())["exp/a"]
             assert (totals.searches, totals.clicks, totals.clicked_searches) == (1, 1, 1)
         finally:

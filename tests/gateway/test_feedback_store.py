@@ -97,6 +97,7 @@ async def _with_flow(store: FeedbackStore, body: Callable[[FeedbackFlow], Awaita
     try:
         return await body(flow)
     finally:
+        await flow.close()
         await store.close()
 
 
@@ -203,7 +204,7 @@ def test_concurrent_searches_are_stored_together_and_each_is_findable(open_store
 
     async def second(flow: FeedbackFlow) -> None:
         for i, search_id in enumerate(ids):  # each record kept the page it was served with
-            record = await flow.store.get_search("acme", search_id)
+            record = await flow.store.get_search("acme", search_id.split(".")[0])
             assert record is not None and record.arm == arms[i % 2].arm.name
             assert record.ranks == {f"a{i}": 1, "z": 2}
         totals = await flow.store.arm_totals()
@@ -301,3 +302,109 @@ def test_a_dead_store_costs_searches_their_search_id_only() -> None:
             await flow.record(ALICE, [_event("e", "S")])
 
     run(_with_flow(dead, body))
+
+
+def test_a_page_shown_again_names_its_one_record_and_each_search_counts(open_store: StoreFactory) -> None:
+    """A page-cache hit writes nothing: every search showing the same page gets its own search_id,
+    all naming the page's one record; each takes feedback, a first click counts per search, and every
+    search is counted for its arm (within count_flush_s)."""
+    arm = Assignment(Arm("exp/a"))
+    page = _page("a1", "a2")
+
+    async def body(flow: FeedbackFlow) -> None:
+        ids = [await flow.served(ALICE, "search", arm, page) for _ in range(5)]
+        assert len(set(ids)) == 5 and len({i.split(".")[0] for i in ids}) == 1
+        assert flow._records.stats.items == 1  # one record written, for the first search
+        deadline = asyncio.get_running_loop().time() + 5
+        while (await flow.store.arm_totals()).get("exp/a", None) is None or (
+            (await flow.store.arm_totals())["exp/a"].searches < 5
+        ):  # the four remembered ones are counted by the timer, without another search
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        acks = await flow.record(
+            ALICE, [_event("c1", ids[0]), _event("c2", ids[3], "a1"), _event("c3", ids[3])]
+        )
+        assert _outcomes(acks) == [FeedbackOutcome.RECORDED] * 3
+        totals = (await flow.store.arm_totals())["exp/a"]
+        assert (totals.searches, totals.clicks, totals.clicked_searches) == (5, 3, 2)
+
+    store = open_store()
+    flow = FeedbackFlow(store, Policy(AuditLog(sink=lambda _entry: None)), 3600.0, 1.0, count_flush_s=0.1)
+
+    async def go() -> None:
+        try:
+            await body(flow)
+        finally:
+            await flow.close()
+            await store.close()
+
+    run(go())
+
+
+def test_a_forged_or_altered_search_id_is_not_found(open_store: StoreFactory) -> None:
+    """The nonce is signed with the record's secret (never sent): an id made up from a real one's
+    record key is refused with the words of an unknown id, so no caller can mint searches."""
+    arm = Assignment(Arm("control"))
+
+    async def body(flow: FeedbackFlow) -> None:
+        real = await flow.served(ALICE, "search", arm, _page("a1", "a2"))
+        key, nonce, signature = real.split(".")
+        forged = [f"{key}.{nonce}x.{signature}", f"{key}.other.{signature}", f"{key}.{nonce}.AAAA", key]
+        acks = await flow.record(ALICE, [_event(f"f{i}", sid) for i, sid in enumerate(forged)])
+        assert [a.error_code for a in acks] == [5, 5, 5, 5]  # NOT_FOUND
+        assert all("is not a search of tenant 'acme'" in a.error_message for a in acks)
+        assert _outcomes(await flow.record(ALICE, [_event("ok", real)])) == [FeedbackOutcome.RECORDED]
+        totals = (await flow.store.arm_totals())["control"]
+        assert (totals.clicks, totals.clicked_searches) == (1, 1)
+
+    run(_with_flow(open_store(), body))
+
+
+def test_a_record_is_written_again_after_a_ttl_and_older_ids_stay_valid(open_store: StoreFactory) -> None:
+    """A record is reused for one TTL after its write and kept for two: an id handed out at the end of
+    the reuse window is still valid a whole TTL later."""
+    arm = Assignment(Arm("control"))
+    page = _page("a1")
+
+    async def go() -> None:
+        store = open_store()
+        flow = FeedbackFlow(store, Policy(AuditLog(sink=lambda _entry: None)), 0.6, 1.0)
+        try:
+            first = await flow.served(ALICE, "search", arm, page)
+            await asyncio.sleep(0.5)
+            late = await flow.served(ALICE, "search", arm, page)  # the first record, reused
+            assert flow._records.stats.items == 1
+            await asyncio.sleep(0.5)  # a TTL after the record's write: written anew
+            renewed = await flow.served(ALICE, "search", arm, page)
+            assert flow._records.stats.items >= 2 and renewed.split(".")[0] == first.split(".")[0]
+            acks = await flow.record(ALICE, [_event("l", late, "a1"), _event("r", renewed, "a1")])
+            assert _outcomes(acks) == [FeedbackOutcome.RECORDED] * 2, acks
+        finally:
+            await flow.close()
+            await store.close()
+
+    run(go())
+
+
+def test_a_record_of_the_earlier_format_still_takes_feedback(tmp_path: Path) -> None:
+    """A file written before records were shared by pages (no secret column, ids are the keys) opens,
+    and its searches' ids still take feedback."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE searches (tenant TEXT NOT NULL, search_id TEXT NOT NULL, arm TEXT NOT NULL, "
+        "ranks TEXT NOT NULL, expires_at REAL NOT NULL, clicked INTEGER NOT NULL DEFAULT 0, "
+        "PRIMARY KEY (tenant, search_id)) WITHOUT ROWID;"
+        "INSERT INTO searches VALUES ('acme', 'oldid', 'control', '{\"a1\": 1}', 9e12, 0);"
+    )
+    db.commit()
+    db.close()
+
+    async def body(flow: FeedbackFlow) -> None:
+        acks = await flow.record(ALICE, [_event("o1", "oldid", "a1"), _event("o2", "oldid.x.y", "a1")])
+        assert _outcomes(acks) == [FeedbackOutcome.RECORDED, FeedbackOutcome.FAILED]
+        assert (await flow.store.arm_totals())["control"].clicked_searches == 1
+
+    run(_with_flow(SqliteFeedbackStore(path), body))

@@ -2,7 +2,8 @@
 append-only file, `--appendonly yes --appendfsync always`).
 
 Keys (prefix P, tenant written as "<length>:<name>" so no tenant name can spell another's key):
-    P s:<tenant>:<search_id>   hash {arm, ranks (JSON), clicked}     expires after the search TTL
+    P s:<tenant>:<key>         hash {arm, ranks (JSON), secret}      a served page's record; expires
+    P k:<tenant>:<search_id>   "1" once the search had a click        expires after the search TTL
     P e:<tenant>:<event_id>    the event as JSON                      kept
     P arm:<arm>                hash of the arm's totals               kept
     P arms                     set of arm names                       kept
@@ -14,8 +15,7 @@ is new, and only a new event touches the counters, so a retried event never coun
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, cast
 
 import structlog
@@ -30,8 +30,9 @@ log = structlog.get_logger("gateway.feedback")
 
 UNAVAILABLE = "the feedback store is unavailable; retry the events later (they are idempotent)"
 
-# KEYS: event, search, arm totals, arm set, the caller's recent clicks ("" key unused: no caller).
-# ARGV: event JSON, kind, is click ("1"/"0"), 1/rank, arm, asset id, recent clicks kept.
+# KEYS: event, the search_id's click marker, arm totals, arm set, the caller's recent clicks ("" key
+# unused: no caller).
+# ARGV: event JSON, kind, is click ("1"/"0"), 1/rank, arm, asset id, recent clicks kept, marker TTL ms.
 # Returns {recorded (0/1), first click of its search (0/1)}.
 _PUT_LUA = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {0, 0} end
@@ -45,7 +46,7 @@ end
 redis.call('HINCRBY', KEYS[3], 'clicks', 1)
 redis.call('HINCRBYFLOAT', KEYS[3], 'reciprocal_rank_sum', ARGV[4])
 local first = 0
-if redis.call('EXISTS', KEYS[2]) == 1 then first = redis.call('HSETNX', KEYS[2], 'clicked', '1') end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[8]) then first = 1 end
 if first == 1 then redis.call('HINCRBY', KEYS[3], 'clicked_searches', 1) end
 return {1, first}
 """
@@ -67,6 +68,9 @@ class RedisFeedbackStore:
     def _search_key(self, tenant: str, search_id: str) -> str:
         return f"{self._prefix}s:{_tenant(tenant)}:{search_id}"
 
+    def _clicked_key(self, tenant: str, search_id: str) -> str:
+        return f"{self._prefix}k:{_tenant(tenant)}:{search_id}"
+
     def _event_key(self, tenant: str, event_id: str) -> str:
         return f"{self._prefix}e:{_tenant(tenant)}:{event_id}"
 
@@ -76,40 +80,42 @@ class RedisFeedbackStore:
     def _arm_key(self, arm: str) -> str:
         return f"{self._prefix}arm:{arm}"
 
-    async def record_search(self, record: SearchRecord, ttl_s: float) -> None:
-        await self.record_searches([record], ttl_s)
-
-    async def record_searches(self, records: Sequence[SearchRecord], ttl_s: float) -> None:
+    async def record_searches(
+        self, records: Sequence[SearchRecord], ttl_s: float, served: Mapping[str, int]
+    ) -> None:
         ttl_ms = max(1, int(ttl_s * 1000))
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 for record in records:
                     key = self._search_key(record.tenant, record.search_id)
-                    pipe.hset(key, mapping={"arm": record.arm, "ranks": json.dumps(record.ranks)})
+                    fields = {"arm": record.arm, "ranks": json.dumps(record.ranks), "secret": record.secret}
+                    pipe.hset(key, mapping=fields)
                     pipe.pexpire(key, ttl_ms)
-                arms = Counter(r.arm for r in records)
-                pipe.sadd(f"{self._prefix}arms", *arms)
+                arms = {arm: n for arm, n in served.items() if n}
+                if arms:
+                    pipe.sadd(f"{self._prefix}arms", *arms)
                 for arm, n in arms.items():
                     pipe.hincrby(self._arm_key(arm), "searches", n)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from None
 
-    async def get_search(self, tenant: str, search_id: str) -> SearchRecord | None:
+    async def get_search(self, tenant: str, key: str) -> SearchRecord | None:
         try:
             found = await cast(
                 Awaitable[list[Any]],
-                self._redis.hmget(self._search_key(tenant, search_id), ["arm", "ranks"]),
+                self._redis.hmget(self._search_key(tenant, key), ["arm", "ranks", "secret"]),
             )
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from None
-        arm, ranks = found
+        arm, ranks, secret = found
         if arm is None or ranks is None:
             return None
         parsed = json.loads(ranks)
-        return SearchRecord(search_id, tenant, arm.decode(), {str(k): int(v) for k, v in parsed.items()})
+        ranked = {str(k): int(v) for k, v in parsed.items()}
+        return SearchRecord(key, tenant, arm.decode(), ranked, secret.decode() if secret else "")
 
-    async def put(self, e: StoredFeedback) -> PutResult:
+    async def put(self, e: StoredFeedback, search_ttl_s: float) -> PutResult:
         doc = json.dumps(
             {
                 "kind": e.kind.value,
@@ -124,7 +130,7 @@ class RedisFeedbackStore:
         )
         keys = [
             self._event_key(e.tenant, e.event_id),
-            self._search_key(e.tenant, e.search_id),
+            self._clicked_key(e.tenant, e.search_id),
             self._arm_key(e.arm),
             f"{self._prefix}arms",
             self._clicks_key(e.tenant, e.caller),
@@ -138,6 +144,7 @@ class RedisFeedbackStore:
             e.arm,
             e.asset_id,
             str(self.recent_clicks_kept if e.caller else 0),
+            str(max(1, int(search_ttl_s * 1000))),
         ]
         try:
             recorded, first = await self._put_script(keys=keys, args=args)

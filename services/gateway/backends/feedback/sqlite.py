@@ -14,8 +14,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -38,10 +37,15 @@ _SWEEP_EVERY = 1000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS searches (
   tenant TEXT NOT NULL, search_id TEXT NOT NULL, arm TEXT NOT NULL, ranks TEXT NOT NULL,
-  expires_at REAL NOT NULL, clicked INTEGER NOT NULL DEFAULT 0,
+  expires_at REAL NOT NULL, clicked INTEGER NOT NULL DEFAULT 0, secret TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (tenant, search_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS searches_by_expiry ON searches (expires_at);
+CREATE TABLE IF NOT EXISTS clicked_searches (
+  tenant TEXT NOT NULL, search_id TEXT NOT NULL, expires_at REAL NOT NULL,
+  PRIMARY KEY (tenant, search_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS clicked_searches_by_expiry ON clicked_searches (expires_at);
 CREATE TABLE IF NOT EXISTS events (
   tenant TEXT NOT NULL, event_id TEXT NOT NULL, kind TEXT NOT NULL, search_id TEXT NOT NULL,
   asset_id TEXT NOT NULL, arm TEXT NOT NULL, rank INTEGER NOT NULL, dwell_ms INTEGER NOT NULL,
@@ -91,54 +95,59 @@ class SqliteFeedbackStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(searches)")}
+        if "secret" not in columns:  # a file written before search records were shared by pages
+            self._db.execute("ALTER TABLE searches ADD COLUMN secret TEXT NOT NULL DEFAULT ''")
         self._recorded = 0
 
-    async def record_search(self, record: SearchRecord, ttl_s: float) -> None:
-        await self.record_searches([record], ttl_s)
-
-    async def record_searches(self, records: Sequence[SearchRecord], ttl_s: float) -> None:
-        await asyncio.to_thread(self._record_searches, records, ttl_s)
+    async def record_searches(
+        self, records: Sequence[SearchRecord], ttl_s: float, served: Mapping[str, int]
+    ) -> None:
+        await asyncio.to_thread(self._record_searches, records, ttl_s, served)
 
     @_store_errors
-    def _record_searches(self, records: Sequence[SearchRecord], ttl_s: float) -> None:
+    def _record_searches(
+        self, records: Sequence[SearchRecord], ttl_s: float, served: Mapping[str, int]
+    ) -> None:
         now = time.time()
-        arms = Counter(r.arm for r in records)
         with self._lock, self._transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO searches (tenant, search_id, arm, ranks, expires_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(r.tenant, r.search_id, r.arm, json.dumps(r.ranks), now + ttl_s) for r in records],
+                "INSERT OR REPLACE INTO searches (tenant, search_id, arm, ranks, expires_at, secret) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.tenant, r.search_id, r.arm, json.dumps(r.ranks), now + ttl_s, r.secret) for r in records],
             )
             self._db.executemany(
                 "INSERT INTO arm_totals (arm, searches) VALUES (?, ?) "
                 "ON CONFLICT (arm) DO UPDATE SET searches = searches + excluded.searches",
-                list(arms.items()),
+                [(arm, n) for arm, n in served.items() if n],
             )
             before = self._recorded
             self._recorded += len(records)
             if before // _SWEEP_EVERY != self._recorded // _SWEEP_EVERY:
                 self._db.execute("DELETE FROM searches WHERE expires_at < ?", (now,))
+                self._db.execute("DELETE FROM clicked_searches WHERE expires_at < ?", (now,))
 
-    async def get_search(self, tenant: str, search_id: str) -> SearchRecord | None:
-        return await asyncio.to_thread(self._get_search, tenant, search_id)
+    async def get_search(self, tenant: str, key: str) -> SearchRecord | None:
+        return await asyncio.to_thread(self._get_search, tenant, key)
 
     @_store_errors
-    def _get_search(self, tenant: str, search_id: str) -> SearchRecord | None:
+    def _get_search(self, tenant: str, key: str) -> SearchRecord | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT arm, ranks FROM searches WHERE tenant = ? AND search_id = ? AND expires_at >= ?",
-                (tenant, search_id, time.time()),
+                "SELECT arm, ranks, secret FROM searches "
+                "WHERE tenant = ? AND search_id = ? AND expires_at >= ?",
+                (tenant, key, time.time()),
             ).fetchone()
         if row is None:
             return None
         ranks = {str(k): int(v) for k, v in json.loads(row[1]).items()}
-        return SearchRecord(search_id, tenant, row[0], ranks)
+        return SearchRecord(key, tenant, row[0], ranks, row[2])
 
-    async def put(self, event: StoredFeedback) -> PutResult:
-        return await asyncio.to_thread(self._put, event)
+    async def put(self, event: StoredFeedback, search_ttl_s: float) -> PutResult:
+        return await asyncio.to_thread(self._put, event, search_ttl_s)
 
     @_store_errors
-    def _put(self, e: StoredFeedback) -> PutResult:
+    def _put(self, e: StoredFeedback, search_ttl_s: float) -> PutResult:
         with self._lock, self._transaction():
             inserted = self._db.execute(
                 "INSERT OR IGNORE INTO events (tenant, event_id, kind, search_id, asset_id, arm, rank, "
@@ -165,9 +174,14 @@ class SqliteFeedbackStore:
             )
             if e.kind is not FeedbackKind.CLICK:
                 return PutResult(recorded=True)
+            now = time.time()
+            self._db.execute(  # an expired marker is not a click of this search (sweeps are lazy)
+                "DELETE FROM clicked_searches WHERE tenant = ? AND search_id = ? AND expires_at < ?",
+                (e.tenant, e.search_id, now),
+            )
             first = self._db.execute(
-                "UPDATE searches SET clicked = 1 WHERE tenant = ? AND search_id = ? AND clicked = 0",
-                (e.tenant, e.search_id),
+                "INSERT OR IGNORE INTO clicked_searches (tenant, search_id, expires_at) VALUES (?, ?, ?)",
+                (e.tenant, e.search_id, now + search_ttl_s),
             ).rowcount
             self._db.execute(
                 "INSERT INTO arm_totals (arm, clicks, clicked_searches, reciprocal_rank_sum) "
