@@ -89,7 +89,11 @@ class ServiceProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module], cwd=self.source_tree, env=self.env, stdout=log, stderr=log
         )
-        self._wait_ready(timeout_s)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:  # not ready (or the test was interrupted): nothing is left running
+            self.stop(signal.SIGKILL, timeout_s=10)
+            raise
         return self
 
     def _wait_ready(self, timeout_s: float) -> None:

@@ -279,8 +279,12 @@ class Suite:
     def stop(self) -> None:
         for ch in self._channels:
             ch.close()
-        replicas = [*self.searches, *self.encoders] or [self.search, self.encoder]
-        for proc in (self.gateway, *replicas):
-            if proc is not None:
+        # The replicas and the current search/encoder: a restarted one (the chaos harness replaces
+        # `search` or `encoder`) is not in the replica lists, and was left running.
+        procs = [self.gateway, *self.searches, *self.encoders, self.search, self.encoder]
+        stopped: set[int] = set()
+        for proc in procs:
+            if proc is not None and id(proc) not in stopped:
+                stopped.add(id(proc))
                 proc.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
