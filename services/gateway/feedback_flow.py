@@ -132,8 +132,11 @@ class FeedbackFlow:
         # This process's records: their keys and secrets derive from it, so a record written again
         # (after a TTL, or after it was forgotten here) keeps its secret and its earlier ids.
         self._salt = secrets.token_bytes(32)
-        # Records this process stored: key -> when written (time.monotonic()).
-        self._stored: LRUCache[str, float] = LRUCache(max(1, pages_remembered))
+        # Records this process stored: key -> (its secret, when written: time.monotonic()).
+        self._stored: LRUCache[str, tuple[str, float]] = LRUCache(max(1, pages_remembered))
+        # Metric children per arm (arms are the experiments file's): labels() costs a lookup and a lock.
+        self._served_counters: dict[str, Counter] = {}
+        self._gauges: dict[str, tuple[Gauge, Gauge]] = {}
         self._unflushed: Tally[str] = Tally()  # searches served per arm, not yet in the store
         self._flush: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Future[None] | None = None
@@ -158,7 +161,10 @@ class FeedbackFlow:
         stored it in the last TTL); "" when the store failed: the search still succeeds, only
         feedback for it is impossible."""
         arm = assignment.arm.name
-        SEARCHES_SERVED.labels(arm).inc()
+        served = self._served_counters.get(arm)
+        if served is None:
+            served = self._served_counters[arm] = SEARCHES_SERVED.labels(arm)
+        served.inc()
         self._show(arm, replace(self._totals.get(arm, ArmTotals()), searches=self._searches(arm) + 1))
         search_id = ""
         if not self._skip.usable():
@@ -186,24 +192,23 @@ class FeedbackFlow:
     async def _page_search_id(self, tenant: str, arm: str, page: SearchPage) -> str:
         ranks = {r.asset.asset_id: i + 1 for i, r in enumerate(page.results)}
         key = self._record_key(tenant, arm, ranks)
-        secret = self._record_secret(key)
-        written = self._stored.get(key)
+        stored = self._stored.get(key)
         now = time.monotonic()
         self._unflushed[arm] += 1
-        if written is None or now - written > self.search_ttl_s:
+        if stored is None or now - stored[1] > self.search_ttl_s:
+            secret = self._record_secret(key)
             await self._records.submit(SearchRecord(key, tenant, arm, ranks, secret))
-            self._stored[key] = now
+            self._stored[key] = (secret, now)
         else:
+            secret = stored[0]
             self._flush_later()
         nonce = secrets.token_urlsafe(9)
         return f"{key}.{nonce}.{_signature(secret, key, nonce)}"
 
     def _record_key(self, tenant: str, arm: str, ranks: dict[str, int]) -> str:
-        digest = hashlib.blake2b(digest_size=16, key=self._salt)
-        for part in (tenant, arm, *ranks):
-            digest.update(part.encode())
-            digest.update(b"\x00")
-        return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+        page = "\x00".join((tenant, arm, *ranks)).encode()
+        digest = hashlib.blake2b(page, digest_size=16, key=self._salt).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def _record_secret(self, key: str) -> str:
         mac = hmac.new(self._salt, b"secret:" + key.encode(), hashlib.sha256).digest()[:18]
@@ -353,8 +358,11 @@ class FeedbackFlow:
 
     def _show(self, arm: str, totals: ArmTotals) -> None:
         self._totals[arm] = totals
-        ARM_CTR.labels(arm).set(totals.click_through_rate)
-        ARM_MRR.labels(arm).set(totals.mrr_of_clicks)
+        gauges = self._gauges.get(arm)
+        if gauges is None:
+            gauges = self._gauges[arm] = (ARM_CTR.labels(arm), ARM_MRR.labels(arm))
+        gauges[0].set(totals.click_through_rate)
+        gauges[1].set(totals.mrr_of_clicks)
 
 
 def _signature(secret: str, key: str, nonce: str) -> str:
