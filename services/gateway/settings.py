@@ -455,7 +455,8 @@ class FeedbackSettings(BaseModel):
     feedback_search_ttl_s: float = Field(
         86400.0,
         gt=0,
-        description="How long a search's record (tenant, arm, results) is kept: feedback naming an older "
+        description="How long a search_id takes feedback at least: a page's record (tenant, arm, results) "
+        "is reused for this long after its write and kept for twice that; feedback naming an expired "
         "search_id is refused as NOT_FOUND.",
     )
     feedback_pages_remembered: int = Field(
