@@ -14,7 +14,7 @@ from services.common.config_docs import SETTINGS, render, settings_class, splice
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-OURS = {name: spec for name, spec in COMPOSE["services"].items() if name in SETTINGS}
+OURS = {name: spec for name, spec in COMPOSE["services"].items() if name in SETTINGS and name != "console"}
 
 
 def test_compose_declares_every_component_with_a_health_check() -> None:
@@ -27,6 +27,7 @@ def test_compose_declares_every_component_with_a_health_check() -> None:
         "encoder",
         "search",
         "gateway",
+        "console",
     }
     for name, spec in COMPOSE["services"].items():
         if name != "certs":  # a one-shot job, not a server
@@ -55,6 +56,23 @@ def test_compose_env_matches_the_settings_the_code_reads(service: str) -> None:
     settings = cls(**{k[len(prefix) :].lower(): v for k, v in env.items()})
     port = str(settings.port)  # type: ignore[attr-defined]
     assert spec["healthcheck"]["test"][-1] == port
+
+
+def test_the_console_is_a_client_of_the_gateway_with_no_suite_certificate() -> None:
+    spec = COMPOSE["services"]["console"]
+    assert spec["command"] == ["python", "-m", "services.console"]
+    env = {k: str(v) for k, v in spec["environment"].items()}
+    cls = settings_class("console")
+    prefix = cls.model_config["env_prefix"]
+    assert all(k.startswith(prefix) and k[len(prefix) :].lower() in cls.model_fields for k in env), env
+    settings = cls(**{k[len(prefix) :].lower(): v for k, v in env.items()})
+    gateway_port = COMPOSE["services"]["gateway"]["environment"]["IMAGESEARCH_GATEWAY_PORT"]
+    assert settings.gateway_address == f"gateway:{gateway_port}"  # type: ignore[attr-defined]
+    port = settings.listen_address.rsplit(":", 1)[1]  # type: ignore[attr-defined]
+    assert (
+        f"{port}:{port}" in spec["ports"] and f"127.0.0.1:{port}/healthz" in spec["healthcheck"]["test"][-1]
+    )
+    assert "volumes" not in spec  # no certificate: it calls the gateway's public port like any client
 
 
 def test_gateway_points_at_the_compose_backends() -> None:

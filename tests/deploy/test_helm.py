@@ -63,7 +63,7 @@ def _container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def _env(deployment: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in _container(deployment).get("env", [])}
+    return {e["name"]: e["value"] for e in _container(deployment).get("env", []) if "value" in e}
 
 
 def _unknown_settings(service: str, env: dict[str, str]) -> list[str]:
@@ -173,3 +173,40 @@ def test_the_weaviate_values_file_sets_what_the_search_service_relies_on() -> No
     assert env["DEFAULT_VECTORIZER_MODULE"] == "none"
     assert values["image"]["tag"] == "1.39.0"  # the version devstack builds and the tests run against
     assert values["replicas"] >= 3
+
+
+def test_the_console_reaches_the_gateway_and_is_probed_over_http(render: Render) -> None:
+    docs = render(set_values=("console.sessionSecret.name=console-cookie", "console.sessionSecret.key=k"))
+    console = _by(docs, "Deployment")["rel-console"]
+    container = _container(console)
+    env = _env(console)
+    assert not _unknown_settings("console", env)
+    cls = settings_class("console")
+    settings = cls(**{k[len("IMAGESEARCH_CONSOLE_") :].lower(): v for k, v in env.items()})
+    gateway_port = _by(docs, "Service")["rel-gateway"]["spec"]["ports"][0]["port"]
+    assert settings.gateway_address == f"rel-gateway:{gateway_port}"  # type: ignore[attr-defined]
+    [port] = container["ports"]
+    assert settings.listen_address == f"0.0.0.0:{port['containerPort']}"  # type: ignore[attr-defined]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    secret = next(e for e in container["env"] if e["name"] == "IMAGESEARCH_CONSOLE_SESSION_SECRET")
+    assert secret["valueFrom"]["secretKeyRef"] == {"name": "console-cookie", "key": "k"}
+    assert console["spec"]["replicas"] == 1  # sessions are in the pod
+    assert "certs" not in {v["name"] for v in console["spec"]["template"]["spec"]["volumes"]}  # no key in
+    assert _by(docs, "Service")["rel-console"]["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_a_restricted_gateway_still_lets_the_console_in_and_the_console_can_be_left_out(
+    render: Render,
+) -> None:
+    peer = "gateway.allowFrom[0].namespaceSelector.matchLabels.team=search"
+    rule = _by(render(set_values=(peer,)), "NetworkPolicy")["rel-gateway"]["spec"]["ingress"][0]
+    components = [
+        p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+        for p in rule["from"]
+    ]
+    assert components == [None, "console"]  # the namespace peer, then the console's pods
+    without = render(set_values=(peer, "console.enabled=false"))
+    assert not [d for d in without if d["metadata"]["name"] == "rel-console"]
+    rule = _by(without, "NetworkPolicy")["rel-gateway"]["spec"]["ingress"][0]
+    assert len(rule["from"]) == 1
