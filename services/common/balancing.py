@@ -65,12 +65,21 @@ def is_balanced(address: str) -> bool:
     return target.startswith(_URI_SCHEMES)
 
 
+# A backend that comes back (a restart, a replica rejoining) is reconnected within seconds: gRPC's default
+# backoff grows to two minutes, and until the next attempt every call on the channel fails UNAVAILABLE.
+RECONNECT_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
 def balancing_options(address: str, health_service: str = "") -> list[tuple[str, Any]]:
-    """Channel options for `address`: round robin over health-checked replicas when it may name several,
-    none for a single host:port. `health_service` is the grpc.health.v1 service name watched ("": the
+    """Channel options for `address`: quick reconnects always; round robin over health-checked replicas
+    when it may name several. `health_service` is the grpc.health.v1 service name watched ("": the
     replica's overall status)."""
     if not is_balanced(address):
-        return []
+        return list(RECONNECT_OPTIONS)
     config = {
         "loadBalancingConfig": [{"round_robin": {}}],
         "healthCheckConfig": {"serviceName": health_service},
@@ -79,11 +88,8 @@ def balancing_options(address: str, health_service: str = "") -> list[tuple[str,
         ("grpc.service_config", json.dumps(config)),
         # The configuration is ours: a DNS TXT record must not replace it.
         ("grpc.service_config_disable_resolution", 1),
-        # A replica that comes back is reconnected within seconds (gRPC's default backoff grows to two
-        # minutes), and a name is re-resolved soon after a replica drops (new pods have new addresses).
-        ("grpc.initial_reconnect_backoff_ms", 250),
-        ("grpc.min_reconnect_backoff_ms", 250),
-        ("grpc.max_reconnect_backoff_ms", 2000),
+        *RECONNECT_OPTIONS,
+        # A name is re-resolved soon after a replica drops (new pods have new addresses).
         ("grpc.dns_min_time_between_resolutions_ms", 2000),
     ]
 

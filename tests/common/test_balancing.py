@@ -53,9 +53,12 @@ def test_invalid_addresses_fail_at_start_up_with_what_to_write(address: str, hin
         GatewaySettings(search_address=address)
 
 
-def test_a_single_address_keeps_the_default_policy() -> None:
-    assert balancing_options("127.0.0.1:50072") == []
-    assert any(k == "grpc.service_config" for k, _ in balancing_options("dns:///search:1"))
+def test_a_single_address_keeps_the_default_policy_and_reconnects_quickly() -> None:
+    single = dict(balancing_options("127.0.0.1:50072"))
+    assert "grpc.service_config" not in single
+    assert single["grpc.max_reconnect_backoff_ms"] <= 2000  # not gRPC's two minutes
+    balanced = dict(balancing_options("dns:///search:1"))
+    assert "grpc.service_config" in balanced and balanced["grpc.max_reconnect_backoff_ms"] <= 2000
 
 
 class _Replica:

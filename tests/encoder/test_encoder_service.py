@@ -9,6 +9,7 @@ import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -356,13 +357,25 @@ def test_deadline_reaches_triton(private_triton: tuple[Stack, StackInfo]) -> Non
             tensor.set_data_from_numpy(rows)
             return [tensor]
 
+        async def settled_statistics() -> Any:
+            # Triton may count a request after its response has gone out: read until two reads agree.
+            last = None
+            for _ in range(50):
+                stats = (await client.get_inference_statistics("clip_image")).model_stats[0]
+                counts = (stats.inference_count, stats.inference_stats.success.count)
+                if last is not None and counts == (last.inference_count, last.inference_stats.success.count):
+                    return stats
+                last = stats
+                await asyncio.sleep(0.2)
+            return last
+
         try:
+            before = await settled_statistics()
             start = time.perf_counter()
             await client.infer("clip_image", busy_request())
             per_batch = time.perf_counter() - start
             # Enough work queued ahead to keep Triton's only instance busy for ~3 s, whatever the speed.
             n_busy = min(200, int(3.0 / max(per_batch, 1e-3)) + 2)
-            before = (await client.get_inference_statistics("clip_image")).model_stats[0]
             busy = [asyncio.create_task(client.infer("clip_image", busy_request())) for _ in range(n_busy)]
             await asyncio.sleep(0.5)  # every busy request has arrived; the first ones are running
             request = encoder_pb2.EncodeImagesRequest(images=_images(["tiny_1x1_png"]))
@@ -370,12 +383,11 @@ def test_deadline_reaches_triton(private_triton: tuple[Stack, StackInfo]) -> Non
                 await asyncio.to_thread(via_triton.EncodeImages, request, timeout=0.3)
             assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             await asyncio.gather(*busy)
-            await asyncio.sleep(0.2)
-            after = (await client.get_inference_statistics("clip_image")).model_stats[0]
+            after = await settled_statistics()
         finally:
             await client.close()
         return (
-            n_busy,
+            n_busy + 1,  # and the one that timed a batch
             after.inference_stats.fail.count - before.inference_stats.fail.count,
             after.inference_count - before.inference_count,
             after.inference_stats.success.count - before.inference_stats.success.count,

@@ -35,13 +35,10 @@ from services.encoder.package import ModelPackage, Tower
 log = structlog.get_logger("encoder.triton")
 
 _TRITON_DTYPES = {"uint8": "UINT8", "int64": "INT64", "int32": "INT32", "float32": "FP32", "float16": "FP16"}
-# Reconnect quickly after Triton restarts (gRPC's default backoff grows to two minutes).
+# Reconnects after a Triton restart come from balancing_options (every backend channel has them).
 _CHANNEL_ARGS = [
     ("grpc.max_send_message_length", 2**31 - 1),
     ("grpc.max_receive_message_length", 2**31 - 1),
-    ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.min_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
 ]

@@ -42,6 +42,7 @@ from weaviate.exceptions import (
     WeaviateTimeoutError,
 )
 
+from services.common.balancing import RECONNECT_OPTIONS
 from services.common.context import remaining, request_id
 from services.common.errors import FailedPrecondition, NotFound, Unavailable
 from services.search.backends.weaviate.query import run_query
@@ -79,13 +80,6 @@ _LOADING = re.compile(r"non-existing index", re.IGNORECASE)
 _UNREACHABLE = re.compile(
     r"UNAVAILABLE|connect|Connection refused|DEADLINE_EXCEEDED|timed? ?out|Socket closed", re.IGNORECASE
 )
-# Reconnect quickly once Weaviate is back (gRPC's default reconnect backoff grows to two minutes, and
-# while it waits every call fails UNAVAILABLE at once).
-_CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.min_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-]
 # Objects per page of a content-hash lookup.
 _HASH_PAGE = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -191,7 +185,7 @@ class WeaviateBackend:
             grpc_secure=False,
             additional_config=AdditionalConfig(
                 timeout=Timeout(init=t, query=t, insert=max(t, int(self._write_timeout_s))),
-                grpc_config=GrpcConfig(channel_options=_CHANNEL_OPTIONS),
+                grpc_config=GrpcConfig(channel_options=RECONNECT_OPTIONS),
             ),
             skip_init_checks=True,
         )
