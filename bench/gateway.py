@@ -14,6 +14,8 @@ What it measures (loopback only; bounded by --images/--queries and --max-seconds
 - text search: p50/p95/p99 uncached (unique texts: encoder + first stage + rerank) and cached
   (repeated text: query-vector LRU + first-stage cache hit + rerank), and QPS at --concurrency;
   baselines: EncodeTexts alone and SearchService.Query alone;
+- CPU milliseconds per call of the gateway, encoder and search processes during the uncached text
+  searches and during each hop alone: the gateway's own work beside its hops';
 - image search: p50/p99 uncached (distinct images) and repeated.
 
 Images come from the demo model's data cache (tools/models/fetch_data.py); without it, generated ones.
@@ -45,6 +47,7 @@ from imagesearch.v1 import (
     search_pb2_grpc,
 )
 
+from bench.proctree import cpu_seconds
 from tests.gateway.suite import DATA_CACHE, KEYRING, MANIFEST, Suite
 from tests.service_process import ServiceProcess
 
@@ -97,6 +100,19 @@ async def timed(fn: Callable[[], Awaitable[Any]], count: int, max_s: float) -> l
         if time.monotonic() > stop:
             break
     return samples
+
+
+async def timed_cpu(
+    fn: Callable[[], Awaitable[Any]], count: int, max_s: float, procs: dict[str, ServiceProcess]
+) -> tuple[list[float], dict[str, float]]:
+    """`timed`, plus each process's CPU milliseconds per call over the phase (with its children)."""
+    pids = {name: p.proc.pid for name, p in procs.items() if p.proc is not None}
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    samples = await timed(fn, count, max_s)
+    return samples, {
+        name: round(1e3 * (cpu_seconds(pid) - before[name]) / max(1, len(samples)), 3)
+        for name, pid in pids.items()
+    }
 
 
 async def qps(
@@ -224,8 +240,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             for t in texts[:5]:
                 await gsearch(text=t)  # warm-up
+            # CPU per call of each service: what the gateway itself spends beside its hops' own work.
+            assert suite.gateway is not None and suite.encoder is not None and suite.search is not None
+            procs = {"gateway": suite.gateway, "encoder": suite.encoder, "search": suite.search}
             q = iter(texts[5:])
-            uncached = await timed(lambda: gsearch(text=next(q)), args.queries, args.max_seconds)
+            uncached, uncached_cpu = await timed_cpu(
+                lambda: gsearch(text=next(q)),
+                args.queries,
+                args.max_seconds,
+                procs,
+            )
             await gsearch(text="a red car")
             cached = await timed(lambda: gsearch(text="a red car"), args.queries, args.max_seconds)
             assert (await gsearch(text="a red car")).cached, "repeated query was not served from the cache"
@@ -239,19 +263,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             # baselines: the two hops alone
             q3 = iter(texts[::-1])
-            enc_text = await timed(
+            enc_text, enc_text_cpu = await timed_cpu(
                 lambda: enc.EncodeTexts(
                     encoder_pb2.EncodeTextsRequest(texts=[encoder_pb2.TextInput(text=next(q3))])
                 ),
                 args.queries,
                 args.max_seconds,
+                procs,
             )
             vec_resp = await enc.EncodeTexts(
                 encoder_pb2.EncodeTextsRequest(texts=[encoder_pb2.TextInput(text="x")])
             )
             vec = vec_resp.results[0].embedding
             q4 = iter(texts[::-1])
-            first_stage = await timed(
+            first_stage, first_stage_cpu = await timed_cpu(
                 lambda: srch.Query(
                     search_pb2.QueryRequest(
                         tenant="globex",
@@ -264,6 +289,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
                 args.queries,
                 args.max_seconds,
+                procs,
             )
             results["text_search"] = {
                 "uncached": percentiles(uncached),
@@ -272,6 +298,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "cached_concurrent": conc_cached,
                 "baseline_encode_text": percentiles(enc_text),
                 "baseline_first_stage_window100_uncached": percentiles(first_stage),
+            }
+            results["text_search_cpu_ms_per_call"] = {
+                "uncached": uncached_cpu,
+                "baseline_encode_text": enc_text_cpu,
+                "baseline_first_stage_window100_uncached": first_stage_cpu,
             }
 
             # ---- image search ---------------------------------------------------------------------
@@ -314,6 +345,9 @@ def report(r: dict[str, Any]) -> None:
     print("text search (page 10, rerank window 100):")
     for k, p in r["text_search"].items():
         row(k, p)
+    print("CPU ms per call (each process with its children; --stack: Triton and Weaviate not counted):")
+    for k, cpu in r["text_search_cpu_ms_per_call"].items():
+        print(f"  {k:<40} " + "  ".join(f"{name} {ms:6.2f}" for name, ms in cpu.items()))
     print("image search:")
     for k, p in r["image_search"].items():
         row(k, p)

@@ -24,3 +24,19 @@ def descendants(*roots: int) -> list[int]:
                 found.append(child)
                 frontier.append(child)
     return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by the process and every process below it (0 for one
+    that ended while we looked)."""
+    import os
+
+    total = 0.0
+    for proc in descendants(pid):
+        try:
+            stat = Path(f"/proc/{proc}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")

@@ -153,3 +153,11 @@ def png(color: tuple[int, int, int], size: int = 96) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+def expect_visible(locator: Any) -> None:
+    """Waits (Playwright's default timeout) for the element to be visible: `is_visible()` answers at
+    once, before a script has drawn it."""
+    from playwright.sync_api import expect
+
+    expect(locator).to_be_visible()

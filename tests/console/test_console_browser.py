@@ -9,7 +9,7 @@ import time
 import urllib.request
 from typing import Any
 
-from tests.console.conftest import ALICE, ConsoleWorld, png, screenshot, sign_in
+from tests.console.conftest import ALICE, ConsoleWorld, expect_visible, png, screenshot, sign_in
 
 
 def test_a_refused_key_is_told_so_and_gets_no_session(world: ConsoleWorld, page: Any) -> None:
@@ -26,6 +26,7 @@ def test_search_by_text_shows_a_grid_with_scores_and_reasons(world: ConsoleWorld
     page.get_by_label("Text", exact=True).fill(target.caption)
     page.get_by_role("button", name="Search", exact=True).click()
     results = page.locator("li.result")
+    results.first.wait_for()  # the results page has loaded
     assert results.count() >= 1
     captions = results.locator(".caption").all_inner_texts()
     assert target.caption in captions[:3], captions
@@ -52,7 +53,8 @@ def test_search_by_uploaded_image_finds_that_image_first(
     query.write_bytes(target.data)
     sign_in(page, world.url)
     page.get_by_label("Example image").set_input_files(str(query))
-    assert page.locator("#image-preview").is_visible()  # progressive enhancement: a preview
+    # Progressive enhancement: a preview, drawn once the browser has read the file (auto-waited).
+    expect_visible(page.locator("#image-preview"))
     page.get_by_role("button", name="Search", exact=True).click()
     first = page.locator("li.result").first
     assert first.locator(".caption").inner_text() == target.caption
@@ -75,9 +77,9 @@ def test_a_dropped_image_searches_and_stays_while_the_search_is_refined(
         [list(png((200, 30, 30))), "dropped.png"],
     )
     page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
-    assert page.locator("#image-preview").is_visible()
+    expect_visible(page.locator("#image-preview"))
     page.get_by_role("button", name="Search", exact=True).click()
-    assert page.locator("li.result").count() >= 1
+    page.locator("li.result").first.wait_for()  # the results page has loaded
     keep = page.get_by_label("Keep searching with the image you gave")
     assert keep.is_checked()
     # Refining (adding text) keeps the image: the query uses both, and the image is still offered.
@@ -149,7 +151,7 @@ def test_an_asset_page_shows_metadata_safety_and_more_like_this(world: ConsoleWo
     assert page.locator("img.original").get_attribute("alt")
     screenshot(page, "asset")
     page.get_by_role("link", name="More like this").click()
-    assert page.locator("li.result").count() >= 1
+    page.locator("li.result").first.wait_for()  # the results page has loaded
     screenshot(page, "more-like-this")
 
 
@@ -231,7 +233,7 @@ def test_status_page_shows_each_backend_and_the_model(world: ConsoleWorld, page:
     table = page.locator("table.health").inner_text()
     for component in ("gateway", "search", "encoder"):
         assert re.search(rf"{component}\s+serving", table), table
-    assert page.locator("#not-degraded").is_visible()
+    expect_visible(page.locator("#not-degraded"))
     assert "imagesearch-demo-clip" in page.locator("#model").inner_text()
     screenshot(page, "status")
 
@@ -246,7 +248,7 @@ def test_a_degraded_answer_is_shown_as_such(world: ConsoleWorld, page: Any) -> N
     page.get_by_label("Text", exact=True).fill(f"{target.caption} once more")
     page.get_by_role("button", name="Search", exact=True).click()
     banner = page.locator("#degraded-banner")
-    assert banner.is_visible()
+    expect_visible(banner)
     assert "encoder" in banner.inner_text().lower()
     assert target.caption in page.locator("li.result .caption").all_inner_texts()  # keyword leg still answers
     screenshot(page, "degraded")
@@ -257,4 +259,4 @@ def test_a_degraded_answer_is_shown_as_such(world: ConsoleWorld, page: Any) -> N
         assert time.monotonic() < deadline, page.locator("table.health").inner_text()
         time.sleep(0.5)
         page.reload()
-    assert page.locator("#degraded-banner").is_visible()
+    expect_visible(page.locator("#degraded-banner"))
