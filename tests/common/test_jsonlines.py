@@ -21,7 +21,10 @@ async def test_records_are_written_in_batches_in_order_and_flushed_on_close(tmp_
     for i in range(3):
         writer.append({"n": i, "why": "line\nbreak"})
     assert not path.read_text()  # queued: the caller paid for a list append only
-    await asyncio.sleep(0.1)
+    for _ in range(500):  # written within the flush interval, each batch fsynced (slow on a busy disk)
+        await asyncio.sleep(0.01)
+        if len(_lines(path)) >= 3:
+            break
     assert [r["n"] for r in _lines(path)] == [0, 1, 2]
     for i in range(3, 10):
         writer.append({"n": i})

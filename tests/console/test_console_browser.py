@@ -99,6 +99,7 @@ def test_results_page_forward(world: ConsoleWorld, page: Any) -> None:
     first_page = page.locator("li.result .caption").all_inner_texts()
     assert len(first_page) == 5
     page.get_by_role("link", name="Next page").click()
+    page.locator("li.result").first.wait_for()  # the next page has loaded
     assert "page=" in page.url
     second_page = page.locator("li.result").count()
     assert 1 <= second_page <= 5
@@ -174,6 +175,7 @@ def test_ingest_two_files_and_see_them_appear(world: ConsoleWorld, page: Any, tm
     page.get_by_role("link", name="Search", exact=True).click()
     page.get_by_label("Text", exact=True).fill("console disc")
     page.get_by_role("button", name="Search", exact=True).click()
+    page.locator("li.result").first.wait_for()  # the results page has loaded
     captions = page.locator("li.result .caption").all_inner_texts()
     assert {"console teal disc", "console plum disc"} <= set(captions[:5]), captions
 

@@ -591,14 +591,16 @@ async def test_a_concurrent_same_bytes_item_hidden_from_the_caller_is_not_named(
     w = World()
     wide = Principal("wide", "acme", frozenset({"ingest"}), 0.5, None, "api-key")  # every licence
     analyze = w.analyzer.analyze
+    analysing = asyncio.Event()
 
     async def slow_analysis(rgb: object) -> object:
+        analysing.set()
         await asyncio.sleep(0.1)
         return await analyze(rgb)  # type: ignore[arg-type]
 
     w.analyzer.analyze = slow_analysis  # type: ignore[method-assign, assignment]
     first = asyncio.ensure_future(run_ingest(w, [item("gpl-cat", "cat", license_name="GPL")], who=wide))
-    await asyncio.sleep(0.05)  # the wide caller's item holds the claim on the bytes (analysing)
+    await asyncio.wait_for(analysing.wait(), 10)  # the wide caller's item holds the claim on the bytes
     assert w.gw.ingest_flow._sha_claims
     acks = await run_ingest(w, [item("mine", "cat"), item("mine-too", "cat")])
     await first

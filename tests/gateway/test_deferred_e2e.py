@@ -140,6 +140,9 @@ def test_pending_assets_are_never_returned_and_a_killed_gateway_resumes_them(sui
     # 1. Held: nothing returns them, however asked.
     with Prober(suite, reqs) as held:
         time.sleep(4)
+        until = time.monotonic() + 60  # a busy runner: at least four rounds of every kind of call
+        while held.calls < 4 * len(reqs) and time.monotonic() < until:
+            time.sleep(0.5)
     assert held.calls >= 4 * len(reqs) and held.errors == [] and held.returned == []
     pending = suite.search_stub().ListPendingAnalysis(search_pb2.ListPendingAnalysisRequest(tenant="acme"))
     assert {p.asset_id for p in pending.assets} == {r.asset_id for r in reqs}
@@ -156,6 +159,9 @@ def test_pending_assets_are_never_returned_and_a_killed_gateway_resumes_them(sui
                     seen[r.asset_id] = asset
             time.sleep(0.2)
         time.sleep(1)
+        until = time.monotonic() + 30  # the probes see the now-visible assets within a round
+        while not racing.returned and time.monotonic() < until:
+            time.sleep(0.5)
     assert racing.errors == [] and racing.calls > 0
     # Whatever any search or read returned while the analyses landed was analysed.
     assert racing.returned, "the racing searches never saw an asset"

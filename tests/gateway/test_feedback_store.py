@@ -368,13 +368,14 @@ def test_a_record_is_written_again_after_a_ttl_and_older_ids_stay_valid(open_sto
 
     async def go() -> None:
         store = open_store()
-        flow = FeedbackFlow(store, Policy(AuditLog(sink=lambda _entry: None)), 0.6, 1.0)
+        # TTL 1.5 s: the reuse check has 0.75 s of slack for the first write (fsync, a busy runner).
+        flow = FeedbackFlow(store, Policy(AuditLog(sink=lambda _entry: None)), 1.5, 1.0)
         try:
             first = await flow.served(ALICE, "search", arm, page)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.75)
             late = await flow.served(ALICE, "search", arm, page)  # the first record, reused
             assert flow._records.stats.items == 1
-            await asyncio.sleep(0.5)  # a TTL after the record's write: written anew
+            await asyncio.sleep(0.9)  # a TTL after the record's write: written anew
             renewed = await flow.served(ALICE, "search", arm, page)
             assert flow._records.stats.items >= 2 and renewed.split(".")[0] == first.split(".")[0]
             acks = await flow.record(ALICE, [_event("l", late, "a1"), _event("r", renewed, "a1")])

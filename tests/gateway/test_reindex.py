@@ -279,7 +279,11 @@ def test_reindex_resumes_after_kill_then_activate_rollback(
     wait_for(s, lambda j: j.scanned >= 12)
     assert s.gateway is not None
     s.gateway.stop(signal.SIGKILL)  # the worker dies mid-way (a batch may be encoded, not written)
-    encoded_before = image_encodes(photo)
+    # An encode in flight at the kill is counted when it ends: read the counter once it has settled.
+    encoded_before, previous = image_encodes(photo), -1
+    while encoded_before != previous:
+        time.sleep(0.5)
+        previous, encoded_before = encoded_before, image_encodes(photo)
     finished = {a for a, ms in models_of(s).items() if PHOTO_REF.name in ms}
     assert 11 <= len(finished) < 15, finished  # at least the four checkpointed pages, not all
     restart_gateway(s)  # resumes the job from its checkpoint

@@ -114,6 +114,13 @@ def test_kill_9_of_one_replica_of_each_fails_no_later_search_and_it_rejoins(suit
         search.start(timeout_s=120)
         back_at = time.monotonic()
         time.sleep(PHASE_S)
+        # The gateway finds them again within its reconnect backoff and health checks: keep the load on
+        # until both have taken calls (bounded; the assertions below say if they never did).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+            _handled(search, "Query") > 0 and _handled(encoder, "EncodeTexts") > 0
+        ):
+            time.sleep(0.5)
     finally:
         stop.set()
         for t in threads:

@@ -96,7 +96,7 @@ def test_tokenizer_matches_weaviate_word_tokenization() -> None:
 
 
 async def test_memory_cache_generation_and_ttl() -> None:
-    cache = MemoryCache(ttl_s=0.05, max_entries=2)
+    cache = MemoryCache(ttl_s=0.5, max_entries=2)  # long enough for a paused runner between the steps
     look = await cache.lookup("t", "k")
     g0 = look.generation  # the process's clock floor: a restarted process never repeats a number
     assert look.available and look.value is None and g0 >= generation_floor() - 10_000_000
@@ -107,7 +107,7 @@ async def test_memory_cache_generation_and_ttl() -> None:
     await cache.store("t", g0, "k", "stale")  # computed before the write: not stored
     assert (await cache.lookup("t", "k")).value is None
     await cache.store("t", g0 + 1, "k", "v1")
-    await asyncio.sleep(0.06)
+    await asyncio.sleep(0.55)
     assert (await cache.lookup("t", "k")).value is None  # expired
     assert MemoryCache(ttl_s=1, max_entries=1)._floor > g0  # a later process starts above
 

@@ -28,6 +28,7 @@ import pytest
 import weaviate
 from imagesearch.v1 import search_pb2, search_pb2_grpc
 from weaviate.classes.query import Filter
+from weaviate.exceptions import WeaviateBaseError
 
 from devstack import Stack, StackInfo
 from services.search.backends.weaviate.repair import VectorIndexRepairer, raft_lifetime
@@ -104,12 +105,16 @@ def _unfindable(
         col = client.collections.get(collection).with_tenant(tenant)
         out = []
         for a in ids:
-            res = col.query.near_vector(
-                near_vector=vectors[a].tolist(),
-                target_vector=VECTOR_NAME,
-                filters=Filter.by_id().equal(object_uuid(tenant, a)),
-                limit=1,
-            )
+            try:
+                res = col.query.near_vector(
+                    near_vector=vectors[a].tolist(),
+                    target_vector=VECTOR_NAME,
+                    filters=Filter.by_id().equal(object_uuid(tenant, a)),
+                    limit=1,
+                )
+            except WeaviateBaseError:  # just restarted: the tenant's index may still be loading
+                out.append(a)
+                continue
             if not res.objects:
                 out.append(a)
         return out
