@@ -195,7 +195,7 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="gateway-cache-") as tmp,
         servers(Path(tmp), args.baseline_tree, args.baseline_watch) as procs,
     ):
-        report["seeded"] = seed_gateway(procs["watch"].address, images)
+        report["seeded"] = seed_gateway(procs["watch"].address, images, procs["search"].address)
         threads = sum(pin(p.proc.pid, {0}) for p in procs.values())
         report["pinned_threads"] = threads
         for r in range(rounds):

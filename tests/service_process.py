@@ -131,6 +131,9 @@ class ServiceProcess:
         return int(self.proc.returncode)
 
     def __enter__(self) -> ServiceProcess:
+        # `with proc.start(...)`: already running; starting again would orphan the first process.
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
