@@ -58,7 +58,7 @@ from imagesearch.v1 import encoder_pb2, encoder_pb2_grpc
 from PIL import Image
 
 from bench.encoder_models import build as build_onnx
-from bench.proctree import descendants
+from bench.proctree import cpu_seconds, descendants
 from devstack import Stack, cache_dir
 from services.encoder.backends.onnxruntime import session_options
 from services.encoder.package import ModelPackage, load_package
@@ -107,22 +107,6 @@ class Cell:
     ratio_seq: float | None = None  # vs raw ONNX Runtime at the same batch, sequential (concurrency 1)
     skipped: str | None = None
     latencies_ms: list[float] = field(default_factory=list, repr=False)
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: set[int]) -> float:
-    """User + system CPU time consumed so far by these processes (all their threads)."""
-    total = 0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / _TICK
 
 
 def say(msg: str) -> None:

@@ -47,7 +47,7 @@ from imagesearch.v1 import (
     search_pb2_grpc,
 )
 
-from bench.proctree import cpu_seconds
+from bench.proctree import cpu_seconds, descendants
 from tests.gateway.suite import DATA_CACHE, KEYRING, MANIFEST, Suite
 from tests.service_process import ServiceProcess
 
@@ -107,10 +107,10 @@ async def timed_cpu(
 ) -> tuple[list[float], dict[str, float]]:
     """`timed`, plus each process's CPU milliseconds per call over the phase (with its children)."""
     pids = {name: p.proc.pid for name, p in procs.items() if p.proc is not None}
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    before = {name: cpu_seconds(descendants(pid)) for name, pid in pids.items()}
     samples = await timed(fn, count, max_s)
     return samples, {
-        name: round(1e3 * (cpu_seconds(pid) - before[name]) / max(1, len(samples)), 3)
+        name: round(1e3 * (cpu_seconds(descendants(pid)) - before[name]) / max(1, len(samples)), 3)
         for name, pid in pids.items()
     }
 

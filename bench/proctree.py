@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -26,15 +28,13 @@ def descendants(*roots: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by the process and every process below it (0 for one
-    that ended while we looked)."""
-    import os
-
-    total = 0.0
-    for proc in descendants(pid):
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds used so far by these processes (all their threads); a process that
+    ended while we looked counts 0. With `descendants(pid)`: a server and its children."""
+    total = 0
+    for pid in pids:
         try:
-            stat = Path(f"/proc/{proc}/stat").read_text()
+            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
