@@ -23,6 +23,7 @@ from imagesearch.v1 import admin_pb2, admin_pb2_grpc, common_pb2, gateway_pb2, s
 from services import cli
 from tests.gateway.suite import KEYRING, Suite, missing_prerequisites, open_data_sample
 from tests.service_process import REPO_ROOT, ServiceProcess
+from tests.waiting import settled
 
 GUS = [("authorization", "Bearer globex-gus")]  # admin of tenant globex
 ALICE = [("authorization", "Bearer acme-alice")]  # search/ingest/delete of tenant acme, no admin
@@ -280,10 +281,7 @@ def test_reindex_resumes_after_kill_then_activate_rollback(
     assert s.gateway is not None
     s.gateway.stop(signal.SIGKILL)  # the worker dies mid-way (a batch may be encoded, not written)
     # An encode in flight at the kill is counted when it ends: read the counter once it has settled.
-    encoded_before, previous = image_encodes(photo), -1
-    while encoded_before != previous:
-        time.sleep(0.5)
-        previous, encoded_before = encoded_before, image_encodes(photo)
+    encoded_before = settled(lambda: image_encodes(photo), interval_s=0.5)
     finished = {a for a, ms in models_of(s).items() if PHOTO_REF.name in ms}
     assert 11 <= len(finished) < 15, finished  # at least the four checkpointed pages, not all
     restart_gateway(s)  # resumes the job from its checkpoint

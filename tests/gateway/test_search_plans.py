@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from services.gateway.auth import hash_secret, present_key
 from tests.gateway.suite import KEYRING, Suite, missing_prerequisites
+from tests.waiting import settled
 
 QUERY = "a red apple"
 KEY_ID, SECRET = "plans001", "plans-secret-0123456789"
@@ -102,20 +102,6 @@ def suite() -> Iterator[Suite]:
         s.stop()
 
 
-def _settled_audit(suite: Suite) -> list[dict[str, Any]]:
-    """The audit log once its writer has caught up (written off the request path, flushed every 0.05 s
-    and fsynced): two reads 0.3 s apart agree."""
-    last = _audit(suite)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        now = _audit(suite)
-        if len(now) == len(last):
-            return now
-        last = now
-    return last
-
-
 def _until_cached(suite: Suite) -> Any:
     for _ in range(20):
         resp = _search(suite)
@@ -134,11 +120,13 @@ def test_a_remembered_search_sees_a_write_at_once_and_is_audited_every_time(suit
 
     # Every search is audited, hits included: a role check and a result screen per call.
     before = sum(
-        1 for e in _settled_audit(suite) if e.get("who") == "planner" and e.get("why") == "results screened"
+        1
+        for e in settled(lambda: _audit(suite), len)
+        if e.get("who") == "planner" and e.get("why") == "results screened"
     )
     for _ in range(5):
         assert _search(suite).cached
-    lines = [e for e in _settled_audit(suite) if e.get("who") == "planner"]
+    lines = [e for e in settled(lambda: _audit(suite), len) if e.get("who") == "planner"]
     screened = [e for e in lines if e.get("why") == "results screened"]
     assert len(screened) == before + 5
     assert sum(1 for e in lines if e.get("why") == "role 'search'") == len(screened)
