@@ -6,6 +6,7 @@ the same images; and time-to-visible (acknowledgement -> analysed, searchable) p
     python -m bench.ingest_ack --stack    # the real stack (Triton, Weaviate, Redis via devstack)
     python -m bench.ingest_ack --images 96 --json out.json
     python -m bench.ingest_ack --package photo   # the suite's default model (a heavier encoder)
+    python -m bench.ingest_ack --encoder-cores 0  # the encoder on core 0, everything else on the others
 
 One encoder and one search service; four gateways on them: deferred analysis with analysis_nice 0 (the
 default), deferred with analysis_nice 10, inline analysis, and safety + OCR off.
@@ -20,6 +21,11 @@ stores, encodes and writes everything):
   4. the same with analysis_nice 10 (the detectors below the acknowledgements' priority);
   5. ingest, inline (analysed before each acknowledgement);
   6. encoder-only again (the baseline is the mean of 1 and 6).
+With --encoder-cores, every thread of the encoder (and its children) runs on those cores and every
+other process of the run (gateways, search service, this client) on the remaining ones, in every phase,
+the baseline included: the encoder's throughput with cores of its own, as a deployment gives each
+service its own CPU, against what the ingest path acknowledges when the rest of it does not take the
+encoder's CPU. Without it, all of them share every core of the machine.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from imagesearch.v1 import (
 )
 
 from bench.gateway import load_items
+from bench.proctree import pin
 from tests.gateway.suite import KEYRING, Suite
 from tests.service_process import ServiceProcess
 
@@ -92,6 +99,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "IMAGESEARCH_GATEWAY_ANALYSIS_MODE": "deferred",
             "IMAGESEARCH_GATEWAY_LOG_LEVEL": "warning",
         },
+        package=args.package,
     ).start()
     inline = _gateway(suite, analysis_mode="inline")
     niced = _gateway(suite, analysis_mode="deferred", analysis_nice="10")
@@ -101,6 +109,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "package": args.package,
         "cores": os.cpu_count(),
     }
+    if args.encoder_cores is not None:
+        rest = set(range(os.cpu_count() or 1)) - args.encoder_cores
+        if not rest or not args.encoder_cores <= set(range(os.cpu_count() or 1)):
+            raise SystemExit(f"--encoder-cores {sorted(args.encoder_cores)} leaves no core for the rest")
+        pin(os.getpid(), rest)  # this client and every service it started (its children), then:
+        pin(suite.encoder.proc.pid, args.encoder_cores)  # type: ignore[union-attr]
+        results["encoder_cores"] = sorted(args.encoder_cores)
+        results["other_cores"] = sorted(rest)
     try:
         async with (
             grpc.aio.insecure_channel(suite.gateway.address, options=_OPTS) as dch,  # type: ignore[union-attr]
@@ -237,7 +253,13 @@ def report(r: dict[str, Any]) -> None:
     a = r["ingest_ack"]
     print(
         f"\n== ingest acknowledgement ({r['mode']}, model package {r['package']}, {r['images']} images, "
-        f"{r['cores']} cores) =="
+        f"{r['cores']} cores"
+        + (
+            f"; encoder on cores {r['encoder_cores']}, the rest on {r['other_cores']}"
+            if "encoder_cores" in r
+            else ", shared by every process"
+        )
+        + ") =="
     )
     rows = [
         ("encoder-only (EncodeImages alone)", a["encoder_only_img_s"], 1.0, ""),
@@ -271,12 +293,20 @@ def main() -> int:
     ap.add_argument(
         "--package",
         default="demo",
-        help="the encoder's model package: demo (clip-art) or photo (the default)",
+        help="the encoder's model package: demo (clip-art, this bench's default) or photo (the suite's)",
+    )
+    ap.add_argument(
+        "--encoder-cores",
+        type=lambda text: {int(c) for c in text.split(",")},
+        help="pin the encoder to these cores (e.g. 0 or 0,1) and every other process to the rest "
+        "(embedded mode: there the encoder runs its model in process)",
     )
     ap.add_argument("--poll-ms", type=float, default=100.0, help="ListPendingAnalysis interval")
     ap.add_argument("--max-drain-s", type=float, default=1800.0, help="give up waiting for the worker")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
+    if args.stack and args.encoder_cores is not None:
+        ap.error("--encoder-cores pins the in-process encoder; on the stack the model runs in Triton")
     results = asyncio.run(run(args))
     report(results)
     if args.json:

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ghz import workload  # the real images and query texts
-from bench.proctree import descendants
+from bench.proctree import pin
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,19 +96,6 @@ def loadavg() -> list[float]:
 
 # ---------------------------------------------------------------------------------------------------------
 # Processes: the suite, the echo servers, pinning
-
-
-def pin(pid: int, cpus: set[int]) -> int:
-    """Every thread of pid and of its children onto `cpus` (what `taskset -a -p -c` does); threads
-    started later inherit it from the thread that starts them. Returns the number of threads pinned."""
-    pinned = 0
-    for proc in descendants(pid):
-        with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{proc}/task"):
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(int(tid), cpus)
-                    pinned += 1
-    return pinned
 
 
 class EchoServer:

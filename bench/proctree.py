@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,3 +41,16 @@ def cpu_seconds(pids: Iterable[int]) -> float:
         fields = stat[stat.rindex(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def pin(pid: int, cpus: set[int]) -> int:
+    """Every thread of pid and of its children onto `cpus` (what `taskset -a -p -c` does); threads
+    started later inherit it from the thread that starts them. Returns the number of threads pinned."""
+    pinned = 0
+    for proc in descendants(pid):
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{proc}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(tid), cpus)
+                    pinned += 1
+    return pinned
