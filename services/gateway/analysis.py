@@ -254,6 +254,10 @@ class ImageAnalyzer:
     def enabled(self) -> bool:
         return self.safety_enabled or self.ocr_enabled
 
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._pool
+
     def warm_up(self) -> None:
         """Load the models now (start-up) rather than on the first ingested image."""
         self._analyze_sync(np.full((64, 64, 3), 255, dtype=np.uint8))

@@ -258,14 +258,17 @@ class AnalysisQueue:
             raise _Postponed(f"object store: {exc.message}") from exc
         except (NotFound, ImageCorrupt) as exc:
             raise _Unanalysable(exc.message) from exc
+        # Decoding and the thumbnail run on the analysis threads, at their priority (analysis_nice):
+        # like the detectors, they are work the acknowledgements of an ingest in progress come before.
+        background = self._analyzer.executor
         try:
-            rgb = await asyncio.to_thread(decode_rgb, image.data)
+            rgb = await asyncio.get_running_loop().run_in_executor(background, decode_rgb, image.data)
         except DomainError as exc:  # truncated / corrupt / over the decoder's limit
             raise _Unanalysable(exc.message) from exc
         analysis = await self._analyzer.analyze(rgb)
         # The acknowledgement did not wait for the thumbnail: it is stored before the asset is visible.
         try:
-            await self._images.ensure_thumbnail(item.tenant, item.content_sha256, image.data)
+            await self._images.ensure_thumbnail(item.tenant, item.content_sha256, image.data, background)
         except (Unavailable, DeadlineExceeded) as exc:
             raise _Postponed(f"object store: {exc.message}") from exc
         return analysis

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from concurrent.futures import Executor
 
 import grpc
 import structlog
@@ -37,9 +38,11 @@ class AssetImages:
         self._max_side = thumbnail_max_side
         self._quality = thumbnail_quality
 
-    async def thumbnail(self, original: bytes) -> bytes:
-        """The preview of an original (CPU work, in a thread)."""
-        return await asyncio.to_thread(make_thumbnail, original, self._max_side, self._quality)
+    async def thumbnail(self, original: bytes, executor: Executor | None = None) -> bytes:
+        """The preview of an original (CPU work, on `executor`'s threads; None: the default executor)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, make_thumbnail, original, self._max_side, self._quality
+        )
 
     async def keep(self, tenant: str, sha: str, original: bytes, thumbnail: bytes | None) -> None:
         """Store the original, and the thumbnail when given (first: a reader of the original's key
@@ -48,10 +51,12 @@ class AssetImages:
             await self._put_thumbnail(tenant, sha, thumbnail)
         await self.store.put(BlobKey(tenant, sha, ImageVariant.ORIGINAL), original, media_type(original))
 
-    async def ensure_thumbnail(self, tenant: str, sha: str, original: bytes) -> None:
+    async def ensure_thumbnail(
+        self, tenant: str, sha: str, original: bytes, executor: Executor | None = None
+    ) -> None:
         """Make and store the thumbnail of a kept original unless it is stored already."""
         if await self.store.stat(BlobKey(tenant, sha, ImageVariant.THUMBNAIL)) is None:
-            await self._put_thumbnail(tenant, sha, await self.thumbnail(original))
+            await self._put_thumbnail(tenant, sha, await self.thumbnail(original, executor))
 
     async def _put_thumbnail(self, tenant: str, sha: str, thumbnail: bytes) -> None:
         await self.store.put(BlobKey(tenant, sha, ImageVariant.THUMBNAIL), thumbnail, THUMBNAIL_MEDIA_TYPE)

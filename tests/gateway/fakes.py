@@ -315,6 +315,7 @@ class FakeAnalyzer:
     """Pure red images are unsafe; pure green images contain the text "exit 42"."""
 
     enabled = True
+    executor = None  # the event loop's default executor
 
     def __init__(self) -> None:
         self.calls = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -270,3 +271,39 @@ async def test_a_visible_asset_without_a_thumbnail_gets_one_made_from_its_origin
     )
     stored = await w.blobs.get(key)
     assert stored is not None and stored.data == thumb.data  # kept for the next read
+
+
+class _CountingExecutor(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="analysis-test")
+        self.jobs: list[str] = []
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        self.jobs.append(getattr(fn, "__name__", repr(fn)))
+        return super().submit(fn, *args, **kwargs)
+
+
+class _AnalyzerWithThreads(FakeAnalyzer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.executor = _CountingExecutor()  # type: ignore[assignment]
+
+
+async def test_the_worker_decodes_and_makes_thumbnails_on_the_analysis_threads() -> None:
+    """With deferred analysis the acknowledgements come first: every CPU step of the worker (decode,
+    detectors, thumbnail) runs on the analyzer's threads, which analysis_nice lowers."""
+    w = deferred()
+    analyzer = _AnalyzerWithThreads()
+    w.analyzer = analyzer
+    w.gw.analysis._analyzer = analyzer
+    await run_ingest(w, [item("sign", "road", color=TEXT_GREEN), item("plain", "sea", color=(9, 9, 9))])
+    assert analyzer.executor.jobs == []  # nothing of the worker's before it runs
+    w.gw.analysis.start()
+    try:
+        await settled(w)
+    finally:
+        await w.gw.analysis.close()
+        analyzer.executor.shutdown()
+    assert sorted(analyzer.executor.jobs) == ["decode_rgb"] * 2 + ["make_thumbnail"] * 2
+    thumb = await w.gw.get_asset_image(ALICE, "sign", ImageVariant.THUMBNAIL)
+    assert thumb.data

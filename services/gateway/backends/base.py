@@ -8,6 +8,7 @@ domain errors (`errors.py`); no protocol mentions gRPC.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from typing import Protocol
 
 import numpy as np
@@ -93,5 +94,10 @@ class ModelVersionsClient(Protocol):
 class Analyzer(Protocol):
     @property
     def enabled(self) -> bool: ...
+
+    @property
+    def executor(self) -> Executor | None:
+        """The threads analyses run on (None: the event loop's default executor). The deferred worker
+        runs the rest of its CPU work (decoding, the thumbnail) there too, at their priority."""
 
     async def analyze(self, rgb: np.ndarray) -> Analysis: ...
