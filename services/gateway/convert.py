@@ -26,11 +26,22 @@ _TIMESTAMP_FIELDS = {"created_at", "updated_at", "license_expires_at"}
 _MAX_FILTER_DEPTH = 16
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# protobuf's valid Timestamp range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_TIMESTAMP_SECONDS_MIN = -62_135_596_800
+_TIMESTAMP_SECONDS_MAX = 253_402_300_799
+
+
 def ts_to_dt(ts: Timestamp, present: bool = True) -> dt.datetime | None:
     if not present:
         return None
-    # Exact (protobuf's own conversion, no float rounding): an item re-sent with the expiry it was
-    # stored with must compare equal to the stored one (UNCHANGED, not UPDATED).
+    # Exact, as protobuf's own ToDatetime (integer arithmetic, nanos truncated to microseconds, no float
+    # rounding): an item re-sent with the expiry it was stored with must compare equal to the stored
+    # one (UNCHANGED, not UPDATED). Inlined because every hit of a candidate window converts two or
+    # three; an invalid one goes to ToDatetime for protobuf's own ValueError.
+    seconds, nanos = ts.seconds, ts.nanos
+    if _TIMESTAMP_SECONDS_MIN <= seconds <= _TIMESTAMP_SECONDS_MAX and 0 <= nanos < 1_000_000_000:
+        return _EPOCH + dt.timedelta(seconds=seconds, microseconds=nanos // 1000)
     return ts.ToDatetime(tzinfo=dt.UTC)
 
 

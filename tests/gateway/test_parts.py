@@ -76,6 +76,36 @@ def test_a_first_stage_hit_carries_only_what_ranking_reads_until_the_page_needs_
     assert convert.asset_pb(full) == message  # the page's message is the stored one, field for field
 
 
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (0, 0),
+        (1_765_000_000, 123_456_789),
+        (1_765_000_000, 999_999_999),
+        (1_765_000_000, 999),  # below a microsecond: truncated, not rounded
+        (-1, 999_999_999),  # before the epoch with nanos: 1969-12-31T23:59:59.999999Z
+        (-86_400, 1_500),
+        (-62_135_596_800, 0),  # 0001-01-01T00:00:00Z, the earliest valid
+        (253_402_300_799, 999_999_999),  # 9999-12-31T23:59:59.999999999Z, the latest valid
+    ],
+)
+def test_timestamps_read_as_protobuf_reads_them(seconds: int, nanos: int) -> None:
+    ts = Timestamp(seconds=seconds, nanos=nanos)
+    got = convert.ts_to_dt(ts)
+    assert got == ts.ToDatetime(tzinfo=dt.UTC) and got is not None and got.tzinfo is dt.UTC
+    assert convert.dt_to_ts(got) == Timestamp(seconds=seconds, nanos=nanos - nanos % 1000)
+    assert convert.ts_to_dt(ts, present=False) is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(-62_135_596_801, 0), (253_402_300_800, 0), (0, -1), (0, 1_000_000_000)],
+)
+def test_an_invalid_timestamp_fails_as_protobuf_fails_it(seconds: int, nanos: int) -> None:
+    with pytest.raises(ValueError, match="Timestamp is not valid"):
+        convert.ts_to_dt(Timestamp(seconds=seconds, nanos=nanos))
+
+
 def test_backend_statuses_become_domain_errors() -> None:
     def failed(code: grpc.StatusCode) -> BackendError:
         return backend_error("search", grpc.aio.AioRpcError(code, None, None, details="why"))
