@@ -129,6 +129,28 @@ def asset(a: common_pb2.Asset) -> m.Asset:
     )
 
 
+_ANALYSIS_STATES = frozenset(state.value for state in m.AnalysisState)
+
+
+def copy_page_asset(source: common_pb2.Asset, out: common_pb2.Asset) -> None:
+    """Write into `out` the search service's asset as a page sends it: the message
+    `asset_pb(asset(source))` builds, made by a copy in C and the few changes that round trip makes
+    (fields this gateway does not know dropped, a licence always present, times truncated to
+    microseconds, an unknown analysis state FAILED, a model reference with neither name nor version
+    left out). Its times are valid: `asset_summary` read them from the same message."""
+    out.CopyFrom(source)
+    out.DiscardUnknownFields()
+    out.license.SetInParent()
+    for ts in (out.created_at, out.updated_at, out.license.expires_at):
+        below_us = ts.nanos % 1000  # non-zero only for a set time: reading an unset one sets nothing
+        if below_us:
+            ts.nanos -= below_us
+    if out.analysis_state not in _ANALYSIS_STATES:
+        out.analysis_state = common_pb2.ANALYSIS_STATE_FAILED
+    if out.HasField("embedding_model") and not (out.embedding_model.name or out.embedding_model.version):
+        out.ClearField("embedding_model")
+
+
 def analysis_state(value: int) -> m.AnalysisState:
     """A state number from the search service; one this gateway does not know counts as FAILED (an
     asset is shown only when its analysis is known to be done)."""
@@ -325,8 +347,7 @@ def rerank_options(r: gateway_pb2.RerankOptions) -> m.RerankOptions:
 
 def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
     s = r.scores
-    return gateway_pb2.SearchResult(
-        asset=asset_pb(r.asset),
+    out = gateway_pb2.SearchResult(
         scores=gateway_pb2.StageScores(
             keyword=s.keyword,
             vector=s.vector,
@@ -342,6 +363,13 @@ def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
         rerank_notes=r.rerank_notes,
         policy=gateway_pb2.PolicyVerdict(reasons=r.policy_reasons),
     )
+    if r.asset_message is not None:
+        copy_page_asset(r.asset_message, out.asset)
+    elif isinstance(r.asset, m.Asset):
+        out.asset.CopyFrom(asset_pb(r.asset))
+    else:
+        raise ValueError(f"result {r.asset.asset_id!r} carries neither a complete asset nor its message")
+    return out
 
 
 _FEEDBACK_KINDS = {
@@ -567,6 +595,7 @@ def query_result(resp: search_pb2.QueryResponse) -> m.QueryResult:
                 else None
             ),
             load_asset=functools.partial(asset, h.asset),
+            asset_message=h.asset,
         )
         for i, h in enumerate(resp.hits)
     ]

@@ -222,6 +222,14 @@ class Hit:
     # The complete asset, built only for the hits that make the page: a candidate window holds ~100
     # hits and a page ~20, so the backend defers the rest of each conversion until it is needed.
     load_asset: Callable[[], Asset] | None = field(default=None, repr=False, compare=False)
+    # The backend's own message for the complete asset, when it has one: the page's response copies it
+    # as it is instead of converting it to an `Asset` and back (opaque here: only convert reads it).
+    asset_message: Any = field(default=None, repr=False, compare=False)
+
+    def page_asset(self) -> AssetSummary:
+        """What a page's result carries: the summary when the backend's message travels beside it
+        (`asset_message`), else the complete asset."""
+        return self.asset if self.asset_message is not None else self.full_asset()
 
     def full_asset(self) -> Asset:
         if isinstance(self.asset, Asset):
@@ -303,10 +311,12 @@ class StageScores:
 
 @dataclass(eq=False)  # compared by identity: convert.result_pb remembers each result's message
 class SearchResult:
-    asset: Asset
+    # The complete Asset, or the summary when `asset_message` (the hit's) carries the rest.
+    asset: AssetSummary
     scores: StageScores
     rerank_notes: list[str] = field(default_factory=list)
     policy_reasons: list[str] = field(default_factory=list)
+    asset_message: Any = field(default=None, repr=False)  # opaque here: see Hit.asset_message
 
 
 @dataclass

@@ -106,6 +106,60 @@ def test_an_invalid_timestamp_fails_as_protobuf_fails_it(seconds: int, nanos: in
         convert.ts_to_dt(Timestamp(seconds=seconds, nanos=nanos))
 
 
+def _stored_assets() -> list[common_pb2.Asset]:
+    """Search-service assets covering what converting to an Asset and back changes."""
+    full = common_pb2.Asset(
+        asset_id="a1",
+        tenant="acme",
+        uri="s3://bucket/a1.jpg",
+        caption="a red car",
+        tags=["car", "red"],
+        ocr_text="STOP",
+        owner="alice",
+        license=common_pb2.License(name="CC0-1.0", expires_at=Timestamp(seconds=1_900_000_000, nanos=1_500)),
+        safety_labels=[common_pb2.SafetyLabel(label="ok", score=0.1), common_pb2.SafetyLabel(label="x")],
+        safety_score=0.25,
+        source="upload",
+        created_at=Timestamp(seconds=1_765_000_000, nanos=123_456_789),
+        updated_at=Timestamp(seconds=-1, nanos=999_999_999),
+        width=640,
+        height=480,
+        content_sha256="ab" * 32,
+        embedding_model=common_pb2.ModelRef(name="clip", version="1"),
+        popularity=3.5,
+        analysis_state=common_pb2.ANALYSIS_STATE_ANALYSED,
+    )
+    bare = common_pb2.Asset(asset_id="a2", tenant="acme")  # no licence, no times, no model
+    empty_parts = common_pb2.Asset(asset_id="a3", tenant="acme", analysis_state=7)  # type: ignore[arg-type]
+    empty_parts.created_at.SetInParent()  # the epoch, set
+    empty_parts.license.SetInParent()
+    empty_parts.embedding_model.SetInParent()  # neither name nor version
+    newer = common_pb2.Asset.FromString(full.SerializeToString() + b"\x98\x06\x01")  # field 99 unknown
+    newer.license.expires_at.nanos = 999  # below a microsecond
+    return [full, bare, empty_parts, newer]
+
+
+@pytest.mark.parametrize("stored", _stored_assets(), ids=lambda a: a.asset_id)
+def test_a_page_result_passes_the_stored_asset_through_byte_for_byte_as_converting_it_would(
+    stored: common_pb2.Asset,
+) -> None:
+    """The page copies the search service's message instead of converting it to an Asset and back;
+    the response must be the same bytes as that round trip gives."""
+    from services.gateway.domain import SearchResult, StageScores
+    from services.gateway.search_flow import _first_stage_result
+
+    resp = search_pb2.QueryResponse(hits=[search_pb2.QueryHit(asset=stored)])
+    hit = convert.query_result(resp).hits[0]
+    via_domain = SearchResult(asset=hit.full_asset(), scores=StageScores(fused=0.5, first_stage_rank=1))
+    passed = _first_stage_result(hit, 1, [])
+    passed.scores.fused = passed.scores.final = 0.5
+    via_domain.scores.final = 0.5
+    assert passed.asset_message == stored and type(passed.asset) is AssetSummary
+    expected = convert.result_pb(via_domain).SerializeToString()
+    assert convert.result_pb(passed).SerializeToString() == expected
+    assert stored.asset_id in {"a2", "a3"} or convert.result_pb(passed).asset != stored  # it did change
+
+
 def test_backend_statuses_become_domain_errors() -> None:
     def failed(code: grpc.StatusCode) -> BackendError:
         return backend_error("search", grpc.aio.AioRpcError(code, None, None, details="why"))
