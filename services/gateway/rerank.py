@@ -253,6 +253,10 @@ def _ranked(
     hits: list[Hit], sim: Similarity, rel: np.ndarray, boost: Boosts, final: np.ndarray, cfg: RerankConfig
 ) -> list[Ranked]:
     """Every hit with its stage scores, and a note for each boost it got (in first-stage order)."""
+    # Each array read once as Python floats (tolist converts exactly as float() does), not one numpy
+    # scalar per hit and score.
+    text_cos, image_cos = sim.text_cos.tolist(), sim.image_cos.tolist()
+    rel_l, boost_l, final_l = rel.tolist(), boost.total.tolist(), final.tolist()
     ranked = [
         Ranked(
             hit=h,
@@ -260,28 +264,30 @@ def _ranked(
                 keyword=h.scores.keyword,
                 vector=h.scores.vector,
                 fused=h.scores.fused,
-                text_cosine=float(sim.text_cos[i]),
-                image_cosine=float(sim.image_cos[i]),
-                rerank=float(rel[i]),
-                boost=float(boost.total[i]),
-                final=float(final[i]),
+                text_cosine=text_cos[i],
+                image_cosine=image_cos[i],
+                rerank=rel_l[i],
+                boost=boost_l[i],
+                final=final_l[i],
                 first_stage_rank=i + 1,
             ),
         )
         for i, h in enumerate(hits)
     ]
     weight = vector_weight(hits, cfg.alpha)
+    fresh, pop, liked = boost.freshness.tolist(), boost.popularity.tolist(), boost.preference.tolist()
     for i, r in enumerate(ranked):
         if hits[i].scores.keyword > 0:
             r.notes.append(
                 f"keyword evidence {hits[i].scores.keyword:.3f} kept from the first stage "
                 f"(semantic re-scored with weight {weight:.2f})"
             )
-        if cfg.freshness_weight > 0 and boost.freshness[i] > 0:
+        # The notes' figures stay numpy products: the same float32 arithmetic as before.
+        if cfg.freshness_weight > 0 and fresh[i] > 0:
             r.notes.append(f"freshness boost +{cfg.freshness_weight * boost.freshness[i]:.3f}")
-        if cfg.popularity_weight > 0 and boost.popularity[i] > 0:
+        if cfg.popularity_weight > 0 and pop[i] > 0:
             r.notes.append(f"popularity boost +{cfg.popularity_weight * boost.popularity[i]:.3f}")
-        if boost.preference[i] > 0:
+        if liked[i] > 0:
             r.notes.append(f"preference boost +{cfg.preference_weight:.3f} (you clicked this recently)")
     return ranked
 
