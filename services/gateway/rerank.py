@@ -363,14 +363,16 @@ def diversify(
     available[kept] = True
     max_sim = np.full(n, -np.inf, dtype=np.float32)
     selected: list[int] = []
+    relevance_part = lam * final  # the same every step
+    diversity = 1 - lam
     for _ in range(steps):
         penalty = np.maximum(max_sim, 0.0)  # nothing selected yet: -inf -> 0
-        objective = np.where(available, lam * final - (1 - lam) * penalty, -np.inf)
-        i = int(np.argmax(objective))
+        objective = np.where(available, relevance_part - diversity * penalty, -np.inf)
+        i = int(objective.argmax())
         if selected:
-            pen = float((1 - lam) * penalty[i])
+            pen = float(diversity * penalty[i])
             if pen > 0:
-                j_near = selected[int(np.argmax(gram[i, selected]))]
+                j_near = selected[int(gram[i, selected].argmax())]
                 ranked[i].notes.append(
                     f"mmr penalty {pen:.3f} vs asset {hits[j_near].asset.asset_id} "
                     f"(cosine {float(gram[i, j_near]):.3f})"
