@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -218,6 +219,15 @@ def run(build: Callable[[S], Awaitable[App]], settings_cls: type[S], name: str) 
 
     async def main() -> None:
         app = await build(settings)
+        # What startup built (models, clients, settings, caches' machinery) lives as long as the
+        # process: frozen out of the collector, a full collection walks only what requests made since.
+        gc.freeze()
+        # Each call a service makes to another leaves a reference cycle (grpc.aio's call objects,
+        # tenacity's retry state), so the youngest generation fills with cycles on every request:
+        # collected every 5,000 net allocations instead of 700, far fewer collections walk the live
+        # objects of the requests in flight, and fewer of those are promoted to be walked again. The
+        # price: that cyclic garbage (with the responses it holds) waits a little longer to be freed.
+        gc.set_threshold(5_000, 10, 10)
         await serve(app, settings)
 
     loop_factory = None
