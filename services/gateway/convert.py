@@ -132,12 +132,16 @@ def asset(a: common_pb2.Asset) -> m.Asset:
 _ANALYSIS_STATES = frozenset(state.value for state in m.AnalysisState)
 
 
-def copy_page_asset(source: common_pb2.Asset, out: common_pb2.Asset) -> None:
-    """Write into `out` the search service's asset as a page sends it: the message
-    `asset_pb(asset(source))` builds, made by a copy in C and the few changes that round trip makes
-    (fields this gateway does not know dropped, a licence always present, times truncated to
-    microseconds, an unknown analysis state FAILED, a model reference with neither name nor version
-    left out). Its times are valid: `asset_summary` read them from the same message."""
+def page_asset_message(source: common_pb2.Asset) -> common_pb2.Asset:
+    """The search service's asset as a page sends it: the message `asset_pb(asset(source))` builds,
+    made by a copy in C and the few changes that round trip makes (fields this gateway does not know
+    dropped, a licence always present, times truncated to microseconds, an unknown analysis state
+    FAILED, a model reference with neither name nor version left out). Its times are valid:
+    `asset_summary` read them from the same message.
+
+    A copy, not `source` itself: a part of a message keeps its whole response alive (the candidate
+    window's hits and vectors), and a page-cache entry would hold that response for its lifetime."""
+    out = common_pb2.Asset()
     out.CopyFrom(source)
     out.DiscardUnknownFields()
     out.license.SetInParent()
@@ -149,6 +153,7 @@ def copy_page_asset(source: common_pb2.Asset, out: common_pb2.Asset) -> None:
         out.analysis_state = common_pb2.ANALYSIS_STATE_FAILED
     if out.HasField("embedding_model") and not (out.embedding_model.name or out.embedding_model.version):
         out.ClearField("embedding_model")
+    return out
 
 
 def analysis_state(value: int) -> m.AnalysisState:
@@ -364,7 +369,7 @@ def result_pb(r: m.SearchResult) -> gateway_pb2.SearchResult:
         policy=gateway_pb2.PolicyVerdict(reasons=r.policy_reasons),
     )
     if r.asset_message is not None:
-        copy_page_asset(r.asset_message, out.asset)
+        out.asset.CopyFrom(r.asset_message)
     elif isinstance(r.asset, m.Asset):
         out.asset.CopyFrom(asset_pb(r.asset))
     else:
@@ -595,7 +600,7 @@ def query_result(resp: search_pb2.QueryResponse) -> m.QueryResult:
                 else None
             ),
             load_asset=functools.partial(asset, h.asset),
-            asset_message=h.asset,
+            load_asset_message=functools.partial(page_asset_message, h.asset),
         )
         for i, h in enumerate(resp.hits)
     ]

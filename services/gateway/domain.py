@@ -222,14 +222,16 @@ class Hit:
     # The complete asset, built only for the hits that make the page: a candidate window holds ~100
     # hits and a page ~20, so the backend defers the rest of each conversion until it is needed.
     load_asset: Callable[[], Asset] | None = field(default=None, repr=False, compare=False)
-    # The backend's own message for the complete asset, when it has one: the page's response copies it
-    # as it is instead of converting it to an `Asset` and back (opaque here: only convert reads it).
-    asset_message: Any = field(default=None, repr=False, compare=False)
+    # Builds the response's message for the complete asset straight from the backend's own, when it
+    # has one, instead of converting it to an `Asset` and back (opaque here: only convert reads it).
+    load_asset_message: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
-    def page_asset(self) -> AssetSummary:
-        """What a page's result carries: the summary when the backend's message travels beside it
-        (`asset_message`), else the complete asset."""
-        return self.asset if self.asset_message is not None else self.full_asset()
+    def page_asset(self) -> tuple[AssetSummary, Any]:
+        """What a page's result carries: the summary and the response's message for the asset when
+        the backend gives one (`load_asset_message`), else the complete asset and None."""
+        if self.load_asset_message is not None:
+            return self.asset, self.load_asset_message()
+        return self.full_asset(), None
 
     def full_asset(self) -> Asset:
         if isinstance(self.asset, Asset):
@@ -316,7 +318,7 @@ class SearchResult:
     scores: StageScores
     rerank_notes: list[str] = field(default_factory=list)
     policy_reasons: list[str] = field(default_factory=list)
-    asset_message: Any = field(default=None, repr=False)  # opaque here: see Hit.asset_message
+    asset_message: Any = field(default=None, repr=False)  # opaque here: see Hit.load_asset_message
 
 
 @dataclass

@@ -620,21 +620,19 @@ def _name_vector(results: list[SearchResult], spec: QuerySpec) -> None:
 
 def _first_stage_result(hit: Hit, rank: int, reasons: list[str]) -> SearchResult:
     s = hit.scores
+    asset, message = hit.page_asset()
     return SearchResult(
-        asset=hit.page_asset(),
+        asset=asset,
         scores=StageScores(
             keyword=s.keyword, vector=s.vector, fused=s.fused, final=s.fused, first_stage_rank=rank
         ),
         policy_reasons=reasons,
-        asset_message=hit.asset_message,
+        asset_message=message,
     )
 
 
 def _reranked_result(r: Ranked, reasons: list[str]) -> SearchResult:
+    asset, message = r.hit.page_asset()
     return SearchResult(
-        asset=r.hit.page_asset(),
-        scores=r.scores,
-        rerank_notes=r.notes,
-        policy_reasons=reasons,
-        asset_message=r.hit.asset_message,
+        asset=asset, scores=r.scores, rerank_notes=r.notes, policy_reasons=reasons, asset_message=message
     )
