@@ -296,3 +296,34 @@ async def test_search_outage_fails_fast_though_the_generation_read_succeeds(
     with pytest.raises(BreakerOpen):
         await client.query(QuerySpec(tenant="t", text="x"))
     assert script.calls == sent == 5
+
+
+async def test_retry_waits_grow_from_the_first_failed_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first attempt runs outside the retry loop; the waits and attempts are still the loop's:
+    backoff multiplier * 2 ** (failed attempts - 1), capped (jitter pinned to its upper bound)."""
+    import random
+
+    waits: list[float] = []
+
+    async def no_sleep(seconds: float, *args: object) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    calls = BackendCalls("encoder", CircuitBreaker("encoder", 100, 60.0), RetryPolicy(4, 0.01, 0.03))
+    outcomes: list[grpc.StatusCode | None] = [grpc.StatusCode.UNAVAILABLE] * 3 + [None]
+
+    async def fn(request: str, **call_options: float) -> str:  # the timeout, unused
+        code = outcomes.pop(0)
+        if code is not None:
+            raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="down")
+        return request
+
+    assert await calls.call(fn, "ok", 1.0, idempotent=True) == "ok"
+    assert waits == pytest.approx([0.01, 0.02, 0.03]) and not outcomes
+
+    waits.clear()
+    outcomes[:] = [grpc.StatusCode.UNAVAILABLE] * 5
+    with pytest.raises(BackendUnavailable):
+        await calls.call(fn, "x", 1.0, idempotent=True)
+    assert len(outcomes) == 1 and waits == pytest.approx([0.01, 0.02, 0.03])  # 4 attempts, 3 waits

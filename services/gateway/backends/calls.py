@@ -226,6 +226,16 @@ class BackendCalls:
         """`method` names the backend method (its own circuit; see CircuitBreaker)."""
         if not idempotent or self.retry.attempts <= 1:
             return await self._once(fn, request, per_hop_s, method)
+        # The first attempt runs outside tenacity: nearly every call succeeds at once, and a retry loop
+        # built per call costs more than the call's own Python and leaves a reference cycle behind.
+        # Its retryable failure becomes the loop's first attempt, so the waits and the attempts
+        # counted are the loop's own.
+        try:
+            return await self._once(fn, request, per_hop_s, method)
+        except BackendUnavailable as exc:
+            if not _retryable(exc):
+                raise
+            first_failure: BaseException | None = exc
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts),
             wait=wait_random_exponential(
@@ -236,6 +246,9 @@ class BackendCalls:
         )
         async for attempt in retrying:
             with attempt:
+                if first_failure is not None:
+                    failure, first_failure = first_failure, None
+                    raise failure
                 return await self._once(fn, request, per_hop_s, method)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
