@@ -9,22 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from services.encoder.package import ModelPackage
 from services.encoder.preprocess import decode_image
 from tools.photo_package.assemble import label_matrix
 from tools.photo_package.build import wordnet_classes
+from tools.photo_package.evaluate import session
 from tools.photo_package.tune_conse import with_logits
 
 SUBSET_IMAGES = Path(__file__).resolve().parent / "fixtures" / "photo_recall" / "images"
-
-
-def _session(path: Path) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def test_the_label_matrix_is_the_declared_mix_of_class_texts(
@@ -39,10 +33,10 @@ def test_the_label_matrix_is_the_declared_mix_of_class_texts(
     tok.enable_padding(pad_id=0, pad_token="[PAD]")
     _, shipped, _ = with_logits(root / "image.onnx", tmp_path / "image.onnx")
 
-    recomputed = label_matrix(_session(root / "text.onnx"), tok, classes, weights)
+    recomputed = label_matrix(session(root / "text.onnx", 1), tok, classes, weights)
     assert np.abs(recomputed - shipped).max() < 1e-5
     # the parent-class text is in the mix: label texts alone give other rows
-    alone = label_matrix(_session(root / "text.onnx"), tok, classes, {"label_text": 1.0})
+    alone = label_matrix(session(root / "text.onnx", 1), tok, classes, {"label_text": 1.0})
     assert np.abs(alone - shipped).max() > 1e-2
 
 
@@ -59,7 +53,7 @@ def test_visual_is_the_power_normalised_pooled_feature(photo_package: ModelPacka
     files = sorted(p for p in SUBSET_IMAGES.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})[:4]
     assert files, f"no images in {SUBSET_IMAGES}"
     pixels = np.stack([decode_image(p.read_bytes(), 224, 200_000_000, "rgb_on_white") for p in files])
-    visual, pooled = _session(tmp_path / "image.onnx").run(["visual", pooled_name], {"pixels": pixels})
+    visual, pooled = session(tmp_path / "image.onnx", 1).run(["visual", pooled_name], {"pixels": pixels})
     assert pooled.shape == (len(files), 1280) and pooled.min() >= 0.0  # ReLU6 before the pool
     expected = pooled**power
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)

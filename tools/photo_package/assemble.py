@@ -176,8 +176,8 @@ def label_matrix(
     text: ort.InferenceSession, tok, classes: list[dict], weights: dict[str, float]
 ) -> np.ndarray:
     """Row c = L2norm( sum over the package's label-text fields of weight * embedding(classes[c][field]) )."""
-    total = np.zeros((len(classes), 384), dtype=np.float32)
-    for field, weight in weights.items():
+
+    def embed(field: str) -> np.ndarray:
         rows = []
         for i in range(0, len(classes), 64):
             enc = tok.encode_batch([c[field] for c in classes[i : i + 64]])
@@ -186,7 +186,9 @@ def label_matrix(
                 "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
             }
             rows.append(text.run(["embedding"], feed)[0])
-        total += np.float32(weight) * np.concatenate(rows)
+        return np.concatenate(rows)
+
+    total = sum(np.float32(weight) * embed(field) for field, weight in weights.items())
     return (total / np.linalg.norm(total, axis=1, keepdims=True)).astype(np.float32)
 
 
