@@ -185,6 +185,18 @@ def _decoding(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
+def _encoding(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """The response serializer, passing a response that is already serialized (`bytes`, e.g. a
+    cached page with this call's fields appended: protobuf merges concatenated messages) as is."""
+    if serializer is None:
+        return None
+
+    def serialize(response: Any) -> bytes:
+        return response if type(response) is bytes else serializer(response)
+
+    return serialize
+
+
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """A request stream whose undecodable message ends the call with INVALID_ARGUMENT."""
     async for request in requests:
@@ -233,9 +245,13 @@ def handler_like(
     handler: grpc.RpcMethodHandler,
     behavior: Callable[..., Any],
     request_deserializer: Callable[[bytes], Any] | None,
+    response_serializer: Callable[[Any], bytes] | None = None,
 ) -> grpc.RpcMethodHandler:
     """A handler of `handler`'s kind (unary or streaming on each side) running `behavior`."""
-    kw = {"request_deserializer": request_deserializer, "response_serializer": handler.response_serializer}
+    kw = {
+        "request_deserializer": request_deserializer,
+        "response_serializer": response_serializer or handler.response_serializer,
+    }
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(behavior, **kw)
     if handler.stream_unary:
@@ -252,7 +268,12 @@ class ServerInterceptor(WrappingInterceptor):
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         wrap = _wrap_stream if handler.response_streaming else _wrap_unary
         behavior = wrap(method, behavior_of(handler), streaming_request=handler.request_streaming)
-        return handler_like(handler, behavior, _decoding(handler.request_deserializer))
+        return handler_like(
+            handler,
+            behavior,
+            _decoding(handler.request_deserializer),
+            _encoding(handler.response_serializer),
+        )
 
 
 def _request(request: Any, streaming_request: bool) -> Any:

@@ -333,9 +333,9 @@ class SearchPage:
     best_cosine: float | None = None
     arm: str = ""  # the experiment arm that served it (set by the gateway after the flow)
     search_id: str = ""  # what feedback names it by ("" when the feedback store could not record it)
-    # The servicer's renderings of this page without its per-request names (arm, search_id), keyed by
-    # response type: the copies the gateway hands out share this dict, so a page-cache hit converts
-    # nothing; opaque here.
+    # The servicer's serialized renderings of this page without its per-request names (arm,
+    # search_id), keyed by response type: the copies the gateway hands out share this dict, so a
+    # page-cache hit converts and serializes nothing; opaque here.
     rendered: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

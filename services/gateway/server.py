@@ -84,11 +84,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         }
 
     @staticmethod
-    def _named(response: ResponseT, base: ResponseT, page: SearchPage) -> ResponseT:
-        """`base` (the shared rendering) with this request's arm and search_id, copied at C speed."""
-        response.MergeFrom(base)
-        response.arm, response.search_id = page.arm, page.search_id
-        return response
+    def _named(kind: type[ResponseT], page: SearchPage, render: Callable[[], ResponseT]) -> bytes:
+        """The page's response, serialized once per cached page and reused by every hit, with this
+        request's arm and search_id appended: protobuf parses concatenated messages as one message
+        merged, so the bytes equal the whole message's (the interceptor sends bytes as they are)."""
+        base = page.rendered.get(kind.DESCRIPTOR.name)
+        if base is None:
+            base = page.rendered[kind.DESCRIPTOR.name] = render().SerializeToString()
+        return base + kind(arm=page.arm, search_id=page.search_id).SerializeToString()  # type: ignore[no-any-return]
 
     @staticmethod
     def _session(ctx: grpc.aio.ServicerContext) -> str:
@@ -101,7 +104,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     @_backend_errors_for_callers
     async def Search(
         self, request: gateway_pb2.SearchRequest, context: grpc.aio.ServicerContext
-    ) -> gateway_pb2.SearchResponse:
+    ) -> bytes:  # a serialized SearchResponse (see _named)
         principal = await self._principal(context, "search")
         query = SearchQuery(
             text=request.text,
@@ -116,19 +119,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             licenses=tuple(request.licenses),
         )
         page = await self._gw.search(principal, query, self._session(context))
-        base = page.rendered.get("search")
-        if base is None:  # converted once per cached page, then reused by every hit
-            base = page.rendered["search"] = gateway_pb2.SearchResponse(
+        return self._named(
+            gateway_pb2.SearchResponse,
+            page,
+            lambda: gateway_pb2.SearchResponse(
                 **self._page(page),  # type: ignore[arg-type]
                 cached=page.cached,
                 model=convert.model_ref_pb(page.model),
-            )
-        return self._named(gateway_pb2.SearchResponse(), base, page)
+            ),
+        )
 
     @_backend_errors_for_callers
     async def SearchSimilar(
         self, request: gateway_pb2.SearchSimilarRequest, context: grpc.aio.ServicerContext
-    ) -> gateway_pb2.SearchSimilarResponse:
+    ) -> bytes:  # a serialized SearchSimilarResponse (see _named)
         principal = await self._principal(context, "search_similar")
         query = SearchQuery(
             similar_to=request.asset_id,
@@ -139,13 +143,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             include_unsafe=request.include_unsafe,
         )
         page = await self._gw.search_similar(principal, query, self._session(context))
-        base = page.rendered.get("similar")
-        if base is None:
-            base = page.rendered["similar"] = gateway_pb2.SearchSimilarResponse(
+        return self._named(
+            gateway_pb2.SearchSimilarResponse,
+            page,
+            lambda: gateway_pb2.SearchSimilarResponse(
                 **self._page(page),  # type: ignore[arg-type]
                 model=convert.model_ref_pb(page.model),
-            )
-        return self._named(gateway_pb2.SearchSimilarResponse(), base, page)
+            ),
+        )
 
     async def Ingest(
         self, request_iterator: AsyncIterator[gateway_pb2.IngestRequest], context: grpc.aio.ServicerContext
