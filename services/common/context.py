@@ -8,8 +8,8 @@ every backend call made on its behalf.
 from __future__ import annotations
 
 import contextvars
+import random
 import time
-import uuid
 
 from services.common.errors import DeadlineExceeded
 
@@ -19,8 +19,13 @@ _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
 
 
+# A request id only has to be unique, not secret: 128 bits from a generator seeded from the OS
+# once per process, instead of a system call per request (uuid4).
+_ids = random.Random()
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_ids.getrandbits(128):032x}"
 
 
 def request_id() -> str:
