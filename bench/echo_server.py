@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A minimal grpc.aio server: the floor the imagesearch services are measured against.
 
-    .venv/bin/python -m bench.echo_server --port 50090 [--no-uvloop] [--host 127.0.0.1]
+    .venv/bin/python -m bench.echo_server --port 50090 [--no-uvloop] [--host 127.0.0.1] [--page-file PATH]
 
 Same grpcio as the services and the same server options as services/common/server.py (message size
 limits, no SO_REUSEPORT, keepalive policy), but no interceptors, no reflection, no metrics, no logging
@@ -13,6 +13,10 @@ and trivial handlers, so a load test against it measures grpc.aio itself on this
   servicer and process, on the same call.
 - `imagesearch.bench.Echo/Echo`: returns the request bytes unchanged (no (de)serialisation at all), for
   Python clients that want a payload-size sweep.
+- `imagesearch.v1.GatewayService/Search`, with `--page-file PATH`: answers every request with the bytes of
+  PATH (read at the first call, so a benchmark can write a real page after the server started), e.g. a
+  captured cached search page: a server that does no work for the same response the gateway sends, so
+  a load generator's own ceiling on that response (ghz decodes each one) shows beside the gateway's.
 
 Runs on uvloop by default, like the services (ServiceSettings.use_uvloop); `--no-uvloop` gives plain
 asyncio, to measure what uvloop buys. Prints `listening on HOST:PORT` once it serves; SIGTERM / SIGINT
@@ -27,6 +31,8 @@ import contextlib
 import ipaddress
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -53,7 +59,21 @@ async def _echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     return request
 
 
-def handlers() -> list[grpc.GenericRpcHandler]:
+def _page(path: Path) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
+    page: list[bytes] = []
+
+    async def search(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if not page:
+            try:
+                page.append(path.read_bytes())
+            except OSError:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"no page file at {path} yet")
+        return page[0]
+
+    return search
+
+
+def handlers(page_file: Path | None = None) -> list[grpc.GenericRpcHandler]:
     # Raw bytes in and out (no deserializer/serializer): the cheapest handler grpc.aio can run.
     health = grpc.method_handlers_generic_handler(
         "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(_check)}
@@ -61,12 +81,17 @@ def handlers() -> list[grpc.GenericRpcHandler]:
     echo = grpc.method_handlers_generic_handler(
         "imagesearch.bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
     )
-    return [health, echo]
+    if page_file is None:
+        return [health, echo]
+    page = grpc.method_handlers_generic_handler(
+        "imagesearch.v1.GatewayService", {"Search": grpc.unary_unary_rpc_method_handler(_page(page_file))}
+    )
+    return [health, echo, page]
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, page_file: Path | None = None) -> None:
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers(handlers())
+    server.add_generic_rpc_handlers(handlers(page_file))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise SystemExit(f"cannot bind {host}:{port}")
@@ -86,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     ap.add_argument("--no-uvloop", action="store_true", help="plain asyncio event loop")
+    ap.add_argument("--page-file", type=Path, help="serve GatewayService/Search with this file's bytes")
     args = ap.parse_args(argv)
     host = args.host.strip("[]")
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
@@ -96,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(args.host, args.port))
+        runner.run(serve(args.host, args.port, args.page_file))
     return 0
 
 

@@ -14,11 +14,13 @@ gateways on that search service: `watch` (generations pushed: a hit makes no cal
 watch off: every hit reads the generation with GetIndexGeneration, as before issue #19) and, with
 --baseline-tree, `base` (an earlier checkout's gateway: the plumbing before issue #19). Seeds the
 tenant through a gateway, pins every server thread to core 0 and ghz to core 1 (`--cpus 1`), then
-runs, per round and in turn, bench/ghz/run.py's `echo.health`, `gateway.health` and
-`gateway.search_text_hot` (10 hot queries, page cache warmed) against each gateway. Prints per round:
-rps, p50, p99, each search's rps over the echo server's from the same round, and calls per server
-CPU-second (echo + gateway + search processes, from /proc), steadier on a shared machine. Writes
-the ghz summaries and a report.json under --out.
+runs, per round and in turn, bench/ghz/run.py's `echo.health`, `echo.search_page` (the echo server
+answering with a real cached page captured from the gateway: no work, same response bytes),
+`gateway.health` and `gateway.search_text_hot` (10 hot queries, page cache warmed) against each
+gateway. Prints per round: rps, p50, p99, each search's rps over the echo server's from the same
+round, calls per server CPU-second (echo + gateway + search processes, from /proc), steadier on a
+shared machine, and ghz's own CPU over its core: where it nears 1.00 the rps is the load generator's
+ceiling, not the server's. Writes the ghz summaries and a report.json under --out.
 """
 
 from __future__ import annotations
@@ -40,6 +42,25 @@ from bench.perf_report import PY, REPO, EchoServer, loadavg, pin, seed_gateway
 
 TARGET_RATIO = 0.5  # issue #19: cached gateway search >= 0.5x the echo server's rps on one core
 TARGET_P99_MS = 10.0
+PAGE_FILE = "cached-page.bin"  # a real cached page, served by the echo server as `echo.search_page`
+
+
+def capture_page(address: str, page_file: Path) -> int:
+    """One hot query's cached page as the gateway sends it (the first of the hot scenario's queries,
+    page size 20), written for the echo server: a zero-work server answering with the same bytes."""
+    import grpc
+    from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
+
+    from bench.ghz import workload
+    from bench.perf_report import API_KEY
+
+    request = gateway_pb2.SearchRequest(text=workload.load_queries(1)[0], page_size=20)
+    with grpc.insecure_channel(address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        for _ in range(2):  # the second is a page-cache hit
+            page = stub.Search(request, metadata=(("authorization", f"Bearer {API_KEY}"),), timeout=30)
+    page_file.write_bytes(page.SerializeToString())
+    return page_file.stat().st_size
 
 
 @contextlib.contextmanager
@@ -56,7 +77,7 @@ def servers(
     def env(name: str, extra: dict[str, str]) -> dict[str, str]:
         return {**{f"IMAGESEARCH_{name.upper()}_{k}": v for k, v in info.items()}, **extra}
 
-    echo = EchoServer(uvloop=True)
+    echo = EchoServer(uvloop=True, page_file=data_dir / PAGE_FILE)
     try:
         procs["encoder"] = ServiceProcess("services.encoder", env("encoder", {})).start(timeout_s=180)
         procs["search"] = ServiceProcess(
@@ -98,7 +119,8 @@ def ghz_round(procs: dict[str, Any], gateway: str, out: Path, budget_s: float) -
     cmd = [
         PY, "-m", "bench.ghz.run", "--suite", str(REPO / "bench/ghz/perf_suite.json"), "--profile", "quick",
         "--echo", procs["echo"].address, "--gateway", procs[gateway].address, "--api-key", "demo-key",
-        "--only", "echo.health", "--only", "gateway.health", "--only", "gateway.search_text_hot",
+        "--only", "echo.health", "--only", "echo.search_page", "--echo-page",
+        "--only", "gateway.health", "--only", "gateway.search_text_hot",
         "--cpus", "1", "--ghz-cpu-list", "1", "--budget-s", str(budget_s), "--out", str(out),
         "--watch-pid", f"echo={procs['echo'].proc.pid}", "--watch-pid", f"gateway={procs[gateway].proc.pid}",
         "--watch-pid", f"search={procs['search'].proc.pid}",
@@ -196,6 +218,7 @@ def main() -> int:
         servers(Path(tmp), args.baseline_tree, args.baseline_watch) as procs,
     ):
         report["seeded"] = seed_gateway(procs["watch"].address, images, procs["search"].address)
+        report["page_bytes"] = capture_page(procs["watch"].address, Path(tmp) / PAGE_FILE)
         threads = sum(pin(p.proc.pid, {0}) for p in procs.values())
         report["pinned_threads"] = threads
         for r in range(rounds):
@@ -203,6 +226,7 @@ def main() -> int:
             for gateway in [g for g in ("base", "read", "watch") if g in procs]:
                 got = ghz_round(procs, gateway, out / f"round{r}-{gateway}", budget_s=120)
                 echo, health, hot = got["echo.health"], got["gateway.health"], got["gateway.search_text_hot"]
+                page = got["echo.search_page"]
                 echo_per_cpu = echo.get("calls_per_server_cpu_s") or 0
                 row[gateway] = {
                     "echo_rps": echo["rps"],
@@ -215,6 +239,13 @@ def main() -> int:
                     "search_p99_ms": hot["latency_ms"]["p99"],
                     "search_calls_per_cpu_s": hot.get("calls_per_server_cpu_s"),
                     "unexpected": hot["unexpected"],
+                    # ghz's CPU / its core: near 1 the load generator set the rps, not the server
+                    "echo_client_cpu_share": echo.get("client_cpu_share"),
+                    "search_client_cpu_share": hot.get("client_cpu_share"),
+                    # the echo server answering the same page: the client's ceiling on that response
+                    "page_rps": page["rps"],
+                    "page_calls_per_cpu_s": page.get("calls_per_server_cpu_s"),
+                    "page_client_cpu_share": page.get("client_cpu_share"),
                     "x_echo": round(hot["rps"] / echo["rps"], 3) if echo["rps"] else None,
                     "x_echo_per_cpu": round((hot.get("calls_per_server_cpu_s") or 0) / echo_per_cpu, 3)
                     if echo_per_cpu
@@ -227,17 +258,27 @@ def main() -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(f"one server core (core 0), ghz on core 1, c=8; load average {report['loadavg_start']} -> "
           f"{report['loadavg_end']}; {out}")  # fmt: skip
-    head = ("round", "gateway", "echo rps", "health rps", "search rps", "p50 ms", "p99 ms", "x echo")
-    head2 = ("echo/CPU-s", "search/CPU-s", "x echo")
-    print("{:>5} {:8} {:>9} {:>10} {:>10} {:>7} {:>7} {:>7} | {:>10} {:>12} {:>7}".format(*head, *head2))
+    head = ("round", "gateway", "echo rps", "page rps", "search rps", "p50 ms", "p99 ms", "x echo", "x page")
+    head2 = ("echo/CPU-s", "search/CPU-s", "x echo", "ghz busy")
+    columns = "{:>5} {:6} {:>8} {:>8} {:>10} {:>6} {:>6} {:>6} {:>6} | {:>10} {:>12} {:>6} | {:>14}"
+    print(columns.format(*head, *head2))
     for r, row in enumerate(report["rounds"]):
         for gateway, m in row.items():
+            busy = "/".join(f"{m[k] or 0:.2f}" for k in ("echo_client_cpu_share", "page_client_cpu_share",
+                                                          "search_client_cpu_share"))  # fmt: skip
             print(
-                f"{r:>5} {gateway:8} {m['echo_rps']:9.0f} {m['health_rps']:10.0f} {m['search_rps']:10.0f} "
-                f"{m['search_p50_ms']:7.2f} {m['search_p99_ms']:7.2f} {m['x_echo']:7.3f} | "
+                f"{r:>5} {gateway:6} {m['echo_rps']:8.0f} {m['page_rps']:8.0f} {m['search_rps']:10.0f} "
+                f"{m['search_p50_ms']:6.2f} {m['search_p99_ms']:6.2f} {m['x_echo']:6.3f} "
+                f"{m['search_rps'] / m['page_rps'] if m['page_rps'] else 0:6.3f} | "
                 f"{m['echo_calls_per_cpu_s'] or 0:10.0f} {m['search_calls_per_cpu_s'] or 0:12.0f} "
-                f"{m['x_echo_per_cpu'] or 0:7.3f}"
+                f"{m['x_echo_per_cpu'] or 0:6.3f} | {busy:>14}"
             )
+    print(
+        f"page rps: the echo server answering every search with the same cached page "
+        f"({report['page_bytes']} bytes) and doing nothing else; ghz busy: the load generator's CPU over "
+        "its core (echo health / echo page / cached search): near 1.00 the rps is the client's ceiling "
+        "(ghz decodes every response), not the server's; calls per server CPU-second do not depend on it"
+    )
 
     for scenario, split in report.get("thread_cpu", {}).items():
         big = [t for t in split["threads"] if t["share"] >= 0.02]

@@ -99,8 +99,9 @@ def loadavg() -> list[float]:
 
 
 class EchoServer:
-    def __init__(self, uvloop: bool) -> None:
+    def __init__(self, uvloop: bool, page_file: Path | None = None) -> None:
         cmd = [PY, "-m", "bench.echo_server", "--port", "0"] + ([] if uvloop else ["--no-uvloop"])
+        cmd += ["--page-file", str(page_file)] if page_file is not None else []
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

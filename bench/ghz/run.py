@@ -40,6 +40,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -535,6 +536,12 @@ def run_ghz(
     return report
 
 
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished children (ghz, once it has exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def stored_ids(gateway: str, api_key: str, candidates: list[str]) -> list[str]:
     """The candidate ids the gateway holds (GetAsset): verifies ingest and feeds gateway.get_asset."""
     import grpc
@@ -617,6 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suite", type=Path, default=SUITE)
     ap.add_argument("--profile", default="full", help="a profile of the suite file (full, smoke)")
     ap.add_argument("--only", action="append", default=[], help="scenario name glob (repeatable)")
+    ap.add_argument(
+        "--echo-page",
+        action="store_true",
+        help="the echo server answers GatewayService/Search with a page (bench/echo_server.py --page-file)",
+    )
     ap.add_argument("--out", type=Path, help="output dir (default bench/results/ghz-<UTC time>)")
     ap.add_argument("--ghz", help="ghz binary (default: the pinned one from scripts/install_tools.sh)")
     ap.add_argument("--cpus", type=int, default=1, help="cores ghz may use (leave the rest to the servers)")
@@ -733,6 +745,8 @@ def main(argv: list[str] | None = None) -> int:
             skip = vector_note
         if not skip and "ingested" in sc.get("needs", []) and not ctx.ingested_ids:
             skip = "needs assets written by gateway.ingest in this run"
+        if not skip and "echo_page" in sc.get("needs", []) and not args.echo_page:
+            skip = "needs --echo-page (an echo server started with --page-file)"
         if not skip and sc.get("auth") and not args.api_key:
             skip = "needs --api-key"
         if not skip and time.time() - started > args.budget_s:
@@ -782,6 +796,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             say(f"run {sc['name']}: n={n} c={concurrency} max {max_duration:g}s")
             cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+            client_before = children_cpu_s()
             report = run_ghz(
                 ghz,
                 sc,
@@ -797,12 +812,18 @@ def main(argv: list[str] | None = None) -> int:
                 args.ghz_cpu_list,
             )
             cpu_after = {name: cpu_seconds(pid) for name, pid in watched.items()}
+            client_cpu_s = children_cpu_s() - client_before
         except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
             rec["failed"] = str(err)[-2000:]
             say(f"{sc['name']} failed: {rec['failed']}")
             continue
         rec.update(summarise(report, sc.get("expect", "OK")))
         rec["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+        # ghz's own CPU over its run, as a share of the cores it may use: near 1.0 the load generator,
+        # not the server, set the rps (it decodes every response with dynamic protobuf).
+        rec["client_cpu_s"] = round(client_cpu_s, 3)
+        if rec["wall_s"]:
+            rec["client_cpu_share"] = round(client_cpu_s / rec["wall_s"] / max(1, args.cpus), 3)
         if watched:
             used = {
                 name: round(cpu_after[name] - before, 3)  # type: ignore[operator]

@@ -87,6 +87,33 @@ def test_echo_server_answers_health_and_echoes_bytes_then_stops_on_sigterm(
     assert proc.wait(10) == 0
 
 
+@pytest.mark.timeout(30)
+def test_echo_server_answers_searches_with_the_page_file_once_it_exists(tmp_path: Path) -> None:
+    """`--page-file`: the zero-work server that `echo.search_page` measures a cached page against. The
+    file may appear after the server started (the benchmark captures it from the gateway)."""
+    from imagesearch.v1 import gateway_pb2
+
+    page_file = tmp_path / "page.bin"
+    echo = perf_report.EchoServer(uvloop=True, page_file=page_file)
+    try:
+        with grpc.insecure_channel(echo.address) as channel:
+            search = channel.unary_unary(
+                "/imagesearch.v1.GatewayService/Search",
+                request_serializer=gateway_pb2.SearchRequest.SerializeToString,
+                response_deserializer=gateway_pb2.SearchResponse.FromString,
+            )
+            request = gateway_pb2.SearchRequest(text="a dog", page_size=20)
+            with pytest.raises(grpc.RpcError) as err:
+                search(request, timeout=10)
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+            page = gateway_pb2.SearchResponse(next_page_token="t", arm="control", cached=True)
+            page_file.write_bytes(page.SerializeToString())
+            assert search(request, timeout=10) == page
+            assert search(gateway_pb2.SearchRequest(text="other"), timeout=10) == page
+    finally:
+        echo.stop()
+
+
 def test_echo_server_refuses_a_non_loopback_host() -> None:
     with pytest.raises(SystemExit, match="loopback"):
         echo_server.main(["--host", "10.0.0.5", "--port", "0"])
