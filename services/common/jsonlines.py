@@ -97,4 +97,13 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APP
 
 def _render(batch: list[tuple[float, dict[str, Any]]]) -> bytes:
     stamped = ({**record, "timestamp": dt.datetime.fromtimestamp(at, dt.UTC)} for at, record in batch)
-    return b"".join(orjson.dumps(record, default=str, option=_OPTIONS) for record in stamped)
+    return b"".join(_line(record) for record in stamped)
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(record, default=str, option=_OPTIONS)
+    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits: that record alone, as text
+        log.error("record not renderable as JSON; written as text", error=str(exc))
+        fallback = {"timestamp": record["timestamp"], "unrenderable": repr(record)[:4096]}
+        return orjson.dumps(fallback, option=_OPTIONS)

@@ -4,6 +4,7 @@ close (what the gateway's audit trail relies on)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -47,3 +48,18 @@ async def test_a_full_batch_is_written_before_the_interval(tmp_path: Path) -> No
             break
     assert [r["n"] for r in _lines(path)] == [0, 1]
     await writer.close()
+
+
+async def test_a_record_json_cannot_hold_is_written_as_text_without_losing_the_others(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    writer = JsonLinesWriter(str(path), flush_interval_s=5.0)
+    writer.start()
+    writer.append({"n": 0, "at": dt.datetime(2026, 12, 7, 18, 0, tzinfo=dt.UTC), "ids": {1, 2} - {1, 2}})
+    writer.append({"n": 1, "too_big": 1 << 70})  # beyond what JSON numbers hold in 64 bits
+    writer.append({"n": 2})
+    await writer.close()
+    records = _lines(path)
+    assert [r.get("n") for r in records] == [0, None, 2]
+    assert records[0]["at"] == "2026-12-07T18:00:00+00:00" and records[0]["ids"] == "set()"
+    assert "'too_big': 1180591620717411303424" in str(records[1]["unrenderable"])
+    assert "timestamp" in records[1]
