@@ -190,6 +190,7 @@ def evaluate(args) -> dict:
     print(f"[evaluate] decoded {len(items)} gallery images in {time.time() - t0:.1f}s", flush=True)
 
     results: dict = {"models": {}}
+    vocabulary = class_vocabulary(args.package)
     rng = np.random.default_rng(0)
     for m in models:
         t1 = time.time()
@@ -197,7 +198,8 @@ def evaluate(args) -> dict:
         res: dict = {}
         for fam, qs in families.items():
             sel = [q for q in qs if q["split"] in splits]
-            txt = batched(m.encode_texts, [q["text"] for q in sel], 32)
+            template = args.query_template if isinstance(m, PhotoPackage) else "{}"
+            txt = batched(m.encode_texts, [template.format(q["text"]) for q in sel], 32)
             ranks = ranks_of(txt @ gal["semantic"].T, [q["rel"] for q in sel])
             res[fam] = retrieval_metrics(ranks)
             res[f"{fam}_by_target_source"] = {
@@ -206,6 +208,8 @@ def evaluate(args) -> dict:
                 )
                 for src in sorted({q["target"].split(":", 1)[0] for q in sel})
             }
+            if fam == "label":
+                res["label_by_vocabulary"] = by_vocabulary(sel, ranks, vocabulary)
             if fam == "paraphrase":
                 res["paraphrase_misses_at_10"] = [
                     q["text"] for q, r in zip(sel, ranks, strict=True) if r[0] >= 10
@@ -311,6 +315,30 @@ def speed(args) -> dict:
     return out
 
 
+def class_vocabulary(package: Path) -> set[str]:
+    """Every lemma of the package's classifier classes (ImageNet's 1,000), lower-cased."""
+    classes = json.loads((package / "classes.json").read_text())
+    return {lemma.lower().replace("_", " ") for c in classes for lemma in c["lemmas"]}
+
+
+def by_vocabulary(queries: list[dict], ranks: list[np.ndarray], vocabulary: set[str]) -> dict:
+    """Label-query metrics split by whether the query is a class name the classifier has, contains a
+    word that is one, or neither: a ConSE model can only name what its classes cover."""
+
+    def kind(text: str) -> str:
+        text = text.lower()
+        if text in vocabulary:
+            return "names_a_class"
+        return "has_a_class_word" if any(w in vocabulary for w in text.split()) else "no_class_word"
+
+    kinds = [kind(q["text"]) for q in queries]
+    return {
+        k: retrieval_metrics([r for r, got in zip(ranks, kinds, strict=True) if got == k])
+        for k in ("names_a_class", "has_a_class_word", "no_class_word")
+        if k in kinds
+    }
+
+
 def print_table(results: dict) -> None:
     print(
         "\n| model | label R@1 | R@5 | R@10 | nDCG@10 | MRR | paraphrase R@1 | R@5 | R@10 | nDCG@10 | MRR |"
@@ -325,6 +353,10 @@ def print_table(results: dict) -> None:
             d = r["near_duplicate_hit@1"]
             cells.append(f"{d:.4f}" if isinstance(d, float) else f"{d[aug]['visual']:.4f}")
         print("| " + " | ".join(cells) + " |")
+    print("\nlabel R@1 by whether the query names one of the classifier's classes (queries):")
+    for name, r in results["models"].items():
+        split = r.get("label_by_vocabulary", {})
+        print(f"  {name}: " + ", ".join(f"{k} {m['R@1']:.3f} ({m['n']})" for k, m in split.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--split", choices=("heldout", "tune", "all"), default="heldout")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--query-template",
+        default="{}",
+        help="wrap each photo-package query, e.g. 'a photo of {}' (the service sends queries as typed)",
+    )
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--speed", action="store_true", help="measure throughput instead of quality")
     ap.add_argument("--speed-threads", type=int, nargs="+", default=[1, 2], help="intra-op threads (--speed)")
