@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.balancing import BackendAddress
@@ -56,6 +56,12 @@ class EncoderSettings(ServiceSettings):
         validation_alias=AliasChoices("IMAGESEARCH_ENCODER_TRITON_GRPC_URL", "IMAGESEARCH_TRITON_GRPC_URL"),
         description="Triton's gRPC host:port, or several Triton instances as ip:port,ip:port or "
         "dns:///name:port, balanced round robin (backend=triton; IMAGESEARCH_TRITON_GRPC_URL also works).",
+    )
+    triton_tls: bool = Field(
+        False,
+        description="backend=triton: dial Triton over mutual TLS, trusting only the suite CA and presenting "
+        "this service's certificate from tls_dir (Triton started with --grpc-use-ssl --grpc-use-ssl-mutual "
+        "and a suite certificate; docs/SECURITY.md).",
     )
     triton_request_batch: int = Field(
         8,
@@ -120,3 +126,9 @@ class EncoderSettings(ServiceSettings):
             "cores; off leaves the cores to decoding and other processes)."
         ),
     )
+
+    @model_validator(mode="after")
+    def _triton_tls_needs_certificates(self) -> EncoderSettings:
+        if self.triton_tls and self.tls_dir is None:
+            raise ValueError("triton_tls needs tls_dir: the certificate directory it presents to Triton")
+        return self

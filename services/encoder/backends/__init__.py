@@ -3,6 +3,7 @@ branches on it."""
 
 from __future__ import annotations
 
+from services.common import tls
 from services.encoder.backends.base import EncoderBackend, TowerSpec
 from services.encoder.package import ModelPackage, load_package
 from services.encoder.settings import EncoderSettings
@@ -22,7 +23,8 @@ def make_backend(settings: EncoderSettings, package: ModelPackage) -> EncoderBac
     if settings.backend == "triton":
         from services.encoder.backends.triton import TritonBackend
 
-        return TritonBackend(settings.triton_grpc_url, package, settings.triton_request_batch)
+        files = tls.cert_files(settings, "encoder") if settings.triton_tls else None
+        return TritonBackend(settings.triton_grpc_url, package, settings.triton_request_batch, files)
     from services.encoder.backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(

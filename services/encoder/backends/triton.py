@@ -28,6 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 from services.common.balancing import balancing_options, grpc_target
 from services.common.errors import DeadlineExceeded, DomainError, FailedPrecondition, Unavailable
+from services.common.tls import CertFiles, client_credentials
 from services.encoder.backends import model_repository
 from services.encoder.backends.base import TensorSpec, TowerSpec
 from services.encoder.package import ModelPackage, Tower
@@ -50,8 +51,11 @@ class TritonBackend:
 
     runtime = "triton"
 
-    def __init__(self, url: str, package: ModelPackage, request_batch: int) -> None:
+    def __init__(
+        self, url: str, package: ModelPackage, request_batch: int, tls_files: CertFiles | None = None
+    ) -> None:
         self._url = url
+        self._tls_files = tls_files  # mutual TLS to Triton (settings.triton_tls); None: plaintext
         self._towers = (package.tower("image"), package.tower("text"))
         self._names = tuple(t.triton_model for t in self._towers)
         self._request_batch = request_batch
@@ -63,7 +67,9 @@ class TritonBackend:
         if self._client is None:  # created lazily, inside the running event loop
             # Several Triton instances: round robin over the ready ones (services/common/balancing.py).
             self._client = grpcclient.InferenceServerClient(
-                grpc_target(self._url), channel_args=[*_CHANNEL_ARGS, *balancing_options(self._url)]
+                grpc_target(self._url),
+                creds=None if self._tls_files is None else client_credentials(self._tls_files),
+                channel_args=[*_CHANNEL_ARGS, *balancing_options(self._url)],
             )
         return self._client
 
