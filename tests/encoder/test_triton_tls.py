@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,7 +47,8 @@ def tls_triton(suite_certs: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         proc = subprocess.Popen(argv, env=launch.env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + Triton.ready_timeout_s
-        while not _ready(ports["http"]):
+        config = triton.config()
+        while triton.health(ports, config) is not None:  # the stack's own readiness check
             assert proc.poll() is None, f"tritonserver exited: {log.read_text(errors='replace')[-3000:]}"
             assert (
                 time.monotonic() < deadline
@@ -63,14 +63,6 @@ def tls_triton(suite_certs: Path, tmp_path_factory: pytest.TempPathFactory) -> I
             proc.kill()
             proc.wait()
         triton.after_stop(run_id)
-
-
-def _ready(http_port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
 
 
 def _encoder_env(address: str, triton_tls: bool) -> dict[str, str]:

@@ -33,9 +33,10 @@ from onnxruntime.quantization import (
 )
 
 from tools.photo_package.eval_set import DEFAULT_DATA, OUT_DIR
-from tools.photo_package.evaluate import DEFAULT_PACKAGE, gallery_pixels, load_set, session
+from tools.photo_package.evaluate import DEFAULT_PACKAGE, batched, gallery_pixels, load_set, session
 
 BAR = 0.999  # issue 15: an int8 variant is offered only at cosine >= 0.999 to fp32
+VECTORS = ("semantic", "visual")
 
 
 class _Images(CalibrationDataReader):
@@ -47,9 +48,7 @@ class _Images(CalibrationDataReader):
 
 
 def vectors(model: ort.InferenceSession, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    batches = [pixels[i : i + 16] for i in range(0, len(pixels), 16)]
-    out = [model.run(["semantic", "visual"], {"pixels": batch}) for batch in batches]
-    return {"semantic": np.concatenate([o[0] for o in out]), "visual": np.concatenate([o[1] for o in out])}
+    return batched(lambda x: dict(zip(VECTORS, model.run(list(VECTORS), {"pixels": x}), strict=True)), pixels)
 
 
 def images_per_s(model: ort.InferenceSession, pixels: np.ndarray, seconds: float = 6.0) -> float:
