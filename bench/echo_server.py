@@ -2,6 +2,7 @@
 """A minimal grpc.aio server: the floor the imagesearch services are measured against.
 
     .venv/bin/python -m bench.echo_server --port 50090 [--no-uvloop] [--host 127.0.0.1] [--page-file PATH]
+        [--relay-encoder HOST:PORT --relay-search HOST:PORT]
 
 Same grpcio as the services and the same server options as services/common/server.py (message size
 limits, no SO_REUSEPORT, keepalive policy), but no interceptors, no reflection, no metrics, no logging
@@ -17,6 +18,11 @@ and trivial handlers, so a load test against it measures grpc.aio itself on this
   PATH (read at the first call, so a benchmark can write a real page after the server started), e.g. a
   captured cached search page: a server that does no work for the same response the gateway sends, so
   a load generator's own ceiling on that response (ghz decodes each one) shows beside the gateway's.
+- with `--relay-encoder` and `--relay-search` as well, `GatewayService/Search` first makes the two
+  hops of an uncached text search, as bench/ghz/perf_suite.json measures them alone (EncodeTexts of
+  the request's text, then a hybrid Query of tenant demo with that vector, window 100, vectors
+  included, the search cache skipped), then answers with the page: a gateway that does nothing but
+  its hops, so "uncached search / sum of its hops" has a floor measured beside it (issue #19).
 
 Runs on uvloop by default, like the services (ServiceSettings.use_uvloop); `--no-uvloop` gives plain
 asyncio, to measure what uvloop buys. Prints `listening on HOST:PORT` once it serves; SIGTERM / SIGINT
@@ -73,7 +79,56 @@ def _page(path: Path) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[b
     return search
 
 
-def handlers(page_file: Path | None = None) -> list[grpc.GenericRpcHandler]:
+RELAY_TENANT = "demo"  # perf_report.py's seeded tenant
+RELAY_WINDOW = 100  # the gateway's default candidate window (rerank_candidate_window)
+
+
+def _relay(
+    page_file: Path, encoder: str, search: str
+) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
+    from imagesearch.v1 import (
+        encoder_pb2,
+        encoder_pb2_grpc,
+        gateway_pb2,
+        search_pb2,
+        search_pb2_grpc,
+    )
+
+    stubs: list[tuple[encoder_pb2_grpc.EncoderServiceStub, search_pb2_grpc.SearchServiceStub]] = []
+    answer = _page(page_file)
+
+    async def search_with_hops(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if not stubs:  # channels made on the server's own event loop
+            stubs.append(
+                (
+                    encoder_pb2_grpc.EncoderServiceStub(grpc.aio.insecure_channel(encoder)),
+                    search_pb2_grpc.SearchServiceStub(grpc.aio.insecure_channel(search)),
+                )
+            )
+        encoder_stub, search_stub = stubs[0]
+        text = gateway_pb2.SearchRequest.FromString(request).text
+        encoded = await encoder_stub.EncodeTexts(
+            encoder_pb2.EncodeTextsRequest(texts=[encoder_pb2.TextInput(id="q", text=text)]), timeout=30
+        )
+        await search_stub.Query(
+            search_pb2.QueryRequest(
+                tenant=RELAY_TENANT,
+                text=text,
+                vector=encoded.results[0].embedding,
+                limit=RELAY_WINDOW,
+                include_vectors=True,
+                skip_cache=True,
+            ),
+            timeout=30,
+        )
+        return await answer(request, context)
+
+    return search_with_hops
+
+
+def handlers(
+    page_file: Path | None = None, relay: tuple[str, str] | None = None
+) -> list[grpc.GenericRpcHandler]:
     # Raw bytes in and out (no deserializer/serializer): the cheapest handler grpc.aio can run.
     health = grpc.method_handlers_generic_handler(
         "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(_check)}
@@ -83,15 +138,18 @@ def handlers(page_file: Path | None = None) -> list[grpc.GenericRpcHandler]:
     )
     if page_file is None:
         return [health, echo]
+    search = _page(page_file) if relay is None else _relay(page_file, *relay)
     page = grpc.method_handlers_generic_handler(
-        "imagesearch.v1.GatewayService", {"Search": grpc.unary_unary_rpc_method_handler(_page(page_file))}
+        "imagesearch.v1.GatewayService", {"Search": grpc.unary_unary_rpc_method_handler(search)}
     )
     return [health, echo, page]
 
 
-async def serve(host: str, port: int, page_file: Path | None = None) -> None:
+async def serve(
+    host: str, port: int, page_file: Path | None = None, relay: tuple[str, str] | None = None
+) -> None:
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers(handlers(page_file))
+    server.add_generic_rpc_handlers(handlers(page_file, relay))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise SystemExit(f"cannot bind {host}:{port}")
@@ -112,7 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     ap.add_argument("--no-uvloop", action="store_true", help="plain asyncio event loop")
     ap.add_argument("--page-file", type=Path, help="serve GatewayService/Search with this file's bytes")
+    ap.add_argument("--relay-encoder", help="with --page-file: Search first calls this encoder (EncodeTexts)")
+    ap.add_argument("--relay-search", help="with --page-file: Search then calls this search service (Query)")
     args = ap.parse_args(argv)
+    relay = None
+    if args.relay_encoder or args.relay_search:
+        if not (args.relay_encoder and args.relay_search and args.page_file):
+            ap.error("--relay-encoder and --relay-search go together, with --page-file")
+        relay = (args.relay_encoder, args.relay_search)
     host = args.host.strip("[]")
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         raise SystemExit("the echo server binds loopback addresses only")
@@ -122,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(args.host, args.port, args.page_file))
+        runner.run(serve(args.host, args.port, args.page_file, relay))
     return 0
 
 

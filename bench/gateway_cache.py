@@ -282,8 +282,8 @@ def main() -> int:
 
     for scenario, split in report.get("thread_cpu", {}).items():
         big = [t for t in split["threads"] if t["share"] >= 0.02]
-        threads = ", ".join(f"{t['name']}/{t['tid']} {t['us_per_call']:.0f} us" for t in big)
-        print(f"watch gateway, {scenario}: {split['us_per_call']:.0f} us CPU per call ({threads})")
+        names = ", ".join(f"{t['name']}/{t['tid']} {t['us_per_call']:.0f} us" for t in big)
+        print(f"watch gateway, {scenario}: {split['us_per_call']:.0f} us CPU per call ({names})")
 
     def total(gateway: str, key: str) -> float:
         return sum(row[gateway][key] or 0 for row in report["rounds"] if gateway in row)

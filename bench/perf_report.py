@@ -99,9 +99,13 @@ def loadavg() -> list[float]:
 
 
 class EchoServer:
-    def __init__(self, uvloop: bool, page_file: Path | None = None) -> None:
+    def __init__(
+        self, uvloop: bool, page_file: Path | None = None, relay: tuple[str, str] | None = None
+    ) -> None:
+        """`relay`: (encoder, search) addresses: its Search makes an uncached search's two hops first."""
         cmd = [PY, "-m", "bench.echo_server", "--port", "0"] + ([] if uvloop else ["--no-uvloop"])
         cmd += ["--page-file", str(page_file)] if page_file is not None else []
+        cmd += ["--relay-encoder", relay[0], "--relay-search", relay[1]] if relay is not None else []
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -566,22 +570,22 @@ def compare(out: Path) -> Rows:
         "uncached", dig(ts, "uncached_concurrent", "qps"), "higher",
     )  # fmt: skip
 
-    # F. The gateway end to end against the sum of its hops.
+    # F. The gateway end to end against the sum of its hops. A gateway watching index generations
+    # (the default) makes no GetIndexGeneration call on a search, so that hop is not in the sum.
     sec = "F. gateway vs sum of hops"
-    hops = [
-        g.get(n) for n in ("search.index_generation_c1", "encoder.encode_text_c1", "search.first_stage_c1")
-    ]
+    hops = [g.get(n) for n in ("encoder.encode_text_c1", "search.first_stage_c1")]
     for stat in ("mean", "p50"):
         parts = [lat(h, stat) for h in hops]
-        total = sum(parts) if all(p is not None for p in parts) else None  # type: ignore[misc]
+        total = sum(p for p in parts if p is not None) if None not in parts else None
         r.add(
             sec, "uncached text search (ghz c1)", f"{stat} ms", lat(hu, stat),
-            "GetIndexGeneration + EncodeTexts + Query(window 100)", total, "lower",
+            "EncodeTexts + Query(window 100)", total, "lower",
             "hops measured alone, one call at a time, same run",
         )  # fmt: skip
     r.add(
         sec, "cached text search (ghz c1)", "mean ms", lat(hc, "mean"), "GetIndexGeneration",
-        lat(hops[0], "mean"), "lower", "a page-cache hit still asks search for the index generation",
+        lat(g.get("search.index_generation_c1"), "mean"), "lower",
+        "the cheapest search-service call: a hit served from memory makes no call at all",
     )  # fmt: skip
     enc_p50, fs_p50 = (
         dig(ts, "baseline_encode_text", "p50_ms"),

@@ -114,6 +114,97 @@ def test_echo_server_answers_searches_with_the_page_file_once_it_exists(tmp_path
         echo.stop()
 
 
+class _Hops:
+    """An encoder and a search service that record what they were asked: the relay's hops."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    async def encode_texts(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        from imagesearch.v1 import common_pb2, encoder_pb2
+
+        self.calls.append(("EncodeTexts", request))
+        vector = common_pb2.Embedding(values=b"\x00\x00\x80\x3f" * 4)
+        return encoder_pb2.EncodeTextsResponse(results=[encoder_pb2.EncodeResult(id="q", embedding=vector)])
+
+    async def query(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        from imagesearch.v1 import search_pb2
+
+        self.calls.append(("Query", request))
+        return search_pb2.QueryResponse()
+
+
+@pytest.mark.timeout(60)
+def test_echo_server_relay_makes_both_hops_then_answers_with_the_page(tmp_path: Path) -> None:
+    """`--relay-encoder/--relay-search`: the floor of bench/gateway_hops.py makes an uncached search's
+    two hops as they are measured alone (the encoder's vector goes into a window-100 hybrid Query of
+    the seeded tenant, vectors included, cache skipped), in that order, then answers with the page."""
+    import asyncio
+    import threading
+
+    from imagesearch.v1 import encoder_pb2, gateway_pb2, search_pb2
+
+    hops = _Hops()
+    ports: list[int] = []
+    ready, stop = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        servers = []
+        for service, method, handler, req in (
+            ("EncoderService", "EncodeTexts", hops.encode_texts, encoder_pb2.EncodeTextsRequest),
+            ("SearchService", "Query", hops.query, search_pb2.QueryRequest),
+        ):
+            server = grpc.aio.server()
+            rpc = grpc.unary_unary_rpc_method_handler(
+                handler,
+                request_deserializer=req.FromString,
+                response_serializer=lambda m: m.SerializeToString(),
+            )
+            server.add_generic_rpc_handlers(
+                [grpc.method_handlers_generic_handler(f"imagesearch.v1.{service}", {method: rpc})]
+            )
+            ports.append(server.add_insecure_port("127.0.0.1:0"))
+            await server.start()
+            servers.append(server)
+        ready.set()
+        await asyncio.to_thread(stop.wait)
+        for server in servers:
+            await server.stop(0)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(20)
+    page = gateway_pb2.SearchResponse(next_page_token="t", cached=False)
+    page_file = tmp_path / "page.bin"
+    page_file.write_bytes(page.SerializeToString())
+    echo = perf_report.EchoServer(
+        uvloop=True, page_file=page_file, relay=(f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}")
+    )
+    try:
+        with grpc.insecure_channel(echo.address) as channel:
+            search = channel.unary_unary(
+                "/imagesearch.v1.GatewayService/Search",
+                request_serializer=gateway_pb2.SearchRequest.SerializeToString,
+                response_deserializer=gateway_pb2.SearchResponse.FromString,
+            )
+            assert search(gateway_pb2.SearchRequest(text="a red car", page_size=20), timeout=20) == page
+    finally:
+        echo.stop()
+        stop.set()
+        thread.join(10)
+    assert [name for name, _ in hops.calls] == ["EncodeTexts", "Query"]
+    assert [t.text for t in hops.calls[0][1].texts] == ["a red car"]
+    query = hops.calls[1][1]
+    assert (query.tenant, query.text, query.limit) == ("demo", "a red car", 100)
+    assert query.include_vectors and query.skip_cache
+    assert query.vector.values == b"\x00\x00\x80\x3f" * 4
+
+
+def test_echo_server_relay_needs_both_addresses_and_a_page_file() -> None:
+    with pytest.raises(SystemExit):
+        echo_server.main(["--port", "0", "--relay-encoder", "127.0.0.1:1"])
+
+
 def test_echo_server_refuses_a_non_loopback_host() -> None:
     with pytest.raises(SystemExit, match="loopback"):
         echo_server.main(["--host", "10.0.0.5", "--port", "0"])
@@ -193,6 +284,24 @@ def test_gateway_health_is_compared_with_echo_health_from_the_same_summary(tmp_p
     assert not [r for r in rows.rows if r["what"].startswith(("encoder ", "search "))]
     assert f"{sec}: encoder Health/Check (rps) vs echo Health/Check: not measured" in rows.missing
     assert f"{sec}: search Health/Check (rps) vs echo Health/Check: not measured" in rows.missing
+
+
+def test_uncached_search_is_compared_with_its_two_hops_without_the_generation_read(tmp_path: Path) -> None:
+    """A gateway watching index generations makes no GetIndexGeneration call on a search, so the
+    sum it is held to is EncodeTexts + Query alone."""
+    write_summary(
+        tmp_path / "ghz",
+        [
+            ghz_record("search.index_generation_c1", "search", rps=2000.0, p50=0.5, per_cpu=None),
+            ghz_record("encoder.encode_text_c1", "encoder", rps=300.0, p50=3.0, per_cpu=None),
+            ghz_record("search.first_stage_c1", "search", rps=400.0, p50=2.0, per_cpu=None),
+            ghz_record("gateway.search_text_c1", "gateway", rps=100.0, p50=7.5, per_cpu=None),
+        ],
+    )
+    rows = perf_report.compare(tmp_path)
+    p50 = row(rows, "F. gateway vs sum of hops", "uncached text search (ghz c1)", "p50 ms")
+    assert p50["baseline_name"] == "EncodeTexts + Query(window 100)"
+    assert p50["baseline"] == 5.0 and p50["ratio"] == 1.5
 
 
 def test_missing_or_unreadable_inputs_are_listed_as_not_measured(tmp_path: Path) -> None:
