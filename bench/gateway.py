@@ -331,7 +331,7 @@ def report(r: dict[str, Any]) -> None:
         f"(runs {ing['encoder_only_runs'][0]:.1f}, {ing['encoder_only_runs'][1]:.1f})\n"
         f"        end to end, safety+OCR off {ing['ingest_no_analysis_img_s']:.1f} img/s "
         f"= {ing['ingest_no_analysis_ratio']:.0%} of encoder-only\n"
-        f"        end to end, safety+OCR on  {ing['ingest_with_safety_ocr_img_s']:.1f} img/s "
+        f"        end to end, safety+OCR inline {ing['ingest_with_safety_ocr_img_s']:.1f} img/s "
         f"= {ing['ingest_with_safety_ocr_ratio']:.0%} of encoder-only"
     )
     print(f"{'':8}outcomes: {ing['outcomes_no_analysis']} / {ing['outcomes_with_analysis']}")

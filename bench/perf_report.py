@@ -600,8 +600,13 @@ def compare(out: Path) -> Rows:
         sec, "ingest, safety + OCR off", "images/s", ing.get("ingest_no_analysis_img_s"),
         "EncodeImages alone", ing.get("encoder_only_img_s"), "higher",
     )  # fmt: skip
-    r.add(sec, "ingest, safety + OCR on", "images/s", ing.get("ingest_with_safety_ocr_img_s"),
-          "EncodeImages alone", ing.get("encoder_only_img_s"), "higher")  # fmt: skip
+    # bench/gateway.py's gateway analyses inline (before the acknowledgement, as the end-to-end tests
+    # need); the default, deferred analysis, is bench/ingest_ack.py's.
+    r.add(
+        sec, "ingest, safety + OCR inline", "images/s", ing.get("ingest_with_safety_ocr_img_s"),
+        "EncodeImages alone", ing.get("encoder_only_img_s"), "higher",
+        "analysis before the acknowledgement (not the default: bench/ingest_ack.py measures deferred)",
+    )  # fmt: skip
     return r
 
 
