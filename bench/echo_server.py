@@ -178,9 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.relay_encoder and args.relay_search and args.page_file):
             ap.error("--relay-encoder and --relay-search go together, with --page-file")
         relay = (args.relay_encoder, args.relay_search)
-    host = args.host.strip("[]")
-    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
-        raise SystemExit("the echo server binds loopback addresses only")
+    hosts = [args.host, *(address.rsplit(":", 1)[0] for address in relay or ())]
+    for host in (h.strip("[]") for h in hosts):
+        if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+            raise SystemExit("the echo server binds and relays to loopback addresses only")
     loop_factory = None
     if not args.no_uvloop:
         import uvloop

@@ -205,6 +205,12 @@ def test_echo_server_relay_needs_both_addresses_and_a_page_file() -> None:
         echo_server.main(["--port", "0", "--relay-encoder", "127.0.0.1:1"])
 
 
+def test_echo_server_relays_to_loopback_addresses_only(tmp_path: Path) -> None:
+    argv = ["--port", "0", "--page-file", str(tmp_path / "p"), "--relay-search", "127.0.0.1:2"]
+    with pytest.raises(SystemExit, match="loopback"):
+        echo_server.main([*argv, "--relay-encoder", "10.0.0.5:50071"])
+
+
 def test_echo_server_refuses_a_non_loopback_host() -> None:
     with pytest.raises(SystemExit, match="loopback"):
         echo_server.main(["--host", "10.0.0.5", "--port", "0"])
