@@ -87,6 +87,17 @@ def test_echo_server_answers_health_and_echoes_bytes_then_stops_on_sigterm(
     assert proc.wait(10) == 0
 
 
+def page_search(channel: grpc.Channel) -> grpc.UnaryUnaryMultiCallable:
+    """The echo server's GatewayService/Search on `channel`, its answers decoded."""
+    from imagesearch.v1 import gateway_pb2
+
+    return channel.unary_unary(
+        "/imagesearch.v1.GatewayService/Search",
+        request_serializer=gateway_pb2.SearchRequest.SerializeToString,
+        response_deserializer=gateway_pb2.SearchResponse.FromString,
+    )
+
+
 @pytest.mark.timeout(30)
 def test_echo_server_answers_searches_with_the_page_file_once_it_exists(tmp_path: Path) -> None:
     """`--page-file`: the zero-work server that `echo.search_page` measures a cached page against. The
@@ -97,11 +108,7 @@ def test_echo_server_answers_searches_with_the_page_file_once_it_exists(tmp_path
     echo = perf_report.EchoServer(uvloop=True, page_file=page_file)
     try:
         with grpc.insecure_channel(echo.address) as channel:
-            search = channel.unary_unary(
-                "/imagesearch.v1.GatewayService/Search",
-                request_serializer=gateway_pb2.SearchRequest.SerializeToString,
-                response_deserializer=gateway_pb2.SearchResponse.FromString,
-            )
+            search = page_search(channel)
             request = gateway_pb2.SearchRequest(text="a dog", page_size=20)
             with pytest.raises(grpc.RpcError) as err:
                 search(request, timeout=10)
@@ -182,11 +189,7 @@ def test_echo_server_relay_makes_both_hops_then_answers_with_the_page(tmp_path: 
     )
     try:
         with grpc.insecure_channel(echo.address) as channel:
-            search = channel.unary_unary(
-                "/imagesearch.v1.GatewayService/Search",
-                request_serializer=gateway_pb2.SearchRequest.SerializeToString,
-                response_deserializer=gateway_pb2.SearchResponse.FromString,
-            )
+            search = page_search(channel)
             assert search(gateway_pb2.SearchRequest(text="a red car", page_size=20), timeout=20) == page
     finally:
         echo.stop()
