@@ -46,7 +46,7 @@ lint: $(VPY) $(BUF) ## buf lint, ruff, mypy
 	$(BUF) lint
 	$(VPY) -m ruff check $(PY_DIRS)
 	$(VPY) -m ruff format --check $(PY_DIRS)
-	$(VPY) -m mypy services devstack
+	$(VPY) -m mypy services devstack bench
 
 .PHONY: stack-up
 stack-up: $(VPY) models ## Start (or reuse) the real backends: Redis, Weaviate, Triton (builds/caches on first use)

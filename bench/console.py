@@ -142,7 +142,7 @@ def run(rounds: int, assets: int) -> dict[str, Any]:
             "target_console_app_p50_ms": 300,
         }
         for kind, s in series.items():
-            figures = {name: percentiles(values) for name, values in s.items()}
+            figures: dict[str, Any] = {name: percentiles(values) for name, values in s.items()}
             figures["ratio_console_app_over_gateway_direct_p50"] = (
                 figures["console_app"]["p50_ms"] / figures["gateway_direct"]["p50_ms"]
             )

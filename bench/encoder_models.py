@@ -22,6 +22,7 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -78,12 +79,12 @@ class _Graph:
     def weight(self, shape: tuple[int, ...], std: float, prefix: str = "w") -> str:
         return self.const(self.rng.normal(0.0, std, shape).astype(np.float32), prefix)
 
-    def op(self, op_type: str, inputs: list[str], n_out: int = 1, **attrs: object) -> str | list[str]:
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, **attrs: Any) -> str | list[str]:
         outs = [self._name(op_type.lower()) for _ in range(n_out)]
         self.nodes.append(helper.make_node(op_type, inputs, outs, **attrs))
         return outs[0] if n_out == 1 else outs
 
-    def o(self, op_type: str, inputs: list[str], **attrs: object) -> str:
+    def o(self, op_type: str, inputs: list[str], **attrs: Any) -> str:
         out = self.op(op_type, inputs, **attrs)
         assert isinstance(out, str)
         return out
@@ -105,7 +106,9 @@ class _Graph:
         dh = w // h
         y = self.layer_norm(x, w)
         qkv = self.linear(y, w, 3 * w)
-        q, k, v = self.op("Split", [qkv, self.const(np.array([w, w, w], np.int64))], n_out=3, axis=-1)
+        parts = self.op("Split", [qkv, self.const(np.array([w, w, w], np.int64))], n_out=3, axis=-1)
+        assert isinstance(parts, list)
+        q, k, v = parts
         heads_shape = self.const(np.array([0, 0, h, dh], np.int64))
 
         def split_heads(t: str) -> str:

@@ -10,6 +10,7 @@ channels pay) and of a fresh connection's first call (handshake included: what a
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -60,7 +61,7 @@ def main() -> None:
     for label, tls_dir in (("plaintext", None), ("mutual TLS", tmp / "certs")):
         data = {"IMAGESEARCH_SEARCH_DATA_DIR": str(tmp / label.replace(" ", "-"))}
         with ServiceProcess("services.search", {**env, **data}, tls_dir=tls_dir) as svc:
-            warm, fresh = _measure(lambda svc=svc: svc.channel("gateway"), args.calls, args.connections)
+            warm, fresh = _measure(functools.partial(svc.channel, "gateway"), args.calls, args.connections)
         print(f"{label:>10}: warm channel {warm}; new connection + first call {fresh}", flush=True)
 
 

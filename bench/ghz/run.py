@@ -315,11 +315,11 @@ def build_data(kind: str, p: dict[str, Any], ctx: Context, name: str) -> Any:
     if kind == "search_upsert":
         vecs = ctx.vectors
         assert vecs is not None
-        ims = list(zip(ctx.images, vecs.images, strict=False))[: p["images"]]
+        image_vectors = list(zip(ctx.images, vecs.images, strict=False))[: p["images"]]
         batches = []
-        for start in range(0, len(ims), p["batch"]):
+        for start in range(0, len(image_vectors), p["batch"]):
             records = []
-            for j, (im, vec) in enumerate(ims[start : start + p["batch"]]):
+            for j, (im, vec) in enumerate(image_vectors[start : start + p["batch"]]):
                 records.append(
                     {
                         "asset": {
