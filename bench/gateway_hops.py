@@ -26,6 +26,7 @@ on this machine pays before doing any work. Writes the ghz summaries and report.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
@@ -34,44 +35,40 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.gateway_cache import capture_page
+from bench.gateway_cache import PAGE_FILE, capture_page
 from bench.perf_report import PY, REPO, EchoServer, loadavg, own_suite, seed_gateway
 
 TARGET_RATIO = 1.3  # issue #19: uncached text search mean <= 1.3x the sum of its hops measured alone
 QUERIES = 100  # per scenario and round
-PAGE_FILE = "page.bin"
+SUITE = REPO / "bench/ghz/perf_suite.json"
 
 
-def scenarios(round_no: int) -> list[dict[str, Any]]:
-    """This round's four c1 scenarios (bench/ghz/run.py suite format): the hops and the relay on the
-    first QUERIES texts, the gateway on a slice of its own per round."""
+def scenarios(suite: dict[str, Any], round_no: int) -> list[dict[str, Any]]:
+    """This round's four c1 scenarios, taken from bench/ghz/perf_suite.json (the hops as perf_report.py
+    measures them alone, and its uncached gateway search) with QUERIES calls each: the hops and the
+    relay on the first QUERIES texts, the gateway on a slice of its own per round."""
+    by_name = {s["name"]: s for s in suite["scenarios"]}
 
-    def c1(name: str, target: str, call: str, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        return {
-            "name": name, "target": target, "call": call, "data": data, "expect": "OK",
-            "distinct": True, "warmup": False, "concurrency": 1, "total": QUERIES, "max_duration_s": 60,
-            **extra,
-        }  # fmt: skip
+    def c1(source: str, skip: int, **override: Any) -> dict[str, Any]:
+        scenario = copy.deepcopy(by_name[source])
+        scenario["data"].update(queries=QUERIES, skip=skip)
+        scenario.update(distinct=True, warmup=False, total=QUERIES, max_duration_s=60, **override)
+        return scenario
 
-    search_text = {"kind": "gateway_search_text", "queries": QUERIES, "page_size": 20}
     return [
-        c1("encoder.encode_text_c1", "encoder", "imagesearch.v1.EncoderService.EncodeTexts",
-           {"kind": "encode_texts", "batch": 1, "queries": QUERIES}),
-        c1("search.first_stage_c1", "search", "imagesearch.v1.SearchService.Query",
-           {"kind": "search_query", "mode": "hybrid", "queries": QUERIES, "limit": 100,
-            "include_vectors": True, "skip_cache": True, "tenant": "demo"}, needs=["vectors"]),
-        c1("echo.relay_search_c1", "echo", "imagesearch.v1.GatewayService.Search", search_text,
-           auth=True, needs=["echo_page"]),
-        c1("gateway.search_text_c1", "gateway", "imagesearch.v1.GatewayService.Search",
-           {**search_text, "skip": QUERIES * (round_no + 1)}, auth=True),
-    ]  # fmt: skip
+        c1("encoder.encode_text_c1", 0),
+        c1("search.first_stage_c1", 0),
+        c1("gateway.search_text_c1", 0, name="echo.relay_search_c1", target="echo", needs=["echo_page"]),
+        c1("gateway.search_text_c1", QUERIES * (round_no + 1)),
+    ]
 
 
 def ghz_round(procs: dict[str, Any], relay: EchoServer, round_no: int, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    profiles = json.loads((REPO / "bench/ghz/perf_suite.json").read_text())["profiles"]
+    perf_suite = json.loads(SUITE.read_text())
     suite = out / "suite.json"
-    suite.write_text(json.dumps({"profiles": profiles, "scenarios": scenarios(round_no)}, indent=1))
+    own = {"profiles": perf_suite["profiles"], "scenarios": scenarios(perf_suite, round_no)}
+    suite.write_text(json.dumps(own, indent=1))
     cmd = [
         PY, "-m", "bench.ghz.run", "--suite", str(suite), "--profile", "full",
         "--encoder", procs["encoder"].address, "--search", procs["search"].address,

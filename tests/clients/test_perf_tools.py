@@ -214,6 +214,25 @@ def test_echo_server_relays_to_loopback_addresses_only(tmp_path: Path) -> None:
         echo_server.main([*argv, "--relay-encoder", "10.0.0.5:50071"])
 
 
+def test_gateway_hops_measures_the_suites_hops_and_gives_the_gateway_unseen_texts_each_round() -> None:
+    """bench/gateway_hops.py runs perf_suite.json's own hop scenarios (not copies of them); the relay
+    is the gateway's uncached search aimed at the echo server; the gateway's slice moves per round."""
+    from bench import gateway_hops
+
+    suite = json.loads(gateway_hops.SUITE.read_text())
+    by_name = {s["name"]: s for s in suite["scenarios"]}
+    rounds = [gateway_hops.scenarios(suite, r) for r in range(3)]
+    for got in rounds:
+        encode, query, relay, gateway = got
+        assert encode["call"] == by_name["encoder.encode_text_c1"]["call"]
+        assert query["data"]["limit"] == by_name["search.first_stage_c1"]["data"]["limit"]
+        assert (relay["target"], relay["call"]) == ("echo", gateway["call"])
+        assert all(s["concurrency"] == 1 and s["total"] == gateway_hops.QUERIES for s in got)
+        assert encode["data"]["skip"] == query["data"]["skip"] == relay["data"]["skip"] == 0
+    skips = [got[3]["data"]["skip"] for got in rounds]
+    assert skips == [100, 200, 300] and by_name["gateway.search_text_c1"]["data"]["skip"] == 0
+
+
 def test_echo_server_refuses_a_non_loopback_host() -> None:
     with pytest.raises(SystemExit, match="loopback"):
         echo_server.main(["--host", "10.0.0.5", "--port", "0"])
