@@ -26,6 +26,16 @@ from services.search.domain import KEYWORD_FIELDS, AssetDoc, AssetRecord
 
 log = structlog.get_logger("search.embedded")
 
+# Graphs are built by one thread: usearch's concurrent add() can leave a node stored but reached by no
+# search at any ef (unum-cloud/USearch#735), i.e. an acknowledged asset the vector leg never finds.
+# A graph snapshot is trusted only under a stamp naming this build; snapshots stamped before it (bare
+# sequence numbers, built by concurrent adds) are rebuilt once from the records.
+GRAPH_BUILD = "serial"
+
+
+def _add_to_graph(graph: Index, keys: np.ndarray, vectors: np.ndarray) -> None:
+    graph.add(keys, vectors, threads=1)
+
 
 @dataclass(frozen=True, slots=True)
 class HnswParams:
@@ -166,7 +176,7 @@ class TenantIndex:
         path = self.root / f"{stem}.usearch"
         stamp = self.root / f"{stem}.seq"
         graph = self._new_graph(dimension)
-        if path.exists() and stamp.exists() and stamp.read_text().strip() == str(self.seq):
+        if path.exists() and stamp.exists() and stamp.read_text().strip() == self._graph_stamp():
             graph.load(str(path))  # takes the snapshot's dtype and degree
             graph.expansion_search = self.hnsw.ef_search  # type: ignore[misc]
             fresh = self._new_graph(dimension)
@@ -178,7 +188,7 @@ class TenantIndex:
             log.info(
                 "rebuilding vector graph from records", tenant_dir=str(self.root), graph=stem, count=len(keys)
             )
-            graph.add(keys, vectors[keys.astype(np.int64)])
+            _add_to_graph(graph, keys, vectors[keys.astype(np.int64)])
         stamp.unlink(missing_ok=True)
         return graph
 
@@ -191,7 +201,10 @@ class TenantIndex:
             assert space.graph is not None
             space.graph.save(str(self.root / f"vectors.{name}.usearch"))
         for stem in self._graph_stems():
-            (self.root / f"{stem}.seq").write_text(str(self.seq))
+            (self.root / f"{stem}.seq").write_text(self._graph_stamp())
+
+    def _graph_stamp(self) -> str:
+        return f"{self.seq} {GRAPH_BUILD}"
 
     def _schema(self) -> tantivy.Schema:
         sb = tantivy.SchemaBuilder()
@@ -288,7 +301,7 @@ class TenantIndex:
                 keys = np.asarray([s for s, _ in placed], dtype=np.uint64)
                 vecs = np.stack([r.vector for _, r in placed]).astype(np.float32)  # type: ignore[misc]
                 self.vectors[keys.astype(np.int64)] = vecs
-                self.graph.add(keys, vecs)
+                _add_to_graph(self.graph, keys, vecs)
                 for name, space in self.named.items():
                     space.grow(slot)
                     with_name = [(s, r.named[name]) for s, r in placed if name in r.named]
@@ -298,7 +311,7 @@ class TenantIndex:
                         space.vectors[nkeys.astype(np.int64)] = nvecs
                         space.has[nkeys.astype(np.int64)] = True
                         assert space.graph is not None
-                        space.graph.add(nkeys, nvecs)
+                        _add_to_graph(space.graph, nkeys, nvecs)
                 for s, rec in placed:
                     self.writer.add_document(self._tdoc(s, rec.doc))
             old = retired + [
