@@ -445,3 +445,19 @@ def test_parse_watch_rejects_malformed_arguments(bad: str) -> None:
     with pytest.raises(SystemExit, match="NAME=PID") as err:
         ghz_run.parse_watch(["search=7", bad])
     assert repr(bad) in str(err.value)
+
+
+def test_encoder_spacing_measures_every_pause_and_thread_count_against_back_to_back() -> None:
+    """bench.encoder_spacing on the photo package's text tower: a row per (pause, threads) pair, pause 0
+    added when not asked for, and each thread count's pause-0 row is its own baseline."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.encoder_spacing", "--calls", "3", "--rounds", "1", "--pauses-ms", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.splitlines()
+    rows = [line.split() for line in out[1:]]
+    assert [(r[1], r[2]) for r in rows] == [("0", "1"), ("0", "2"), ("1", "1"), ("1", "2")]
+    assert all(float(r[6]) == 1.0 for r in rows[:2])
+    assert all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows)
