@@ -39,11 +39,13 @@ from typing import Any
 import numpy as np
 import weaviate
 from weaviate.classes.config import Configure, Reconfigure
+from weaviate.classes.init import Auth
 from weaviate.classes.query import MetadataQuery
 
 from devstack.common import HOST
 from devstack.ports import PortPicker
 from devstack.versions import WEAVIATE_VERSION
+from devstack.weaviate import auth_headers, weaviate_api_key
 from devstack.weaviate_cluster import WeaviateCluster
 
 COLLECTION = "CompressionBench"
@@ -249,7 +251,10 @@ def search_all(collection: Any, queries: np.ndarray, warmup: int) -> tuple[list[
 
 def shard_compressed(http_port: int) -> bool | None:
     """Whether Weaviate reports the collection's shard as compressed (None when it does not say)."""
-    with urllib.request.urlopen(f"http://{HOST}:{http_port}/v1/nodes?output=verbose", timeout=10) as r:
+    with urllib.request.urlopen(
+        urllib.request.Request(f"http://{HOST}:{http_port}/v1/nodes?output=verbose", headers=auth_headers()),
+        timeout=10,
+    ) as r:
         nodes = json.load(r)["nodes"]
     for node in nodes:
         for shard in node.get("shards") or []:
@@ -334,7 +339,11 @@ def run_group(
         with cluster:
             ports = cluster.ports[0]
             client = weaviate.connect_to_local(
-                host=HOST, port=ports.http, grpc_port=ports.grpc, skip_init_checks=True
+                host=HOST,
+                port=ports.http,
+                grpc_port=ports.grpc,
+                skip_init_checks=True,
+                auth_credentials=Auth.api_key(weaviate_api_key()),
             )
             current = reports[0]
             try:

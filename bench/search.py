@@ -38,6 +38,7 @@ import grpc
 import numpy as np
 from imagesearch.v1 import common_pb2, search_pb2, search_pb2_grpc
 
+from devstack.weaviate import weaviate_api_key
 from services.search.backends import make_backend
 from services.search.cache import make_cache
 from services.search.core import SearchCore
@@ -339,6 +340,7 @@ def bench_backend(kind: str, corpus: Corpus, args: argparse.Namespace, stack_inf
             IMAGESEARCH_SEARCH_WEAVIATE_HOST=stack_info.host,
             IMAGESEARCH_SEARCH_WEAVIATE_HTTP_PORT=str(stack_info.weaviate_http_port),
             IMAGESEARCH_SEARCH_WEAVIATE_GRPC_PORT=str(stack_info.weaviate_grpc_port),
+            IMAGESEARCH_SEARCH_WEAVIATE_API_KEY=weaviate_api_key(),
             IMAGESEARCH_SEARCH_WEAVIATE_COLLECTION=f"Bench{uuid.uuid4().hex[:8]}",
         )
     caches = ["memory"] + (["redis"] if stack_info is not None else [])

@@ -36,8 +36,10 @@ import numpy as np
 import weaviate
 from imagesearch.v1 import common_pb2, search_pb2, search_pb2_grpc
 from weaviate.classes.config import ConsistencyLevel
+from weaviate.classes.init import Auth
 from weaviate.classes.query import Filter
 
+from devstack.weaviate import auth_headers, weaviate_api_key
 from devstack.weaviate_cluster import NodePorts, WeaviateCluster
 from services.search.backends.weaviate.schema import VECTOR_NAME, object_uuid
 
@@ -222,7 +224,7 @@ def node_object_count(http_port: int, collection: str, tenant: str, node: str) -
     """The tenant's object count on ``node`` by the node status API (None when it does not say)."""
     url = f"http://127.0.0.1:{http_port}/v1/nodes/{collection}?output=verbose"
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=auth_headers()), timeout=5) as resp:
             nodes = json.load(resp)["nodes"]
     except (OSError, ValueError, KeyError):
         return None
@@ -236,7 +238,9 @@ def node_object_count(http_port: int, collection: str, tenant: str, node: str) -
 
 def missing_on_node(ports: NodePorts, collection: str, tenant: str, ids: list[str]) -> list[str]:
     """Acknowledged ids a consistency-ONE read on this node does not find (it reads its own replica)."""
-    client = weaviate.connect_to_local(port=ports.http, grpc_port=ports.grpc)
+    client = weaviate.connect_to_local(
+        port=ports.http, grpc_port=ports.grpc, auth_credentials=Auth.api_key(weaviate_api_key())
+    )
     try:
         col = client.collections.get(collection).with_tenant(tenant)
         col = col.with_consistency_level(ConsistencyLevel.ONE)
@@ -260,7 +264,9 @@ def readable_by_id_on_node(ports: NodePorts, collection: str, tenant: str, ids: 
             f"?tenant={tenant}&consistency_level=ONE"
         )
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=auth_headers()), timeout=5
+            ) as resp:
                 if resp.status == 200:
                     readable.append(a)
         except OSError:
@@ -275,7 +281,9 @@ def unindexed_on_node(ports: NodePorts, collection: str, tenant: str, ids: list[
     graph nodes, so with limit = len(ids) it returns exactly the listed objects the node's HNSW graph
     holds, whatever the query vector (docs/DURABILITY.md, F1).
     """
-    client = weaviate.connect_to_local(port=ports.http, grpc_port=ports.grpc)
+    client = weaviate.connect_to_local(
+        port=ports.http, grpc_port=ports.grpc, auth_credentials=Auth.api_key(weaviate_api_key())
+    )
     try:
         col = client.collections.get(collection).with_tenant(tenant)
         col = col.with_consistency_level(ConsistencyLevel.ONE)

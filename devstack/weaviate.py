@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,46 @@ def ensure_weaviate_server() -> Path:
     )
 
 
+WEAVIATE_USER = "imagesearch"
+
+
+def weaviate_api_key() -> str:
+    """The local stack's Weaviate API key: random, made once per machine user and kept (mode 0600) in
+    the cache. Weaviate 1.39 serves gRPC on every interface (see `Weaviate.command`), so the stack's
+    Weaviate takes no anonymous call."""
+    path = cache_dir() / "weaviate-api-key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole under a private name, then linked into place: a concurrent reader never sees a
+        # partial key, and of two processes making one, the first link wins.
+        draft = path.with_name(f".weaviate-api-key.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+def api_key_env() -> dict[str, str]:
+    """Weaviate's settings for API-key authentication with the stack's key, anonymous access off."""
+    return {
+        "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false",
+        "AUTHENTICATION_APIKEY_ENABLED": "true",
+        "AUTHENTICATION_APIKEY_ALLOWED_KEYS": weaviate_api_key(),
+        "AUTHENTICATION_APIKEY_USERS": WEAVIATE_USER,
+    }
+
+
+def auth_headers() -> dict[str, str]:
+    """For a REST call to the stack's Weaviate (tests and benches reading /v1/nodes, /v1/meta...)."""
+    return {"Authorization": f"Bearer {weaviate_api_key()}"}
+
+
 class Weaviate(Component):
     name = "weaviate"
     port_names = ("http", "grpc", "metrics", "gossip", "data", "raft", "raft_rpc")
@@ -42,7 +83,9 @@ class Weaviate(Component):
         ensure_weaviate_server()
 
     def config(self) -> dict[str, Any]:
-        return {"binary": str(weaviate_binary()), "version": WEAVIATE_VERSION}
+        # "auth" is recorded so that a Weaviate an older checkout started with anonymous access is
+        # restarted rather than reused.
+        return {"binary": str(weaviate_binary()), "version": WEAVIATE_VERSION, "auth": "apikey"}
 
     def pick_ports(self, picker: PortPicker, previous: Mapping[str, int]) -> dict[str, int]:
         ports = {
@@ -61,7 +104,7 @@ class Weaviate(Component):
         env = dict(os.environ)
         env.update(
             PERSISTENCE_DATA_PATH=str(data_dir),
-            AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED="true",
+            **api_key_env(),
             DEFAULT_VECTORIZER_MODULE="none",
             API_BASED_MODULES_DISABLED="true",
             DISABLE_TELEMETRY="true",
@@ -100,4 +143,5 @@ class Weaviate(Component):
             "IMAGESEARCH_SEARCH_WEAVIATE_HOST": host,
             "IMAGESEARCH_SEARCH_WEAVIATE_HTTP_PORT": str(ports["http"]),
             "IMAGESEARCH_SEARCH_WEAVIATE_GRPC_PORT": str(ports["grpc"]),
+            "IMAGESEARCH_SEARCH_WEAVIATE_API_KEY": weaviate_api_key(),
         }

@@ -23,7 +23,7 @@ from pathlib import Path
 from devstack.common import HOST, StackError, tail
 from devstack.ports import PortPicker
 from devstack.probes import http_status, tcp_open
-from devstack.weaviate import ensure_weaviate_server
+from devstack.weaviate import api_key_env, ensure_weaviate_server, weaviate_api_key
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,7 @@ class WeaviateCluster:
             "IMAGESEARCH_SEARCH_WEAVIATE_HOST": HOST,
             "IMAGESEARCH_SEARCH_WEAVIATE_HTTP_PORT": str(ports.http),
             "IMAGESEARCH_SEARCH_WEAVIATE_GRPC_PORT": str(ports.grpc),
+            "IMAGESEARCH_SEARCH_WEAVIATE_API_KEY": weaviate_api_key(),
         }
 
     # ---- one node ----------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ class WeaviateCluster:
         env = dict(os.environ)
         env.update(
             PERSISTENCE_DATA_PATH=str(data),
-            AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED="true",
+            **api_key_env(),
             DEFAULT_VECTORIZER_MODULE="none",
             API_BASED_MODULES_DISABLED="true",
             DISABLE_TELEMETRY="true",

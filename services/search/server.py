@@ -10,7 +10,7 @@ from imagesearch.v1 import search_pb2, search_pb2_grpc
 
 from services.common.server import App, Probe
 from services.search import convert
-from services.search.backends import make_backend
+from services.search.backends import make_backend, weaviate_api_key
 from services.search.backends.weaviate.repair import VectorIndexRepairer
 from services.search.cache import make_cache
 from services.search.core import SearchCore, validate_tenant
@@ -179,6 +179,7 @@ async def build(settings: SearchSettings) -> App:
             settings.weaviate_collection,
             chunk=settings.weaviate_repair_chunk,
             timeout_s=settings.weaviate_timeout_s,
+            api_key=weaviate_api_key(settings),
         )
         core.run_in_background(repairer.watch(settings.weaviate_repair_interval_s))
     probes = [Probe(backend.name, backend.ready, required=True)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.limits import MAX_FILTER_NODES, MAX_QUERY_DEPTH, MAX_QUERY_LIMIT
@@ -30,6 +30,11 @@ class SearchSettings(ServiceSettings):
     weaviate_host: str = Field("127.0.0.1", description="Weaviate backend: server host.")
     weaviate_http_port: int = Field(8080, ge=1, le=65535, description="Weaviate backend: REST port.")
     weaviate_grpc_port: int = Field(50051, ge=1, le=65535, description="Weaviate backend: gRPC port.")
+    weaviate_api_key: SecretStr | None = Field(
+        None,
+        description="Weaviate backend: the API key presented to Weaviate (its AUTHENTICATION_APIKEY_*); "
+        "unset = anonymous access, for a Weaviate nothing else can reach.",
+    )
     weaviate_collection: str = Field(
         "ImagesearchAsset",
         pattern=r"^[A-Z][A-Za-z0-9_]{0,127}$",

@@ -43,6 +43,15 @@ def test_compose_runs_the_internal_hops_over_mutual_tls() -> None:
             assert spec["healthcheck"]["test"][-3:-1] == ["--tls-dir", "/certs"], name
 
 
+def test_compose_weaviate_takes_only_the_search_services_api_key() -> None:
+    weaviate_env = COMPOSE["services"]["weaviate"]["environment"]
+    assert weaviate_env["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"] == "false"
+    assert weaviate_env["AUTHENTICATION_APIKEY_ENABLED"] == "true"
+    key = weaviate_env["AUTHENTICATION_APIKEY_ALLOWED_KEYS"]
+    assert key.startswith("${WEAVIATE_API_KEY")  # from the operator's environment, not the file
+    assert OURS["search"]["environment"]["IMAGESEARCH_SEARCH_WEAVIATE_API_KEY"] == key
+
+
 @pytest.mark.parametrize("service", sorted(OURS))
 def test_compose_env_matches_the_settings_the_code_reads(service: str) -> None:
     spec = OURS[service]

@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc, search_pb2_grpc
 
+from devstack.weaviate import weaviate_api_key
 from tests.service_process import REPO_ROOT, ServiceProcess
 
 DATA_CACHE = Path(os.environ.get("IMAGESEARCH_DATA_CACHE", Path.home() / ".cache/imagesearch/data"))
@@ -161,6 +162,7 @@ class Suite:
                 "IMAGESEARCH_SEARCH_WEAVIATE_HOST": self.stack.host,
                 "IMAGESEARCH_SEARCH_WEAVIATE_HTTP_PORT": str(self.stack.weaviate_http_port),
                 "IMAGESEARCH_SEARCH_WEAVIATE_GRPC_PORT": str(self.stack.weaviate_grpc_port),
+                "IMAGESEARCH_SEARCH_WEAVIATE_API_KEY": weaviate_api_key(),
                 # a fresh collection per suite run, so earlier runs cannot satisfy the assertions
                 "IMAGESEARCH_SEARCH_WEAVIATE_COLLECTION": f"E2e{os.getpid()}x{abs(hash(self.tmp)) % 10**6}",
                 "IMAGESEARCH_SEARCH_CACHE": "redis",

@@ -17,6 +17,7 @@ import pytest
 from imagesearch.v1 import admin_pb2, gateway_pb2, search_pb2
 
 from devstack import Stack, StackInfo
+from devstack.weaviate import weaviate_api_key
 from tests.gateway.suite import Suite, open_data_sample
 from tests.gateway.test_reindex import (
     DEMO_REF,
@@ -43,6 +44,7 @@ def stack_suite(object_store: StackInfo) -> Iterator[Suite]:
         "IMAGESEARCH_SEARCH_WEAVIATE_HOST": info.host,
         "IMAGESEARCH_SEARCH_WEAVIATE_HTTP_PORT": str(info.weaviate_http_port),
         "IMAGESEARCH_SEARCH_WEAVIATE_GRPC_PORT": str(info.weaviate_grpc_port),
+        "IMAGESEARCH_SEARCH_WEAVIATE_API_KEY": weaviate_api_key(),
         "IMAGESEARCH_SEARCH_WEAVIATE_COLLECTION": f"Reindex{uuid.uuid4().hex[:10]}",
         "IMAGESEARCH_SEARCH_CACHE": "redis",
         "IMAGESEARCH_SEARCH_REDIS_URL": info.redis_url or "",

@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 from devstack import REPO_ROOT, WEAVIATE_VERSION, Stack, StackInfo
 from devstack.triton import expected_models
 from devstack.versions import TRITON_SERVER_VERSION
+from devstack.weaviate import auth_headers
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,8 @@ def test_redis_ping(stack: StackInfo) -> None:
 
 
 def test_weaviate_meta_reports_pinned_version(stack: StackInfo) -> None:
-    with urllib.request.urlopen(f"{stack.weaviate_http_url}/v1/meta", timeout=5) as resp:
+    meta_url = f"{stack.weaviate_http_url}/v1/meta"
+    with urllib.request.urlopen(urllib.request.Request(meta_url, headers=auth_headers()), timeout=5) as resp:
         meta = json.load(resp)
     assert meta["version"] == WEAVIATE_VERSION.removeprefix("v")
 

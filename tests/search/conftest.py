@@ -17,6 +17,7 @@ import pytest
 from imagesearch.v1 import search_pb2_grpc
 
 from devstack import Stack, StackInfo
+from devstack.weaviate import weaviate_api_key
 from tests.service_process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +41,7 @@ def weaviate_env(info: StackInfo, collection: str) -> dict[str, str]:
         "IMAGESEARCH_SEARCH_WEAVIATE_HOST": info.host,
         "IMAGESEARCH_SEARCH_WEAVIATE_HTTP_PORT": str(info.weaviate_http_port),
         "IMAGESEARCH_SEARCH_WEAVIATE_GRPC_PORT": str(info.weaviate_grpc_port),
+        "IMAGESEARCH_SEARCH_WEAVIATE_API_KEY": weaviate_api_key(),
         "IMAGESEARCH_SEARCH_WEAVIATE_COLLECTION": collection,
     }
 

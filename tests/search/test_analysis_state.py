@@ -14,6 +14,7 @@ import pytest
 from imagesearch.v1 import common_pb2, search_pb2
 
 from devstack import StackInfo
+from devstack.weaviate import weaviate_api_key
 from services.search.domain import ANALYSIS_HIDDEN, AssetDoc, AssetRecord, Fusion, ModelRef, QueryPlan
 from services.search.filters import analysed_only
 from tests.search.conftest import Service
@@ -179,14 +180,14 @@ async def test_a_weaviate_collection_made_before_analysis_states_gets_the_state_
         mock.patch.object(wb, "collection_properties", lambda: old_props),
         mock.patch.object(wb.WeaviateBackend, "_add_analysis_state", _unchanged),
     ):
-        old = wb.WeaviateBackend(*args, hnsw)
+        old = wb.WeaviateBackend(*args, hnsw, api_key=weaviate_api_key())
         await old.start()
         model = ModelRef(*MODEL)
         await old.set_collection_model(model, DIM)
         legacy = AssetRecord(AssetDoc("legacy", caption="zebra", embedding_model=model), unit(RNG))
         assert await old.upsert("t1", [legacy]) == [None]
         await old.close()
-    new = wb.WeaviateBackend(*args, hnsw)
+    new = wb.WeaviateBackend(*args, hnsw, api_key=weaviate_api_key())
     await new.start()
     try:
         # Added at start (not left to Weaviate's auto-schema on the first write, which would tokenize

@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from imagesearch.v1 import search_pb2, search_pb2_grpc
 
 from devstack import StackInfo
+from devstack.weaviate import weaviate_api_key
 from tests.search.helpers import embedding, record, unit
 from tests.service_process import ServiceProcess, free_port
 
@@ -293,6 +294,7 @@ def test_weaviate_going_down_is_unavailable_well_within_the_deadline(search_stac
         "IMAGESEARCH_SEARCH_WEAVIATE_HOST": "127.0.0.1",
         "IMAGESEARCH_SEARCH_WEAVIATE_HTTP_PORT": str(http.port),
         "IMAGESEARCH_SEARCH_WEAVIATE_GRPC_PORT": str(grpc_proxy.port),
+        "IMAGESEARCH_SEARCH_WEAVIATE_API_KEY": weaviate_api_key(),
         "IMAGESEARCH_SEARCH_WEAVIATE_COLLECTION": f"Test{uuid.uuid4().hex[:12]}",
         "IMAGESEARCH_SEARCH_CACHE": "none",  # the default 10 s Weaviate timeout stays
     }

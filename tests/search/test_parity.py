@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from devstack import StackInfo
+from devstack.weaviate import weaviate_api_key
 from services.search import filters as flt
 from services.search.backends import make_backend
 from services.search.cache import NoCache
@@ -61,6 +62,7 @@ async def cores(
             weaviate_host=search_stack.host,
             weaviate_http_port=search_stack.weaviate_http_port or 0,
             weaviate_grpc_port=search_stack.weaviate_grpc_port or 0,
+            weaviate_api_key=weaviate_api_key(),  # type: ignore[arg-type]
             weaviate_collection=f"Parity{uuid.uuid4().hex[:10]}",
         )
     )

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import weaviate
 from imagesearch.v1 import search_pb2, search_pb2_grpc
+from weaviate.classes.init import Auth
 
 from devstack import StackInfo
+from devstack.weaviate import weaviate_api_key
 from tests.search.conftest import weaviate_env
 from tests.search.helpers import record, unit
 from tests.service_process import ServiceProcess
@@ -30,6 +32,7 @@ def _replication_config(info: StackInfo, collection: str) -> object:
         grpc_port=info.weaviate_grpc_port,
         grpc_secure=False,
         skip_init_checks=True,
+        auth_credentials=Auth.api_key(weaviate_api_key()),
     ) as client:
         config = client.collections.get(collection).config.get().replication_config
         client.collections.delete(collection)

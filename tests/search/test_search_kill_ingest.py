@@ -18,8 +18,10 @@ import grpc
 import pytest
 import weaviate
 from imagesearch.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from weaviate.classes.init import Auth
 
 from devstack import StackInfo
+from devstack.weaviate import weaviate_api_key
 from services.search.backends.weaviate.schema import object_uuid
 from tests.gateway.suite import KEYRING, TOKEN_SECRET, missing_prerequisites
 from tests.gateway.test_e2e import text_image
@@ -81,6 +83,7 @@ def test_search_kill_mid_stream_never_acks_failed_for_a_stored_item(search_stack
             host=search_stack.host,
             port=search_stack.weaviate_http_port or 0,
             grpc_port=search_stack.weaviate_grpc_port or 0,
+            auth_credentials=Auth.api_key(weaviate_api_key()),
         )
         try:
             col = client.collections.get(collection).with_tenant(TENANT)

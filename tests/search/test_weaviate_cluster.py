@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from imagesearch.v1 import search_pb2, search_pb2_grpc
 
-from devstack.weaviate import weaviate_binary
+from devstack.weaviate import auth_headers, weaviate_binary
 from devstack.weaviate_cluster import WeaviateCluster
 from tests.search.helpers import embedding, record, unit
 from tests.service_process import ServiceProcess
@@ -44,7 +44,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeaviateCluste
 def _tenant_objects_per_node(cluster: WeaviateCluster) -> dict[str, int]:
     """Objects of TENANT in each node's copy (Weaviate's verbose node status)."""
     url = f"http://127.0.0.1:{cluster.ports[0].http}/v1/nodes?output=verbose"
-    with urllib.request.urlopen(url, timeout=5) as reply:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=auth_headers()), timeout=5) as reply:
         nodes = json.load(reply)["nodes"]
     return {
         n["name"]: sum(s.get("objectCount", 0) for s in n.get("shards") or [] if s.get("name") == TENANT)

@@ -27,10 +27,12 @@ import numpy as np
 import pytest
 import weaviate
 from imagesearch.v1 import search_pb2, search_pb2_grpc
+from weaviate.classes.init import Auth
 from weaviate.classes.query import Filter
 from weaviate.exceptions import WeaviateBaseError
 
 from devstack import Stack, StackInfo
+from devstack.weaviate import weaviate_api_key
 from services.search.backends.weaviate.repair import VectorIndexRepairer, raft_lifetime
 from services.search.backends.weaviate.schema import VECTOR_NAME, object_uuid
 from tests.search.conftest import weaviate_env
@@ -99,7 +101,10 @@ def _unfindable(
     info: StackInfo, collection: str, tenant: str, vectors: dict[str, np.ndarray], ids: list[str]
 ) -> list[str]:
     client = weaviate.connect_to_local(
-        host=info.host, port=info.weaviate_http_port or 0, grpc_port=info.weaviate_grpc_port or 0
+        host=info.host,
+        port=info.weaviate_http_port or 0,
+        grpc_port=info.weaviate_grpc_port or 0,
+        auth_credentials=Auth.api_key(weaviate_api_key()),
     )
     try:
         col = client.collections.get(collection).with_tenant(tenant)
@@ -244,7 +249,13 @@ def measure_pass(info: StackInfo, n: int, dim: int = 256) -> None:
 
     async def one_pass() -> tuple[int, float]:
         repairer = VectorIndexRepairer(
-            info.host, info.weaviate_http_port or 0, info.weaviate_grpc_port or 0, collection, 500, 30.0
+            info.host,
+            info.weaviate_http_port or 0,
+            info.weaviate_grpc_port or 0,
+            collection,
+            500,
+            30.0,
+            api_key=weaviate_api_key(),
         )
         start = time.perf_counter()
         report = await repairer.repair_all()

@@ -38,6 +38,7 @@ def make_backend(settings: SearchSettings) -> SearchBackend:
                 async_frequency_s=settings.weaviate_async_replication_frequency_s,
                 async_delay_s=settings.weaviate_async_replication_delay_s,
             ),
+            api_key=weaviate_api_key(settings),
         )
     from services.search.backends.embedded import EmbeddedBackend, HnswParams
 
@@ -55,4 +56,8 @@ def make_backend(settings: SearchSettings) -> SearchBackend:
     )
 
 
-__all__ = ["SearchBackend", "make_backend"]
+def weaviate_api_key(settings: SearchSettings) -> str | None:
+    return settings.weaviate_api_key.get_secret_value() if settings.weaviate_api_key else None
+
+
+__all__ = ["SearchBackend", "make_backend", "weaviate_api_key"]

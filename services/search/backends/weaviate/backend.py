@@ -80,11 +80,26 @@ _LOADING = re.compile(r"non-existing index", re.IGNORECASE)
 _UNREACHABLE = re.compile(
     r"UNAVAILABLE|connect|Connection refused|DEADLINE_EXCEEDED|timed? ?out|Socket closed", re.IGNORECASE
 )
+_CREDENTIALS = re.compile(r"UNAUTHENTICATED|PERMISSION_DENIED|unauthorized: invalid api key", re.IGNORECASE)
 # Objects per page of a content-hash lookup.
 _HASH_PAGE = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 T = TypeVar("T")
+
+
+def api_key_auth(api_key: str | None) -> Any:
+    """The client's credentials for Weaviate's API-key authentication; None: anonymous access."""
+    return wvc.init.Auth.api_key(api_key) if api_key else None
+
+
+def _credentials_refused(exc: BaseException, text: str) -> bool:
+    """Weaviate turned the call away for its credentials (REST 401/403, gRPC UNAUTHENTICATED or
+    PERMISSION_DENIED, or its gRPC API's "unauthorized: invalid api key"): a configuration error, not
+    an outage to wait out."""
+    if isinstance(exc, UnexpectedStatusCodeError):
+        return exc.status_code in (401, 403)
+    return _CREDENTIALS.search(text) is not None
 
 
 class _ConnectionRefused(Exception):
@@ -153,8 +168,10 @@ class WeaviateBackend:
         expected_model: ModelRef | None = None,
         expected_dimension: int = 0,
         replication: Replication | None = None,
+        api_key: str | None = None,
     ) -> None:
         self._host, self._http_port, self._grpc_port = host, http_port, grpc_port
+        self._api_key = api_key
         replication = replication or Replication()
         self._replication = replication
         self._write_level = ConsistencyLevel(replication.write_consistency)
@@ -183,6 +200,7 @@ class WeaviateBackend:
             grpc_host=self._host,
             grpc_port=self._grpc_port,
             grpc_secure=False,
+            auth_credentials=api_key_auth(self._api_key),
             additional_config=AdditionalConfig(
                 timeout=Timeout(init=t, query=t, insert=max(t, int(self._write_timeout_s))),
                 grpc_config=GrpcConfig(channel_options=RECONNECT_OPTIONS),
@@ -239,6 +257,12 @@ class WeaviateBackend:
             raise _unreachable(what, exc) from exc
         except (WeaviateQueryError, UnexpectedStatusCodeError, WeaviateBaseError) as exc:
             text = str(exc)
+            if _credentials_refused(exc, text):
+                log.error("weaviate refused this service's credentials", what=what, error=text[:300])
+                raise FailedPrecondition(
+                    "weaviate refused this service's credentials; set IMAGESEARCH_SEARCH_WEAVIATE_API_KEY "
+                    "to a key it allows"
+                ) from exc
             if _TENANT_MISSING.search(text):
                 raise NotFound("tenant has no assets (it is created by its first upsert)") from exc
             if _UNREACHABLE.search(text):

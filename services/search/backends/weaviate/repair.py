@@ -30,6 +30,8 @@ from weaviate.classes.init import AdditionalConfig, Timeout
 from weaviate.classes.query import Filter
 from weaviate.classes.tenants import TenantActivityStatus
 
+from services.search.backends.weaviate.backend import api_key_auth
+
 log = structlog.get_logger("search.weaviate.repair")
 
 
@@ -69,8 +71,10 @@ class VectorIndexRepairer:
         collection: str,
         chunk: int,
         timeout_s: float,
+        api_key: str | None = None,
     ) -> None:
         self._host, self._http_port, self._grpc_port = host, http_port, grpc_port
+        self._api_key = api_key
         self._collection = collection
         self._chunk = chunk
         self._timeout_s = timeout_s
@@ -86,6 +90,7 @@ class VectorIndexRepairer:
                 grpc_host=self._host,
                 grpc_port=self._grpc_port,
                 grpc_secure=False,
+                auth_credentials=api_key_auth(self._api_key),
                 additional_config=AdditionalConfig(timeout=Timeout(init=t, query=t, insert=t)),
                 skip_init_checks=True,
             )
@@ -102,8 +107,9 @@ class VectorIndexRepairer:
         """The current Weaviate lifetime token, or None while Weaviate does not answer."""
         url = f"http://{self._host}:{self._http_port}/v1/cluster/statistics"
         try:
+            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
             async with httpx.AsyncClient(timeout=self._timeout_s) as http:
-                resp = await http.get(url)
+                resp = await http.get(url, headers=headers)
             if resp.status_code != 200:
                 return None
             return raft_lifetime(resp.json())
