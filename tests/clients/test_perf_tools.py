@@ -447,17 +447,22 @@ def test_parse_watch_rejects_malformed_arguments(bad: str) -> None:
     assert repr(bad) in str(err.value)
 
 
-def test_encoder_spacing_measures_every_pause_and_thread_count_against_back_to_back() -> None:
-    """bench.encoder_spacing on the photo package's text tower: a row per (pause, threads) pair, pause 0
-    added when not asked for, and each thread count's pause-0 row is its own baseline."""
+def _table_rows(bench: str, *args: str) -> list[list[str]]:
+    """The rows (split on whitespace) of the table a bench module prints, below its header line."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.encoder_spacing", "--calls", "3", "--rounds", "1", "--pauses-ms", "1"],
+        [sys.executable, "-m", f"bench.{bench}", *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     ).stdout.splitlines()
-    rows = [line.split() for line in out[1:]]
+    return [line.split() for line in out[1:]]
+
+
+def test_encoder_spacing_measures_every_pause_and_thread_count_against_back_to_back() -> None:
+    """bench.encoder_spacing on the photo package's text tower: a row per (pause, threads) pair, pause 0
+    added when not asked for, and each thread count's pause-0 row is its own baseline."""
+    rows = _table_rows("encoder_spacing", "--calls", "3", "--rounds", "1", "--pauses-ms", "1")
     assert [(r[1], r[2]) for r in rows] == [("0", "1"), ("0", "2"), ("1", "1"), ("1", "2")]
     assert all(float(r[6]) == 1.0 for r in rows[:2])
     assert all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows)
@@ -465,14 +470,7 @@ def test_encoder_spacing_measures_every_pause_and_thread_count_against_back_to_b
 
 def test_graph_orphans_counts_what_a_serial_build_leaves_unreachable() -> None:
     """bench.graph_orphans: one row per case and build; a serially built graph reaches every vector."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.graph_orphans", "--cases", "600x8/200", "--builds", "serial", "repair"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout.splitlines()
-    rows = [line.split() for line in out[1:]]
+    rows = _table_rows("graph_orphans", "--cases", "600x8/200", "--builds", "serial", "repair")
     assert [(r[0], r[1]) for r in rows] == [("600x8/200", "serial"), ("600x8/200", "repair")]
     assert rows[0][3] == "0" and rows[0][4] == "0"  # serial: nothing re-added, nothing unreachable
     assert all(float(r[2]) > 0 for r in rows)
